@@ -1,0 +1,242 @@
+"""Labelled text sources -> train / validation / test DataFrames (row_id, text, label).
+
+Sources: a Hugging Face dataset id (`imdb`), a local folder or file of Parquet / CSV /
+JSONL, or a raw `aclImdb` folder as downloaded from Stanford. Every split and subset is
+seeded and stratified: the same config gives the same rows, always.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from sentisweep.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation",
+               "val": "validation", "dev": "validation", "test": "test"}
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+
+class DataError(ValueError):
+    """Bad data input; the message names the file or field and what was expected."""
+
+
+@dataclass
+class TaskData:
+    splits: dict[str, pd.DataFrame]  # train / validation / test, columns row_id, text, label
+    label_names: list[str]  # label i means label_names[i]
+    report: list[str]  # what was done to the data, for logs and provenance
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(frame) for name, frame in self.splits.items()}
+
+
+def load_task_data(cfg: DataConfig) -> TaskData:
+    raw, origin = _read_source(cfg.source)
+    report = [f"source {cfg.source!r} ({origin}): " + ", ".join(f"{k} {len(v)}" for k, v in raw.items())]
+    frames = {}
+    for split, frame in raw.items():
+        frames[split] = _select_columns(frame, cfg, split, f"{cfg.source} [{split}]")
+    label_names = _encode_labels(frames, cfg, report)
+    for split in list(frames):
+        frames[split] = _drop_empty(frames[split], f"{cfg.source} [{split}]", report)
+        if cfg.clean_html:
+            frames[split]["text"] = frames[split]["text"].str.replace(_BR, "\n", regex=True)
+    splits = _make_splits(frames, cfg, report)
+    for name, size in (("train", cfg.train_size), ("validation", cfg.eval_size), ("test", cfg.test_size)):
+        if size is not None:
+            splits[name] = _stratified_take(splits[name], size, cfg.split_seed, f"data.{_SIZE_FIELD[name]}", report)
+    report.append("final: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    return TaskData(splits, label_names, report)
+
+
+_SIZE_FIELD = {"train": "train_size", "validation": "eval_size", "test": "test_size"}
+
+
+# -- reading ---------------------------------------------------------------------------
+
+def _looks_like_path(source: str) -> bool:
+    return (source.startswith((".", "/", "~")) or Path(source).suffix.lower() in FORMATS
+            or Path(source).exists())
+
+
+def _read_source(source: str) -> tuple[dict[str, pd.DataFrame], str]:
+    path = Path(source).expanduser()
+    if path.exists():
+        if path.is_file():
+            return {"train": _read_file(path)}, "file"
+        if (path / "train" / "pos").is_dir() or (path / "aclImdb").is_dir():
+            return _read_aclimdb(path if (path / "train").is_dir() else path / "aclImdb"), "aclImdb folder"
+        return _read_folder(path), "folder"
+    if _looks_like_path(source):
+        raise DataError(f"data.source = {source!r}: no such file or folder")
+    return _read_hub(source), "Hugging Face Hub"
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"{path}: unknown format {path.suffix!r}; allowed: {', '.join(FORMATS)}")
+    try:
+        if kind == "parquet":
+            return pd.read_parquet(path)
+        if kind == "csv":
+            return pd.read_csv(path)
+        return pd.read_json(path, lines=True)
+    except Exception as err:  # pyarrow / pandas raise many types for corrupt files
+        raise DataError(f"{path}: cannot be read as {kind} ({type(err).__name__}: {err})") from None
+
+
+def _read_folder(path: Path) -> dict[str, pd.DataFrame]:
+    found: dict[str, pd.DataFrame] = {}
+    for file in sorted(path.iterdir()):
+        split = SPLIT_NAMES.get(file.stem.lower())
+        if file.is_file() and split and file.suffix.lower() in FORMATS:
+            if split in found:
+                raise DataError(f"{path}: more than one file for split {split!r}")
+            found[split] = _read_file(file)
+    if "train" not in found:
+        present = ", ".join(sorted(f.name for f in path.iterdir())) or "nothing"
+        raise DataError(f"{path}: expected train.{{parquet,csv,jsonl}} (and optionally "
+                        f"validation.*, test.*); found: {present}")
+    return found
+
+
+def _read_aclimdb(root: Path) -> dict[str, pd.DataFrame]:
+    """Stanford's layout: {train,test}/{pos,neg}/<id>_<rating>.txt."""
+    splits = {}
+    for split in ("train", "test"):
+        rows = []
+        for label_name in ("neg", "pos"):
+            folder = root / split / label_name
+            if not folder.is_dir():
+                raise DataError(f"{root}: aclImdb folder lacks {split}/{label_name}/")
+            for file in sorted(folder.glob("*.txt"), key=lambda f: int(f.stem.split("_")[0])):
+                review_id, rating = file.stem.split("_")
+                rows.append({"text": file.read_text(encoding="utf-8"), "label": label_name,
+                             "review_id": int(review_id), "rating": int(rating)})
+        splits[split] = pd.DataFrame(rows)
+    return splits
+
+
+def _read_hub(source: str) -> dict[str, pd.DataFrame]:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(source)
+    except Exception as err:
+        raise DataError(
+            f"data.source = {source!r}: could not load it from the Hugging Face Hub "
+            f"({type(err).__name__}: {str(err)[:300]}). Offline, point data.source at a local "
+            "folder of train/test Parquet, CSV or JSONL files, or an aclImdb folder.") from None
+    frames = {}
+    for split, part in dataset.items():
+        if split in SPLIT_NAMES:  # IMDb also has an unlabelled "unsupervised" split
+            frame = part.to_pandas()
+            feature = part.features.get("label")
+            if feature is not None and hasattr(feature, "names"):  # ClassLabel -> its names
+                frame["label"] = [feature.names[i] for i in frame["label"]]
+            frames[SPLIT_NAMES[split]] = frame
+    return frames
+
+
+# -- columns, labels, empty texts --------------------------------------------------------
+
+def _select_columns(frame: pd.DataFrame, cfg: DataConfig, split: str, where: str) -> pd.DataFrame:
+    missing = [c for c in (cfg.text_column, cfg.label_column) if c not in frame.columns]
+    if missing:
+        field = "data.text_column" if cfg.text_column in missing else "data.label_column"
+        raise DataError(f"{where}: missing column(s) {missing} ({field}); "
+                        f"columns present: {list(frame.columns)}")
+    out = pd.DataFrame({"text": frame[cfg.text_column], "label": frame[cfg.label_column]})
+    out.insert(0, "row_id", [f"{split}:{i}" for i in range(len(out))])  # stable across trials
+    return out.reset_index(drop=True)
+
+
+def _encode_labels(frames: dict[str, pd.DataFrame], cfg: DataConfig, report: list[str]) -> list[str]:
+    labels = pd.concat([f["label"].dropna() for f in frames.values()])
+    classes = sorted(labels.unique(), key=lambda v: (str(type(v)), v))
+    if len(classes) < 2:
+        raise DataError(f"data.label_column = {cfg.label_column!r}: only one class "
+                        f"({classes}); a classifier needs at least 2")
+    if len(classes) > cfg.num_labels:
+        raise DataError(f"data.label_column = {cfg.label_column!r}: {len(classes)} classes "
+                        f"{classes[:10]} but data.num_labels = {cfg.num_labels}")
+    index = {value: i for i, value in enumerate(classes)}
+    for frame in frames.values():
+        null = frame["label"].isna()
+        if null.any():
+            frame.drop(index=frame.index[null], inplace=True)
+            report.append(f"dropped {int(null.sum())} rows with no label")
+        frame["label"] = frame["label"].map(index).astype("int64")
+    names = [str(c) for c in classes]
+    if cfg.label_names is not None:
+        if len(cfg.label_names) != len(classes):
+            raise DataError(f"data.label_names = {cfg.label_names!r}: {len(cfg.label_names)} names "
+                            f"for {len(classes)} classes {classes}")
+        names = list(cfg.label_names)
+    report.append("classes: " + ", ".join(f"{i}={n}" for i, n in enumerate(names)))
+    return names
+
+
+def _drop_empty(frame: pd.DataFrame, where: str, report: list[str]) -> pd.DataFrame:
+    empty = frame["text"].isna() | (frame["text"].astype(str).str.strip() == "")
+    if empty.all():
+        raise DataError(f"{where}: every text is empty or null ({len(frame)} rows)")
+    if empty.any():
+        log.warning("%s: dropping %d empty or null texts", where, int(empty.sum()))
+        report.append(f"{where}: dropped {int(empty.sum())} empty or null texts")
+    frame = frame[~empty].reset_index(drop=True)
+    frame["text"] = frame["text"].astype(str)
+    return frame
+
+
+# -- splits and subsets ------------------------------------------------------------------
+
+def _split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from sklearn.model_selection import train_test_split
+
+    stratify = frame["label"] if frame["label"].value_counts().min() >= 2 else None
+    rest, part = train_test_split(frame, test_size=fraction, random_state=seed, stratify=stratify)
+    return rest.reset_index(drop=True), part.reset_index(drop=True)
+
+
+def _make_splits(frames: dict[str, pd.DataFrame], cfg: DataConfig, report: list[str]) -> dict[str, pd.DataFrame]:
+    seed = cfg.split_seed
+    if cfg.split == "reshuffle":  # pool everything, cut 80 / 10 / 10
+        pooled = pd.concat(frames.values(), ignore_index=True)
+        train, held = _split(pooled, 0.2, seed)
+        validation, test = _split(held, 0.5, seed)
+        report.append("split: reshuffled all rows 80/10/10")
+        return {"train": train, "validation": validation, "test": test}
+    train = frames["train"]
+    test = frames.get("test")
+    if test is None:
+        train, test = _split(train, cfg.validation_fraction, seed)
+        report.append(f"split: no test split in the source; carved {len(test)} rows from train")
+    validation = frames.get("validation")
+    if validation is None:
+        train, validation = _split(train, cfg.validation_fraction, seed)
+        report.append(f"split: validation = {cfg.validation_fraction:.0%} of train, stratified")
+    return {"train": train, "validation": validation, "test": test}
+
+
+def _stratified_take(frame: pd.DataFrame, size: int, seed: int, field: str, report: list[str]) -> pd.DataFrame:
+    if size >= len(frame):
+        if size > len(frame):
+            log.warning("%s = %d but only %d rows exist: using all of them", field, size, len(frame))
+            report.append(f"{field} = {size} > {len(frame)} rows: using all")
+        return frame
+    from sklearn.model_selection import train_test_split
+
+    counts = frame["label"].value_counts()
+    stratify = frame["label"] if size >= len(counts) and counts.min() >= 2 else None
+    taken, _ = train_test_split(frame, train_size=size, random_state=seed, stratify=stratify)
+    return taken.reset_index(drop=True)

