@@ -136,7 +136,8 @@ def parse_trial_config(raw: dict[str, Any], source: str | None = None) -> TrialC
     try:
         config = TrialConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_pydantic(err), source) from None
+        # Report the registry problems too, so one run shows every mistake at once.
+        raise ConfigError(_format_pydantic(err) + _raw_semantic_problems(raw), source) from None
     problems = semantic_problems(config)
     if problems:
         raise ConfigError(problems, source)
@@ -149,6 +150,24 @@ def semantic_problems(config: TrialConfig) -> list[str]:
     from sentisweep.models import model_problems
 
     return model_problems(config.model) + method_problems(config.method)
+
+
+def _raw_semantic_problems(raw: Any) -> list[str]:
+    """Registry checks on whatever parts of an invalid config are well-typed."""
+    from sentisweep.methods import method_problems
+    from sentisweep.models import model_problems
+
+    if not isinstance(raw, dict):
+        return []
+    problems = model_problems(raw["model"]) if isinstance(raw.get("model"), str) else []
+    method = raw.get("method")
+    method = {"name": method} if isinstance(method, str) else method
+    if isinstance(method, dict):
+        try:
+            problems += method_problems(MethodConfig.model_validate(method))
+        except ValidationError:
+            pass  # already reported field by field
+    return problems
 
 
 def load_trial_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrialConfig:

@@ -8,6 +8,7 @@ raise `IncompatibleMethodError`, which a trial records as status `skipped`.
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -181,12 +182,15 @@ def _build_qlora(model, params, num_labels, cache_dir, device, precision):
     from sentisweep.models import arch_spec
 
     model_type = AutoConfig.from_pretrained(materialize(model, cache_dir)).model_type
+    heads = list(arch_spec(model_type).head_modules) or ["classifier", "score"]
     quant = BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type=params["quant_type"],
         bnb_4bit_use_double_quant=params["double_quant"],
         bnb_4bit_compute_dtype=getattr(torch, compute),
         # The head stays in full precision: a quantized head failed in peft's forward here.
-        llm_int8_skip_modules=list(arch_spec(model_type).head_modules) or ["classifier", "score"],
+        # transformers matches these from the start of a module path, so a nested head
+        # (BERT's bert.pooler) needs the optional prefix.
+        llm_int8_skip_modules=[rf"(?:.*\.)?{re.escape(h)}" for h in heads],
     )
     net, tok = _load_classifier(model, num_labels, cache_dir, quantization_config=quant,
                                 device_map={"": 0} if device == "cuda" else {"": "cpu"})

@@ -336,3 +336,9 @@ def _zero_shot(config: TrialConfig, built: BuiltModel, data: TaskData, result: T
     result.eval_seconds = clock.seconds
     result.eval_samples_per_second = len(order) / clock.seconds
     return probabilities, test["row_id"].to_numpy(), test["label"].to_numpy()
+
+
+if __name__ == "__main__":
+    from sentisweep.cli import main
+
+    raise SystemExit(main())

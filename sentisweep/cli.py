@@ -1,0 +1,135 @@
+"""Command line for one trial: `python -m sentisweep.train ...`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from sentisweep.config import ConfigError, TrialConfig, deep_merge, load_trial_config, parse_trial_config
+
+EXIT_CODES = {"ok": 0, "failed": 1, "skipped": 3}  # 2 = bad arguments / config
+
+EPILOG = """\
+examples:
+  # LoRA on the offline MiniLM, 2,000 IMDb train rows (about 3 minutes on 2 CPU cores)
+  python -m sentisweep.train --model minilm-l6 --method lora --data ../shared/data/imdb \\
+      --train-size 2000 --eval-size 500 --test-size 1000 --max-length 128 --epochs 1 --out runs/minilm-lora
+
+  # a YAML file holding only what differs from the defaults, plus overrides
+  python -m sentisweep.train --config my_trial.yaml --seed 43 --out runs/seed43
+
+exit status: 0 ok, 1 trial failed, 2 bad arguments or config, 3 trial skipped (cannot run here).
+Models: python -c "import sentisweep.models as m; print(*m.MODELS, sep='\\n')"
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sentisweep.methods import METHODS
+    from sentisweep.models import MODELS
+
+    p = argparse.ArgumentParser(
+        prog="python -m sentisweep.train",
+        description="Train and measure one trial (model x method x seed) and write its TrialResult "
+                    "row (result.parquet), test predictions, loss history and checkpoint to --out.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML trial config; the flags below override it")
+    p.add_argument("--model", help=f"registry name, hub id or local folder ({', '.join(MODELS)})")
+    p.add_argument("--method", help=f"one of: {', '.join(METHODS)}")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", dest="output_dir", help="output folder (refuses to overwrite a finished trial)")
+    p.add_argument("--overwrite", action="store_true", help="replace the result already in --out")
+    d = p.add_argument_group("data")
+    d.add_argument("--data", dest="source", help="hub dataset id, folder/file of parquet/csv/jsonl, or aclImdb folder")
+    d.add_argument("--text-column")
+    d.add_argument("--label-column")
+    d.add_argument("--split", choices=["holdout", "reshuffle"])
+    d.add_argument("--train-size", type=int)
+    d.add_argument("--eval-size", type=int)
+    d.add_argument("--test-size", type=int)
+    d.add_argument("--cache-dir", help="tokenization and tiny-model cache (default .sentisweep_cache)")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=float)
+    t.add_argument("--max-steps", type=int)
+    t.add_argument("--lr", dest="learning_rate", type=float)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--grad-accum", dest="gradient_accumulation", type=int)
+    t.add_argument("--max-length", type=int)
+    t.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"])
+    t.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    m = p.add_argument_group("method parameters")
+    m.add_argument("--r", type=int, help="LoRA / DoRA / QLoRA rank")
+    m.add_argument("--alpha", type=float)
+    m.add_argument("--dropout", type=float)
+    m.add_argument("--placement", help="attention | ffn | attention+ffn | all-linear | comma-separated module names")
+    p.add_argument("--quiet", action="store_true", help="hide transformers' load reports and progress bars")
+    return p
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    sections = {
+        "data": ["source", "text_column", "label_column", "split", "train_size", "eval_size", "test_size", "cache_dir"],
+        "training": ["epochs", "max_steps", "learning_rate", "batch_size", "gradient_accumulation",
+                     "max_length", "precision", "threads"],
+        "method": ["r", "alpha", "dropout", "placement"],
+    }
+    values = vars(args)
+    out: dict[str, Any] = {k: values[k] for k in ("model", "seed", "output_dir") if values[k] is not None}
+    for section, keys in sections.items():
+        part = {k: values[k] for k in keys if values[k] is not None}
+        if part:
+            out[section] = part
+    placement = out.get("method", {}).get("placement")
+    if placement and placement not in ("attention", "ffn", "attention+ffn", "all-linear"):
+        out["method"]["placement"] = [s.strip() for s in placement.split(",") if s.strip()]
+    if args.method:
+        out = deep_merge(out, {"method": {"name": args.method}})
+    return out
+
+
+def summary(result) -> str:
+    def fmt(value, spec=".4f"):
+        return "-" if value is None else format(value, spec)
+
+    lines = [f"trial {result.trial_id}: {result.status}" + (f" ({result.error.splitlines()[0]})" if result.error else "")]
+    if result.status == "ok":
+        mem = result.peak_memory_bytes / 2**20 if result.peak_memory_bytes else None
+        lines += [
+            f"  test accuracy {fmt(result.accuracy)}  f1 {fmt(result.f1)}  roc_auc {fmt(result.roc_auc)}  "
+            f"eval_loss {fmt(result.eval_loss)}  (n={result.test_rows})",
+            f"  best validation accuracy {fmt(result.best_val_accuracy)} at epoch {fmt(result.best_epoch, '.2f')}",
+            f"  train {fmt(result.train_seconds, '.1f')} s, {fmt(result.train_samples_per_second, '.1f')} samples/s, "
+            f"{fmt(result.train_tokens_per_second, '.0f')} tokens/s, padding {fmt(result.padding_fraction, '.1%')}",
+            f"  peak memory {fmt(mem, '.0f')} MiB ({result.peak_memory_kind}), trainable "
+            f"{result.trainable_params:,} of {result.total_params:,} ({result.trainable_percent:.2f}%), "
+            f"saved {fmt(result.adapter_bytes, ',')} bytes",
+            f"  device {result.device} ({result.device_name}), {result.torch_threads} threads, {result.precision_mode}",
+        ]
+    lines.append(f"  written to {result.output_dir}/result.parquet")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        overrides = overrides_from_args(args)
+        config: TrialConfig = (load_trial_config(args.config, overrides) if args.config
+                               else parse_trial_config(overrides, source="command line"))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from sentisweep.train import RESULT_FILE, run_trial
+
+    if not args.overwrite and (Path(config.output_dir) / RESULT_FILE).exists():
+        print(f"error: {config.output_dir}/{RESULT_FILE} exists; choose another --out or pass --overwrite",
+              file=sys.stderr)
+        return 2
+    print(f"trial {config.resolved_trial_id()}: model {config.model}, method {config.method.name}, "
+          f"seed {config.seed}, data {config.data.source} -> {config.output_dir}", flush=True)
+    result = run_trial(config, quiet=args.quiet, overwrite=args.overwrite)
+    print(summary(result))
+    return EXIT_CODES[result.status]

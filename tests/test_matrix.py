@@ -1,0 +1,128 @@
+"""Every tiny model family x every CPU-capable method trains a few steps for real."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from conftest import tiny_trial
+
+from sentisweep.config import parse_trial_config
+from sentisweep.results import SCHEMA, read_results
+from sentisweep.train import run_trial
+
+pytestmark = pytest.mark.unit
+
+TINY_MODELS = ["tiny-bert", "tiny-roberta", "tiny-distilbert", "tiny-deberta", "tiny-qwen3"]
+# One row per method (a new method adds a row here): config, and whether only a subset trains.
+METHOD_MATRIX = [
+    ("full", False),
+    ("head-only", True),
+    ({"name": "lora", "r": 4, "placement": "attention"}, True),
+    ({"name": "lora", "r": 4, "placement": "all-linear"}, True),  # DistilBERT's pre_classifier trap
+    ({"name": "dora", "r": 4, "placement": "attention+ffn"}, True),
+    ({"name": "qlora", "r": 4}, True),  # bitsandbytes 4-bit NF4 runs on these CPUs
+    ("ia3", True),
+]
+
+
+def _method_id(method) -> str:
+    return method if isinstance(method, str) else f"{method['name']}-{method.get('placement', 'default')}"
+
+
+@pytest.mark.parametrize("method,partial", METHOD_MATRIX, ids=[_method_id(m) for m, _ in METHOD_MATRIX])
+@pytest.mark.parametrize("model", TINY_MODELS)
+def test_trains_and_measures(model, method, partial, data_dir, cache_dir, tmp_path):
+    config = parse_trial_config(tiny_trial(model, method, data_dir, cache_dir, tmp_path / "trial"))
+    result = run_trial(config)
+    assert result.status == "ok", result.error
+    assert 0.0 <= result.accuracy <= 1.0 and 0.0 <= result.f1 <= 1.0
+    assert result.tn + result.fp + result.fn + result.tp == result.test_rows == 32
+    assert result.eval_loss > 0 and result.roc_auc is not None
+    assert 0 < result.trainable_params <= result.total_params
+    assert (result.trainable_params < result.total_params) == partial
+    assert result.train_samples_per_second > 0 and result.train_tokens > 0
+    assert 0.0 <= result.padding_fraction < 1.0
+    assert result.peak_memory_bytes > 0 and result.peak_memory_kind == "host_rss_sampled"
+    assert result.best_val_accuracy is not None
+    assert result.adapter_bytes > 0
+    assert list((tmp_path / "trial" / "checkpoint").glob("*.safetensors"))
+    predictions = pd.read_parquet(result.predictions_path)
+    assert len(predictions) == 32 and predictions["probability"].between(0.5, 1.0).all()
+    history = pd.read_parquet(result.history_path)
+    assert history["loss"].notna().sum() >= 1
+    stored = read_results(tmp_path / "trial" / "result.parquet")
+    assert stored.loc[0, "status"] == "ok" and list(stored.columns) == SCHEMA.names
+    assert json.loads(stored.loc[0, "versions"])["torch"]
+
+
+def test_zero_shot_on_decoder(data_dir, cache_dir, tmp_path):
+    result = run_trial(parse_trial_config(tiny_trial("tiny-qwen3", "zero-shot", data_dir, cache_dir, tmp_path)))
+    assert result.status == "ok", result.error
+    assert result.trainable_params == 0 and result.train_seconds is None
+    assert result.test_rows == 32 and 0 <= result.accuracy <= 1
+    assert result.eval_samples_per_second > 0
+
+
+@pytest.mark.parametrize("model", ["tiny-bert", "tiny-deberta"])
+def test_zero_shot_on_encoder_is_skipped_with_reason(model, data_dir, cache_dir, tmp_path):
+    result = run_trial(parse_trial_config(tiny_trial(model, "zero-shot", data_dir, cache_dir, tmp_path)))
+    assert result.status == "skipped"
+    assert "needs a decoder model" in result.error and model in result.error
+    assert read_results(tmp_path / "result.parquet").loc[0, "status"] == "skipped"
+
+
+def test_same_seed_same_metrics(data_dir, cache_dir, tmp_path):
+    runs = [run_trial(parse_trial_config(tiny_trial("tiny-bert", "lora", data_dir, cache_dir, tmp_path / str(i))))
+            for i in range(2)]
+    keys = ["accuracy", "f1", "roc_auc", "eval_loss", "best_val_accuracy", "tp", "fp"]
+    assert [getattr(runs[0], k) for k in keys] == [getattr(runs[1], k) for k in keys]
+    first, second = (pd.read_parquet(r.predictions_path) for r in runs)
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_failure_is_recorded_not_raised(data_dir, cache_dir, tmp_path, monkeypatch):
+    import torch
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr("transformers.Trainer.train", out_of_memory)
+    result = run_trial(parse_trial_config(tiny_trial("tiny-bert", "full", data_dir, cache_dir, tmp_path)))
+    assert result.status == "failed" and result.error_type == "OutOfMemoryError"
+    assert "Tried to allocate" in result.error
+    stored = read_results(tmp_path / "result.parquet")
+    assert stored.loc[0, "status"] == "failed" and pd.isna(stored.loc[0, "accuracy"])
+
+
+def test_half_precision_on_cpu_is_skipped(data_dir, cache_dir, tmp_path):
+    result = run_trial(parse_trial_config(
+        tiny_trial("tiny-bert", "lora", data_dir, cache_dir, tmp_path, precision="bf16")))
+    assert result.status == "skipped" and "half precision is for CUDA" in result.error
+
+
+def test_refuses_to_overwrite_a_finished_trial(data_dir, cache_dir, tmp_path):
+    config = parse_trial_config(tiny_trial("tiny-bert", "head-only", data_dir, cache_dir, tmp_path))
+    first = run_trial(config)
+    before = (tmp_path / "result.parquet").read_bytes()
+    with pytest.raises(FileExistsError, match="already ran"):
+        run_trial(config)
+    assert (tmp_path / "result.parquet").read_bytes() == before and first.status == "ok"
+
+
+def test_unknown_placement_module_fails_with_the_modules_it_has(data_dir, cache_dir, tmp_path):
+    config = parse_trial_config(tiny_trial("tiny-bert", {"name": "lora", "placement": ["q_proj"]},
+                                           data_dir, cache_dir, tmp_path))
+    result = run_trial(config)
+    assert result.status == "failed"
+    assert "matches no adapter-able linear layer" in result.error and "query" in result.error
+
+
+def test_tokenization_is_cached_across_trials(data_dir, cache_dir, tmp_path):
+    from sentisweep.tokenization import CACHE_STATS
+
+    run_trial(parse_trial_config(tiny_trial("tiny-roberta", "head-only", data_dir, cache_dir, tmp_path / "a")))
+    misses = CACHE_STATS["misses"]
+    run_trial(parse_trial_config(tiny_trial("tiny-distilbert", "lora", data_dir, cache_dir, tmp_path / "b")))
+    assert CACHE_STATS["misses"] == misses  # same tokenizer, max_length and rows: all hits
