@@ -8,6 +8,7 @@ seeded and stratified: the same config gives the same rows, always.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +163,7 @@ def _select_columns(frame: pd.DataFrame, cfg: DataConfig, split: str, where: str
 
 def _encode_labels(frames: dict[str, pd.DataFrame], cfg: DataConfig, report: list[str]) -> list[str]:
     labels = pd.concat([f["label"].dropna() for f in frames.values()])
-    classes = sorted(labels.unique(), key=lambda v: (str(type(v)), v))
+    classes = sorted(labels.unique().tolist(), key=lambda v: (str(type(v)), v))
     if len(classes) < 2:
         raise DataError(f"data.label_column = {cfg.label_column!r}: only one class "
                         f"({classes}); a classifier needs at least 2")
@@ -203,8 +204,14 @@ def _drop_empty(frame: pd.DataFrame, where: str, report: list[str]) -> pd.DataFr
 def _split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     from sklearn.model_selection import train_test_split
 
-    stratify = frame["label"] if frame["label"].value_counts().min() >= 2 else None
-    rest, part = train_test_split(frame, test_size=fraction, random_state=seed, stratify=stratify)
+    counts = frame["label"].value_counts()
+    held = math.ceil(fraction * len(frame))
+    if held < 1 or held >= len(frame):
+        raise DataError(f"{len(frame)} rows are too few to split off a {fraction:.0%} part")
+    # Stratify whenever both parts can hold every class; tiny sets fall back to random.
+    can_stratify = counts.min() >= 2 and min(held, len(frame) - held) >= len(counts)
+    rest, part = train_test_split(frame, test_size=held, random_state=seed,
+                                  stratify=frame["label"] if can_stratify else None)
     return rest.reset_index(drop=True), part.reset_index(drop=True)
 
 

@@ -277,6 +277,9 @@ def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult
     result.history_path = str(write_parquet_atomic(history, out / "history.parquet"))
 
     test = _hf_dataset(tokenized["test"], sort_by_length=True)
+    # The Trainer also length-groups *evaluation* batches when training does, in a random
+    # order; predictions must come back in the (length-sorted) order we map back below.
+    trainer.args.train_sampling_strategy = "sequential"
     with Stopwatch() as eval_clock:
         logits = trainer.predict(test).predictions
     result.eval_seconds = eval_clock.seconds

@@ -126,3 +126,31 @@ def test_tokenization_is_cached_across_trials(data_dir, cache_dir, tmp_path):
     misses = CACHE_STATS["misses"]
     run_trial(parse_trial_config(tiny_trial("tiny-distilbert", "lora", data_dir, cache_dir, tmp_path / "b")))
     assert CACHE_STATS["misses"] == misses  # same tokenizer, max_length and rows: all hits
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_predictions_match_the_saved_checkpoint_row_by_row(method, data_dir, cache_dir, tmp_path):
+    """Each stored probability belongs to its row: recompute them from the checkpoint, one row at a time."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sentisweep.data import load_task_data
+
+    config = parse_trial_config(tiny_trial("tiny-bert", method, data_dir, cache_dir, tmp_path, max_steps=6))
+    result = run_trial(config)
+    checkpoint = tmp_path / "checkpoint"
+    if method == "lora":
+        from peft import AutoPeftModelForSequenceClassification
+
+        model = AutoPeftModelForSequenceClassification.from_pretrained(checkpoint)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    test = load_task_data(config.data).splits["test"]
+    predictions = pd.read_parquet(result.predictions_path).set_index("row_id")
+    model.eval()
+    with torch.no_grad():
+        for row_id, text in zip(test["row_id"], test["text"]):
+            logits = model(**tokenizer(text, truncation=True, max_length=64, return_tensors="pt")).logits
+            expected = torch.softmax(logits, dim=-1)[0, 1].item()
+            assert predictions.loc[row_id, "probability_positive"] == pytest.approx(expected, abs=1e-4), row_id

@@ -1,0 +1,50 @@
+"""`python -m sentisweep.train` as a user types it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.unit
+
+
+def _run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "sentisweep.train", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_help_explains():
+    out = _run("--help")
+    assert out.returncode == 0
+    for text in ["--train-size", "--placement", "exit status", "qlora", "minilm-l6"]:
+        assert text in out.stdout
+
+
+def test_one_trial_end_to_end_then_refuses_to_overwrite(data_dir, cache_dir, tmp_path):
+    args = ["--model", "tiny-distilbert", "--method", "lora", "--r", "4", "--placement", "q_lin,v_lin",
+            "--data", str(data_dir), "--train-size", "32", "--eval-size", "16", "--test-size", "16",
+            "--max-length", "32", "--max-steps", "2", "--batch-size", "8", "--cache-dir", str(cache_dir),
+            "--out", str(tmp_path / "t"), "--quiet"]
+    out = _run(*args)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "test accuracy" in out.stdout and "samples/s" in out.stdout and "peak memory" in out.stdout
+    row = pd.read_parquet(tmp_path / "t" / "result.parquet").iloc[0]
+    assert row["status"] == "ok" and row["placement"] == "q_lin,v_lin" and row["lora_r"] == 4
+    again = _run(*args)
+    assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_bad_config_exits_2_before_any_work(tmp_path):
+    out = _run("--model", "nope", "--method", "lora", "--r", "0", "--out", str(tmp_path / "x"))
+    assert out.returncode == 2
+    assert "model = 'nope'" in out.stderr and "method.r = 0" in out.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_skipped_trial_exit_code(data_dir, cache_dir, tmp_path):
+    out = _run("--model", "tiny-bert", "--method", "zero-shot", "--data", str(data_dir), "--test-size", "8",
+               "--cache-dir", str(cache_dir), "--out", str(tmp_path / "z"), "--quiet")
+    assert out.returncode == 3 and "skipped" in out.stdout

@@ -1,0 +1,73 @@
+"""Configs check themselves when loaded and report every problem at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from sentisweep.config import ConfigError, load_trial_config, parse_trial_config
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_and_method_shorthand():
+    config = parse_trial_config({"model": "tiny-bert", "method": "ia3"})
+    assert config.method.name == "ia3" and config.training.max_length == 256
+    assert config.resolved_trial_id() == "tiny-bert__ia3__s42"
+
+
+def test_yaml_states_only_what_differs(tmp_path):
+    path = tmp_path / "trial.yaml"
+    path.write_text("# python -m sentisweep.train --config trial.yaml\n"
+                    "model: tiny-roberta\nmethod: {name: lora, r: 16, placement: attention+ffn}\n"
+                    "training: {learning_rate: 0.0003}\n")
+    config = load_trial_config(path, overrides={"seed": 43, "training": {"epochs": 2}})
+    assert (config.method.r, config.method.placement, config.seed) == (16, "attention+ffn", 43)
+    assert config.training.learning_rate == 3e-4 and config.training.epochs == 2
+    assert config.training.batch_size == 16  # untouched default
+
+
+def test_all_problems_reported_at_once_with_field_value_and_allowed():
+    with pytest.raises(ConfigError) as info:
+        parse_trial_config({"model": "gpt-9", "method": {"name": "lora", "r": 0, "placement": "everything"},
+                            "training": {"batch_size": 0, "precision": "int3"},
+                            "data": {"validation_fraction": 1.5, "tex_column": "x"}})
+    message = str(info.value)
+    for expected in ["training.batch_size = 0", "training.precision = 'int3'", "'auto', 'fp32', 'fp16' or 'bf16'",
+                     "data.validation_fraction = 1.5", "data.tex_column", "Extra inputs are not permitted",
+                     "model = 'gpt-9': unknown; known:", "tiny-bert",
+                     "method.r = 0: LoRA rank must be an integer > 0",
+                     "method.placement = 'everything': allowed: attention, ffn, attention+ffn, all-linear"]:
+        assert expected in message, expected
+    assert len(info.value.problems) == 7
+
+
+def test_unknown_method_lists_known_ones():
+    with pytest.raises(ConfigError, match=r"method.name = 'lorra': unknown; known: dora, full, head-only, "
+                                          r"ia3, lora, qlora, zero-shot"):
+        parse_trial_config({"method": "lorra"})
+
+
+def test_parameter_the_method_does_not_take():
+    with pytest.raises(ConfigError, match=r"method.r = 8: not a parameter of method 'ia3'; it takes: placement"):
+        parse_trial_config({"model": "tiny-bert", "method": {"name": "ia3", "r": 8}})
+
+
+def test_zero_shot_prompt_needs_the_text_slot():
+    with pytest.raises(ConfigError, match=r"must contain '\{text\}'"):
+        parse_trial_config({"model": "tiny-qwen3", "method": {"name": "zero-shot", "prompt": "Sentiment:"}})
+
+
+def test_hub_ids_and_local_folders_are_accepted(tmp_path):
+    assert parse_trial_config({"model": "someorg/some-model"}).model == "someorg/some-model"
+    assert parse_trial_config({"model": str(tmp_path)}).model == str(tmp_path)
+
+
+def test_bad_yaml_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_trial_config(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_trial_config(tmp_path / "list.yaml")
+    (tmp_path / "broken.yaml").write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_trial_config(tmp_path / "broken.yaml")

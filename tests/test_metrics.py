@@ -1,0 +1,56 @@
+"""Metrics against values computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sentisweep.metrics import PeakMemory, classification_metrics, softmax
+
+pytestmark = pytest.mark.unit
+
+
+def test_binary_metrics_by_hand():
+    labels = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    p_pos = np.array([0.9, 0.8, 0.3, 0.2, 0.6, 0.1, 0.4, 0.7])
+    m = classification_metrics(labels, np.stack([1 - p_pos, p_pos], axis=1))
+    # predicted: 1 1 0 0 1 0 0 1 -> tp 3 (rows 0,1,7), fn 1 (row 2), fp 1 (row 4), tn 3
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (3, 1, 1, 3)
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["precision"] == pytest.approx(3 / 4) and m["recall"] == pytest.approx(3 / 4)
+    assert m["f1"] == pytest.approx(3 / 4)
+    # ROC-AUC: of the 16 (positive, negative) pairs, those ranked right: 0.9, 0.8, 0.7 beat all
+    # 4 negatives (12); 0.3 beats 0.2 and 0.1 (2) -> 14 / 16
+    assert m["roc_auc"] == pytest.approx(14 / 16)
+    expected_loss = -np.mean(np.log(np.where(labels == 1, p_pos, 1 - p_pos)))
+    assert m["eval_loss"] == pytest.approx(expected_loss)
+
+
+def test_roc_auc_undefined_with_one_class():
+    m = classification_metrics(np.array([1, 1]), np.array([[0.2, 0.8], [0.6, 0.4]]))
+    assert m["roc_auc"] is None and m["accuracy"] == 0.5
+
+
+def test_multiclass_macro():
+    labels = np.array([0, 1, 2, 2])
+    probabilities = np.eye(3)[[0, 1, 2, 1]] * 0.7 + 0.1
+    m = classification_metrics(labels, probabilities)
+    assert m["accuracy"] == 0.75 and "tp" not in m
+    # per class recall 1, 1, 0.5 -> macro 0.8333; precision 1, 0.5, 1 -> 0.8333
+    assert m["recall"] == pytest.approx(2.5 / 3) and m["precision"] == pytest.approx(2.5 / 3)
+
+
+def test_softmax_rows_sum_to_one():
+    out = softmax(np.array([[1000.0, 1000.0], [0.0, np.log(3.0)]]))
+    assert np.allclose(out, [[0.5, 0.5], [0.25, 0.75]])
+
+
+def test_peak_memory_sees_an_allocation():
+    with PeakMemory("cpu", interval_s=0.005) as memory:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB touched
+        block.sum()
+        import time
+
+        time.sleep(0.05)
+        del block
+    assert memory.kind == "host_rss_sampled" and memory.peak_bytes > 64 * 2**20

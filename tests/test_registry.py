@@ -1,0 +1,104 @@
+"""Model and method registries: names, head/target split per family, unknown names."""
+
+from __future__ import annotations
+
+import pytest
+
+from sentisweep.config import MethodConfig
+from sentisweep.methods import METHODS, IncompatibleMethodError, check_compatible, get_method
+from sentisweep.models import MODELS, UnknownNameError, get_model_spec, linear_layout, model_problems
+
+pytestmark = pytest.mark.unit
+
+REQUIRED_MODELS = ["distilbert-base-uncased", "bert-base-uncased", "roberta-base", "microsoft/deberta-v3-base",
+                   "Qwen/Qwen3-0.6B", "Qwen/Qwen3-4B", "minilm-l6", "tiny-bert", "tiny-distilbert",
+                   "tiny-roberta", "tiny-deberta", "tiny-qwen3"]
+
+# (model, heads, one attention module, one ffn module) per family
+LAYOUTS = [
+    ("tiny-bert", ["pooler", "classifier"], "bert.encoder.layer.0.attention.self.query",
+     "bert.encoder.layer.0.intermediate.dense"),
+    ("tiny-roberta", ["classifier"], "roberta.encoder.layer.1.attention.output.dense",
+     "roberta.encoder.layer.1.output.dense"),
+    ("tiny-distilbert", ["pre_classifier", "classifier"], "distilbert.transformer.layer.0.attention.q_lin",
+     "distilbert.transformer.layer.0.ffn.lin2"),
+    ("tiny-deberta", ["pooler", "classifier"], "deberta.encoder.layer.0.attention.self.value_proj",
+     "deberta.encoder.layer.0.output.dense"),
+    ("tiny-qwen3", ["score"], "model.layers.0.self_attn.o_proj", "model.layers.1.mlp.down_proj"),
+]
+
+
+def test_required_entries_and_methods():
+    assert set(REQUIRED_MODELS) <= set(MODELS)
+    assert {"full", "head-only", "lora", "dora", "qlora", "ia3", "zero-shot"} <= set(METHODS)
+    assert get_model_spec("Qwen/Qwen3-4B").family == "decoder"
+    assert get_model_spec("microsoft/deberta-v3-base").family == "encoder"
+
+
+def _classifier(name, cache_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    from sentisweep.models import materialize
+
+    return AutoModelForSequenceClassification.from_pretrained(materialize(get_model_spec(name), cache_dir),
+                                                              num_labels=2)
+
+
+@pytest.mark.parametrize("name,heads,attention,ffn", LAYOUTS, ids=[row[0] for row in LAYOUTS])
+def test_layout_per_family(name, heads, attention, ffn, cache_dir):
+    model = _classifier(name, cache_dir)
+    layout = linear_layout(model, model.config.model_type)
+    assert layout.head_modules == heads
+    assert attention in layout.attention and ffn in layout.ffn
+    assert not set(layout.attention) & set(layout.ffn)
+    body = layout.resolve("all-linear")
+    assert not any(h in n.split(".") for n in body for h in heads)  # heads are never adapter targets
+    # every body linear layer is attention or ffn: 4 attention + 2 ffn per layer (Qwen3: 4 + 3)
+    assert len(body) == 2 * (7 if name == "tiny-qwen3" else 6)
+
+
+def test_distilbert_all_linear_excludes_pre_classifier(cache_dir):
+    model = _classifier("tiny-distilbert", cache_dir)
+    targets = linear_layout(model, "distilbert").resolve("all-linear")
+    assert "pre_classifier" not in targets and all("transformer.layer" in t for t in targets)
+
+
+def test_unknown_architecture_falls_back_to_generic_rules(cache_dir):
+    model = _classifier("tiny-qwen3", cache_dir)
+    generic = linear_layout(model, "some-new-arch")
+    explicit = linear_layout(model, "qwen3")
+    assert generic.attention == explicit.attention and generic.ffn == explicit.ffn
+    assert generic.head_modules == ["score"]  # inferred: outside the base model, has parameters
+
+
+def test_placement_by_module_names(cache_dir):
+    model = _classifier("tiny-bert", cache_dir)
+    layout = linear_layout(model, "bert")
+    chosen = layout.resolve(["query", "value"])
+    assert len(chosen) == 4 and all(c.endswith((".query", ".value")) for c in chosen)
+    with pytest.raises(ValueError, match="this model has: dense, key, query, value"):
+        layout.resolve(["q_proj"])
+
+
+def test_unknown_names_list_the_known_ones():
+    with pytest.raises(UnknownNameError, match="known: dora, full"):
+        get_method("nope")
+    with pytest.raises(UnknownNameError, match="minilm-l6"):
+        get_model_spec("nope")
+    assert model_problems("org/any-model") == []
+
+
+def test_incompatible_combinations_raise_a_typed_error():
+    with pytest.raises(IncompatibleMethodError, match="needs a decoder model"):
+        check_compatible(MethodConfig(name="zero-shot"), get_model_spec("tiny-roberta"), "cpu")
+    with pytest.raises(IncompatibleMethodError, match="cannot quantize on 'mps'"):
+        check_compatible(MethodConfig(name="qlora"), get_model_spec("tiny-bert"), "mps")
+
+
+def test_qlora_needs_bitsandbytes(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "bitsandbytes" else real(name))
+    with pytest.raises(IncompatibleMethodError, match="needs bitsandbytes"):
+        check_compatible(MethodConfig(name="qlora"), get_model_spec("tiny-bert"), "cpu")
