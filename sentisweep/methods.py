@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from sentisweep.config import MethodConfig
 from sentisweep.models import ModelSpec, UnknownNameError, linear_layout, materialize

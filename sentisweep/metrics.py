@@ -19,8 +19,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float | int | None]:
     """Accuracy, precision/recall/F1 (binary: of class 1; else macro), ROC-AUC, log loss,
     and the confusion counts (binary: tn, fp, fn, tp)."""
-    from sklearn.metrics import (accuracy_score, confusion_matrix, log_loss,
-                                 precision_recall_fscore_support, roc_auc_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        log_loss,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     labels = np.asarray(labels)
     probabilities = np.asarray(probabilities, dtype=np.float64)
@@ -72,7 +77,7 @@ class PeakMemory:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device == "cuda":  # pragma: no cover - GPU only
             import torch
 
@@ -108,7 +113,7 @@ def process_peak_rss_bytes() -> int:
 class Stopwatch:
     seconds: float = 0.0
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self._start = time.perf_counter()
         return self
 

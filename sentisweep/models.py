@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 Family = Literal["encoder", "decoder"]
 Pooling = Literal["cls", "mean", "last"]

@@ -19,8 +19,8 @@ import pandas as pd
 
 from sentisweep.config import TrialConfig
 from sentisweep.data import TaskData, load_task_data
-from sentisweep.metrics import PeakMemory, Stopwatch, classification_metrics, softmax
 from sentisweep.methods import BuiltModel, IncompatibleMethodError, build, resolved_params
+from sentisweep.metrics import PeakMemory, Stopwatch, classification_metrics, softmax
 from sentisweep.models import get_model_spec
 from sentisweep.results import TrialResult, now_iso, provenance, write_results
 from sentisweep.storage import dir_bytes, write_parquet_atomic

@@ -150,7 +150,7 @@ def test_predictions_match_the_saved_checkpoint_row_by_row(method, data_dir, cac
     predictions = pd.read_parquet(result.predictions_path).set_index("row_id")
     model.eval()
     with torch.no_grad():
-        for row_id, text in zip(test["row_id"], test["text"]):
+        for row_id, text in zip(test["row_id"], test["text"], strict=True):
             logits = model(**tokenizer(text, truncation=True, max_length=64, return_tensors="pt")).logits
             expected = torch.softmax(logits, dim=-1)[0, 1].item()
             assert predictions.loc[row_id, "probability_positive"] == pytest.approx(expected, abs=1e-4), row_id
