@@ -69,6 +69,11 @@ class TrainingConfig(_Strict):
     # bf16 on CUDA devices that support it, else fp16.
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     group_by_length: bool = True
+    # Dropout on attention probabilities. 0 (default) lets torch's fused attention kernel
+    # run in training; with dropout it falls back to materialising the L x L probabilities
+    # (MiniLM-L6, L=256, CPU: 0.62 -> 0.45 ms per token, benchmarks/README.md).
+    # null keeps the pretrained model's own value (0.1 for BERT, RoBERTa, DistilBERT).
+    attention_dropout: float | None = Field(0.0, ge=0, lt=1)
     eval_each_epoch: bool = True
     keep_checkpoint: bool = True
     threads: int | None = Field(None, gt=0, description="torch threads; None = leave as is")

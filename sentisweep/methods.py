@@ -35,6 +35,18 @@ class BuiltModel:
 
 
 @dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model for one trial, the same for every method."""
+
+    cache_dir: str = ".sentisweep_cache"
+    device: str = "cpu"
+    precision: str = "fp32"
+    # None keeps the model's own value. 0 lets torch's fused SDPA kernel run in training:
+    # dropout on the attention probabilities forces the materialised (bmm + softmax) path.
+    attention_dropout: float | None = None
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     name: str
     build: Callable[..., BuiltModel]
@@ -109,12 +121,27 @@ def check_compatible(method: MethodConfig, model: ModelSpec, device: str) -> Non
 
 # -- loading -------------------------------------------------------------------------
 
-def _load_classifier(model: ModelSpec, num_labels: int, cache_dir: str, **kwargs):
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")  # BERT-like, DistilBERT/Qwen
+
+
+def _model_config(model: ModelSpec, opts: LoadOptions, **overrides):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(materialize(model, opts.cache_dir), **overrides)
+    if opts.attention_dropout is not None:
+        for key in ATTENTION_DROPOUT_KEYS:
+            if hasattr(config, key):
+                setattr(config, key, opts.attention_dropout)
+    return config
+
+
+def _load_classifier(model: ModelSpec, num_labels: int, opts: LoadOptions, **kwargs):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    path = materialize(model, cache_dir)
+    path = materialize(model, opts.cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(model.resolve_tokenizer())
-    net = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
+    config = _model_config(model, opts, num_labels=num_labels)
+    net = AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
     if tokenizer.pad_token is None:  # decoders (Qwen3, GPT-style) often ship without one
         tokenizer.pad_token = tokenizer.eos_token
     if net.config.pad_token_id is None:  # sequence classification finds the last token by it
@@ -122,23 +149,23 @@ def _load_classifier(model: ModelSpec, num_labels: int, cache_dir: str, **kwargs
     return net, tokenizer
 
 
-def _body_dtype(device: str, precision: str):
+def _body_dtype(opts: LoadOptions):
     """Adapter methods may hold frozen weights in half precision on CUDA; fp32 elsewhere."""
     import torch
 
-    if device == "cuda" and precision in ("bf16", "fp16"):
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if opts.device == "cuda" and opts.precision in ("bf16", "fp16"):
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}[opts.precision]
     return torch.float32
 
 
-def _build_full(model, params, num_labels, cache_dir, device, precision):
-    net, tok = _load_classifier(model, num_labels, cache_dir)
+def _build_full(model, params, num_labels, opts):
+    net, tok = _load_classifier(model, num_labels, opts)
     heads = linear_layout(net, net.config.model_type).head_modules
     return BuiltModel(net, tok, heads)
 
 
-def _build_head_only(model, params, num_labels, cache_dir, device, precision):
-    net, tok = _load_classifier(model, num_labels, cache_dir)
+def _build_head_only(model, params, num_labels, opts):
+    net, tok = _load_classifier(model, num_labels, opts)
     heads = linear_layout(net, net.config.model_type).head_modules
     for name, parameter in net.named_parameters():
         parameter.requires_grad = any(h in name.split(".") for h in heads)
@@ -161,10 +188,10 @@ def _lora_kwargs(params: dict[str, Any], dora: bool) -> dict[str, Any]:
     return dict(r=params["r"], lora_alpha=params["alpha"], lora_dropout=params["dropout"], use_dora=dora)
 
 
-def _build_lora(model, params, num_labels, cache_dir, device, precision, dora=False):
+def _build_lora(model, params, num_labels, opts, dora=False):
     from peft import LoraConfig
 
-    net, tok = _load_classifier(model, num_labels, cache_dir, dtype=_body_dtype(device, precision))
+    net, tok = _load_classifier(model, num_labels, opts, dtype=_body_dtype(opts))
     return _peft_wrap(net, tok, LoraConfig, params["placement"], _lora_kwargs(params, dora))
 
 
@@ -172,17 +199,17 @@ def _build_dora(*args):
     return _build_lora(*args, dora=True)
 
 
-def _build_qlora(model, params, num_labels, cache_dir, device, precision):
+def _build_qlora(model, params, num_labels, opts):
     import torch
     from peft import LoraConfig, prepare_model_for_kbit_training
-    from transformers import AutoConfig, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
 
     compute = params["compute_dtype"]
     if compute == "auto":  # no bf16 units on these CPUs: fp32 compute there
-        compute = "float32" if device == "cpu" else ("bfloat16" if precision != "fp16" else "float16")
+        compute = "float32" if opts.device == "cpu" else ("bfloat16" if opts.precision != "fp16" else "float16")
     from sentisweep.models import arch_spec
 
-    model_type = AutoConfig.from_pretrained(materialize(model, cache_dir)).model_type
+    model_type = _model_config(model, opts).model_type
     heads = list(arch_spec(model_type).head_modules) or ["classifier", "score"]
     quant = BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type=params["quant_type"],
@@ -193,27 +220,27 @@ def _build_qlora(model, params, num_labels, cache_dir, device, precision):
         # (BERT's bert.pooler) needs the optional prefix.
         llm_int8_skip_modules=[rf"(?:.*\.)?{re.escape(h)}" for h in heads],
     )
-    net, tok = _load_classifier(model, num_labels, cache_dir, quantization_config=quant,
-                                device_map={"": 0} if device == "cuda" else {"": "cpu"})
-    net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=device == "cuda")
+    net, tok = _load_classifier(model, num_labels, opts, quantization_config=quant,
+                                device_map={"": 0} if opts.device == "cuda" else {"": "cpu"})
+    net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=opts.device == "cuda")
     return _peft_wrap(net, tok, LoraConfig, params["placement"], _lora_kwargs(params, dora=False))
 
 
-def _build_ia3(model, params, num_labels, cache_dir, device, precision):
+def _build_ia3(model, params, num_labels, opts):
     from peft import IA3Config
 
-    net, tok = _load_classifier(model, num_labels, cache_dir, dtype=_body_dtype(device, precision))
+    net, tok = _load_classifier(model, num_labels, opts, dtype=_body_dtype(opts))
     return _peft_wrap(net, tok, IA3Config, params["placement"], {})
 
 
-def _build_zero_shot(model, params, num_labels, cache_dir, device, precision):
+def _build_zero_shot(model, params, num_labels, opts):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = materialize(model, cache_dir)
+    path = materialize(model, opts.cache_dir)
     tok = AutoTokenizer.from_pretrained(model.resolve_tokenizer())
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    net = AutoModelForCausalLM.from_pretrained(path, dtype=_body_dtype(device, precision))
+    net = AutoModelForCausalLM.from_pretrained(path, dtype=_body_dtype(opts))
     for parameter in net.parameters():
         parameter.requires_grad = False
     return BuiltModel(net, tok, head_modules=[], trains=False)
@@ -242,8 +269,6 @@ register_method(MethodSpec(
     description="no training: compare the next-token logits of one word per class"))
 
 
-def build(method: MethodConfig, model: ModelSpec, num_labels: int, cache_dir: str,
-          device: str, precision: str) -> BuiltModel:
-    check_compatible(method, model, device)
-    spec = get_method(method.name)
-    return spec.build(model, resolved_params(method), num_labels, cache_dir, device, precision)
+def build(method: MethodConfig, model: ModelSpec, num_labels: int, opts: LoadOptions) -> BuiltModel:
+    check_compatible(method, model, opts.device)
+    return get_method(method.name).build(model, resolved_params(method), num_labels, opts)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from sentisweep.config import TrialConfig
 from sentisweep.data import TaskData, load_task_data
-from sentisweep.methods import BuiltModel, IncompatibleMethodError, build, resolved_params
+from sentisweep.methods import BuiltModel, IncompatibleMethodError, LoadOptions, build, resolved_params
 from sentisweep.metrics import PeakMemory, Stopwatch, classification_metrics, softmax
 from sentisweep.models import get_model_spec
 from sentisweep.results import TrialResult, now_iso, provenance, write_results
@@ -124,7 +124,8 @@ def _run(config: TrialConfig, result: TrialResult, out: Path, quiet: bool) -> No
         len(data.splits[s]) for s in ("train", "validation", "test"))
     transformers.set_seed(config.seed)  # the head's initialisation depends on it
     with PeakMemory(device) as memory:
-        built = build(config.method, spec, len(data.label_names), config.data.cache_dir, device, precision)
+        options = LoadOptions(config.data.cache_dir, device, precision, config.training.attention_dropout)
+        built = build(config.method, spec, len(data.label_names), options)
         model = built.model
         result.total_params = sum(p.numel() for p in model.parameters())
         result.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -102,3 +102,14 @@ def test_qlora_needs_bitsandbytes(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "bitsandbytes" else real(name))
     with pytest.raises(IncompatibleMethodError, match="needs bitsandbytes"):
         check_compatible(MethodConfig(name="qlora"), get_model_spec("tiny-bert"), "cpu")
+
+
+@pytest.mark.parametrize("name,key", [("tiny-bert", "attention_probs_dropout_prob"),
+                                      ("tiny-distilbert", "attention_dropout")])
+def test_attention_dropout_override(name, key, cache_dir):
+    from sentisweep.methods import LoadOptions, build
+
+    keep = build(MethodConfig(name="full"), get_model_spec(name), 2, LoadOptions(str(cache_dir), attention_dropout=None))
+    fused = build(MethodConfig(name="full"), get_model_spec(name), 2, LoadOptions(str(cache_dir), attention_dropout=0.0))
+    assert getattr(keep.model.config, key) == 0.1  # the architecture's default
+    assert getattr(fused.model.config, key) == 0.0

@@ -1,0 +1,189 @@
+"""Training throughput: sentisweep's run_trial against the baseline published studies run.
+
+Baseline, as notebooks do it: the Hugging Face Trainer on a dataset padded to max_length
+(256), batch 16, no length grouping. Ours: `run_trial` on the same model, method, rows and
+hyperparameters (dynamic padding per batch, length-grouped batches). Both run in this one
+process, one after the other, so they share the machine's state. Prints samples/s of each,
+the ratio, both test accuracies, and each one's model FLOPs utilisation (MFU) against this
+machine's fp32 matmul peak measured at the start.
+
+    python benchmarks/train_throughput.py                      # minilm-l6, full + lora, 2,000 rows
+    python benchmarks/train_throughput.py --smoke-test         # tiny model, seconds (run by the tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from sentisweep.config import DataConfig, MethodConfig, parse_trial_config  # noqa: E402
+from sentisweep.data import load_task_data  # noqa: E402
+from sentisweep.methods import LoadOptions, build  # noqa: E402
+from sentisweep.models import get_model_spec  # noqa: E402
+from sentisweep.train import run_trial, set_quiet  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "imdb"
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """Best of a few fp32 size^3 matmuls on torch's current threads: this machine's peak."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def useful_flops(model, lengths: list[int], adapter: bool) -> float:
+    """Model FLOPs of one training pass over sequences of these *real* lengths (padding is
+    not useful work). Linear layers: 2 x params per token forward; backward 2x more for the
+    input gradients, and for full fine-tuning 2x more for the weight gradients: 6N per token
+    (full) or 4N (frozen body + small adapter). Attention scores and mixing: 2 matmuls of
+    2 x L x d per token per layer forward, 3x that for forward + backward."""
+    import torch
+
+    config = model.config
+    embedding_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    body_params = sum(p.numel() for p in model.parameters()) - embedding_params
+    layers = getattr(config, "num_hidden_layers", None) or config.n_layers
+    hidden = getattr(config, "hidden_size", None) or config.dim
+    tokens = float(sum(lengths))
+    squares = float(sum(n * n for n in lengths))
+    linear = (4 if adapter else 6) * body_params * tokens
+    attention = 3 * 4 * layers * hidden * squares
+    return linear + attention
+
+
+def baseline_run(args, method: str, data, label_count: int) -> dict:
+    """The notebook recipe: pad everything to max_length, plain Trainer, no grouping."""
+    import datasets
+    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+
+    set_seed(args.seed)
+    spec = get_model_spec(args.model)
+    # The model's own dropout everywhere, as the notebooks leave it.
+    built = build(MethodConfig(name=method), spec, label_count, LoadOptions(args.cache_dir, attention_dropout=None))
+    tok = built.tokenizer
+
+    def encode(frame):
+        enc = tok(list(frame["text"]), padding="max_length", truncation=True, max_length=args.max_length)
+        return datasets.Dataset.from_dict({**enc, "labels": frame["label"].tolist()})
+
+    train, test = encode(data.splits["train"]), encode(data.splits["test"])
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(model=built.model, train_dataset=train, args=TrainingArguments(
+            output_dir=tmp, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=64,
+            num_train_epochs=args.epochs, max_steps=args.max_steps or -1, learning_rate=args.lr,
+            eval_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True, seed=args.seed,
+            use_cpu=True, logging_steps=50))
+        trainer.remove_callback(PrinterCallback)  # keep the benchmark's output to its table
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+        logits = trainer.predict(test).predictions
+    samples = trainer.state.global_step * args.batch_size
+    accuracy = float((np.argmax(logits, axis=-1) == np.asarray(test["labels"])).mean())
+    return {"seconds": seconds, "samples": min(samples, len(train) * int(np.ceil(args.epochs))),
+            "accuracy": accuracy, "model": built.model, "padding": None}
+
+
+def ours_run(args, method: str, out: Path, attention_dropout: float | None) -> dict:
+    config = parse_trial_config({
+        "model": args.model, "method": method, "seed": args.seed, "output_dir": str(out),
+        "data": {"source": str(args.data), "train_size": args.train_size, "eval_size": 64,
+                 "test_size": args.test_size, "cache_dir": args.cache_dir},
+        "training": {"epochs": args.epochs, "max_steps": args.max_steps, "learning_rate": args.lr,
+                     "batch_size": args.batch_size, "max_length": args.max_length,
+                     "eval_each_epoch": False, "keep_checkpoint": False, "attention_dropout": attention_dropout},
+    })
+    result = run_trial(config, overwrite=True)
+    if result.status != "ok":
+        raise RuntimeError(f"run_trial {method}: {result.status}: {result.error}")
+    return {"seconds": result.train_seconds, "samples": round(result.train_samples_per_second * result.train_seconds),
+            "accuracy": result.accuracy, "padding": result.padding_fraction}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="data source (default: ../shared/data/imdb)")
+    p.add_argument("--model", default="minilm-l6")
+    p.add_argument("--methods", default="full,lora")
+    p.add_argument("--train-size", type=int, default=2000)
+    p.add_argument("--test-size", type=int, default=1000)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="default: 5e-5 full, 5e-4 adapters")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--cache-dir", default=str(ROOT / ".sentisweep_cache"))
+    p.add_argument("--json", help="also write the measurements here")
+    p.add_argument("--smoke-test", action="store_true", help="tiny-bert, 48 rows, 3 steps: checks the script runs")
+    args = p.parse_args(argv)
+    if args.smoke_test:
+        args.model, args.train_size, args.test_size, args.max_length, args.max_steps = "tiny-bert", 48, 16, 64, 3
+    set_quiet(True)
+
+    import torch
+    from transformers import AutoTokenizer
+
+    peak = matmul_peak_gflops(512 if args.smoke_test else 2048)
+    print(f"fp32 matmul peak on {torch.get_num_threads()} threads: {peak:.0f} GFLOP/s", flush=True)
+    data = load_task_data(DataConfig(source=str(args.data), train_size=args.train_size, eval_size=64,
+                                     test_size=args.test_size))
+    rows = []
+    for method in args.methods.split(","):
+        lr = args.lr or (5e-5 if method == "full" else 5e-4)
+        run_args = argparse.Namespace(**{**vars(args), "lr": lr})
+        print(f"[{method}] baseline: Trainer, pad to {args.max_length}, batch {args.batch_size} ...", flush=True)
+        base = baseline_run(run_args, method, data, len(data.label_names))
+        runs = [("baseline", base)]
+        for name, dropout in (("sentisweep, model's attention dropout", None), ("sentisweep", 0.0)):
+            print(f"[{method}] {name} (run_trial, attention_dropout={dropout}) ...", flush=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                runs.append((name, ours_run(run_args, method, Path(tmp) / "trial", dropout)))
+        # Every run sees the same real tokens (each row truncated to max_length).
+        tokenizer = AutoTokenizer.from_pretrained(get_model_spec(args.model).resolve_tokenizer())
+        lengths = [len(ids) for ids in tokenizer(list(data.splits["train"]["text"]), truncation=True,
+                                                 max_length=args.max_length)["input_ids"]]
+        epochs_seen = base["samples"] / len(lengths)
+        flops = useful_flops(base["model"], lengths, adapter=method != "full") * epochs_seen
+        for name, run in runs:
+            rows.append({"method": method, "run": name, "seconds": run["seconds"],
+                         "samples_per_second": run["samples"] / run["seconds"], "accuracy": run["accuracy"],
+                         "mfu": flops / run["seconds"] / (peak * 1e9),
+                         "padding": run["padding"] if run["padding"] is not None
+                         else 1 - sum(lengths) / (len(lengths) * args.max_length)})
+    print()
+    print(f"| method | run | train s | samples/s | accuracy | padding | MFU (peak {peak:.0f} GFLOP/s) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['method']} | {r['run']} | {r['seconds']:.1f} | {r['samples_per_second']:.2f} | "
+              f"{r['accuracy']:.4f} | {r['padding']:.1%} | {r['mfu']:.1%} |")
+    print()
+    for method in args.methods.split(","):
+        base, *ours_runs = (r for r in rows if r["method"] == method)
+        for ours in ours_runs:
+            print(f"{method}, {ours['run']}: {ours['samples_per_second'] / base['samples_per_second']:.2f}x "
+                  f"samples/s of the baseline, accuracy {ours['accuracy'] - base['accuracy']:+.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"peak_gflops": peak, "rows": rows, "args": vars(args)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

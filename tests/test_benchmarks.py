@@ -1,0 +1,22 @@
+"""Every benchmark script has a --smoke-test that the suite runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_train_throughput_smoke(data_dir, cache_dir):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--smoke-test",
+                          "--data", str(data_dir), "--cache-dir", str(cache_dir)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "fp32 matmul peak" in out.stdout
+    for method in ("full", "lora"):
+        assert f"{method}, sentisweep: " in out.stdout and f"| {method} | baseline |" in out.stdout
