@@ -75,6 +75,9 @@ class TrainingConfig(_Strict):
     # null keeps the pretrained model's own value (0.1 for BERT, RoBERTa, DistilBERT).
     attention_dropout: float | None = Field(0.0, ge=0, lt=1)
     eval_each_epoch: bool = True
+    # Evaluate (and keep the best) every N optimizer steps instead of each epoch: gives a
+    # search scheduler (ASHA) several validation points within one epoch.
+    eval_steps: int | None = Field(None, gt=0)
     keep_checkpoint: bool = True
     threads: int | None = Field(None, gt=0, description="torch threads; None = leave as is")
     logging_steps: int = Field(10, gt=0)
@@ -175,7 +178,8 @@ def _raw_semantic_problems(raw: Any) -> list[str]:
     return problems
 
 
-def load_trial_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrialConfig:
+def read_yaml(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A YAML mapping with `overrides` merged in; ConfigError for a missing or malformed file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"config file = {str(path)!r}: no such file"])
@@ -185,7 +189,11 @@ def load_trial_config(path: str | Path, overrides: dict[str, Any] | None = None)
         raise ConfigError([f"config file = {str(path)!r}: not valid YAML ({err})"]) from None
     if not isinstance(raw, dict):
         raise ConfigError([f"config file = {str(path)!r}: top level must be a mapping"])
-    return parse_trial_config(deep_merge(raw, overrides or {}), source=str(path))
+    return deep_merge(raw, overrides or {})
+
+
+def load_trial_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrialConfig:
+    return parse_trial_config(read_yaml(path, overrides), source=str(path))
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

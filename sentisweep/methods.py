@@ -54,6 +54,7 @@ class MethodSpec:
     families: tuple[str, ...] = ("encoder", "decoder")
     description: str = ""
     needs_bitsandbytes: bool = False
+    trains: bool = True  # zero-shot does not (and needs no tokenization cache)
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -265,7 +266,7 @@ register_method(MethodSpec(
     "zero-shot", _build_zero_shot,
     {"prompt": "Review: {text}\nSentiment (positive or negative):",
      "label_words": [" negative", " positive"]},
-    families=("decoder",),
+    families=("decoder",), trains=False,
     description="no training: compare the next-token logits of one word per class"))
 
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from sentisweep.storage import write_parquet_atomic
 
-STATUSES = ("ok", "failed", "skipped")
+STATUSES = ("ok", "failed", "skipped", "stopped")  # stopped: ended early by a search scheduler
 PACKAGES = ("sentisweep", "torch", "transformers", "peft", "accelerate", "datasets", "bitsandbytes",
             "scikit-learn", "xgboost", "pyarrow", "ray", "optuna")
 

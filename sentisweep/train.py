@@ -77,8 +77,10 @@ def _method_known(config: TrialConfig) -> bool:
     return config.method.name in METHODS
 
 
-def run_trial(config: TrialConfig, quiet: bool = True, overwrite: bool = False) -> TrialResult:
-    """Train and evaluate one trial; never raises for a failure inside the trial."""
+def run_trial(config: TrialConfig, quiet: bool = True, overwrite: bool = False,
+              callbacks: list | None = None) -> TrialResult:
+    """Train and evaluate one trial; never raises for a failure inside the trial.
+    `callbacks` are extra transformers TrainerCallbacks (a sweep reports evaluations with one)."""
     out = Path(config.output_dir)
     if (out / RESULT_FILE).exists() and not overwrite:
         raise FileExistsError(f"{out / RESULT_FILE} exists: this trial already ran "
@@ -86,7 +88,7 @@ def run_trial(config: TrialConfig, quiet: bool = True, overwrite: bool = False) 
     set_quiet(quiet)
     result = identity(config)
     try:
-        _run(config, result, out, quiet)
+        _run(config, result, out, quiet, callbacks or [])
         result.status = "ok"
     except IncompatibleMethodError as err:
         result.status, result.error, result.error_type = "skipped", str(err), type(err).__name__
@@ -107,7 +109,7 @@ def _release_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _run(config: TrialConfig, result: TrialResult, out: Path, quiet: bool) -> None:
+def _run(config: TrialConfig, result: TrialResult, out: Path, quiet: bool, callbacks: list) -> None:
     import torch
     import transformers
 
@@ -135,7 +137,7 @@ def _run(config: TrialConfig, result: TrialResult, out: Path, quiet: bool) -> No
                                               config.training.max_length, config.data.cache_dir)
                          for name, frame in data.splits.items()}
             probabilities, row_ids, labels = _train_and_predict(config, built, tokenized, result, out,
-                                                                device, precision, quiet)
+                                                                device, precision, quiet, callbacks)
         else:
             probabilities, row_ids, labels = _zero_shot(config, built, data, result, device)
     result.peak_memory_bytes, result.peak_memory_kind = memory.peak_bytes, memory.kind
@@ -212,7 +214,9 @@ def _training_args(config: TrialConfig, out: Path, device: str, precision: str, 
     t = config.training
     evaluate = "no"
     eval_steps = None
-    if t.eval_each_epoch:
+    if t.eval_steps:
+        evaluate, eval_steps = "steps", t.eval_steps
+    elif t.eval_each_epoch:
         evaluate = "epoch"
         if t.max_steps:  # a run shorter than an epoch still evaluates (and keeps) its end
             evaluate, eval_steps = "steps", t.max_steps
@@ -239,7 +243,7 @@ def _validation_accuracy(prediction) -> dict[str, float]:
 
 
 def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult, out: Path,
-                       device: str, precision: str, quiet: bool):
+                       device: str, precision: str, quiet: bool, callbacks: list):
     from transformers import Trainer
 
     counter = TokenCounter()
@@ -257,7 +261,7 @@ def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult
         train_dataset=_hf_dataset(tokenized["train"]),
         eval_dataset=_hf_dataset(tokenized["validation"], sort_by_length=True),
         data_collator=PaddingCollator(built.tokenizer.pad_token_id),
-        compute_metrics=_validation_accuracy,
+        compute_metrics=_validation_accuracy, callbacks=callbacks,
     )
     if quiet:  # without tqdm the Trainer prints every log dict; a sweep shows its own progress
         from transformers import PrinterCallback

@@ -1,0 +1,180 @@
+"""The model x method x seed ablation on Ray Tune.
+
+    python sweeps/ablation.py                                   # the quick CPU sweep
+    python sweeps/ablation.py --config sweeps/configs/smoke.yaml --dry-run
+    ray job submit --working-dir . -- python sweeps/ablation.py --config sweeps/configs/smoke.yaml
+
+Everything Ray-specific is marked `# [Ray]`; one trial is `sentisweep.train.run_trial`,
+plain Python. Results: `<storage>/<name>/results.parquet`, one row per trial whatever its
+status, beside Ray Tune's experiment folder `<storage>/<name>/tune`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # runs from a checkout or a `ray job submit --working-dir .` upload
+
+from sentisweep.config import ConfigError  # noqa: E402
+from sentisweep.sweep import (  # noqa: E402
+    PlannedTrial,
+    SweepConfig,
+    expand,
+    gather_results,
+    load_sweep_config,
+    matrix_table,
+    summary_table,
+)
+from sweeps import common  # noqa: E402
+
+DEFAULT_CONFIG = "sweeps/configs/quick.yaml"
+EXIT_BAD_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python sweeps/ablation.py",
+        description="Run every model x method x seed trial of a sweep config on Ray Tune and gather "
+                    "one results table. With RAY_ADDRESS set (as under `ray job submit`) it joins that "
+                    "cluster; otherwise Ray starts in this process.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status: 0 done (trials may still have failed: see the table), 1 some trial failed, "
+               "2 bad config or arguments, 3 interrupted.")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"sweep YAML (default {DEFAULT_CONFIG})")
+    p.add_argument("--storage", default="results", help="results folder (default ./results)")
+    p.add_argument("--name", help="sweep name (default: the config's name); results go to <storage>/<name>")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep: only unfinished trials run")
+    p.add_argument("--dry-run", action="store_true", help="validate, print the trial matrix, start nothing")
+    p.add_argument("--local", action="store_true",
+                   help="one machine: start Ray here even if RAY_ADDRESS is set; trials queue on its GPU/CPUs")
+    p.add_argument("--num-gpus", type=float, default=None,
+                   help="GPUs Ray may schedule on with --local (default: what torch sees)")
+    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    return p
+
+
+def plan(args) -> tuple[SweepConfig, Path, list[PlannedTrial]]:
+    overrides = {"name": args.name} if args.name else {}
+    if args.max_concurrent:
+        overrides["resources"] = {"max_concurrent": args.max_concurrent}
+    sweep = load_sweep_config(args.config, overrides)
+    if "://" in args.storage:
+        raise ConfigError([f"--storage = {args.storage!r}: remote storage is not supported yet; use a local "
+                           "folder or a shared volume mounted on every node"])
+    root = Path(args.storage).expanduser().resolve() / sweep.name
+    device = "cuda" if sweep.resources.gpus_per_trial > 0 else "cpu"
+    return sweep, root, expand(sweep, root, device)
+
+
+def pretokenize(planned: list[PlannedTrial]) -> None:
+    """Tokenize once per (tokenizer, max_length) for the whole sweep, before trials start,
+    so concurrent trials read the cache instead of racing to build it."""
+    from transformers import AutoTokenizer
+
+    from sentisweep.data import load_task_data
+    from sentisweep.methods import get_method
+    from sentisweep.models import get_model_spec
+    from sentisweep.tokenization import tokenize_frame
+
+    done: set[tuple[str, int]] = set()
+    data = None
+    for trial in planned:
+        c = trial.config
+        if trial.skip_reason or not get_method(c.method.name).trains:
+            continue
+        tokenizer_source = get_model_spec(c.model).resolve_tokenizer()
+        if (tokenizer_source, c.training.max_length) in done:
+            continue
+        data = data or load_task_data(c.data)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+        for frame in data.splits.values():
+            tokenize_frame(frame, tokenizer, tokenizer_source, c.training.max_length, c.data.cache_dir)
+        done.add((tokenizer_source, c.training.max_length))
+        print(f"tokenized for {tokenizer_source} at max_length {c.training.max_length}", flush=True)
+
+
+def run_baselines(sweep: SweepConfig, root: Path):
+    """The classical baselines on the same splits, in the driver (seconds, no GPU)."""
+    from sentisweep.baselines import run_tfidf_logreg
+    from sentisweep.results import read_results
+
+    frames = []
+    for name in sweep.baselines:
+        out = root / "baselines" / name
+        if not (out / "result.parquet").is_file():  # kept across --resume
+            print(f"baseline {name} ...", flush=True)
+            run_tfidf_logreg(sweep.data, out, sweep.name)
+        frames.append(read_results(out / "result.parquet"))
+    return frames
+
+
+def run_sweep(args, sweep: SweepConfig, root: Path, planned: list[PlannedTrial]) -> int:
+    from ray import tune  # [Ray]
+
+    from sentisweep.storage import write_parquet_atomic
+
+    runnable = [t for t in planned if t.skip_reason is None]
+    root.mkdir(parents=True, exist_ok=True)
+    pretokenize(runnable)
+
+    common.connect(args.local, args.num_gpus)  # [Ray]
+    problem = common.unsatisfiable(sweep.resources.cpus_per_trial, sweep.resources.gpus_per_trial)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    trainable = tune.with_resources(common.run_ablation_trial, {  # [Ray]
+        "cpu": sweep.resources.cpus_per_trial, "gpu": sweep.resources.gpus_per_trial})
+    if args.resume:
+        tuner = tune.Tuner.restore(str(root / "tune"), trainable=trainable,  # [Ray]
+                                   resume_unfinished=True, restart_errored=True)
+    else:
+        tuner = tune.Tuner(  # [Ray]
+            trainable,
+            param_space={"trial": tune.grid_search([t.config.model_dump(mode="json") for t in runnable])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=sweep.resources.max_concurrent, reuse_actors=False),
+            run_config=tune.RunConfig(name="tune", storage_path=str(root),
+                                      failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
+        )
+    grid = tuner.fit()  # [Ray]
+    if grid.num_terminated + grid.num_errors < len(grid):  # [Ray] Tune stopped on Ctrl-C
+        raise KeyboardInterrupt
+    trials = gather_results(planned, common.outcomes(grid, lambda r: r.config["trial"]["trial_id"]))
+    results = pd.concat([trials, *run_baselines(sweep, root)], ignore_index=True)
+    write_parquet_atomic(results, root / "results.parquet")
+    print(summary_table(results))
+    print(f"results: {root / 'results.parquet'} ({len(results)} rows)")
+    return 1 if (results["status"] == "failed").any() else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        sweep, root, planned = plan(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    print(f"sweep {sweep.name}: {len(sweep.models)} models x {len(sweep.methods)} methods x "
+          f"{len(sweep.seeds)} seeds -> {root}")
+    print(matrix_table(planned, sweep.resources, sweep.baselines), flush=True)
+    if sweep.description:
+        print(sweep.description.strip(), flush=True)
+    if args.dry_run:
+        return 0
+    refusal = common.check_storage(root, args.resume)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    try:
+        return run_sweep(args, sweep, root, planned)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: continue with the same command plus --resume (storage {root})", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

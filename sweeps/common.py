@@ -1,0 +1,113 @@
+"""The Ray layer shared by the sweep entry points: connect, run one trial as a Tune
+trainable, read back what Tune saw. One trial itself is `sentisweep.train.run_trial`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def evaluation_reporter():
+    """A TrainerCallback that reports each validation accuracy to Tune, so a scheduler
+    such as ASHA can stop a weak trial early (the trial process then ends mid-training)."""
+    from ray import tune  # [Ray]
+    from transformers import TrainerCallback
+
+    class ReportEvaluations(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if metrics and "eval_accuracy" in metrics:
+                tune.report({"val_accuracy": float(metrics["eval_accuracy"]),  # [Ray]
+                             "step": int(state.global_step), "final": False})
+
+    return ReportEvaluations()
+
+
+def execute_trial(trial: dict[str, Any]) -> None:
+    """Run one trial inside a Tune trainable and report its TrialResult row."""
+    from ray import tune  # [Ray]
+
+    from sentisweep.config import TrialConfig
+    from sentisweep.results import read_results
+    from sentisweep.train import RESULT_FILE, run_trial
+
+    config = TrialConfig.model_validate(trial)
+    if config.training.threads is None:
+        # Ray sets OMP_NUM_THREADS from num_cpus, but a reused worker keeps its first value:
+        # set torch's threads from what this trial was given.
+        cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)  # [Ray]
+        config.training.threads = max(1, int(cpus))
+    result_file = Path(config.output_dir) / RESULT_FILE
+    if result_file.is_file():  # a retry after the result was written: report it again
+        row = read_results(result_file).iloc[0].to_dict()
+    else:
+        row = run_trial(config, callbacks=[evaluation_reporter()]).to_row()
+    # The whole row is in result.parquet; Tune gets the numbers a scheduler or progress table
+    # needs (names such as trial_id, hostname and done mean something else to Tune).
+    metrics = {k: row[k] for k in REPORTED if row.get(k) is not None and row[k] == row[k]}
+    metrics.update(val_accuracy=row.get("best_val_accuracy") or 0.0, final=True)
+    tune.report(metrics)  # [Ray]
+
+
+REPORTED = ("status", "accuracy", "f1", "eval_loss", "train_seconds", "train_samples_per_second",
+            "peak_memory_bytes", "trainable_params")
+
+
+def run_ablation_trial(params: dict[str, Any]) -> None:
+    """Tune trainable of the ablation: `params["trial"]` is a whole TrialConfig."""
+    execute_trial(params["trial"])
+
+
+def connect(local: bool, num_gpus: float | None) -> None:
+    """Join RAY_ADDRESS's cluster (as under `ray job submit`), or start Ray here."""
+    import ray  # [Ray]
+
+    if local or not os.environ.get("RAY_ADDRESS"):
+        os.environ.pop("RAY_ADDRESS", None)
+        if num_gpus is None:
+            import torch
+
+            num_gpus = torch.cuda.device_count()
+        # Workers import sweeps.common by name: put the checkout on their path.
+        ray.init(num_gpus=num_gpus, include_dashboard=False,  # [Ray]
+                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [
+                     str(ROOT), os.environ.get("PYTHONPATH")]))}})
+    else:
+        ray.init(address=os.environ["RAY_ADDRESS"])  # [Ray] the job's working_dir is on workers' path
+
+
+def unsatisfiable(cpus_per_trial: float, gpus_per_trial: float) -> str | None:
+    """Why no trial could ever start on this cluster, or None."""
+    import ray  # [Ray]
+
+    cluster = ray.cluster_resources()  # [Ray]
+    have_cpu, have_gpu = cluster.get("CPU", 0), cluster.get("GPU", 0)
+    if cpus_per_trial > have_cpu or gpus_per_trial > have_gpu:
+        return (f"resources.cpus_per_trial = {cpus_per_trial:g}, gpus_per_trial = {gpus_per_trial:g}: the cluster "
+                f"has {have_cpu:g} CPUs and {have_gpu:g} GPUs in all, so no trial could ever start")
+    return None
+
+
+def check_storage(root: Path, resume: bool) -> str | None:
+    """Refuse to overwrite a finished sweep or silently restart an interrupted one."""
+    if resume:
+        return None if (root / "tune").is_dir() else f"{root}: nothing to resume (no tune/ folder)"
+    if (root / "results.parquet").exists():
+        return f"{root}/results.parquet exists: this sweep finished; choose another --name or --storage"
+    if (root / "tune").exists():
+        return f"{root}/tune exists: an interrupted sweep is there; pass --resume to continue it"
+    return None
+
+
+def outcomes(grid, trial_id_of) -> dict[str, dict[str, Any]]:
+    """Our trial_id -> what Tune saw: its error (a worker that died too often) and last metrics."""
+    seen = {}
+    for result in grid:  # [Ray] a ResultGrid
+        if result.config:
+            seen[trial_id_of(result)] = {
+                "error": f"{type(result.error).__name__}: {result.error}"[:2000] if result.error else None,
+                "metrics": dict(result.metrics or {})}
+    return seen

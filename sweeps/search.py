@@ -1,0 +1,166 @@
+"""Optuna search over LoRA rank, alpha, learning rate and dropout, on Ray Tune with ASHA.
+
+    python sweeps/search.py                                     # the quick CPU search
+    python sweeps/search.py --config sweeps/configs/lora_search_quick.yaml --dry-run
+    optuna-dashboard sqlite:///results/<name>/optuna.db         # the study, while or after it runs
+
+Ray-specific lines are marked `# [Ray]`. Trials report validation accuracy at every
+evaluation, so ASHA stops weak ones early (status `stopped`). The Optuna study lives in
+`<storage>/<name>/optuna.db`; the best trial (by validation accuracy, never test) is saved
+as a ready-to-run trial config, `<storage>/<name>/best_trial.yaml`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # runs from a checkout or a `ray job submit --working-dir .` upload
+
+from sentisweep.config import ConfigError  # noqa: E402
+from sentisweep.search_space import SearchConfig, describe_space, load_search_config, trial_from_sample  # noqa: E402
+from sentisweep.sweep import PlannedTrial, gather_results, summary_table  # noqa: E402
+from sweeps import common  # noqa: E402
+
+DEFAULT_CONFIG = "sweeps/configs/lora_search_quick.yaml"
+EXIT_BAD_CONFIG = 2
+SAMPLED = ("r", "alpha_multiple", "learning_rate", "dropout")
+
+
+def run_search_trial(params: dict) -> None:
+    """Tune trainable: one sampled point of the space as a full trial."""
+    from ray import tune  # [Ray]
+
+    search = SearchConfig.model_validate(params["search"])
+    trial = trial_from_sample(search, params, tune.get_context().get_trial_id(), Path(params["root"]))  # [Ray]
+    common.execute_trial(trial.model_dump(mode="json"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python sweeps/search.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"search YAML (default {DEFAULT_CONFIG})")
+    p.add_argument("--storage", default="results", help="results folder (default ./results)")
+    p.add_argument("--name", help="search name (default: the config's); results go to <storage>/<name>")
+    p.add_argument("--num-samples", type=int, help="override the config's number of trials")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the search plan, start nothing")
+    p.add_argument("--local", action="store_true", help="start Ray here even if RAY_ADDRESS is set")
+    p.add_argument("--num-gpus", type=float, default=None, help="GPUs Ray may schedule on with --local")
+    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    return p
+
+
+def save_best(results, search: SearchConfig, root: Path) -> Path | None:
+    """The best finished trial by validation accuracy as a trial config people can run."""
+    import json
+
+    ok = results[results["status"] == "ok"]
+    if ok.empty:
+        return None
+    best = ok.loc[ok["best_val_accuracy"].idxmax()]
+    config = json.loads(best["config_json"])
+    for key in ("output_dir", "trial_id", "sweep"):
+        config.pop(key, None)
+    path = root / "best_trial.yaml"
+    header = (f"# python -m sentisweep.train --config {path} --out runs/{search.name}-best\n"
+              f"# best of search {search.name!r} by validation accuracy {best['best_val_accuracy']:.4f} "
+              f"(test accuracy {best['accuracy']:.4f}), trial {best['trial_id']}\n")
+    path.write_text(header + yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def run(args, search: SearchConfig, root: Path) -> int:
+    import optuna
+    from ray import tune  # [Ray]
+    from ray.tune.schedulers import ASHAScheduler  # [Ray]
+    from ray.tune.search import ConcurrencyLimiter  # [Ray]
+    from ray.tune.search.optuna import OptunaSearch  # [Ray]
+
+    from sentisweep.storage import write_parquet_atomic
+
+    root.mkdir(parents=True, exist_ok=True)
+    common.connect(args.local, args.num_gpus)  # [Ray]
+    problem = common.unsatisfiable(search.resources.cpus_per_trial, search.resources.gpus_per_trial)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    trainable = tune.with_resources(run_search_trial, {  # [Ray]
+        "cpu": search.resources.cpus_per_trial, "gpu": search.resources.gpus_per_trial})
+    if args.resume:
+        tuner = tune.Tuner.restore(str(root / "tune"), trainable=trainable,  # [Ray]
+                                   resume_unfinished=True, restart_errored=True)
+    else:
+        space = search.space
+        study = optuna.storages.RDBStorage(f"sqlite:///{root / 'optuna.db'}")
+        searcher = OptunaSearch(seed=search.search_seed, storage=study, study_name=search.name)  # [Ray]
+        if search.resources.max_concurrent:
+            searcher = ConcurrencyLimiter(searcher, max_concurrent=search.resources.max_concurrent)  # [Ray]
+        tuner = tune.Tuner(  # [Ray]
+            trainable,
+            param_space={
+                "search": search.model_dump(mode="json"), "root": str(root),
+                "r": tune.choice(space.r), "alpha_multiple": tune.choice(space.alpha_multiple),
+                "learning_rate": tune.loguniform(*space.learning_rate), "dropout": tune.uniform(*space.dropout),
+            },
+            tune_config=tune.TuneConfig(
+                metric="val_accuracy", mode="max", num_samples=search.num_samples, search_alg=searcher,
+                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=search.scheduler.max_reports,
+                                        grace_period=search.scheduler.grace_period,
+                                        reduction_factor=search.scheduler.reduction_factor),
+                reuse_actors=False),
+            run_config=tune.RunConfig(name="tune", storage_path=str(root),
+                                      failure_config=tune.FailureConfig(max_failures=search.max_failures)),
+        )
+    grid = tuner.fit()  # [Ray]
+
+    def trial_of(result):  # our TrialConfig from Tune's sampled config and its trial id
+        return trial_from_sample(search, result.config, result.metrics.get("trial_id") or Path(result.path).name, root)
+
+    planned = [PlannedTrial(trial_of(r)) for r in grid if r.config]
+    results = gather_results(planned, common.outcomes(grid, lambda r: trial_of(r).trial_id))
+    write_parquet_atomic(results, root / "results.parquet")
+    print(summary_table(results))
+    best = save_best(results, search, root)
+    if best:
+        print(f"best trial config: {best}\n" + best.read_text().splitlines()[1])
+    print(f"results: {root / 'results.parquet'} ({len(results)} rows); Optuna study: {root / 'optuna.db'}")
+    return 1 if (results["status"] == "failed").any() else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {k: v for k, v in (("name", args.name), ("num_samples", args.num_samples)) if v}
+    if args.max_concurrent:
+        overrides["resources"] = {"max_concurrent": args.max_concurrent}
+    try:
+        search = load_search_config(args.config, overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    root = Path(args.storage).expanduser().resolve() / search.name
+    print(f"search {search.name}: {search.num_samples} trials of {search.model} / {search.method} "
+          f"(placement {search.placement}) -> {root}\n  space: {describe_space(search.space)}\n"
+          f"  ASHA: grace period {search.scheduler.grace_period} reports, reduction factor "
+          f"{search.scheduler.reduction_factor:g}; Optuna TPE seed {search.search_seed}\n"
+          f"  per trial: {search.resources.cpus_per_trial:g} CPU, {search.resources.gpus_per_trial:g} GPU; "
+          f"at most {search.resources.max_concurrent or 'as many as fit'} at once", flush=True)
+    if args.dry_run:
+        return 0
+    refusal = common.check_storage(root, args.resume)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    try:
+        return run(args, search, root)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: continue with the same command plus --resume (storage {root})", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""Sweep configs: validated in full before Ray starts; the --dry-run matrix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sentisweep.config import ConfigError
+from sentisweep.search_space import load_search_config, trial_from_sample
+from sentisweep.sweep import expand, load_sweep_config, parse_sweep_config
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "sweeps" / "configs").glob("*.yaml"))
+
+
+def _ablation(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / "sweeps" / "ablation.py"), *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_validate_and_open_with_their_command(path):
+    assert path.read_text().startswith("# python sweeps/")
+    if "search" in path.name:
+        search = load_search_config(path)
+        assert trial_from_sample(search, {"r": search.space.r[0], "alpha_multiple": 1, "learning_rate": 1e-4,
+                                          "dropout": 0.1}, "t1", Path("/tmp/x")).method.r == search.space.r[0]
+    else:
+        assert expand(load_sweep_config(path), Path("/tmp/x"), "cpu")
+
+
+def test_dry_run_prints_the_matrix_and_starts_nothing(tmp_path):
+    out = _ablation("--config", "sweeps/configs/smoke.yaml", "--dry-run", "--storage", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "12 trials: 10 to run, 2 skipped" in out.stdout
+    assert "| tiny-qwen3__lora-r4-attention__s2 |" in out.stdout
+    assert "skip: method 'zero-shot' needs a decoder model; 'tiny-bert' is an encoder" in out.stdout
+    assert not any(tmp_path.iterdir())
+
+
+BAD = {
+    "unknown model": ("models: [tiny-bert, gpt-9]\nmethods: [full]\n", "models[1] = 'gpt-9': unknown"),
+    "unknown method": ("models: [tiny-bert]\nmethods: [fullft]\n", "methods[0].name = 'fullft': unknown; known:"),
+    "empty axis": ("models: []\nmethods: [full]\n", "models = []: List should have at least 1 item"),
+    "rank <= 0": ("models: [tiny-bert]\nmethods: [{name: lora, r: 0}]\n", "methods[0].r = 0: LoRA rank must be"),
+    "lr <= 0": ("models: [tiny-bert]\nmethods: [full]\ntraining: {learning_rate: 0}\n",
+                "training.learning_rate = 0: Input should be greater than 0"),
+    "variant lr <= 0": ("models: [tiny-bert]\nmethods: [{name: full, training: {learning_rate: -1}}]\n",
+                        "methods[0].learning_rate = -1"),
+    "malformed yaml": ("models: [tiny-bert\n", "not valid YAML"),
+    "repeated seeds": ("models: [tiny-bert]\nmethods: [full]\nseeds: [1, 1]\n", "repeated seeds"),
+}
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_bad_sweep_configs_exit_2_before_ray(case, tmp_path):
+    text, expected = BAD[case]
+    config = tmp_path / "sweep.yaml"
+    config.write_text("# python sweeps/ablation.py --config sweep.yaml\nname: bad\n" + text)
+    out = _ablation("--config", str(config), "--storage", str(tmp_path / "store"))
+    assert out.returncode == 2
+    assert expected in out.stderr, out.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def test_all_problems_at_once():
+    with pytest.raises(ConfigError) as info:
+        parse_sweep_config({"models": ["nope"], "methods": [{"name": "lora", "r": -2}, "zzz"]})
+    assert len(info.value.problems) == 3
+
+
+def test_variants_expand_with_their_training_overrides(tmp_path):
+    sweep = parse_sweep_config({"name": "s", "models": ["tiny-bert"], "seeds": [1, 2], "methods": [
+        {"name": "lora", "r": 8, "placement": "attention"},
+        {"name": "lora", "r": 8, "placement": "attention", "training": {"learning_rate": 2e-4}}]})
+    planned = expand(sweep, tmp_path, "cpu")
+    ids = [p.config.trial_id for p in planned]
+    assert ids == ["tiny-bert__lora-r8-attention__s1", "tiny-bert__lora-r8-attention__s2",
+                   "tiny-bert__lora-r8-attention-lr0.0002__s1", "tiny-bert__lora-r8-attention-lr0.0002__s2"]
+    assert planned[2].config.training.learning_rate == 2e-4 and planned[0].config.training.learning_rate == 2e-5
+    assert all(Path(p.config.output_dir).is_absolute() and Path(p.config.data.cache_dir).is_absolute()
+               for p in planned)
