@@ -138,11 +138,10 @@ def run_sweep(args, sweep: SweepConfig, root: Path, planned: list[PlannedTrial])
             param_space={"trial": tune.grid_search([t.config.model_dump(mode="json") for t in runnable])},
             tune_config=tune.TuneConfig(max_concurrent_trials=sweep.resources.max_concurrent, reuse_actors=False),
             run_config=tune.RunConfig(name="tune", storage_path=str(root),
+                                      verbose=1,  # status tables, not every trial's whole config
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
         )
-    grid = tuner.fit()  # [Ray]
-    if grid.num_terminated + grid.num_errors < len(grid):  # [Ray] Tune stopped on Ctrl-C
-        raise KeyboardInterrupt
+    grid = common.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
     trials = gather_results(planned, common.outcomes(grid, lambda r: r.config["trial"]["trial_id"]))
     results = pd.concat([trials, *run_baselines(sweep, root)], ignore_index=True)
     write_parquet_atomic(results, root / "results.parquet")

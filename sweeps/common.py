@@ -72,11 +72,42 @@ def connect(local: bool, num_gpus: float | None) -> None:
 
             num_gpus = torch.cuda.device_count()
         # Workers import sweeps.common by name: put the checkout on their path.
-        ray.init(num_gpus=num_gpus, include_dashboard=False,  # [Ray]
+        ray.init(address="local", num_gpus=num_gpus, include_dashboard=False,  # [Ray] a new instance, never
+                 # one that `ray start` left running on this machine
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [
                      str(ROOT), os.environ.get("PYTHONPATH")]))}})
     else:
         ray.init(address=os.environ["RAY_ADDRESS"])  # [Ray] the job's working_dir is on workers' path
+
+
+class Interruption:
+    """Ctrl-C during `Tuner.fit()`: Tune stops gracefully and saves its state, but returns
+    as if it had finished. We take SIGINT ourselves (TUNE_DISABLE_SIGINT_HANDLER), remember
+    it, and pass it on as SIGUSR1, Tune's other stop signal; `fit_or_interrupt` then
+    raises KeyboardInterrupt so nothing half-done is written as a finished table."""
+
+    def __init__(self):
+        self.received = False
+
+    def _handler(self, signum, frame):
+        import signal
+
+        self.received = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def fit(self, tuner):
+        import signal
+
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        previous = signal.signal(signal.SIGINT, self._handler)
+        try:
+            grid = tuner.fit()  # [Ray]
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if self.received:
+            raise KeyboardInterrupt
+        return grid
 
 
 def unsatisfiable(cpus_per_trial: float, gpus_per_trial: float) -> str | None:

@@ -114,9 +114,10 @@ def run(args, search: SearchConfig, root: Path) -> int:
                                         reduction_factor=search.scheduler.reduction_factor),
                 reuse_actors=False),
             run_config=tune.RunConfig(name="tune", storage_path=str(root),
+                                      verbose=1,  # status tables, not every trial's whole config
                                       failure_config=tune.FailureConfig(max_failures=search.max_failures)),
         )
-    grid = tuner.fit()  # [Ray]
+    grid = common.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
 
     def trial_of(result):  # our TrialConfig from Tune's sampled config and its trial id
         return trial_from_sample(search, result.config, result.metrics.get("trial_id") or Path(result.path).name, root)

@@ -1,24 +1,45 @@
-"""The smoke sweep on a real local Ray: results table, refusal to overwrite, resume."""
+"""The ablation on a real local Ray: results table, refusal, interrupt + resume, a killed
+worker, GPU scheduling with declared GPUs."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
+ABLATION = [sys.executable, str(ROOT / "sweeps" / "ablation.py")]
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)  # never join a cluster left running elsewhere
+    return env
 
 
 def _ablation(*args, timeout=900):
-    env = {**os.environ, "RAY_ADDRESS": ""}  # never join a cluster left running elsewhere
-    env.pop("RAY_ADDRESS")
-    return subprocess.run([sys.executable, str(ROOT / "sweeps" / "ablation.py"), *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=timeout, env=env)
+    return subprocess.run([*ABLATION, *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=_env())
+
+
+def _wait_for(predicate, timeout=300, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"waited {timeout} s for {what}")
+
+
+def _finished_trials(root: Path) -> list[Path]:
+    return sorted((root / "trials").glob("*/result.parquet"))
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +67,82 @@ def test_rerun_refuses_to_overwrite(smoke_sweep):
     out = _ablation("--config", "sweeps/configs/smoke.yaml", "--storage", str(storage))
     assert out.returncode == 2 and "this sweep finished" in out.stderr
     assert (storage / "smoke" / "results.parquet").read_bytes() == before
+
+
+def test_interrupt_then_resume_runs_only_unfinished_trials(tmp_path):
+    root = tmp_path / "smoke"
+    driver = subprocess.Popen([*ABLATION, "--config", "sweeps/configs/smoke.yaml", "--storage", str(tmp_path)],
+                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(lambda: len(_finished_trials(root)) >= 2, what="two finished trials")
+    driver.send_signal(signal.SIGINT)  # what Ctrl-C does
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 3, output[-3000:]
+    assert "--resume" in output and not (root / "results.parquet").exists()
+    finished = {path: path.stat().st_mtime_ns for path in _finished_trials(root)}
+    assert 2 <= len(finished) < 10
+
+    refused = _ablation("--config", "sweeps/configs/smoke.yaml", "--storage", str(tmp_path))
+    assert refused.returncode == 2 and "pass --resume" in refused.stderr
+
+    resumed = _ablation("--config", "sweeps/configs/smoke.yaml", "--storage", str(tmp_path), "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    results = pd.read_parquet(root / "results.parquet")
+    assert len(results) == 12 and results["trial_id"].is_unique
+    assert results["status"].value_counts().to_dict() == {"ok": 10, "skipped": 2}
+    for path, mtime in finished.items():  # finished before the interrupt: not run again
+        assert path.stat().st_mtime_ns == mtime, path
+
+
+def test_killed_worker_is_retried_and_every_trial_lands_once(tmp_path):
+    root = tmp_path / "smoke"
+    driver = subprocess.Popen([*ABLATION, "--config", "sweeps/configs/smoke.yaml", "--storage", str(tmp_path)],
+                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def trial_workers() -> list[int]:
+        found = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout
+        return [int(pid) for pid in found.split()]
+
+    _wait_for(lambda: len(_finished_trials(root)) >= 1 and trial_workers(), what="a running trial worker")
+    victim = trial_workers()[0]
+    os.kill(victim, signal.SIGKILL)  # the worker process dies mid-trial
+    output, _ = driver.communicate(timeout=600)
+    assert driver.returncode == 0, output[-4000:]
+    results = pd.read_parquet(root / "results.parquet")
+    assert len(results) == 12 and results["trial_id"].is_unique
+    assert results["status"].value_counts().to_dict() == {"ok": 10, "skipped": 2}
+
+
+def _gpu_sweep(tmp_path: Path, gpus_per_trial: float) -> Path:
+    config = {
+        "name": f"gpu{gpus_per_trial:g}".replace(".", "_"), "models": ["tiny-bert"], "methods": ["head-only"],
+        "seeds": [1, 2],
+        "data": {"source": str(ROOT / "tests" / "fixtures" / "tiny_reviews"), "train_size": 32, "eval_size": 16,
+                 "test_size": 16},
+        "training": {"max_steps": 2, "batch_size": 8, "max_length": 32},
+        "resources": {"cpus_per_trial": 1, "gpus_per_trial": gpus_per_trial},
+    }
+    path = tmp_path / f"{config['name']}.yaml"
+    path.write_text(f"# python sweeps/ablation.py --config {path.name} --local --num-gpus 1\n" + yaml.safe_dump(config))
+    return path
+
+
+def _spans(results: pd.DataFrame) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    return sorted(zip(pd.to_datetime(results["start_time"]), pd.to_datetime(results["end_time"]), strict=True))
+
+
+@pytest.mark.parametrize("gpus_per_trial,overlap", [(1.0, False), (0.5, True)])
+def test_declared_gpu_queues_whole_gpu_trials_and_shares_fractions(tmp_path, gpus_per_trial, overlap):
+    config = _gpu_sweep(tmp_path, gpus_per_trial)
+    out = _ablation("--config", str(config), "--storage", str(tmp_path), "--local", "--num-gpus", "1")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    results = pd.read_parquet(next(tmp_path.glob("*/results.parquet")))
+    assert (results["status"] == "ok").all() and len(results) == 2
+    assert (results["device"] == "cpu").all()  # Ray scheduled a GPU; the trial found no CUDA and says so
+    (first_start, first_end), (second_start, _) = _spans(results)
+    assert (second_start < first_end) == overlap
+
+
+def test_resources_no_node_can_satisfy(tmp_path):
+    config = _gpu_sweep(tmp_path, 2.0)
+    out = _ablation("--config", str(config), "--storage", str(tmp_path), "--local", "--num-gpus", "1")
+    assert out.returncode == 2 and "no trial could ever start" in out.stderr
