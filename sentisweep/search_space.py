@@ -125,12 +125,8 @@ def trial_from_sample(search: SearchConfig, sample: dict[str, Any], trial_key: s
     lr, dropout = float(sample["learning_rate"]), float(sample["dropout"])
     trial_id = f"{search.model}__{search.method}-r{r}-alpha{alpha:g}-lr{lr:.2e}-drop{dropout:.2f}__{trial_key}"
     trial_id = re.sub(r"[^A-Za-z0-9_.+-]", "_", trial_id)
-    data = search.data.model_copy(update={"cache_dir": str(Path(search.data.cache_dir).expanduser().resolve())})
-    source = Path(search.data.source).expanduser()
-    if source.exists():
-        data = data.model_copy(update={"source": str(source.resolve())})
     return TrialConfig(
-        model=search.model, seed=search.seed, data=data, sweep=search.name, trial_id=trial_id,
+        model=search.model, seed=search.seed, data=search.data, sweep=search.name, trial_id=trial_id,
         method=MethodConfig(name=search.method, r=r, alpha=alpha, dropout=dropout, placement=search.placement),
         training=search.training.model_copy(update={"learning_rate": lr}),
         output_dir=str(root / "trials" / trial_id))

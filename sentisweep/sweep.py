@@ -141,8 +141,7 @@ def expand(sweep: SweepConfig, root: Path, device: str) -> list[PlannedTrial]:
     from sentisweep.methods import IncompatibleMethodError, check_compatible
     from sentisweep.models import get_model_spec
 
-    data = sweep.data.model_copy(update={"cache_dir": str(_absolute(sweep.data.cache_dir)),
-                                         "source": _absolute_if_local(sweep.data.source)})
+    data = absolute_paths(sweep.data)
     planned = []
     for model in sweep.models:
         for variant in sweep.methods:
@@ -161,13 +160,12 @@ def expand(sweep: SweepConfig, root: Path, device: str) -> list[PlannedTrial]:
     return planned
 
 
-def _absolute(path: str) -> Path:
-    return Path(path).expanduser().resolve()
-
-
-def _absolute_if_local(source: str) -> str:
-    path = Path(source).expanduser()
-    return str(path.resolve()) if path.exists() else source
+def absolute_paths(data: DataConfig) -> DataConfig:
+    """Resolve the cache and a local data source against the driver's working directory:
+    Ray Tune runs each trial in a working directory of its own."""
+    source = Path(data.source).expanduser()
+    return data.model_copy(update={"cache_dir": str(Path(data.cache_dir).expanduser().resolve()),
+                                   "source": str(source.resolve()) if source.exists() else data.source})
 
 
 def matrix_table(planned: list[PlannedTrial], resources: Resources, baselines: list[str] = ()) -> str:

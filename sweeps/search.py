@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))  # runs from a checkout or a `ray job submit --wor
 
 from sentisweep.config import ConfigError  # noqa: E402
 from sentisweep.search_space import SearchConfig, describe_space, load_search_config, trial_from_sample  # noqa: E402
-from sentisweep.sweep import PlannedTrial, gather_results, summary_table  # noqa: E402
+from sentisweep.sweep import PlannedTrial, absolute_paths, gather_results, summary_table  # noqa: E402
 from sweeps import common  # noqa: E402
 
 DEFAULT_CONFIG = "sweeps/configs/lora_search_quick.yaml"
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    search.data = absolute_paths(search.data)  # trials run in working directories of their own
     root = Path(args.storage).expanduser().resolve() / search.name
     print(f"search {search.name}: {search.num_samples} trials of {search.model} / {search.method} "
           f"(placement {search.placement}) -> {root}\n  space: {describe_space(search.space)}\n"

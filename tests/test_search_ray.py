@@ -1,0 +1,67 @@
+"""The Optuna + ASHA search on a real local Ray, then resumed after an interrupt."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+SEARCH = [sys.executable, str(ROOT / "sweeps" / "search.py")]
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def test_search_with_asha_saves_study_and_best_config(tmp_path):
+    out = subprocess.run([*SEARCH, "--config", "sweeps/configs/search_smoke.yaml", "--storage", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=900, env=_env())
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    root = tmp_path / "search-smoke"
+    results = pd.read_parquet(root / "results.parquet")
+    assert len(results) == 4 and results["trial_id"].is_unique
+    assert set(results["status"]) <= {"ok", "stopped"} and (results["status"] == "ok").any()
+    assert results["lora_r"].isin([2, 4, 8]).all()
+    assert results["learning_rate"].between(1e-4, 1e-2).all()
+    # the study is in sqlite, openable with optuna (and optuna-dashboard)
+    import optuna
+
+    study = optuna.load_study(study_name="search-smoke", storage=f"sqlite:///{root / 'optuna.db'}")
+    assert len(study.trials) == 4
+    best = root / "best_trial.yaml"
+    text = best.read_text()
+    assert text.startswith("# python -m sentisweep.train --config")
+    config = yaml.safe_load(text)
+    assert config["model"] == "tiny-bert" and config["method"]["name"] == "lora"
+
+    from sentisweep.config import load_trial_config
+
+    assert load_trial_config(best).method.r in (2, 4, 8)  # ready to run as it is
+
+
+def test_search_resumes_after_interrupt(tmp_path):
+    root = tmp_path / "search-smoke"
+    driver = subprocess.Popen([*SEARCH, "--config", "sweeps/configs/search_smoke.yaml", "--storage", str(tmp_path)],
+                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not list(root.glob("trials/*/result.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGINT)
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 3, output[-3000:]
+    resumed = subprocess.run([*SEARCH, "--config", "sweeps/configs/search_smoke.yaml", "--storage", str(tmp_path),
+                              "--resume"], capture_output=True, text=True, cwd=ROOT, timeout=900, env=_env())
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    results = pd.read_parquet(root / "results.parquet")
+    assert len(results) == 4 and results["trial_id"].is_unique
