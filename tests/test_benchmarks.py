@@ -20,3 +20,11 @@ def test_train_throughput_smoke(data_dir, cache_dir):
     assert "fp32 matmul peak" in out.stdout
     for method in ("full", "lora"):
         assert f"{method}, sentisweep: " in out.stdout and f"| {method} | baseline |" in out.stdout
+
+
+@pytest.mark.integration
+def test_sweep_overhead_smoke():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep_overhead.py"), "--smoke-test"],
+                         capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "overhead:" in out.stdout and "s of scheduling per trial" in out.stdout

@@ -113,3 +113,23 @@ def test_attention_dropout_override(name, key, cache_dir):
     fused = build(MethodConfig(name="full"), get_model_spec(name), 2, LoadOptions(str(cache_dir), attention_dropout=0.0))
     assert getattr(keep.model.config, key) == 0.1  # the architecture's default
     assert getattr(fused.model.config, key) == 0.0
+
+
+def test_gpu_precision_choice_is_guarded(monkeypatch):
+    """The CUDA branch, checked without a GPU: auto picks bf16 where supported, else fp16;
+    adapter methods then hold the frozen body in that dtype. On CPU half precision is refused."""
+    import torch
+
+    from sentisweep.methods import LoadOptions, _body_dtype
+    from sentisweep.train import resolve_device_and_precision
+
+    assert resolve_device_and_precision("auto") == ("cpu", "fp32")
+    with pytest.raises(IncompatibleMethodError, match="half precision is for CUDA"):
+        resolve_device_and_precision("fp16")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert resolve_device_and_precision("auto") == ("cuda", "fp16")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert resolve_device_and_precision("auto") == ("cuda", "bf16")
+    assert _body_dtype(LoadOptions(device="cuda", precision="bf16")) == torch.bfloat16
+    assert _body_dtype(LoadOptions(device="cpu", precision="fp32")) == torch.float32

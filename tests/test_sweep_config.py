@@ -24,7 +24,7 @@ def _ablation(*args, cwd=ROOT):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_validate_and_open_with_their_command(path):
-    assert path.read_text().startswith("# python sweeps/")
+    assert path.read_text().startswith(("# python sweeps/", "# ray job submit --working-dir . -- python sweeps/"))
     if "search" in path.name:
         search = load_search_config(path)
         assert trial_from_sample(search, {"r": search.space.r[0], "alpha_multiple": 1, "learning_rate": 1e-4,
@@ -84,3 +84,20 @@ def test_variants_expand_with_their_training_overrides(tmp_path):
     assert planned[2].config.training.learning_rate == 2e-4 and planned[0].config.training.learning_rate == 2e-5
     assert all(Path(p.config.output_dir).is_absolute() and Path(p.config.data.cache_dir).is_absolute()
                for p in planned)
+
+
+def test_gather_results_accounts_for_every_trial(tmp_path):
+    """A trial that never wrote its result: `stopped` when the scheduler ended it after a
+    validation report, `failed` with Tune's error otherwise; skipped trials keep their reason."""
+    sweep = parse_sweep_config({"name": "g", "models": ["tiny-bert", "tiny-qwen3"], "methods": ["full", "zero-shot"]})
+    planned = expand(sweep, tmp_path, "cpu")
+    ids = [p.config.trial_id for p in planned]
+    outcomes = {ids[0]: {"error": None, "metrics": {"val_accuracy": 0.75, "step": 4, "final": False}},
+                ids[2]: {"error": "ActorDiedError: the actor died", "metrics": {}}}
+    from sentisweep.sweep import gather_results
+
+    results = gather_results(planned, outcomes).set_index("trial_id")
+    assert results.loc[ids[0], "status"] == "stopped" and results.loc[ids[0], "best_val_accuracy"] == 0.75
+    assert results.loc[ids[1], "status"] == "skipped" and "needs a decoder" in results.loc[ids[1], "error"]
+    assert results.loc[ids[2], "status"] == "failed" and "ActorDiedError" in results.loc[ids[2], "error"]
+    assert results.loc[ids[3], "status"] == "failed" and "never wrote a result" in results.loc[ids[3], "error"]

@@ -1,0 +1,118 @@
+"""What Ray Tune costs on top of the trials themselves.
+
+1. The same trials through `sweeps/ablation.py` (a process per trial, Ray started in the
+   command) and through a plain in-process loop of `run_trial`, one trial at a time in
+   both, in one run: both wall times and the overhead percentage.
+2. Tune's own scheduling cost per trial: 100 no-op trials.
+
+    python benchmarks/sweep_overhead.py                       # smoke config trials + 100 no-ops
+    python benchmarks/sweep_overhead.py --config my_sweep.yaml --no-ops 0
+    python benchmarks/sweep_overhead.py --smoke-test          # 2 trials, 5 no-ops (run by the tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sentisweep.sweep import expand, load_sweep_config  # noqa: E402
+from sentisweep.train import run_trial, set_quiet  # noqa: E402
+
+
+def one_at_a_time_config(config: Path, cpus: int, out: Path, limit: int | None) -> Path:
+    """The sweep config with every trial given all CPUs, so Ray runs them one at a time
+    like the plain loop; optionally only the first `limit` seeds x methods."""
+    raw = yaml.safe_load(config.read_text())
+    raw.setdefault("resources", {})["cpus_per_trial"] = cpus
+    raw["name"] = "overhead"
+    raw.pop("baselines", None)
+    if limit:
+        raw["models"], raw["seeds"] = raw["models"][:1], raw.get("seeds", [42])[:1]
+        raw["methods"] = [m for m in raw["methods"] if (m if isinstance(m, str) else m["name"]) != "zero-shot"][:limit]
+    path = out / "overhead.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def plain_loop(config: Path, storage: Path, cpus: int) -> float:
+    set_quiet(True)
+    sweep = load_sweep_config(config)
+    start = time.perf_counter()
+    for trial in expand(sweep, storage / "loop", "cpu"):
+        if trial.skip_reason is None:
+            trial.config.training.threads = cpus
+            result = run_trial(trial.config)
+            assert result.status == "ok", result.error
+    return time.perf_counter() - start
+
+
+def through_ray(config: Path, storage: Path) -> float:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, str(ROOT / "sweeps" / "ablation.py"), "--config", str(config),
+                          "--storage", str(storage / "ray")], cwd=ROOT, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
+    return time.perf_counter() - start
+
+
+def no_op_trials(count: int) -> tuple[float, float]:
+    """Seconds to start Ray, and seconds per no-op trial through Tuner.fit."""
+    import ray
+    from ray import tune
+
+    def no_op(config):
+        tune.report({"x": config["i"]})
+
+    start = time.perf_counter()
+    ray.init(address="local", include_dashboard=False)
+    started = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        tuner = tune.Tuner(tune.with_resources(no_op, {"cpu": 0.5}),
+                           param_space={"i": tune.grid_search(list(range(count)))},
+                           run_config=tune.RunConfig(storage_path=tmp, name="noop", verbose=0))
+        start = time.perf_counter()
+        tuner.fit()
+        per_trial = (time.perf_counter() - start) / count
+    ray.shutdown()
+    return started, per_trial
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(ROOT / "sweeps" / "configs" / "smoke.yaml"))
+    p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs (and torch threads) per trial")
+    p.add_argument("--no-ops", type=int, default=100, help="no-op trials for the scheduling cost (0 = skip)")
+    p.add_argument("--smoke-test", action="store_true", help="2 trials and 5 no-ops: checks the script runs")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = Path(tmp)
+        config = one_at_a_time_config(Path(args.config), args.cpus, storage, 2 if args.smoke_test else None)
+        trials = sum(t.skip_reason is None for t in expand(load_sweep_config(config), storage, "cpu"))
+        print(f"{trials} trials, one at a time, {args.cpus} CPUs each", flush=True)
+        ray_seconds = through_ray(config, storage)
+        loop_seconds = plain_loop(config, storage, args.cpus)
+    print("| run | wall s | per trial s |\n| --- | ---: | ---: |")
+    print(f"| plain loop of run_trial (one process) | {loop_seconds:.1f} | {loop_seconds / trials:.1f} |")
+    print(f"| sweeps/ablation.py (Ray Tune, a process per trial) | {ray_seconds:.1f} | {ray_seconds / trials:.1f} |")
+    print(f"overhead: {100 * (ray_seconds - loop_seconds) / loop_seconds:+.0f}% "
+          f"({(ray_seconds - loop_seconds) / trials:+.1f} s per trial)")
+    no_ops = 5 if args.smoke_test else args.no_ops
+    if no_ops:
+        started, per_trial = no_op_trials(no_ops)
+        print(f"{no_ops} no-op trials: Ray start {started:.1f} s, then {per_trial:.2f} s of scheduling per trial")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
