@@ -9,11 +9,22 @@ the value given and what is allowed.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+def safe_name(value: str) -> str:
+    """A sweep or search name: it names a folder."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+        raise ValueError("use letters, digits, '_', '-', '.' (it names a folder)")
+    return value
+
+
+SafeName = Annotated[str, AfterValidator(safe_name)]
 
 
 class ConfigError(ValueError):

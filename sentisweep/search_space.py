@@ -15,6 +15,7 @@ from sentisweep.config import (
     ConfigError,
     DataConfig,
     MethodConfig,
+    SafeName,
     TrainingConfig,
     TrialConfig,
     _format_pydantic,
@@ -67,7 +68,7 @@ class Scheduler(_Strict):
 
 
 class SearchConfig(_Strict):
-    name: str = "search"
+    name: SafeName = "search"
     model: str = "minilm-l6"
     method: str = "lora"
     placement: str | list[str] = "attention"
@@ -81,12 +82,6 @@ class SearchConfig(_Strict):
     resources: Resources = Field(default_factory=Resources)
     max_failures: int = Field(1, ge=0)
 
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
-            raise ValueError("use letters, digits, '_', '-', '.' (it names a folder)")
-        return value
 
     @field_validator("method")
     @classmethod

@@ -18,6 +18,7 @@ from sentisweep.config import (
     ConfigError,
     DataConfig,
     MethodConfig,
+    SafeName,
     TrainingConfig,
     TrialConfig,
     _format_pydantic,
@@ -66,7 +67,7 @@ class Resources(_Strict):
 
 
 class SweepConfig(_Strict):
-    name: str = "sweep"
+    name: SafeName = "sweep"
     description: str = ""  # printed before the sweep starts: what it is, how long it takes
     models: list[str] = Field(min_length=1)
     methods: list[MethodVariant] = Field(min_length=1)
@@ -84,12 +85,6 @@ class SweepConfig(_Strict):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
 
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
-            raise ValueError("use letters, digits, '_', '-', '.' (it names a folder)")
-        return value
 
 
 @dataclass

@@ -33,7 +33,7 @@ from sentisweep.sweep import (  # noqa: E402
 from sweeps import common  # noqa: E402
 
 DEFAULT_CONFIG = "sweeps/configs/quick.yaml"
-EXIT_BAD_CONFIG = 2
+EXIT_BAD_CONFIG = common.EXIT_BAD_CONFIG
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,15 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print(sweep.description.strip(), flush=True)
     if args.dry_run:
         return 0
-    refusal = common.check_storage(root, args.resume)
-    if refusal:
-        print(f"error: {refusal}", file=sys.stderr)
-        return EXIT_BAD_CONFIG
-    try:
-        return run_sweep(args, sweep, root, planned)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: continue with the same command plus --resume (storage {root})", file=sys.stderr)
-        return 3
+    return common.run_guarded(root, args.resume, lambda: run_sweep(args, sweep, root, planned))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ trainable, read back what Tune saw. One trial itself is `sentisweep.train.run_tr
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,9 @@ def unsatisfiable(cpus_per_trial: float, gpus_per_trial: float) -> str | None:
     return None
 
 
+EXIT_BAD_CONFIG, EXIT_INTERRUPTED = 2, 3
+
+
 def check_storage(root: Path, resume: bool) -> str | None:
     """Refuse to overwrite a finished sweep or silently restart an interrupted one."""
     if resume:
@@ -131,6 +136,19 @@ def check_storage(root: Path, resume: bool) -> str | None:
     if (root / "tune").exists():
         return f"{root}/tune exists: an interrupted sweep is there; pass --resume to continue it"
     return None
+
+
+def run_guarded(root: Path, resume: bool, run: Callable[[], int]) -> int:
+    """Check the storage, run, and turn Ctrl-C into the hint to resume."""
+    refusal = check_storage(root, resume)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    try:
+        return run()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: continue with the same command plus --resume (storage {root})", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def outcomes(grid, trial_id_of) -> dict[str, dict[str, Any]]:

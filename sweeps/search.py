@@ -27,7 +27,7 @@ from sentisweep.sweep import PlannedTrial, absolute_paths, gather_results, summa
 from sweeps import common  # noqa: E402
 
 DEFAULT_CONFIG = "sweeps/configs/lora_search_quick.yaml"
-EXIT_BAD_CONFIG = 2
+EXIT_BAD_CONFIG = common.EXIT_BAD_CONFIG
 SAMPLED = ("r", "alpha_multiple", "learning_rate", "dropout")
 
 
@@ -153,15 +153,7 @@ def main(argv: list[str] | None = None) -> int:
           f"at most {search.resources.max_concurrent or 'as many as fit'} at once", flush=True)
     if args.dry_run:
         return 0
-    refusal = common.check_storage(root, args.resume)
-    if refusal:
-        print(f"error: {refusal}", file=sys.stderr)
-        return EXIT_BAD_CONFIG
-    try:
-        return run(args, search, root)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: continue with the same command plus --resume (storage {root})", file=sys.stderr)
-        return 3
+    return common.run_guarded(root, args.resume, lambda: run(args, search, root))
 
 
 if __name__ == "__main__":
