@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-gpus", type=float, default=None,
                    help="GPUs Ray may schedule on with --local (default: what torch sees)")
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    p.add_argument("--mlflow-uri", help="also log every trial to MLflow (e.g. file:///abs/path/mlruns or "
+                                        "http://host:5000; needs the mlflow extra)")
     return p
 
 
@@ -139,6 +141,7 @@ def run_sweep(args, sweep: SweepConfig, root: Path, planned: list[PlannedTrial])
             tune_config=tune.TuneConfig(max_concurrent_trials=sweep.resources.max_concurrent, reuse_actors=False),
             run_config=tune.RunConfig(name="tune", storage_path=str(root),
                                       verbose=1,  # status tables, not every trial's whole config
+                                      callbacks=common.logger_callbacks(args.mlflow_uri, sweep.name),
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
         )
     grid = common.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C

@@ -124,6 +124,16 @@ def unsatisfiable(cpus_per_trial: float, gpus_per_trial: float) -> str | None:
     return None
 
 
+def logger_callbacks(mlflow_uri: str | None, experiment: str) -> list:
+    """TensorBoard files come with Ray Tune; MLflow when asked (a tracking server or a
+    local store such as file:///path/mlruns), one MLflow run per trial."""
+    if not mlflow_uri:
+        return []
+    from ray.air.integrations.mlflow import MLflowLoggerCallback  # [Ray]
+
+    return [MLflowLoggerCallback(tracking_uri=mlflow_uri, experiment_name=experiment)]  # [Ray]
+
+
 EXIT_BAD_CONFIG, EXIT_INTERRUPTED = 2, 3
 
 

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local", action="store_true", help="start Ray here even if RAY_ADDRESS is set")
     p.add_argument("--num-gpus", type=float, default=None, help="GPUs Ray may schedule on with --local")
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    p.add_argument("--mlflow-uri", help="also log every trial to MLflow (e.g. file:///abs/path/mlruns or "
+                                        "http://host:5000; needs the mlflow extra)")
     return p
 
 
@@ -115,6 +117,7 @@ def run(args, search: SearchConfig, root: Path) -> int:
                 reuse_actors=False),
             run_config=tune.RunConfig(name="tune", storage_path=str(root),
                                       verbose=1,  # status tables, not every trial's whole config
+                                      callbacks=common.logger_callbacks(args.mlflow_uri, search.name),
                                       failure_config=tune.FailureConfig(max_failures=search.max_failures)),
         )
     grid = common.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C

@@ -45,7 +45,8 @@ def _finished_trials(root: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def smoke_sweep(tmp_path_factory):
     storage = tmp_path_factory.mktemp("storage")
-    out = _ablation("--config", "sweeps/configs/smoke.yaml", "--storage", str(storage))
+    out = _ablation("--config", "sweeps/configs/smoke.yaml", "--storage", str(storage),
+                    "--mlflow-uri", (storage / "mlruns").as_uri())
     return storage, out
 
 
@@ -59,6 +60,17 @@ def test_smoke_sweep_writes_every_trial_once(smoke_sweep):
     assert ok["accuracy"].between(0, 1).all() and (ok["torch_threads"] == 1).all()
     assert (storage / "smoke" / "tune").is_dir()
     assert "| tiny-qwen3 | zero-shot | 2 |" in out.stdout  # the summary table
+
+
+def test_trials_logged_to_mlflow(smoke_sweep):
+    import mlflow
+
+    storage, _ = smoke_sweep
+    client = mlflow.tracking.MlflowClient(tracking_uri=(storage / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 10  # one per trial that ran
+    assert all("accuracy" in run.data.metrics for run in runs)
 
 
 def test_rerun_refuses_to_overwrite(smoke_sweep):

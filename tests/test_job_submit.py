@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +32,6 @@ def ray_head(tmp_path):
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
-@pytest.mark.skipif(shutil.which("pgrep") is None, reason="needs procps")
 def test_smoke_sweep_under_ray_job_submit(ray_head, tmp_path):
     job = subprocess.run(
         [RAY, "job", "submit", "--address", f"http://127.0.0.1:{DASHBOARD_PORT}", "--working-dir", ".", "--",
