@@ -25,6 +25,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sentisweep.storage import Store  # noqa: E402
 from sentisweep.sweep import expand, load_sweep_config  # noqa: E402
 from sentisweep.train import run_trial, set_quiet  # noqa: E402
 
@@ -48,7 +49,7 @@ def plain_loop(config: Path, storage: Path, cpus: int) -> float:
     set_quiet(True)
     sweep = load_sweep_config(config)
     start = time.perf_counter()
-    for trial in expand(sweep, storage / "loop", "cpu"):
+    for trial in expand(sweep, Store(str(storage / "loop")), "cpu"):
         if trial.skip_reason is None:
             trial.config.training.threads = cpus
             result = run_trial(trial.config)
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         storage = Path(tmp)
         config = one_at_a_time_config(Path(args.config), args.cpus, storage, 2 if args.smoke_test else None)
-        trials = sum(t.skip_reason is None for t in expand(load_sweep_config(config), storage, "cpu"))
+        trials = sum(t.skip_reason is None for t in expand(load_sweep_config(config), Store(str(storage)), "cpu"))
         print(f"{trials} trials, one at a time, {args.cpus} CPUs each", flush=True)
         ray_seconds = through_ray(config, storage)
         loop_seconds = plain_loop(config, storage, args.cpus)

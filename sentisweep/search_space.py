@@ -22,7 +22,8 @@ from sentisweep.config import (
     _Strict,
     read_yaml,
 )
-from sentisweep.sweep import Resources
+from sentisweep.storage import Store
+from sentisweep.sweep import Resources, trial_parts
 
 ADAPTER_METHODS = ("lora", "dora", "qlora")
 
@@ -113,7 +114,7 @@ def load_search_config(path: str | Path, overrides: dict[str, Any] | None = None
     return parse_search_config(read_yaml(path, overrides), source=str(path))
 
 
-def trial_from_sample(search: SearchConfig, sample: dict[str, Any], trial_key: str, root: Path) -> TrialConfig:
+def trial_from_sample(search: SearchConfig, sample: dict[str, Any], trial_key: str, store: Store) -> TrialConfig:
     """The TrialConfig of one sampled point: r, alpha_multiple, learning_rate, dropout."""
     r = int(sample["r"])
     alpha = r * float(sample["alpha_multiple"])
@@ -124,7 +125,7 @@ def trial_from_sample(search: SearchConfig, sample: dict[str, Any], trial_key: s
         model=search.model, seed=search.seed, data=search.data, sweep=search.name, trial_id=trial_id,
         method=MethodConfig(name=search.method, r=r, alpha=alpha, dropout=dropout, placement=search.placement),
         training=search.training.model_copy(update={"learning_rate": lr}),
-        output_dir=str(root / "trials" / trial_id))
+        output_dir=store.path(*trial_parts(search.name, trial_id)))
 
 
 def describe_space(space: SearchSpace) -> str:

@@ -30,3 +30,53 @@ def write_parquet_atomic(table: pa.Table | pd.DataFrame, path: str | Path) -> Pa
 
 def dir_bytes(path: str | Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+class Store:
+    """Where a sweep's results live: a local folder, or a URI pyarrow understands (s3://,
+    gs://, file://). Trials always run in a local folder; with a URI, the sweep layer
+    uploads each trial's folder when it ends. Object stores write an object whole, so a
+    remote write is atomic too."""
+
+    def __init__(self, location: str):
+        import pyarrow.fs as pafs
+
+        self.remote = "://" in location
+        if self.remote:
+            self.fs, base = pafs.FileSystem.from_uri(location)
+            self.scheme = location.split("://", 1)[0]
+        else:
+            self.fs, base = pafs.LocalFileSystem(), str(Path(location).expanduser().resolve())
+            self.scheme = ""
+        self.base = base.rstrip("/")
+
+    def path(self, *parts: str) -> str:
+        """The filesystem path (what pyarrow and Ray Tune's storage_filesystem take)."""
+        return "/".join([self.base, *parts])
+
+    def uri(self, *parts: str) -> str:
+        """What to show a person (and what a later command takes as --storage)."""
+        return f"{self.scheme}://{self.path(*parts)}" if self.remote else self.path(*parts)
+
+    def exists(self, *parts: str) -> bool:
+        import pyarrow.fs as pafs
+
+        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+
+    def read_frame(self, *parts: str) -> pd.DataFrame:
+        return pq.read_table(self.path(*parts), filesystem=self.fs).to_pandas()
+
+    def write_frame(self, frame: pd.DataFrame, *parts: str) -> str:
+        if not self.remote:
+            return str(write_parquet_atomic(frame, self.path(*parts)))
+        self.fs.create_dir(self.path(*parts[:-1]), recursive=True)
+        with self.fs.open_output_stream(self.path(*parts)) as stream:
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), stream)
+        return self.uri(*parts)
+
+    def upload(self, local_dir: str | Path, *parts: str) -> None:
+        import pyarrow.fs as pafs
+
+        self.fs.create_dir(self.path(*parts), recursive=True)
+        pafs.copy_files(str(local_dir), self.path(*parts), source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=self.fs)

@@ -25,6 +25,7 @@ from sentisweep.config import (
     _Strict,
     read_yaml,
 )
+from sentisweep.storage import Store
 
 
 class MethodVariant(MethodConfig):
@@ -130,9 +131,10 @@ def parse_sweep_config(raw: dict[str, Any], source: str | None = None) -> SweepC
     return sweep
 
 
-def expand(sweep: SweepConfig, root: Path, device: str) -> list[PlannedTrial]:
+def expand(sweep: SweepConfig, store: Store, device: str) -> list[PlannedTrial]:
     """Every model x method variant x seed as a TrialConfig with absolute paths (Ray Tune
-    runs trials with their own working directory), plus why a trial will be skipped."""
+    runs trials with their own working directory), plus why a trial will be skipped. A
+    trial's output_dir is its folder in the store, `<name>/trials/<trial_id>`."""
     from sentisweep.methods import IncompatibleMethodError, check_compatible
     from sentisweep.models import get_model_spec
 
@@ -144,7 +146,7 @@ def expand(sweep: SweepConfig, root: Path, device: str) -> list[PlannedTrial]:
                 trial_id = re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{model}__{variant.resolved_label()}__s{seed}")
                 training = TrainingConfig.model_validate({**sweep.training.model_dump(), **(variant.training or {})})
                 config = TrialConfig(model=model, method=variant.method_config(), seed=seed, data=data,
-                                     training=training, output_dir=str(root / "trials" / trial_id),
+                                     training=training, output_dir=store.path(*trial_parts(sweep.name, trial_id)),
                                      sweep=sweep.name, trial_id=trial_id)
                 reason = None
                 try:
@@ -153,6 +155,10 @@ def expand(sweep: SweepConfig, root: Path, device: str) -> list[PlannedTrial]:
                     reason = str(err)
                 planned.append(PlannedTrial(config, reason))
     return planned
+
+
+def trial_parts(name: str, trial_id: str) -> tuple[str, ...]:
+    return (name, "trials", trial_id)
 
 
 def absolute_paths(data: DataConfig) -> DataConfig:
@@ -183,21 +189,21 @@ def _params(method: MethodConfig) -> str:
     return " ".join(f"{k}={_short(v)}" for k, v in sorted(method.params().items())) or ""
 
 
-def gather_results(planned: list[PlannedTrial], outcomes: dict[str, dict] | None = None):
+def gather_results(planned: list[PlannedTrial], store: Store, outcomes: dict[str, dict] | None = None):
     """One TrialResult row per planned trial, whatever happened: the trial's own
     result.parquet; a `skipped` row; a `stopped` row for a trial a scheduler (ASHA) ended
     early; or a `failed` row for a trial that never wrote one (its worker died more often
     than max_failures allowed). `outcomes`: trial_id -> {"error", "metrics"} as Tune saw it."""
     import pandas as pd
 
-    from sentisweep.results import SCHEMA, read_results
+    from sentisweep.results import SCHEMA
     from sentisweep.train import RESULT_FILE, identity
 
     frames = []
     for trial in planned:
-        path = Path(trial.config.output_dir) / RESULT_FILE
-        if path.is_file():
-            frames.append(read_results(path))
+        parts = (*trial_parts(trial.config.sweep, trial.config.resolved_trial_id()), RESULT_FILE)
+        if store.exists(*parts):
+            frames.append(store.read_frame(*parts))
             continue
         row = identity(trial.config)
         if trial.skip_reason:

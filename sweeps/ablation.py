@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runs from a checkout or a `ray job submit --working-dir .` upload
 
 from sentisweep.config import ConfigError  # noqa: E402
+from sentisweep.storage import Store  # noqa: E402
 from sentisweep.sweep import (  # noqa: E402
     PlannedTrial,
     SweepConfig,
@@ -60,17 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def plan(args) -> tuple[SweepConfig, Path, list[PlannedTrial]]:
+def plan(args) -> tuple[SweepConfig, Store, list[PlannedTrial]]:
     overrides = {"name": args.name} if args.name else {}
     if args.max_concurrent:
         overrides["resources"] = {"max_concurrent": args.max_concurrent}
     sweep = load_sweep_config(args.config, overrides)
-    if "://" in args.storage:
-        raise ConfigError([f"--storage = {args.storage!r}: remote storage is not supported yet; use a local "
-                           "folder or a shared volume mounted on every node"])
-    root = Path(args.storage).expanduser().resolve() / sweep.name
+    try:
+        store = Store(args.storage)
+    except Exception as err:  # pyarrow: unknown scheme, missing credentials, ...
+        raise ConfigError([f"--storage = {args.storage!r}: {err}"]) from None
     device = "cuda" if sweep.resources.gpus_per_trial > 0 else "cpu"
-    return sweep, root, expand(sweep, root, device)
+    return sweep, store, expand(sweep, store, device)
 
 
 def pretokenize(planned: list[PlannedTrial]) -> None:
@@ -100,28 +101,30 @@ def pretokenize(planned: list[PlannedTrial]) -> None:
         print(f"tokenized for {tokenizer_source} at max_length {c.training.max_length}", flush=True)
 
 
-def run_baselines(sweep: SweepConfig, root: Path):
+def run_baselines(sweep: SweepConfig, store: Store):
     """The classical baselines on the same splits, in the driver (seconds, no GPU)."""
+    import tempfile
+
     from sentisweep.baselines import run_tfidf_logreg
-    from sentisweep.results import read_results
 
     frames = []
     for name in sweep.baselines:
-        out = root / "baselines" / name
-        if not (out / "result.parquet").is_file():  # kept across --resume
+        parts = (sweep.name, "baselines", name)
+        if not store.exists(*parts, "result.parquet"):  # kept across --resume
             print(f"baseline {name} ...", flush=True)
-            run_tfidf_logreg(sweep.data, out, sweep.name)
-        frames.append(read_results(out / "result.parquet"))
+            with tempfile.TemporaryDirectory() as scratch:
+                out = Path(store.path(*parts)) if not store.remote else Path(scratch)
+                run_tfidf_logreg(sweep.data, out, sweep.name)
+                if store.remote:
+                    store.upload(out, *parts)
+        frames.append(store.read_frame(*parts, "result.parquet"))
     return frames
 
 
-def run_sweep(args, sweep: SweepConfig, root: Path, planned: list[PlannedTrial]) -> int:
+def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial]) -> int:
     from ray import tune  # [Ray]
 
-    from sentisweep.storage import write_parquet_atomic
-
     runnable = [t for t in planned if t.skip_reason is None]
-    root.mkdir(parents=True, exist_ok=True)
     pretokenize(runnable)
 
     common.connect(args.local, args.num_gpus)  # [Ray]
@@ -132,42 +135,44 @@ def run_sweep(args, sweep: SweepConfig, root: Path, planned: list[PlannedTrial])
     trainable = tune.with_resources(common.run_ablation_trial, {  # [Ray]
         "cpu": sweep.resources.cpus_per_trial, "gpu": sweep.resources.gpus_per_trial})
     if args.resume:
-        tuner = tune.Tuner.restore(str(root / "tune"), trainable=trainable,  # [Ray]
-                                   resume_unfinished=True, restart_errored=True)
+        tuner = tune.Tuner.restore(store.path(sweep.name, "tune"), trainable=trainable,  # [Ray]
+                                   resume_unfinished=True, restart_errored=True, storage_filesystem=store.fs)
     else:
         tuner = tune.Tuner(  # [Ray]
             trainable,
-            param_space={"trial": tune.grid_search([t.config.model_dump(mode="json") for t in runnable])},
+            param_space={"trial": tune.grid_search([t.config.model_dump(mode="json") for t in runnable]),
+                         "store": args.storage},
             tune_config=tune.TuneConfig(max_concurrent_trials=sweep.resources.max_concurrent, reuse_actors=False),
-            run_config=tune.RunConfig(name="tune", storage_path=str(root),
+            run_config=tune.RunConfig(name="tune", storage_path=store.path(sweep.name),  # [Ray]
+                                      storage_filesystem=store.fs,
                                       verbose=1,  # status tables, not every trial's whole config
                                       callbacks=common.logger_callbacks(args.mlflow_uri, sweep.name),
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
         )
     grid = common.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
-    trials = gather_results(planned, common.outcomes(grid, lambda r: r.config["trial"]["trial_id"]))
-    results = pd.concat([trials, *run_baselines(sweep, root)], ignore_index=True)
-    write_parquet_atomic(results, root / "results.parquet")
+    trials = gather_results(planned, store, common.outcomes(grid, lambda r: r.config["trial"]["trial_id"]))
+    results = pd.concat([trials, *run_baselines(sweep, store)], ignore_index=True)
+    where = store.write_frame(results, sweep.name, "results.parquet")
     print(summary_table(results))
-    print(f"results: {root / 'results.parquet'} ({len(results)} rows)")
+    print(f"results: {where} ({len(results)} rows)")
     return 1 if (results["status"] == "failed").any() else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        sweep, root, planned = plan(args)
+        sweep, store, planned = plan(args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     print(f"sweep {sweep.name}: {len(sweep.models)} models x {len(sweep.methods)} methods x "
-          f"{len(sweep.seeds)} seeds -> {root}")
+          f"{len(sweep.seeds)} seeds -> {store.uri(sweep.name)}")
     print(matrix_table(planned, sweep.resources, sweep.baselines), flush=True)
     if sweep.description:
         print(sweep.description.strip(), flush=True)
     if args.dry_run:
         return 0
-    return common.run_guarded(root, args.resume, lambda: run_sweep(args, sweep, root, planned))
+    return common.run_guarded(store, sweep.name, args.resume, lambda: run_sweep(args, sweep, store, planned))
 
 
 if __name__ == "__main__":

@@ -28,12 +28,14 @@ def evaluation_reporter():
     return ReportEvaluations()
 
 
-def execute_trial(trial: dict[str, Any]) -> None:
-    """Run one trial inside a Tune trainable and report its TrialResult row."""
+def execute_trial(trial: dict[str, Any], store_location: str) -> None:
+    """Run one trial inside a Tune trainable and report its TrialResult row. With a remote
+    store the trial runs in a local folder and its outputs are uploaded when it ends."""
     from ray import tune  # [Ray]
 
     from sentisweep.config import TrialConfig
-    from sentisweep.results import read_results
+    from sentisweep.storage import Store
+    from sentisweep.sweep import trial_parts
     from sentisweep.train import RESULT_FILE, run_trial
 
     config = TrialConfig.model_validate(trial)
@@ -42,9 +44,14 @@ def execute_trial(trial: dict[str, Any]) -> None:
         # set torch's threads from what this trial was given.
         cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)  # [Ray]
         config.training.threads = max(1, int(cpus))
-    result_file = Path(config.output_dir) / RESULT_FILE
-    if result_file.is_file():  # a retry after the result was written: report it again
-        row = read_results(result_file).iloc[0].to_dict()
+    store = Store(store_location)
+    parts = trial_parts(config.sweep, config.resolved_trial_id())
+    if store.exists(*parts, RESULT_FILE):  # a retry after the result was written: report it again
+        row = store.read_frame(*parts, RESULT_FILE).iloc[0].to_dict()
+    elif store.remote:
+        config.output_dir = str(Path.cwd() / "output")  # the trial's own working directory
+        row = run_trial(config, callbacks=[evaluation_reporter()]).to_row()
+        store.upload(config.output_dir, *parts)
     else:
         row = run_trial(config, callbacks=[evaluation_reporter()]).to_row()
     # The whole row is in result.parquet; Tune gets the numbers a scheduler or progress table
@@ -60,7 +67,7 @@ REPORTED = ("status", "accuracy", "f1", "eval_loss", "train_seconds", "train_sam
 
 def run_ablation_trial(params: dict[str, Any]) -> None:
     """Tune trainable of the ablation: `params["trial"]` is a whole TrialConfig."""
-    execute_trial(params["trial"])
+    execute_trial(params["trial"], params["store"])
 
 
 def connect(local: bool, num_gpus: float | None) -> None:
@@ -137,20 +144,21 @@ def logger_callbacks(mlflow_uri: str | None, experiment: str) -> list:
 EXIT_BAD_CONFIG, EXIT_INTERRUPTED = 2, 3
 
 
-def check_storage(root: Path, resume: bool) -> str | None:
+def check_storage(store, name: str, resume: bool) -> str | None:
     """Refuse to overwrite a finished sweep or silently restart an interrupted one."""
     if resume:
-        return None if (root / "tune").is_dir() else f"{root}: nothing to resume (no tune/ folder)"
-    if (root / "results.parquet").exists():
-        return f"{root}/results.parquet exists: this sweep finished; choose another --name or --storage"
-    if (root / "tune").exists():
-        return f"{root}/tune exists: an interrupted sweep is there; pass --resume to continue it"
+        return None if store.exists(name, "tune") else f"{store.uri(name)}: nothing to resume (no tune/ folder)"
+    if store.exists(name, "results.parquet"):
+        return f"{store.uri(name, 'results.parquet')} exists: this sweep finished; choose another --name or --storage"
+    if store.exists(name, "tune"):
+        return f"{store.uri(name, 'tune')} exists: an interrupted sweep is there; pass --resume to continue it"
     return None
 
 
-def run_guarded(root: Path, resume: bool, run: Callable[[], int]) -> int:
+def run_guarded(store, name: str, resume: bool, run: Callable[[], int]) -> int:
     """Check the storage, run, and turn Ctrl-C into the hint to resume."""
-    refusal = check_storage(root, resume)
+    root = store.uri(name)
+    refusal = check_storage(store, name, resume)
     if refusal:
         print(f"error: {refusal}", file=sys.stderr)
         return EXIT_BAD_CONFIG

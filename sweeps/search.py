@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))  # runs from a checkout or a `ray job submit --wor
 
 from sentisweep.config import ConfigError  # noqa: E402
 from sentisweep.search_space import SearchConfig, describe_space, load_search_config, trial_from_sample  # noqa: E402
+from sentisweep.storage import Store  # noqa: E402
 from sentisweep.sweep import PlannedTrial, absolute_paths, gather_results, summary_table  # noqa: E402
 from sweeps import common  # noqa: E402
 
@@ -36,8 +37,9 @@ def run_search_trial(params: dict) -> None:
     from ray import tune  # [Ray]
 
     search = SearchConfig.model_validate(params["search"])
-    trial = trial_from_sample(search, params, tune.get_context().get_trial_id(), Path(params["root"]))  # [Ray]
-    common.execute_trial(trial.model_dump(mode="json"))
+    store = Store(params["store"])
+    trial = trial_from_sample(search, params, tune.get_context().get_trial_id(), store)  # [Ray]
+    common.execute_trial(trial.model_dump(mode="json"), params["store"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +78,7 @@ def save_best(results, search: SearchConfig, root: Path) -> Path | None:
     return path
 
 
-def run(args, search: SearchConfig, root: Path) -> int:
+def run(args, search: SearchConfig, store: Store) -> int:
     import optuna
     from ray import tune  # [Ray]
     from ray.tune.schedulers import ASHAScheduler  # [Ray]
@@ -85,6 +87,7 @@ def run(args, search: SearchConfig, root: Path) -> int:
 
     from sentisweep.storage import write_parquet_atomic
 
+    root = Path(store.path(search.name))
     root.mkdir(parents=True, exist_ok=True)
     common.connect(args.local, args.num_gpus)  # [Ray]
     problem = common.unsatisfiable(search.resources.cpus_per_trial, search.resources.gpus_per_trial)
@@ -105,7 +108,7 @@ def run(args, search: SearchConfig, root: Path) -> int:
         tuner = tune.Tuner(  # [Ray]
             trainable,
             param_space={
-                "search": search.model_dump(mode="json"), "root": str(root),
+                "search": search.model_dump(mode="json"), "store": args.storage,
                 "r": tune.choice(space.r), "alpha_multiple": tune.choice(space.alpha_multiple),
                 "learning_rate": tune.loguniform(*space.learning_rate), "dropout": tune.uniform(*space.dropout),
             },
@@ -123,10 +126,11 @@ def run(args, search: SearchConfig, root: Path) -> int:
     grid = common.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
 
     def trial_of(result):  # our TrialConfig from Tune's sampled config and its trial id
-        return trial_from_sample(search, result.config, result.metrics.get("trial_id") or Path(result.path).name, root)
+        return trial_from_sample(search, result.config, result.metrics.get("trial_id") or Path(result.path).name,
+                                 store)
 
     planned = [PlannedTrial(trial_of(r)) for r in grid if r.config]
-    results = gather_results(planned, common.outcomes(grid, lambda r: trial_of(r).trial_id))
+    results = gather_results(planned, store, common.outcomes(grid, lambda r: trial_of(r).trial_id))
     write_parquet_atomic(results, root / "results.parquet")
     print(summary_table(results))
     best = save_best(results, search, root)
@@ -147,7 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     search.data = absolute_paths(search.data)  # trials run in working directories of their own
-    root = Path(args.storage).expanduser().resolve() / search.name
+    store = Store(args.storage)
+    if store.remote:  # the Optuna study is a sqlite file: it needs a local or shared folder
+        print(f"error: --storage = {args.storage!r}: a search needs a local folder or a shared volume",
+              file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    root = store.uri(search.name)
     print(f"search {search.name}: {search.num_samples} trials of {search.model} / {search.method} "
           f"(placement {search.placement}) -> {root}\n  space: {describe_space(search.space)}\n"
           f"  ASHA: grace period {search.scheduler.grace_period} reports, reduction factor "
@@ -156,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
           f"at most {search.resources.max_concurrent or 'as many as fit'} at once", flush=True)
     if args.dry_run:
         return 0
-    return common.run_guarded(root, args.resume, lambda: run(args, search, root))
+    return common.run_guarded(store, search.name, args.resume, lambda: run(args, search, store))
 
 
 if __name__ == "__main__":

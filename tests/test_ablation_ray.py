@@ -159,3 +159,20 @@ def test_resources_no_node_can_satisfy(tmp_path):
     config = _gpu_sweep(tmp_path, 2.0)
     out = _ablation("--config", str(config), "--storage", str(tmp_path), "--local", "--num-gpus", "1")
     assert out.returncode == 2 and "no trial could ever start" in out.stderr
+
+
+def test_storage_uri_uploads_each_trial(tmp_path):
+    """With a URI (s3://, gs://, here file://) trials run in their own local folder and are
+    uploaded through pyarrow's filesystem when they end; the table is written there too."""
+    config = _gpu_sweep(tmp_path, 0.0)
+    remote = tmp_path / "bucket"
+    out = _ablation("--config", str(config), "--storage", remote.as_uri())
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    results = pd.read_parquet(remote / "gpu0" / "results.parquet")
+    assert (results["status"] == "ok").all() and len(results) == 2
+    for trial_id in results["trial_id"]:
+        folder = remote / "gpu0" / "trials" / trial_id
+        assert (folder / "result.parquet").is_file() and (folder / "predictions.parquet").is_file()
+        assert list((folder / "checkpoint").glob("*.safetensors"))
+    again = _ablation("--config", str(config), "--storage", remote.as_uri())
+    assert again.returncode == 2 and "this sweep finished" in again.stderr

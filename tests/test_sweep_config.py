@@ -10,6 +10,7 @@ import pytest
 
 from sentisweep.config import ConfigError
 from sentisweep.search_space import load_search_config, trial_from_sample
+from sentisweep.storage import Store
 from sentisweep.sweep import expand, load_sweep_config, parse_sweep_config
 
 pytestmark = pytest.mark.unit
@@ -28,9 +29,9 @@ def test_shipped_configs_validate_and_open_with_their_command(path):
     if "search" in path.name:
         search = load_search_config(path)
         assert trial_from_sample(search, {"r": search.space.r[0], "alpha_multiple": 1, "learning_rate": 1e-4,
-                                          "dropout": 0.1}, "t1", Path("/tmp/x")).method.r == search.space.r[0]
+                                          "dropout": 0.1}, "t1", Store("/tmp/x")).method.r == search.space.r[0]
     else:
-        assert expand(load_sweep_config(path), Path("/tmp/x"), "cpu")
+        assert expand(load_sweep_config(path), Store("/tmp/x"), "cpu")
 
 
 def test_dry_run_prints_the_matrix_and_starts_nothing(tmp_path):
@@ -77,7 +78,7 @@ def test_variants_expand_with_their_training_overrides(tmp_path):
     sweep = parse_sweep_config({"name": "s", "models": ["tiny-bert"], "seeds": [1, 2], "methods": [
         {"name": "lora", "r": 8, "placement": "attention"},
         {"name": "lora", "r": 8, "placement": "attention", "training": {"learning_rate": 2e-4}}]})
-    planned = expand(sweep, tmp_path, "cpu")
+    planned = expand(sweep, Store(str(tmp_path)), "cpu")
     ids = [p.config.trial_id for p in planned]
     assert ids == ["tiny-bert__lora-r8-attention__s1", "tiny-bert__lora-r8-attention__s2",
                    "tiny-bert__lora-r8-attention-lr0.0002__s1", "tiny-bert__lora-r8-attention-lr0.0002__s2"]
@@ -90,13 +91,13 @@ def test_gather_results_accounts_for_every_trial(tmp_path):
     """A trial that never wrote its result: `stopped` when the scheduler ended it after a
     validation report, `failed` with Tune's error otherwise; skipped trials keep their reason."""
     sweep = parse_sweep_config({"name": "g", "models": ["tiny-bert", "tiny-qwen3"], "methods": ["full", "zero-shot"]})
-    planned = expand(sweep, tmp_path, "cpu")
+    planned = expand(sweep, Store(str(tmp_path)), "cpu")
     ids = [p.config.trial_id for p in planned]
     outcomes = {ids[0]: {"error": None, "metrics": {"val_accuracy": 0.75, "step": 4, "final": False}},
                 ids[2]: {"error": "ActorDiedError: the actor died", "metrics": {}}}
     from sentisweep.sweep import gather_results
 
-    results = gather_results(planned, outcomes).set_index("trial_id")
+    results = gather_results(planned, Store(str(tmp_path)), outcomes).set_index("trial_id")
     assert results.loc[ids[0], "status"] == "stopped" and results.loc[ids[0], "best_val_accuracy"] == 0.75
     assert results.loc[ids[1], "status"] == "skipped" and "needs a decoder" in results.loc[ids[1], "error"]
     assert results.loc[ids[2], "status"] == "failed" and "ActorDiedError" in results.loc[ids[2], "error"]
