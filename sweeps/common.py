@@ -34,6 +34,7 @@ def execute_trial(trial: dict[str, Any], store_location: str) -> None:
     from ray import tune  # [Ray]
 
     from sentisweep.config import TrialConfig
+    from sentisweep.results import write_results
     from sentisweep.storage import Store
     from sentisweep.sweep import trial_parts
     from sentisweep.train import RESULT_FILE, run_trial
@@ -49,9 +50,14 @@ def execute_trial(trial: dict[str, Any], store_location: str) -> None:
     if store.exists(*parts, RESULT_FILE):  # a retry after the result was written: report it again
         row = store.read_frame(*parts, RESULT_FILE).iloc[0].to_dict()
     elif store.remote:
-        config.output_dir = str(Path.cwd() / "output")  # the trial's own working directory
-        row = run_trial(config, callbacks=[evaluation_reporter()]).to_row()
-        store.upload(config.output_dir, *parts)
+        local = config.output_dir = str(Path.cwd() / "output")  # the trial's own working directory
+        result = run_trial(config, callbacks=[evaluation_reporter()])
+        for field in ("output_dir", "checkpoint_path", "predictions_path", "history_path"):
+            if getattr(result, field):  # point the row at where its files will be
+                setattr(result, field, getattr(result, field).replace(local, store.uri(*parts), 1))
+        write_results([result], Path(local) / RESULT_FILE)
+        store.upload(local, *parts)
+        row = result.to_row()
     else:
         row = run_trial(config, callbacks=[evaluation_reporter()]).to_row()
     # The whole row is in result.parquet; Tune gets the numbers a scheduler or progress table

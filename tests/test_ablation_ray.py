@@ -170,6 +170,7 @@ def test_storage_uri_uploads_each_trial(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = pd.read_parquet(remote / "gpu0" / "results.parquet")
     assert (results["status"] == "ok").all() and len(results) == 2
+    assert results["checkpoint_path"].str.startswith(remote.as_uri()).all()  # where the files are now
     for trial_id in results["trial_id"]:
         folder = remote / "gpu0" / "trials" / trial_id
         assert (folder / "result.parquet").is_file() and (folder / "predictions.parquet").is_file()
