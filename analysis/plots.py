@@ -1,0 +1,138 @@
+"""Figures, one idea each, with readable axes and units. Each returns the PNG path or None
+when the results hold nothing to draw for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no screen
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.aggregate import pareto_front  # noqa: E402
+
+
+def _label(row) -> str:
+    return f"{row['model']} / {row['variant']}"
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def pareto(table: pd.DataFrame, cost: str, cost_label: str, path: Path) -> Path | None:
+    """Accuracy against a cost; the frontier (nothing cheaper is as accurate) drawn and labelled."""
+    data = table.dropna(subset=[cost, "accuracy_mean"]).reset_index(drop=True)
+    if data.empty:
+        return None
+    front = pareto_front(data, cost)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for model, group in data.groupby("model"):
+        ax.errorbar(group[cost], group["accuracy_mean"], yerr=group["accuracy_std"].fillna(0), fmt="o",
+                    capsize=3, label=model, alpha=0.85)
+    frontier = data[front].sort_values(cost)
+    ax.step(frontier[cost], frontier["accuracy_mean"], where="post", color="black", lw=1.2, ls="--",
+            label="Pareto frontier")
+    for _, row in data.iterrows():
+        ax.annotate(row["variant"], (row[cost], row["accuracy_mean"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8, fontweight="bold" if front[_] else "normal")
+    ax.set_xlabel(cost_label)
+    ax.set_ylabel("test accuracy (mean over seeds, bars: std)")
+    ax.set_title(f"Accuracy vs {cost_label.split(' (')[0]}: the frontier is what is worth its cost")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def bars(table: pd.DataFrame, metric: str, label: str, path: Path) -> Path | None:
+    """Grouped bars of one metric per method variant, a group per model, error bars = std."""
+    data = table.dropna(subset=[f"{metric}_mean"])
+    if data.empty:
+        return None
+    pivot = data.pivot(index="variant", columns="model", values=f"{metric}_mean")
+    errors = data.pivot(index="variant", columns="model", values=f"{metric}_std").fillna(0)
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(pivot) + 3), 4.5))
+    pivot.plot.bar(ax=ax, yerr=errors, capsize=3, rot=20)
+    ax.set_ylabel(label)
+    ax.set_xlabel("method variant")
+    ax.set_title(f"{label} per method and model (mean over seeds, bars: std)")
+    if metric == "accuracy":
+        low = np.nanmin(pivot.to_numpy())
+        ax.set_ylim(max(0.0, low - 0.05), min(1.0, np.nanmax(pivot.to_numpy()) + 0.03))
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def rank_sensitivity(ok: pd.DataFrame, path: Path) -> Path | None:
+    """Accuracy against LoRA rank, one line per model and placement; needs 2+ ranks."""
+    lora = ok[ok["method"].isin(["lora", "dora", "qlora"]) & ok["lora_r"].notna()]
+    if lora["lora_r"].nunique() < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (model, method, placement), group in lora.groupby(["model", "method", "placement"], dropna=False):
+        stats = group.groupby("lora_r")["accuracy"].agg(["mean", "std"]).reset_index()
+        ax.errorbar(stats["lora_r"], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
+                    label=f"{model} {method} ({placement})")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("LoRA rank r (log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("LoRA rank sensitivity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def learning_curves(ok: pd.DataFrame, path: Path) -> Path | None:
+    """Training loss (and validation accuracy where evaluated) against step, per trial."""
+    histories = []
+    for _, row in ok.iterrows():
+        history_path = row.get("history_path")
+        if isinstance(history_path, str) and "://" not in history_path and Path(history_path).is_file():
+            histories.append((row, pd.read_parquet(history_path)))
+    if not histories:
+        return None
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for row, history in histories[:24]:  # more lines than that is unreadable
+        label = f"{row['model']} / {row['variant']} / s{row['seed']}"
+        if "loss" in history:
+            losses = history.dropna(subset=["loss"])
+            loss_ax.plot(losses["step"], losses["loss"], lw=1, label=label)
+        if "eval_accuracy" in history:
+            evals = history.dropna(subset=["eval_accuracy"])
+            acc_ax.plot(evals["step"], evals["eval_accuracy"], marker="o", lw=1, label=label)
+    loss_ax.set(xlabel="optimizer step", ylabel="training loss (cross-entropy)", title="Training loss")
+    acc_ax.set(xlabel="optimizer step", ylabel="validation accuracy", title="Validation accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+    loss_ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def confusion_matrices(ok: pd.DataFrame, path: Path) -> Path | None:
+    """Binary confusion counts summed over seeds, one panel per model / variant."""
+    binary = ok.dropna(subset=["tn", "fp", "fn", "tp"])
+    if binary.empty:
+        return None
+    groups = list(binary.groupby(["model", "variant"]))[:12]
+    columns = min(4, len(groups))
+    rows = int(np.ceil(len(groups) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
+    for ax, ((model, variant), group) in zip(axes.flat, groups, strict=False):
+        counts = np.array([[group["tn"].sum(), group["fp"].sum()], [group["fn"].sum(), group["tp"].sum()]])
+        ax.imshow(counts, cmap="Blues")
+        for (i, j), value in np.ndenumerate(counts):
+            ax.text(j, i, f"{int(value)}", ha="center", va="center",
+                    color="white" if value > counts.max() / 2 else "black")
+        ax.set_xticks([0, 1], ["pred 0", "pred 1"])
+        ax.set_yticks([0, 1], ["true 0", "true 1"])
+        ax.set_title(f"{model}\n{variant}", fontsize=8)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.axis("off")
+    fig.suptitle("Confusion matrices (test rows, summed over seeds)")
+    return _save(fig, path)

@@ -1,0 +1,192 @@
+"""Build the report: tables, figures, significance, examples -> report.md, report.html
+(self-contained, images embedded), summary.json, and CSV / LaTeX tables."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import plots
+from analysis.aggregate import aggregate, display_table
+from analysis.load import ResultsError, load_results, split_by_status
+from analysis.significance import Comparison, compare, correctness
+
+
+def _read_predictions(path) -> pd.DataFrame | None:
+    if not isinstance(path, str) or not path:
+        return None
+    if "://" in path:
+        import pyarrow.fs as pafs
+        import pyarrow.parquet as pq
+
+        fs, inner = pafs.FileSystem.from_uri(path)
+        return pq.read_table(inner, filesystem=fs).to_pandas()
+    return pd.read_parquet(path) if Path(path).is_file() else None
+
+
+def group_correctness(ok: pd.DataFrame) -> dict[str, pd.Series]:
+    """`model / variant` -> per-test-row fraction of its seeds that were right."""
+    groups = {}
+    for (model, variant), group in ok.groupby(["model", "variant"]):
+        tables = [t for t in (_read_predictions(p) for p in group["predictions_path"]) if t is not None]
+        if tables:
+            groups[f"{model} / {variant}"] = correctness(tables)
+    return groups
+
+
+def comparisons(ok: pd.DataFrame, table: pd.DataFrame) -> list[Comparison]:
+    """Each variant against its model's full fine-tuning, and against the best variant overall."""
+    right = group_correctness(ok)
+    best = table.loc[table["accuracy_mean"].idxmax()]
+    best_name = f"{best['model']} / {best['variant']}"
+    done, out = set(), []
+    for _, row in table.iterrows():
+        name = f"{row['model']} / {row['variant']}"
+        fulls = table[(table["model"] == row["model"]) & (table["method"] == "full")]
+        references = [f"{r['model']} / {r['variant']}" for _, r in fulls.iterrows()] + [best_name]
+        for reference in references:
+            pair = tuple(sorted((name, reference)))
+            if name == reference or pair in done or name not in right or reference not in right:
+                continue
+            done.add(pair)
+            out.append(compare(name, right[name], reference, right[reference]))
+    return out
+
+
+def examples(ok: pd.DataFrame, per_method: int = 3) -> pd.DataFrame:
+    """Most confident errors and a few confident correct answers per model / variant, with the
+    review text shortened (read from the data source the trial used)."""
+    from sentisweep.config import TrialConfig
+    from sentisweep.data import load_task_data
+
+    rows, texts = [], {}
+    for (model, variant), group in ok.groupby(["model", "variant"]):
+        first = group.iloc[0]
+        predictions = _read_predictions(first["predictions_path"])
+        if predictions is None or not isinstance(first["config_json"], str):
+            continue
+        data_config = TrialConfig.model_validate_json(first["config_json"]).data
+        key = data_config.model_dump_json()
+        if key not in texts:
+            try:
+                texts[key] = load_task_data(data_config).splits["test"].set_index("row_id")["text"]
+            except Exception:  # the data may not be reachable from here: examples are optional
+                texts[key] = None
+        if texts[key] is None:
+            continue
+        wrong = predictions[predictions["predicted"] != predictions["label"]].nlargest(per_method, "probability")
+        right = predictions[predictions["predicted"] == predictions["label"]].nlargest(per_method - 1, "probability")
+        for kind, part in (("confident error", wrong), ("correct", right)):
+            for _, p in part.iterrows():
+                text = str(texts[key].get(p["row_id"], ""))
+                rows.append({"model / method": f"{model} / {variant}", "kind": kind, "label": int(p["label"]),
+                             "predicted": int(p["predicted"]), "confidence": round(float(p["probability"]), 3),
+                             "text": (text[:180] + "...") if len(text) > 180 else text})
+    return pd.DataFrame(rows)
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "(none)\n"
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(str(v).replace("|", "/").replace("\n", " ") for v in row) + " |"
+            for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def build_report(locations: list[str], out: Path) -> Path:
+    results = load_results(locations)
+    ok, other = split_by_status(results)
+    counts = results["status"].value_counts().to_dict()
+    if ok.empty:
+        listing = "; ".join(f"{r.trial_id}: {r.status} ({str(r.error).splitlines()[0][:120]})"
+                            for r in other.itertuples())
+        raise ResultsError(f"no successful trial to analyse ({counts}): {listing}")
+    out.mkdir(parents=True, exist_ok=True)
+    table = aggregate(ok)
+    shown = display_table(table)
+    shown.to_csv(out / "table.csv", index=False)
+    table.to_csv(out / "table_numbers.csv", index=False)
+    (out / "table.tex").write_text(shown.to_latex(index=False, escape=True))
+
+    figures = {
+        "Accuracy vs peak memory": plots.pareto(table, "peak_memory_mib_mean", "peak memory (MiB)",
+                                                out / "pareto_memory.png"),
+        "Accuracy vs training time": plots.pareto(table, "train_seconds_mean", "training time (s)",
+                                                  out / "pareto_time.png"),
+        "Accuracy per method": plots.bars(table, "accuracy", "test accuracy", out / "accuracy_bars.png"),
+        "Training time per method": plots.bars(table, "train_seconds", "training time (s)", out / "time_bars.png"),
+        "Trainable parameters per method": plots.bars(table, "trainable_percent", "trainable parameters (%)",
+                                                      out / "params_bars.png"),
+        "LoRA rank sensitivity": plots.rank_sensitivity(ok, out / "rank_sensitivity.png"),
+        "Learning curves": plots.learning_curves(ok, out / "learning_curves.png"),
+        "Confusion matrices": plots.confusion_matrices(ok, out / "confusion.png"),
+    }
+    figures = {title: path for title, path in figures.items() if path is not None}
+    tests = comparisons(ok, table)
+    significance = pd.DataFrame([c.as_row() for c in tests])
+    example_rows = examples(ok)
+    not_ok = other[["trial_id", "model", "variant", "status", "error"]].copy()
+    not_ok["error"] = not_ok["error"].astype(str).str.split("\n").str[0].str[:160]
+
+    sections = [
+        ("Trials", f"{len(results)} trials: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in
+                                                         ("ok", "failed", "skipped", "stopped"))
+         + ". Only `ok` trials are averaged; the others are listed at the end.\n"),
+        ("Results per model and method", _markdown(shown)),
+        ("Significance", "Paired bootstrap (2,000 resamples of the test rows) of the accuracy "
+                         "difference, and McNemar's exact test, each method against its model's full "
+                         "fine-tuning and against the best method.\n\n" + _markdown(significance)),
+        ("Example predictions", _markdown(example_rows)),
+        ("Failed, skipped and stopped trials", _markdown(not_ok)),
+    ]
+    markdown = ["# sentisweep report", f"Sources: {', '.join(map(str, locations))}\n"]
+    for title, body in sections[:3]:
+        markdown += [f"## {title}", body]
+    markdown.append("## Figures")
+    markdown += [f"### {title}\n![{title}]({path.name})\n" for title, path in figures.items()]
+    for title, body in sections[3:]:
+        markdown += [f"## {title}", body]
+    (out / "report.md").write_text("\n".join(markdown))
+    (out / "report.html").write_text(_html(markdown, figures))
+    summary = {"counts": counts, "table": json.loads(table.to_json(orient="records")),
+               "significance": [c.as_row() for c in tests], "figures": [p.name for p in figures.values()]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return out / "report.html"
+
+
+def _html(markdown: list[str], figures: dict[str, Path]) -> str:
+    """The markdown as plain HTML: tables as tables, figures embedded as base64 PNGs, so the
+    file opens anywhere, offline."""
+    parts = ["<!doctype html><meta charset='utf-8'><title>sentisweep report</title>",
+             "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
+             "font-size:13px}td{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}</style>"]
+    images = {path.name: base64.b64encode(path.read_bytes()).decode() for path in figures.values()}
+    in_table = False
+    for line in "\n".join(markdown).split("\n"):
+        is_row = line.startswith("| ")
+        if in_table and not is_row and not line.startswith("|---"):
+            parts.append("</table>")
+            in_table = False
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            parts.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
+        elif line.startswith("!["):
+            name = line[line.index("(") + 1:-1]
+            parts.append(f"<img alt='{html.escape(name)}' src='data:image/png;base64,{images[name]}'>")
+        elif is_row:
+            if not in_table:
+                parts.append("<table>")
+                in_table = True
+            cells = [html.escape(c.strip()) for c in line.strip().strip("|").split(" | ")]
+            parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        elif line.strip() and not line.startswith("|---"):
+            parts.append(f"<p>{html.escape(line)}</p>")
+    if in_table:
+        parts.append("</table>")
+    return "\n".join(parts)

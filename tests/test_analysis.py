@@ -1,0 +1,166 @@
+"""Analysis: aggregates, Pareto sets and significance against hand-computed cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.aggregate import aggregate, mean_interval, pareto_front
+from analysis.significance import compare, correctness
+
+pytestmark = pytest.mark.unit
+
+
+def _ok_rows(rows):
+    frame = pd.DataFrame(rows)
+    for column, value in {"status": "ok", "f1": 0.5, "trainable_params": 10, "trainable_percent": 1.0,
+                          "train_samples_per_second": 5.0}.items():
+        if column not in frame:
+            frame[column] = value
+    return frame
+
+
+def test_aggregates_by_hand():
+    ok = _ok_rows([
+        {"model": "m", "variant": "full", "method": "full", "accuracy": 0.80, "peak_memory_bytes": 2**30, "train_seconds": 10},
+        {"model": "m", "variant": "full", "method": "full", "accuracy": 0.90, "peak_memory_bytes": 2**30, "train_seconds": 20},
+        {"model": "m", "variant": "lora", "method": "lora", "accuracy": 0.84, "peak_memory_bytes": 2**29, "train_seconds": 5},
+        {"model": "m", "variant": "lora", "method": "lora", "accuracy": 0.86, "peak_memory_bytes": 2**29, "train_seconds": 7},
+    ])
+    table = aggregate(ok).set_index("variant")
+    assert table.loc["full", "accuracy_mean"] == pytest.approx(0.85)
+    assert table.loc["full", "accuracy_std"] == pytest.approx(np.sqrt(0.005))  # ((0.05^2)*2)/(2-1)
+    # t(0.975, df=1) = 12.706; half-width = 12.706 * 0.0707 / sqrt(2) = 0.6353
+    assert table.loc["full", "accuracy_ci95"] == pytest.approx(12.7062 * np.sqrt(0.005) / np.sqrt(2), rel=1e-4)
+    assert table.loc["lora", "accuracy_vs_full"] == pytest.approx(0.85 / 0.85)
+    assert table.loc["lora", "peak_memory_mib_mean"] == 512 and table.loc["full", "train_seconds_mean"] == 15
+    assert table["best_for_model"].sum() == 2  # a tie: both marked
+
+
+def test_mean_interval_single_value():
+    mean, std, half, n = mean_interval(pd.Series([0.7]))
+    assert mean == 0.7 and np.isnan(std) and np.isnan(half) and n == 1
+
+
+def test_pareto_front_by_hand():
+    table = pd.DataFrame({"cost": [1.0, 2.0, 3.0, 2.0, 4.0], "accuracy_mean": [0.80, 0.85, 0.90, 0.84, 0.89]})
+    # (2, .84) is dominated by (2, .85); (4, .89) by (3, .90)
+    assert pareto_front(table, "cost").tolist() == [True, True, True, False, False]
+
+
+def _predictions(correct: list[int]) -> pd.DataFrame:
+    labels = np.ones(len(correct), dtype=int)
+    return pd.DataFrame({"row_id": [f"test:{i}" for i in range(len(correct))], "label": labels,
+                         "predicted": np.where(np.array(correct) == 1, 1, 0)})
+
+
+def test_identical_predictions_are_within_noise():
+    right = correctness([_predictions([1, 0, 1, 1, 0, 1] * 20)])
+    result = compare("a", right, "b", right)
+    assert result.mcnemar_p == 1.0 and result.ci_low == 0 == result.ci_high == result.difference
+    assert result.verdict.startswith("within noise")
+
+
+def test_clearly_better_method_excludes_zero():
+    rng = np.random.default_rng(1)
+    good = (rng.random(500) < 0.9).astype(int)
+    bad = (rng.random(500) < 0.6).astype(int)
+    result = compare("good", correctness([_predictions(list(good))]), "bad", correctness([_predictions(list(bad))]))
+    assert result.ci_low > 0 and result.mcnemar_p < 1e-6
+    assert result.verdict == "good is better (95% interval excludes 0)"
+
+
+def test_mcnemar_by_hand():
+    # a right on rows 0-9, b right on rows 0-4 and 10-11: a-only 5, b-only 2 -> exact binomial p
+    a = [1] * 10 + [0] * 10
+    b = [1] * 5 + [0] * 5 + [1, 1] + [0] * 8
+    result = compare("a", correctness([_predictions(a)]), "b", correctness([_predictions(b)]))
+    assert (result.only_a_right, result.only_b_right) == (5, 2)
+    assert result.mcnemar_p == pytest.approx(0.453125)  # 2 * P(X <= 2), X ~ Bin(7, 0.5) = 2 * 29/128
+
+
+def test_seeds_average_per_example():
+    right = correctness([_predictions([1, 1, 0, 0]), _predictions([1, 0, 0, 1])])
+    assert right.tolist() == [1.0, 0.5, 0.0, 0.5]
+
+
+# -- the report from a real (tiny) sweep's output ------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory):
+    """Two tiny models x two methods x two seeds, trained for real in-process."""
+    from sentisweep.storage import Store
+    from sentisweep.sweep import expand, parse_sweep_config
+    from sentisweep.train import run_trial
+
+    root = tmp_path_factory.mktemp("store")
+    fixtures = str(Path(__file__).parent / "fixtures" / "tiny_reviews")
+    sweep = parse_sweep_config({
+        "name": "tiny", "models": ["tiny-bert", "tiny-qwen3"], "seeds": [1, 2],
+        "methods": ["full", {"name": "lora", "r": 4}, "zero-shot"],
+        "data": {"source": fixtures, "train_size": 48, "eval_size": 16, "test_size": 32,
+                 "cache_dir": str(root / "cache")},
+        "training": {"max_steps": 3, "batch_size": 8, "max_length": 32, "learning_rate": 1e-3,
+                     "logging_steps": 1}})
+    from sentisweep.sweep import gather_results
+
+    planned = expand(sweep, Store(str(root)), "cpu")
+    for trial in planned:
+        if trial.skip_reason is None:
+            run_trial(trial.config)
+    results = gather_results(planned, Store(str(root)))
+    results.to_parquet(root / "tiny" / "results.parquet")
+    return root / "tiny"
+
+
+def test_report_has_every_section_and_valid_images(tiny_results, tmp_path):
+    from analysis.__main__ import main
+
+    assert main(["report", str(tiny_results), "--out", str(tmp_path / "report")]) == 0
+    report = tmp_path / "report"
+    text = (report / "report.md").read_text()
+    for section in ["## Trials", "## Results per model and method", "## Significance", "## Figures",
+                    "## Example predictions", "## Failed, skipped and stopped trials"]:
+        assert section in text, section
+    assert "tiny-bert__zero-shot__s1" in text  # the skipped trials are listed, not averaged
+    pngs = sorted(report.glob("*.png"))
+    assert {p.name for p in pngs} >= {"pareto_memory.png", "pareto_time.png", "accuracy_bars.png",
+                                      "learning_curves.png", "confusion.png"}
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (report / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(pngs) and "<table>" in page
+    import json
+
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["counts"]["ok"] == 10 and summary["counts"]["skipped"] == 2
+
+
+def test_compare_prints_one_pair(tiny_results, capsys):
+    from analysis.__main__ import main
+
+    assert main(["compare", str(tiny_results), "tiny-qwen3 / full", "tiny-qwen3 / zero-shot"]) == 0
+    out = capsys.readouterr().out
+    assert "McNemar p" in out and "verdict" in out
+
+
+@pytest.mark.parametrize("case", ["empty", "other-schema", "only-failed"])
+def test_bad_inputs_say_what_is_wrong(case, tmp_path, capsys):
+    from analysis.__main__ import main
+
+    if case == "other-schema":
+        pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "results.parquet")
+        expected = "not a sentisweep results table; missing columns"
+    elif case == "only-failed":
+        pd.DataFrame({"sweep": ["s"], "trial_id": ["m__full__s1"], "model": ["m"], "method": ["full"], "seed": [1],
+                      "status": ["failed"], "accuracy": [None], "error": ["OutOfMemoryError: boom"]}
+                     ).to_parquet(tmp_path / "results.parquet")
+        expected = "no successful trial to analyse"
+    else:
+        expected = "no results.parquet or result.parquet inside"
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and (case != "only-failed" or "OutOfMemoryError: boom" in err)
