@@ -21,10 +21,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from analysis.significance import compare, correctness  # noqa: E402
 from sentisweep.config import DataConfig, MethodConfig, parse_trial_config  # noqa: E402
 from sentisweep.data import load_task_data  # noqa: E402
 from sentisweep.methods import LoadOptions, build  # noqa: E402
@@ -96,9 +98,10 @@ def baseline_run(args, method: str, data, label_count: int) -> dict:
         seconds = time.perf_counter() - start
         logits = trainer.predict(test).predictions
     samples = trainer.state.global_step * args.batch_size
-    accuracy = float((np.argmax(logits, axis=-1) == np.asarray(test["labels"])).mean())
+    right = pd.Series((np.argmax(logits, axis=-1) == np.asarray(test["labels"])).astype(float),
+                      index=data.splits["test"]["row_id"].to_numpy())
     return {"seconds": seconds, "samples": min(samples, len(train) * int(np.ceil(args.epochs))),
-            "accuracy": accuracy, "model": built.model, "padding": None}
+            "accuracy": float(right.mean()), "right": right, "model": built.model, "padding": None}
 
 
 def ours_run(args, method: str, out: Path, attention_dropout: float | None) -> dict:
@@ -114,7 +117,8 @@ def ours_run(args, method: str, out: Path, attention_dropout: float | None) -> d
     if result.status != "ok":
         raise RuntimeError(f"run_trial {method}: {result.status}: {result.error}")
     return {"seconds": result.train_seconds, "samples": round(result.train_samples_per_second * result.train_seconds),
-            "accuracy": result.accuracy, "padding": result.padding_fraction}
+            "accuracy": result.accuracy, "padding": result.padding_fraction,
+            "right": correctness([pd.read_parquet(result.predictions_path)])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, run in runs:
             rows.append({"method": method, "run": name, "seconds": run["seconds"],
                          "samples_per_second": run["samples"] / run["seconds"], "accuracy": run["accuracy"],
-                         "mfu": flops / run["seconds"] / (peak * 1e9),
+                         "mfu": flops / run["seconds"] / (peak * 1e9), "right": run["right"],
                          "padding": run["padding"] if run["padding"] is not None
                          else 1 - sum(lengths) / (len(lengths) * args.max_length)})
     print()
@@ -178,9 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     for method in args.methods.split(","):
         base, *ours_runs = (r for r in rows if r["method"] == method)
         for ours in ours_runs:
+            # Same test rows, so the accuracy difference gets a paired 95% interval.
+            paired = compare(ours["run"], ours["right"], "baseline", base["right"])
             print(f"{method}, {ours['run']}: {ours['samples_per_second'] / base['samples_per_second']:.2f}x "
-                  f"samples/s of the baseline, accuracy {ours['accuracy'] - base['accuracy']:+.4f}")
+                  f"samples/s of the baseline, accuracy {ours['accuracy'] - base['accuracy']:+.4f} "
+                  f"(paired 95% CI [{paired.ci_low:+.4f}, {paired.ci_high:+.4f}], McNemar p "
+                  f"{paired.mcnemar_p:.2f})")
     if args.json:
+        rows = [{k: v for k, v in r.items() if k != "right"} for r in rows]
         Path(args.json).write_text(json.dumps({"peak_gflops": peak, "rows": rows, "args": vars(args)}, indent=2))
     return 0
 
