@@ -136,3 +136,99 @@ def confusion_matrices(ok: pd.DataFrame, path: Path) -> Path | None:
         ax.axis("off")
     fig.suptitle("Confusion matrices (test rows, summed over seeds)")
     return _save(fig, path)
+
+
+def lr_sensitivity(ok: pd.DataFrame, path: Path) -> Path | None:
+    """Accuracy against learning rate, a line per model and method; needs 2+ rates."""
+    data = ok.dropna(subset=["learning_rate", "accuracy"])
+    lines = [(key, g) for key, g in data.groupby(["model", "method"]) if g["learning_rate"].nunique() >= 2]
+    if not lines:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (model, method), group in lines:
+        stats = group.groupby("learning_rate")["accuracy"].agg(["mean", "std"]).reset_index()
+        ax.errorbar(stats["learning_rate"], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
+                    label=f"{model} {method}")
+    ax.set_xscale("log")
+    ax.set(xlabel="learning rate (log scale)", ylabel="test accuracy", title="Learning-rate sensitivity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def placement(ok: pd.DataFrame, path: Path) -> Path | None:
+    """Adapter placement (attention vs attention+FFN, ...) at equal method and rank."""
+    adapters = ok[ok["placement"].notna() & ok["method"].isin(["lora", "dora", "qlora", "ia3"])]
+    groups = [(key, g) for key, g in adapters.groupby(["model", "method"]) if g["placement"].nunique() >= 2]
+    if not groups:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    labels, means, errors = [], [], []
+    for (model, method), group in groups:
+        for where, part in group.groupby("placement"):
+            labels.append(f"{model}\n{method} {where}")
+            means.append(part["accuracy"].mean())
+            errors.append(part["accuracy"].std() if len(part) > 1 else 0.0)
+    ax.bar(range(len(labels)), means, yerr=errors, capsize=3, color="tab:green", alpha=0.8)
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_ylim(max(0.0, min(means) - 0.05), min(1.0, max(means) + 0.03))
+    ax.set(ylabel="test accuracy", title="Where the adapters go: attention only vs attention + FFN")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def pretrained_vs_finetuned(table: pd.DataFrame, path: Path) -> Path | None:
+    """Per model: what it does without fine-tuning (zero-shot, frozen embeddings + XGBoost)
+    next to its best fine-tuned variant; baselines (TF-IDF) as a horizontal line."""
+    pretrained = table[table["method"].isin(["zero-shot", "embed+xgboost"])]
+    if pretrained.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    labels, values, colors = [], [], []
+    for model in sorted(pretrained["model"].unique()):
+        rows = table[table["model"] == model]
+        for _, row in rows[rows["method"].isin(["zero-shot", "embed+xgboost"])].iterrows():
+            labels.append(f"{model}\n{row['variant']}")
+            values.append(row["accuracy_mean"])
+            colors.append("tab:gray")
+        tuned = rows[~rows["method"].isin(["zero-shot", "embed+xgboost"])]
+        if not tuned.empty:
+            best = tuned.loc[tuned["accuracy_mean"].idxmax()]
+            labels.append(f"{model}\nbest fine-tuned: {best['variant']}")
+            values.append(best["accuracy_mean"])
+            colors.append("tab:blue")
+    ax.bar(range(len(labels)), values, color=colors)
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    for _, row in table[table["model"] == "tfidf"].iterrows():
+        ax.axhline(row["accuracy_mean"], color="tab:red", ls="--", label=f"TF-IDF baseline ({row['accuracy_mean']:.3f})")
+        ax.legend(fontsize=8)
+    ax.set(ylabel="test accuracy", title="Pretrained (grey) vs fine-tuned (blue)")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def optuna_study(study_path: Path, out: Path) -> list[Path]:
+    """Optimisation history and parameter importance of the Optuna study of a search."""
+    import optuna
+    from optuna.visualization import matplotlib as optuna_plots
+
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # matplotlib backend
+    storage = f"sqlite:///{study_path}"
+    made = []
+    for summary in optuna.study.get_all_study_summaries(storage):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if len(finished) < 2:
+            continue
+        for name, draw in (("history", optuna_plots.plot_optimization_history),
+                           ("importance", optuna_plots.plot_param_importances)):
+            try:
+                ax = draw(study)
+            except (ValueError, RuntimeError):  # importance needs varied parameters
+                continue
+            figure = ax.figure if hasattr(ax, "figure") else ax[0].figure
+            made.append(_save(figure, out / f"optuna_{summary.study_name}_{name}.png"))
+    return made

@@ -126,7 +126,14 @@ def build_report(locations: list[str], out: Path) -> Path:
         "LoRA rank sensitivity": plots.rank_sensitivity(ok, out / "rank_sensitivity.png"),
         "Learning curves": plots.learning_curves(ok, out / "learning_curves.png"),
         "Confusion matrices": plots.confusion_matrices(ok, out / "confusion.png"),
+        "Learning-rate sensitivity": plots.lr_sensitivity(ok, out / "lr_sensitivity.png"),
+        "Adapter placement": plots.placement(ok, out / "placement.png"),
+        "Pretrained vs fine-tuned": plots.pretrained_vs_finetuned(table, out / "pretrained_vs_finetuned.png"),
     }
+    for location in locations:  # a search's Optuna study, when one is there
+        study = Path(location) / "optuna.db"
+        for png in plots.optuna_study(study, out) if study.is_file() else []:
+            figures[f"Optuna: {png.stem.split('_')[-1]} ({png.stem.split('_', 1)[1].rsplit('_', 1)[0]})"] = png
     figures = {title: path for title, path in figures.items() if path is not None}
     tests = comparisons(ok, table)
     significance = pd.DataFrame([c.as_row() for c in tests])

@@ -164,3 +164,30 @@ def test_bad_inputs_say_what_is_wrong(case, tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert expected in err and (case != "only-failed" or "OutOfMemoryError: boom" in err)
+
+
+def test_sensitivity_and_placement_plots(tmp_path):
+    from analysis import plots
+
+    rows = []
+    for lr, placement, acc in [(1e-4, "attention", 0.80), (1e-3, "attention", 0.84),
+                               (1e-4, "attention+ffn", 0.82), (1e-3, "attention+ffn", 0.86)]:
+        rows.append({"model": "m", "method": "lora", "learning_rate": lr, "placement": placement,
+                     "accuracy": acc, "lora_r": 8})
+    ok = pd.DataFrame(rows)
+    for png in (plots.lr_sensitivity(ok, tmp_path / "lr.png"), plots.placement(ok, tmp_path / "placement.png")):
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    assert plots.rank_sensitivity(ok, tmp_path / "rank.png") is None  # one rank: nothing to show
+
+
+def test_optuna_study_plots(tmp_path):
+    import optuna
+
+    from analysis import plots
+
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=0))
+    study.optimize(lambda t: -(t.suggest_float("lr", 1e-5, 1e-2, log=True) - 1e-3) ** 2 + t.suggest_int("r", 1, 8) * 1e-9,
+                   n_trials=6)
+    made = plots.optuna_study(tmp_path / "optuna.db", tmp_path)
+    assert sorted(p.name for p in made) == ["optuna_s_history.png", "optuna_s_importance.png"]
