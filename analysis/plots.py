@@ -209,10 +209,10 @@ def pretrained_vs_finetuned(table: pd.DataFrame, path: Path) -> Path | None:
 
 def optuna_study(study_path: Path, out: Path) -> list[Path]:
     """Optimisation history and parameter importance of the Optuna study of a search."""
+    import warnings
+
     import optuna
     from optuna.visualization import matplotlib as optuna_plots
-
-    import warnings
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # matplotlib backend

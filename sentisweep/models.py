@@ -110,59 +110,31 @@ def register_model(spec: ModelSpec) -> ModelSpec:
 
 # -- tiny random-initialised models: every family's module names in seconds ------------
 # They share MiniLM's WordPiece tokenizer (vocab 30,522), so tokenization is cached once.
-# hidden 64: bitsandbytes packs 4-bit CPU weights in blocks of 64 input features.
-_TINY = dict(hidden=64, layers=2, heads=2, ffn=128, positions=512)
+# Hidden size 64: bitsandbytes packs 4-bit CPU weights in blocks of 64 input features.
+def _tiny(config_class: str, **sizes) -> Callable[[int], object]:
+    def build(vocab_size: int):
+        import transformers
+
+        return getattr(transformers, config_class)(vocab_size=vocab_size, **sizes)
+
+    return build
 
 
-def _tiny_bert(vocab: int):
-    from transformers import BertConfig
-
-    return BertConfig(vocab_size=vocab, hidden_size=_TINY["hidden"], num_hidden_layers=_TINY["layers"],
-                      num_attention_heads=_TINY["heads"], intermediate_size=_TINY["ffn"],
-                      max_position_embeddings=_TINY["positions"])
-
-
-def _tiny_roberta(vocab: int):
-    from transformers import RobertaConfig
-
-    # RoBERTa offsets positions by padding_idx + 1, hence 2 extra positions.
-    return RobertaConfig(vocab_size=vocab, hidden_size=_TINY["hidden"], num_hidden_layers=_TINY["layers"],
-                         num_attention_heads=_TINY["heads"], intermediate_size=_TINY["ffn"],
-                         max_position_embeddings=_TINY["positions"] + 2, pad_token_id=0)
-
-
-def _tiny_distilbert(vocab: int):
-    from transformers import DistilBertConfig
-
-    return DistilBertConfig(vocab_size=vocab, dim=_TINY["hidden"], n_layers=_TINY["layers"],
-                            n_heads=_TINY["heads"], hidden_dim=_TINY["ffn"],
-                            max_position_embeddings=_TINY["positions"])
-
-
-def _tiny_deberta(vocab: int):
-    from transformers import DebertaV2Config
-
-    return DebertaV2Config(vocab_size=vocab, hidden_size=_TINY["hidden"], num_hidden_layers=_TINY["layers"],
-                           num_attention_heads=_TINY["heads"], intermediate_size=_TINY["ffn"],
-                           max_position_embeddings=_TINY["positions"], relative_attention=True,
-                           pos_att_type=["p2c", "c2p"], position_buckets=64)
-
-
-def _tiny_qwen3(vocab: int):
-    from transformers import Qwen3Config
-
-    return Qwen3Config(vocab_size=vocab, hidden_size=_TINY["hidden"], num_hidden_layers=_TINY["layers"],
-                       num_attention_heads=_TINY["heads"], num_key_value_heads=2, head_dim=32,
-                       intermediate_size=_TINY["ffn"], max_position_embeddings=_TINY["positions"],
-                       tie_word_embeddings=True, pad_token_id=0)
-
-
+_BERT_LIKE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
 for _name, _family, _pool, _cfg in [
-    ("tiny-bert", "encoder", "cls", _tiny_bert),
-    ("tiny-roberta", "encoder", "cls", _tiny_roberta),
-    ("tiny-distilbert", "encoder", "cls", _tiny_distilbert),
-    ("tiny-deberta", "encoder", "cls", _tiny_deberta),
-    ("tiny-qwen3", "decoder", "last", _tiny_qwen3),
+    ("tiny-bert", "encoder", "cls", _tiny("BertConfig", **_BERT_LIKE, max_position_embeddings=512)),
+    # RoBERTa offsets positions by padding_idx + 1, hence 2 extra positions.
+    ("tiny-roberta", "encoder", "cls", _tiny("RobertaConfig", **_BERT_LIKE, max_position_embeddings=514,
+                                             pad_token_id=0)),
+    ("tiny-distilbert", "encoder", "cls", _tiny("DistilBertConfig", dim=64, n_layers=2, n_heads=2, hidden_dim=128,
+                                                max_position_embeddings=512)),
+    ("tiny-deberta", "encoder", "cls", _tiny("DebertaV2Config", **_BERT_LIKE, max_position_embeddings=512,
+                                             relative_attention=True, pos_att_type=["p2c", "c2p"],
+                                             position_buckets=64)),
+    ("tiny-qwen3", "decoder", "last", _tiny("Qwen3Config", hidden_size=64, num_hidden_layers=2,
+                                            num_attention_heads=2, num_key_value_heads=2, head_dim=32,
+                                            intermediate_size=128, max_position_embeddings=512,
+                                            tie_word_embeddings=True, pad_token_id=0)),
 ]:
     register_model(ModelSpec(name=_name, source=_name, family=_family, pooling=_pool,
                              tokenizer=_minilm_path, tiny_config=_cfg,
