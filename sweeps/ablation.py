@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-gpus", type=float, default=None,
                    help="GPUs Ray may schedule on with --local (default: what torch sees)")
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
-    p.add_argument("--mlflow-uri", help="also log every trial to MLflow (e.g. file:///abs/path/mlruns or "
+    p.add_argument("--mlflow-uri", help="also log every trial to MLflow (e.g. sqlite:///abs/path/mlflow.db or "
                                         "http://host:5000; needs the mlflow extra)")
     return p
 

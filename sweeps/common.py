@@ -139,7 +139,7 @@ def unsatisfiable(cpus_per_trial: float, gpus_per_trial: float) -> str | None:
 
 def logger_callbacks(mlflow_uri: str | None, experiment: str) -> list:
     """TensorBoard files come with Ray Tune; MLflow when asked (a tracking server or a
-    local store such as file:///path/mlruns), one MLflow run per trial."""
+    local sqlite:///path/mlflow.db: MLflow 3 refuses its old file store), one run per trial."""
     if not mlflow_uri:
         return []
     from ray.air.integrations.mlflow import MLflowLoggerCallback  # [Ray]

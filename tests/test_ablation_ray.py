@@ -46,7 +46,7 @@ def _finished_trials(root: Path) -> list[Path]:
 def smoke_sweep(tmp_path_factory):
     storage = tmp_path_factory.mktemp("storage")
     out = _ablation("--config", "sweeps/configs/smoke.yaml", "--storage", str(storage),
-                    "--mlflow-uri", (storage / "mlruns").as_uri())
+                    "--mlflow-uri", f"sqlite:///{storage / 'mlflow.db'}")
     return storage, out
 
 
@@ -66,7 +66,7 @@ def test_trials_logged_to_mlflow(smoke_sweep):
     import mlflow
 
     storage, _ = smoke_sweep
-    client = mlflow.tracking.MlflowClient(tracking_uri=(storage / "mlruns").as_uri())
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("smoke")
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 10  # one per trial that ran
