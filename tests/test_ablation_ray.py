@@ -114,9 +114,21 @@ def test_killed_worker_is_retried_and_every_trial_lands_once(tmp_path):
         found = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout
         return [int(pid) for pid in found.split()]
 
+    def tune_saw_a_failure() -> bool:
+        return bool(list((root / "tune").rglob("error.txt")))
+
     _wait_for(lambda: len(_finished_trials(root)) >= 1 and trial_workers(), what="a running trial worker")
-    victim = trial_workers()[0]
-    os.kill(victim, signal.SIGKILL)  # the worker process dies mid-trial
+    for _ in range(5):  # a worker may be between trials when we look: kill what runs until Tune sees it
+        for victim in trial_workers():
+            try:
+                os.kill(victim, signal.SIGKILL)  # the worker process dies mid-trial
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not tune_saw_a_failure():
+            time.sleep(0.5)
+        if tune_saw_a_failure() or driver.poll() is not None:
+            break
     output, _ = driver.communicate(timeout=600)
     assert driver.returncode == 0, output[-4000:]
     assert list((root / "tune").rglob("error.txt")), output[-3000:]  # Tune saw the worker die, and retried it
