@@ -123,7 +123,9 @@ def write_results(results: list[TrialResult], path: str | Path) -> Path:
 def read_results(path: str | Path) -> pd.DataFrame:
     """Load a results file (or a folder of them) as a DataFrame, checking the schema."""
     path = Path(path)
-    files = sorted(path.rglob("result.parquet")) + sorted(path.rglob("results.parquet")) if path.is_dir() else [path]
+    # A sweep folder holds both its table and each trial's own row: read the tables when
+    # there are any, so no trial is counted twice.
+    files = (sorted(path.rglob("results.parquet")) or sorted(path.rglob("result.parquet"))) if path.is_dir() else [path]
     if not files:
         raise FileNotFoundError(f"{path}: no result.parquet or results.parquet inside")
     frames = []
