@@ -8,6 +8,7 @@ the ratio, both test accuracies, and each one's model FLOPs utilisation (MFU) ag
 machine's fp32 matmul peak measured at the start.
 
     python benchmarks/train_throughput.py                      # minilm-l6, full + lora, 2,000 rows
+    python benchmarks/train_throughput.py --methods full --seeds 42,43,44
     python benchmarks/train_throughput.py --smoke-test         # tiny model, seconds (run by the tests)
 """
 
@@ -126,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(DEFAULT_DATA), help="data source (default: ../shared/data/imdb)")
     p.add_argument("--model", default="minilm-l6")
     p.add_argument("--methods", default="full,lora")
+    p.add_argument("--seeds", default="42", help="comma-separated; each seed runs baseline and ours")
+    p.add_argument("--attention-dropouts", default="0",
+                   help="comma-separated run_trial variants: a value, or 'model' for the model's own "
+                        "(0,model reproduces the fused-attention measurement)")
     p.add_argument("--train-size", type=int, default=2000)
     p.add_argument("--test-size", type=int, default=1000)
     p.add_argument("--max-length", type=int, default=256)
@@ -133,13 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="default: 5e-5 full, 5e-4 adapters")
-    p.add_argument("--seed", type=int, default=42)
     p.add_argument("--cache-dir", default=str(ROOT / ".sentisweep_cache"))
     p.add_argument("--json", help="also write the measurements here")
     p.add_argument("--smoke-test", action="store_true", help="tiny-bert, 48 rows, 3 steps: checks the script runs")
     args = p.parse_args(argv)
     if args.smoke_test:
         args.model, args.train_size, args.test_size, args.max_length, args.max_steps = "tiny-bert", 48, 16, 64, 3
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    dropouts = [None if d == "model" else float(d) for d in args.attention_dropouts.split(",")]
     set_quiet(True)
 
     import torch
@@ -149,49 +155,61 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fp32 matmul peak on {torch.get_num_threads()} threads: {peak:.0f} GFLOP/s", flush=True)
     data = load_task_data(DataConfig(source=str(args.data), train_size=args.train_size, eval_size=64,
                                      test_size=args.test_size))
+    # Every run sees the same real tokens (each row truncated to max_length).
+    tokenizer = AutoTokenizer.from_pretrained(get_model_spec(args.model).resolve_tokenizer())
+    lengths = [len(ids) for ids in tokenizer(list(data.splits["train"]["text"]), truncation=True,
+                                             max_length=args.max_length)["input_ids"]]
     rows = []
     for method in args.methods.split(","):
-        lr = args.lr or (5e-5 if method == "full" else 5e-4)
-        run_args = argparse.Namespace(**{**vars(args), "lr": lr})
-        print(f"[{method}] baseline: Trainer, pad to {args.max_length}, batch {args.batch_size} ...", flush=True)
-        base = baseline_run(run_args, method, data, len(data.label_names))
-        runs = [("baseline", base)]
-        for name, dropout in (("sentisweep, model's attention dropout", None), ("sentisweep", 0.0)):
-            print(f"[{method}] {name} (run_trial, attention_dropout={dropout}) ...", flush=True)
-            with tempfile.TemporaryDirectory() as tmp:
-                runs.append((name, ours_run(run_args, method, Path(tmp) / "trial", dropout)))
-        # Every run sees the same real tokens (each row truncated to max_length).
-        tokenizer = AutoTokenizer.from_pretrained(get_model_spec(args.model).resolve_tokenizer())
-        lengths = [len(ids) for ids in tokenizer(list(data.splits["train"]["text"]), truncation=True,
-                                                 max_length=args.max_length)["input_ids"]]
-        epochs_seen = base["samples"] / len(lengths)
-        flops = useful_flops(base["model"], lengths, adapter=method != "full") * epochs_seen
-        for name, run in runs:
-            rows.append({"method": method, "run": name, "seconds": run["seconds"],
-                         "samples_per_second": run["samples"] / run["seconds"], "accuracy": run["accuracy"],
-                         "mfu": flops / run["seconds"] / (peak * 1e9), "right": run["right"],
-                         "padding": run["padding"] if run["padding"] is not None
-                         else 1 - sum(lengths) / (len(lengths) * args.max_length)})
-    print()
-    print(f"| method | run | train s | samples/s | accuracy | padding | MFU (peak {peak:.0f} GFLOP/s) |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    for r in rows:
-        print(f"| {r['method']} | {r['run']} | {r['seconds']:.1f} | {r['samples_per_second']:.2f} | "
-              f"{r['accuracy']:.4f} | {r['padding']:.1%} | {r['mfu']:.1%} |")
-    print()
-    for method in args.methods.split(","):
-        base, *ours_runs = (r for r in rows if r["method"] == method)
-        for ours in ours_runs:
-            # Same test rows, so the accuracy difference gets a paired 95% interval.
-            paired = compare(ours["run"], ours["right"], "baseline", base["right"])
-            print(f"{method}, {ours['run']}: {ours['samples_per_second'] / base['samples_per_second']:.2f}x "
-                  f"samples/s of the baseline, accuracy {ours['accuracy'] - base['accuracy']:+.4f} "
-                  f"(paired 95% CI [{paired.ci_low:+.4f}, {paired.ci_high:+.4f}], McNemar p "
-                  f"{paired.mcnemar_p:.2f})")
+        for seed in seeds:
+            lr = args.lr or (5e-5 if method == "full" else 5e-4)
+            run_args = argparse.Namespace(**{**vars(args), "lr": lr, "seed": seed})
+            print(f"[{method} seed {seed}] baseline: Trainer, pad to {args.max_length}, batch {args.batch_size} ...",
+                  flush=True)
+            base = baseline_run(run_args, method, data, len(data.label_names))
+            runs = [("baseline", base)]
+            for dropout in dropouts:
+                name = "sentisweep" + (", model's attention dropout" if dropout is None else "")
+                print(f"[{method} seed {seed}] {name} (run_trial, attention_dropout={dropout}) ...", flush=True)
+                with tempfile.TemporaryDirectory() as tmp:
+                    runs.append((name, ours_run(run_args, method, Path(tmp) / "trial", dropout)))
+            epochs_seen = base["samples"] / len(lengths)
+            flops = useful_flops(base["model"], lengths, adapter=method != "full") * epochs_seen
+            for name, run in runs:
+                rows.append({"method": method, "seed": seed, "run": name, "seconds": run["seconds"],
+                             "samples_per_second": run["samples"] / run["seconds"], "accuracy": run["accuracy"],
+                             "mfu": flops / run["seconds"] / (peak * 1e9),
+                             # keyed by (seed, row): pooled over seeds, still paired row by row
+                             "right": run["right"].set_axis([f"{seed}:{i}" for i in run["right"].index]),
+                             "padding": run["padding"] if run["padding"] is not None
+                             else 1 - sum(lengths) / (len(lengths) * args.max_length)})
+    print_tables(rows, peak)
     if args.json:
         rows = [{k: v for k, v in r.items() if k != "right"} for r in rows]
         Path(args.json).write_text(json.dumps({"peak_gflops": peak, "rows": rows, "args": vars(args)}, indent=2))
     return 0
+
+
+def print_tables(rows: list[dict], peak: float) -> None:
+    print()
+    print(f"| method | seed | run | train s | samples/s | accuracy | padding | MFU (peak {peak:.0f} GFLOP/s) |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['method']} | {r['seed']} | {r['run']} | {r['seconds']:.1f} | {r['samples_per_second']:.2f} | "
+              f"{r['accuracy']:.4f} | {r['padding']:.1%} | {r['mfu']:.1%} |")
+    print()
+    table = pd.DataFrame(rows)
+    for (method, name), ours in table[table["run"] != "baseline"].groupby(["method", "run"], sort=False):
+        base = table[(table["method"] == method) & (table["run"] == "baseline")].set_index("seed")
+        ours = ours.set_index("seed")
+        speedup = ours["samples_per_second"] / base["samples_per_second"]
+        # Same test rows in every run, so the accuracy difference gets a paired 95% interval
+        # (rows of all seeds pooled: each seed's pair of runs is one more sample of each row).
+        paired = compare(name, pd.concat(list(ours["right"])), "baseline", pd.concat(list(base["right"])))
+        print(f"{method}, {name}: {speedup.mean():.2f}x samples/s of the baseline (per seed "
+              f"{', '.join(f'{x:.2f}' for x in speedup)}), accuracy {paired.difference:+.4f} over "
+              f"{len(ours)} seed(s) (paired 95% CI [{paired.ci_low:+.4f}, {paired.ci_high:+.4f}], McNemar p "
+              f"{paired.mcnemar_p:.2f})")
 
 
 if __name__ == "__main__":

@@ -176,28 +176,6 @@ class TokenCounter:
     positions: int = 0
 
 
-class PaddingCollator:
-    """Pads each batch to its own longest row (not to max_length)."""
-
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
-
-    def __call__(self, features: list[dict]) -> dict:
-        import torch
-
-        longest = max(len(f["input_ids"]) for f in features)
-        input_ids = torch.full((len(features), longest), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(features), longest), dtype=torch.long)
-        for i, f in enumerate(features):
-            ids = torch.as_tensor(f["input_ids"], dtype=torch.long)
-            input_ids[i, : len(ids)] = ids
-            attention_mask[i, : len(ids)] = 1
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "labels" in features[0]:
-            batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
-        return batch
-
-
 def _hf_dataset(frame: pd.DataFrame, sort_by_length: bool = False):
     import datasets
 
@@ -230,7 +208,6 @@ def _training_args(config: TrialConfig, out: Path, device: str, precision: str, 
         eval_strategy=evaluate, eval_steps=eval_steps, save_strategy=evaluate, save_steps=eval_steps,
         load_best_model_at_end=evaluate != "no", metric_for_best_model="accuracy",
         greater_is_better=True, save_total_limit=1, save_only_model=True,
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
         dataloader_pin_memory=device == "cuda", remove_unused_columns=False,
         logging_steps=t.logging_steps, report_to="none", disable_tqdm=quiet,
@@ -246,9 +223,17 @@ def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult
                        device: str, precision: str, quiet: bool, callbacks: list):
     from transformers import Trainer
 
+    from sentisweep.batching import PaddingCollator, ShuffledLengthGroups
+
     counter = TokenCounter()
+    train_dataset = _hf_dataset(tokenized["train"])
 
     class MeasuredTrainer(Trainer):
+        def _get_train_sampler(self, dataset=None):
+            if not config.training.group_by_length:
+                return super()._get_train_sampler(dataset)  # random order
+            return ShuffledLengthGroups(train_dataset["length"], config.training.batch_size, config.seed)
+
         def training_step(self, model, inputs, num_items_in_batch=None):
             mask = inputs["attention_mask"]
             counter.samples += int(mask.shape[0])
@@ -258,7 +243,7 @@ def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult
 
     trainer = MeasuredTrainer(
         model=built.model, args=_training_args(config, out, device, precision, quiet),
-        train_dataset=_hf_dataset(tokenized["train"]),
+        train_dataset=train_dataset,
         eval_dataset=_hf_dataset(tokenized["validation"], sort_by_length=True),
         data_collator=PaddingCollator(built.tokenizer.pad_token_id),
         compute_metrics=_validation_accuracy, callbacks=callbacks,
@@ -282,9 +267,6 @@ def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult
     result.history_path = str(write_parquet_atomic(history, out / "history.parquet"))
 
     test = _hf_dataset(tokenized["test"], sort_by_length=True)
-    # The Trainer also length-groups *evaluation* batches when training does, in a random
-    # order; predictions must come back in the (length-sorted) order we map back below.
-    trainer.args.train_sampling_strategy = "sequential"
     with Stopwatch() as eval_clock:
         logits = trainer.predict(test).predictions
     result.eval_seconds = eval_clock.seconds
@@ -313,6 +295,8 @@ def _tokenizer_bytes(folder: Path) -> int:
 
 def _zero_shot(config: TrialConfig, built: BuiltModel, data: TaskData, result: TrialResult, device: str):
     import torch
+
+    from sentisweep.batching import PaddingCollator
 
     params = resolved_params(config.method)
     tok, model = built.tokenizer, built.model.to(device).eval()
