@@ -19,6 +19,7 @@ import pandas as pd
 
 from sentisweep.config import TrialConfig
 from sentisweep.data import TaskData, load_task_data
+from sentisweep.embeddings import TRIAL_INFO_FILE
 from sentisweep.methods import BuiltModel, IncompatibleMethodError, LoadOptions, build, resolved_params
 from sentisweep.metrics import PeakMemory, Stopwatch, classification_metrics, softmax
 from sentisweep.models import get_model_spec
@@ -138,6 +139,11 @@ def _run(config: TrialConfig, result: TrialResult, out: Path, quiet: bool, callb
                          for name, frame in data.splits.items()}
             probabilities, row_ids, labels = _train_and_predict(config, built, tokenized, result, out,
                                                                 device, precision, quiet, callbacks)
+            if result.checkpoint_path:  # what predict / export / embed need to use it alone
+                info = {"model": config.model, "method": config.method.name, "is_peft": built.is_peft,
+                        "label_names": [str(n) for n in data.label_names],
+                        "max_length": config.training.max_length, "trial_id": result.trial_id}
+                Path(result.checkpoint_path, TRIAL_INFO_FILE).write_text(json.dumps(info, indent=1))
         else:
             probabilities, row_ids, labels = _zero_shot(config, built, data, result, device)
     result.peak_memory_bytes, result.peak_memory_kind = memory.peak_bytes, memory.kind

@@ -79,7 +79,13 @@ def run_ablation_trial(params: dict[str, Any]) -> None:
 def connect(local: bool, num_gpus: float | None) -> None:
     """Join RAY_ADDRESS's cluster (as under `ray job submit`), or start Ray here."""
     import ray  # [Ray]
+    import ray.data  # [Ray]
 
+    if ray.is_initialized():  # a driver that runs several stages connects once
+        return
+    # Ray Data's progress bars redraw from every actor into the job log; our jobs print
+    # their own progress lines instead.
+    ray.data.DataContext.get_current().enable_progress_bars = False  # [Ray]
     if local or not os.environ.get("RAY_ADDRESS"):
         os.environ.pop("RAY_ADDRESS", None)
         if num_gpus is None:

@@ -1,0 +1,234 @@
+"""Sentence embeddings of every split with Ray Data, into Parquet.
+
+    python ray_jobs/embed.py --model minilm-l6 --data ../shared/data/imdb --out runs/emb/minilm
+    python ray_jobs/embed.py --model minilm-l6 --checkpoint runs/quick/trials/<trial>/checkpoint --out ...
+    ray job submit --working-dir . -- python ray_jobs/embed.py --model minilm-l6 --out /shared/emb/minilm
+    python ray_jobs/embed.py --smoke-test --out /tmp/emb        # tiny model, 96 texts (the tests run it)
+
+read split -> `map_batches(EmbedActor)` (each actor loads the model once; one GPU per actor on
+GPU nodes, a fraction of a CPU otherwise) -> `<out>/{train,validation,test}.parquet`:
+row_id, label, embedding (fixed-size list of float32), with model, checkpoint, pooling and
+max_length in the file's key-value metadata (key `sentisweep`). One embedding, the
+model's, is `sentisweep.embeddings.Embedder`; the Ray-specific lines are marked `# [Ray]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # runs from a checkout or a `ray job submit --working-dir .` upload
+
+from sentisweep.config import ConfigError, DataConfig  # noqa: E402
+from sentisweep.embeddings import (  # noqa: E402
+    META_KEY,
+    Embedder,
+    EmbeddingError,
+    check_checkpoint,
+    check_pooling,
+)
+from sentisweep.models import UnknownNameError, get_model_spec  # noqa: E402
+from sentisweep.results import now_iso  # noqa: E402
+from sentisweep.storage import write_parquet_atomic  # noqa: E402
+
+SPLITS = ("train", "validation", "test")
+EXIT_BAD_INPUT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="registry name, hub id or local folder (see `python -m sentisweep.train --list`)")
+    p.add_argument("--checkpoint", help="a trial's checkpoint folder (full model or peft adapter, merged); "
+                                        "default: the pretrained model")
+    p.add_argument("--pooling", choices=("mean", "cls", "last"), help="default: the model's (registry)")
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (sorted by length)")
+    p.add_argument("--quantize", choices=("4bit", "8bit"), help="load the model quantized (large decoders; "
+                                                                "8bit needs a GPU)")
+    p.add_argument("--data", default="imdb", help="data source, as in a trial config (default: imdb)")
+    p.add_argument("--train-size", type=int)
+    p.add_argument("--eval-size", type=int)
+    p.add_argument("--test-size", type=int)
+    p.add_argument("--split-seed", type=int, default=0, help="as a sweep's data.split_seed (same seed, same rows)")
+    p.add_argument("--cache-dir", default=".sentisweep_cache")
+    p.add_argument("--splits", default=",".join(SPLITS), help="which splits to embed")
+    p.add_argument("--out", help="output folder for <split>.parquet")
+    p.add_argument("--overwrite", action="store_true", help="replace existing embeddings in --out")
+    p.add_argument("--concurrency", type=int, default=2, help="embedding actors (each loads the model once)")
+    p.add_argument("--cpus-per-actor", type=float, default=0.5,
+                   help="Ray CPUs each actor reserves; below 1 leaves room for Ray Data's read tasks "
+                        "(a pool holding every CPU starves them and the pipeline hangs)")
+    p.add_argument("--gpus-per-actor", type=float, default=None, help="default: 1 when the cluster has GPUs")
+    p.add_argument("--rows-per-call", type=int, default=256,
+                   help="rows handed to an actor at once; it sorts them by length, so more means less padding")
+    p.add_argument("--local", action="store_true", help="start Ray here even when RAY_ADDRESS is set")
+    p.add_argument("--smoke-test", action="store_true", help="tiny-bert, 96 texts, seconds")
+    return p
+
+
+class Job:
+    """Validated arguments: everything checked before Ray starts or a model loads."""
+
+    def __init__(self, args: argparse.Namespace):
+        problems = []
+        if args.smoke_test:
+            args.model = args.model or "tiny-bert"
+            args.train_size, args.eval_size, args.test_size = args.train_size or 48, args.eval_size or 16, \
+                args.test_size or 32
+            args.max_length = min(args.max_length, 64)
+            if args.data == "imdb":
+                args.data = str(ROOT / "tests" / "fixtures" / "tiny_reviews")
+        if not args.model:
+            problems.append("--model: required (a registry name, hub id or local folder)")
+        if not args.out:
+            problems.append("--out: required (the folder for <split>.parquet)")
+        self.splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+        bad = [s for s in self.splits if s not in SPLITS]
+        if bad or not self.splits:
+            problems.append(f"--splits = {args.splits!r}: allowed: {', '.join(SPLITS)}")
+        for name in ("max_length", "batch_size", "concurrency", "rows_per_call"):
+            if getattr(args, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} = {getattr(args, name)}: must be at least 1")
+        if args.model:
+            try:
+                check_pooling(get_model_spec(args.model), args.pooling)
+            except (UnknownNameError, EmbeddingError, OSError) as err:
+                problems.append(f"--model/--pooling: {err}")
+        try:
+            check_checkpoint(args.checkpoint)
+        except EmbeddingError as err:
+            problems.append(f"--{err}")
+        try:
+            self.data = DataConfig(source=args.data, train_size=args.train_size, eval_size=args.eval_size,
+                                   test_size=args.test_size, split_seed=args.split_seed, cache_dir=args.cache_dir)
+        except Exception as err:  # pydantic's ValidationError names each field
+            problems.append(f"data: {err}")
+        if args.out and not args.overwrite:
+            existing = [str(Path(args.out) / f"{s}.parquet") for s in self.splits
+                        if (Path(args.out) / f"{s}.parquet").exists()]
+            if existing:
+                problems.append(f"--out: {', '.join(existing)} exist; pass --overwrite to replace them "
+                                "(nothing was changed)")
+        if problems:
+            raise ConfigError(problems, "ray_jobs/embed.py arguments")
+        self.args = args
+
+    def embedder_kwargs(self, threads: int | None) -> dict:
+        a = self.args
+        return {"model": a.model, "checkpoint": a.checkpoint, "pooling": a.pooling, "max_length": a.max_length,
+                "batch_size": a.batch_size, "quantize": a.quantize, "threads": threads,
+                "cache_dir": str(Path(a.cache_dir).resolve())}
+
+
+class EmbedActor:
+    """[Ray] map_batches runs one of these per actor: the model loads once, then embeds
+    every batch the actor is handed."""
+
+    def __init__(self, embedder_kwargs: dict, device: str):
+        from sentisweep.train import set_quiet
+
+        set_quiet(True)
+        self.embedder = Embedder(**embedder_kwargs, device=device)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        vectors = self.embedder.embed([str(t) for t in batch["text"]])
+        return {"row_id": batch["row_id"], "label": batch["label"], "split": batch["split"], "embedding": vectors}
+
+
+def embed_splits(frames: dict, job: Job, out: Path, gpus_per_actor: float, extra_meta: dict) -> dict[str, dict]:
+    """Embed every split's rows in one Ray Data pipeline (each actor loads the model once)
+    and write `<out>/<split>.parquet` atomically, each only once all its rows are in."""
+    import pandas as pd
+    import ray  # [Ray]
+
+    a = job.args
+    for split, frame in frames.items():
+        if len(frame) == 0:
+            raise EmbeddingError(f"split {split!r} of {a.data!r} has no rows: nothing to embed")
+    rows = pd.concat([frame[["row_id", "label", "text"]].assign(split=split) for split, frame in frames.items()],
+                     ignore_index=True)
+    # A fractional CPU gets OMP_NUM_THREADS=1 from Ray: give each actor its share of the
+    # machine's cores explicitly (2 cores / 2 actors = 1 thread each).
+    threads = None if gpus_per_actor else max(1, (os.cpu_count() or 1) // a.concurrency)
+    blocks = max(a.concurrency * 2, -(-len(rows) // a.rows_per_call))  # more blocks than actors: all stay busy
+    dataset = ray.data.from_pandas(rows).repartition(blocks)  # [Ray]
+    embedded = dataset.map_batches(  # [Ray]
+        EmbedActor, fn_constructor_kwargs={"embedder_kwargs": job.embedder_kwargs(threads),
+                                           "device": "cuda" if gpus_per_actor else "cpu"},
+        batch_size=a.rows_per_call, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=a.concurrency),
+        num_cpus=a.cpus_per_actor if not gpus_per_actor else 1, num_gpus=gpus_per_actor or None)
+    parts: dict[str, list] = {split: [] for split in frames}
+    done, start = 0, time.perf_counter()
+    for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):  # [Ray] streams as actors finish
+        vectors = np.ascontiguousarray(batch["embedding"], dtype=np.float32)
+        for split in parts:
+            keep = batch["split"] == split
+            if keep.any():
+                parts[split].append(pa.table({
+                    "row_id": pa.array(batch["row_id"][keep]), "label": pa.array(batch["label"][keep], pa.int64()),
+                    "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors[keep].reshape(-1)),
+                                                                   vectors.shape[1])}))
+        done += len(vectors)
+        print(f"  {done}/{len(rows)} texts embedded, {done / (time.perf_counter() - start):.1f} texts/s", flush=True)
+    seconds = time.perf_counter() - start
+    metas = {}
+    for split, tables in parts.items():
+        table = pa.concat_tables(tables)
+        metas[split] = {**extra_meta, "split": split, "data_source": a.data, "rows": len(table),
+                        "dim": table.schema.field("embedding").type.list_size, "job_seconds": seconds,
+                        # one pipeline embeds all splits: each split's share of the time, by rows
+                        "seconds": seconds * len(table) / len(rows), "created": now_iso()}
+        write_parquet_atomic(table.replace_schema_metadata({META_KEY: json.dumps(metas[split])}),
+                             out / f"{split}.parquet")
+    return metas
+
+
+def run(job: Job) -> dict[str, dict]:
+    """Embed the job's splits (Ray already connected). Returns each split's metadata."""
+    import ray  # [Ray]
+
+    from sentisweep.data import load_task_data
+
+    a = job.args
+    data = load_task_data(job.data)
+    gpus = a.gpus_per_actor if a.gpus_per_actor is not None else (
+        1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0)  # [Ray]
+    meta = {"model": a.model, "checkpoint": str(Path(a.checkpoint).resolve()) if a.checkpoint else "pretrained",
+            "pooling": a.pooling or get_model_spec(a.model).pooling, "max_length": a.max_length,
+            "label_names": [str(n) for n in data.label_names]}
+    print(f"embedding {', '.join(f'{s} {len(data.splits[s])}' for s in job.splits)} texts with {a.model} "
+          f"({meta['checkpoint']}, {meta['pooling']} pooling, max_length {a.max_length}) on "
+          f"{a.concurrency} actor(s), {'1 GPU' if gpus else f'{a.cpus_per_actor:g} CPU'} each", flush=True)
+    return embed_splits({s: data.splits[s] for s in job.splits}, job, Path(a.out), gpus, meta)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        job = Job(args)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from sweeps import common
+
+    common.connect(args.local, None)  # [Ray] RAY_ADDRESS's cluster, or a local one
+    try:
+        metas = run(job)
+    except EmbeddingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for split, meta in metas.items():
+        print(f"{split}: {meta['rows']} x {meta['dim']} in {meta['seconds']:.1f} s -> {Path(args.out) / split}.parquet")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""The embeddings + XGBoost study: per model, pretrained and fine-tuned embeddings -> XGBoost.
+
+    python ray_jobs/embed_xgb.py --config sweeps/configs/embed_xgb_quick.yaml
+    python ray_jobs/embed_xgb.py --config sweeps/configs/embed_xgb_quick.yaml --dry-run
+    ray job submit --working-dir . -- python ray_jobs/embed_xgb.py --config sweeps/configs/embed_xgb_gpu.yaml
+
+For each model in the config: embed the splits with the pretrained model, and with the best
+checkpoint (by validation accuracy) of that model in the sweep named by `finetuned_from`
+(ray_jobs/embed.py, Ray Data), then train XGBoost on each (ray_jobs/xgboost_stage.py, Ray
+Train). Rows go to `<storage>/<name>/results.parquet` beside the embeddings
+(`<storage>/<name>/embeddings/<model>-<source>/`). Finished steps are kept: running the same
+command again continues where it stopped (`--overwrite` redoes everything).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # runs from a checkout or a `ray job submit --working-dir .` upload
+
+from ray_jobs import embed, xgboost_stage  # noqa: E402
+from sentisweep.config import ConfigError  # noqa: E402
+from sentisweep.embed_xgb import EmbedXgbConfig, best_checkpoint, load_embed_xgb_config  # noqa: E402
+from sentisweep.results import read_results  # noqa: E402
+
+EXIT_BAD_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="sweeps/configs/embed_xgb_quick.yaml")
+    p.add_argument("--storage", help="overrides the config's storage (results, and where finetuned_from is found)")
+    p.add_argument("--dry-run", action="store_true", help="validate, pick the checkpoints, print the plan; run nothing")
+    p.add_argument("--overwrite", action="store_true", help="redo embeddings and rows that already exist")
+    p.add_argument("--local", action="store_true", help="start Ray here even when RAY_ADDRESS is set")
+    return p
+
+
+def plan(config: EmbedXgbConfig) -> list[dict]:
+    """One entry per (model, source): the checkpoint and the embeddings folder. Every
+    finetuned_from is resolved here, before anything runs; all problems at once."""
+    runs, problems = [], []
+    for i, entry in enumerate(config.models):
+        sources = [("pretrained", None, None)] if entry.pretrained else []
+        if entry.finetuned_from:
+            where = Path(entry.finetuned_from)
+            location = where if where.exists() else Path(config.storage) / entry.finetuned_from
+            try:
+                trial_id, checkpoint = best_checkpoint(read_results(location), entry.model, str(location))
+                sources.append(("finetuned", trial_id, str(Path(checkpoint).resolve())))
+            except (ConfigError, FileNotFoundError, ValueError) as err:
+                problems.append(f"models[{i}].finetuned_from: {err}")
+        for source, trial_id, checkpoint in sources:
+            folder = Path(config.storage, config.name, "embeddings",
+                          f"{entry.model.replace('/', '_')}-{source}").resolve()
+            runs.append({"entry": entry, "source": source, "trial_id": trial_id, "checkpoint": checkpoint,
+                         "embeddings": folder})
+    if problems:
+        raise ConfigError(problems, "finetuned_from")
+    return runs
+
+
+def embedded(folder: Path) -> bool:
+    return all((folder / f"{split}.parquet").is_file() for split in embed.SPLITS)
+
+
+def run_embedding(config: EmbedXgbConfig, run: dict, args: argparse.Namespace) -> int:
+    e, entry = config.embedding, run["entry"]
+    argv = ["--model", entry.model, "--out", str(run["embeddings"]), "--max-length", str(e.max_length),
+            "--batch-size", str(e.batch_size), "--concurrency", str(e.concurrency),
+            "--cpus-per-actor", str(e.cpus_per_actor), "--data", config.data.source,
+            "--cache-dir", config.data.cache_dir, "--overwrite"]
+    argv += ["--checkpoint", run["checkpoint"]] if run["checkpoint"] else []
+    argv += ["--pooling", entry.pooling] if entry.pooling else []
+    argv += ["--quantize", entry.quantize] if entry.quantize else []
+    argv += ["--local"] if args.local else []
+    try:
+        job = embed.Job(embed.build_parser().parse_args(argv))
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    job.data = config.data  # the config's whole data block: same rows as the sweep's trials
+    embed.run(job)
+    return 0
+
+
+def xgboost_argv(config: EmbedXgbConfig, run: dict, args: argparse.Namespace) -> list[str]:
+    argv = ["--embeddings", str(run["embeddings"]), "--storage", config.storage, "--name", config.name,
+            "--workers", str(config.workers), "--seed", str(config.seed), "--overwrite"]
+    for key, value in config.xgboost.model_dump().items():
+        argv += [f"--{key.replace('_', '-')}", "none" if value is None else str(value)]
+    return argv + (["--local"] if args.local else [])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_embed_xgb_config(args.config, {"storage": args.storage} if args.storage else None)
+        runs = plan(config)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    results_table = Path(config.storage, config.name, xgboost_stage.RESULTS_TABLE)
+    done_rows = set(read_results(results_table)["method_params"].map(_source_of)) if results_table.exists() else set()
+    print(f"{config.name}: {len(runs)} embed + XGBoost runs ({config.workers or 'single-process'} "
+          f"{'workers' if config.workers else ''}), results -> {results_table}")
+    for run in runs:
+        status = "done" if (str(run["embeddings"]), run["checkpoint"] or "pretrained") in done_rows else "to run"
+        print(f"  {run['entry'].model} {run['source']}"
+              + (f" (trial {run['trial_id']})" if run["trial_id"] else "") + f": {status}")
+    if args.dry_run:
+        return 0
+    from sweeps import common
+
+    common.connect(args.local, None)  # [Ray] once, for every stage below
+    for run in runs:
+        label = f"{run['entry'].model} {run['source']}"
+        key = (str(run["embeddings"]), run["checkpoint"] or "pretrained")
+        if key in done_rows and not args.overwrite:
+            print(f"{label}: row exists, kept")
+            continue
+        if args.overwrite or not embedded(run["embeddings"]):
+            code = run_embedding(config, run, args)
+            if code:
+                return code
+        else:
+            print(f"{label}: embeddings exist in {run['embeddings']}, reused")
+        code = xgboost_stage.main(xgboost_argv(config, run, args))
+        if code == xgboost_stage.EXIT_BAD_INPUT:
+            return code
+    print(read_results(results_table)[["trial_id", "status", "accuracy", "best_val_accuracy", "train_seconds"]]
+          .to_string(index=False))
+    return 0
+
+
+def _source_of(method_params: str) -> tuple[str, str]:
+    import json
+
+    params = json.loads(method_params or "{}")
+    return params.get("embeddings", ""), params.get("checkpoint", "")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

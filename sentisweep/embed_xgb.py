@@ -1,0 +1,86 @@
+"""The embeddings + XGBoost study as one config: for each model, pretrained embeddings ->
+XGBoost, and embeddings after fine-tuning (the best trial of a sweep) -> XGBoost.
+`ray_jobs/embed_xgb.py` runs it; this module validates it and picks the checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import Field, ValidationError
+
+from sentisweep.config import ConfigError, DataConfig, _format_pydantic, _Strict, read_yaml
+from sentisweep.embeddings import FAMILY_POOLINGS, QUANTIZATIONS
+from sentisweep.probe import METHOD, XGBoostConfig
+
+
+class ProbeModel(_Strict):
+    model: str
+    pooling: str | None = None  # default: the registry's
+    quantize: str | None = None  # 4bit / 8bit for large decoders
+    pretrained: bool = True  # embed the pretrained model
+    # A sweep name under the same storage (or a results folder / file): the model's best ok
+    # trial there, by validation accuracy, gives the fine-tuned checkpoint.
+    finetuned_from: str | None = None
+
+
+class EmbeddingSettings(_Strict):
+    max_length: int = Field(256, ge=2)
+    batch_size: int = Field(32, gt=0)
+    concurrency: int = Field(2, gt=0, description="embedding actors")
+    cpus_per_actor: float = Field(0.5, gt=0)
+
+
+class EmbedXgbConfig(_Strict):
+    name: str
+    description: str = ""
+    storage: str = "runs"
+    seed: int = 42
+    workers: int = Field(2, ge=0, description="Ray Train XGBoost workers; 0 = single process")
+    data: DataConfig = DataConfig()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    xgboost: XGBoostConfig = XGBoostConfig()
+    models: list[ProbeModel] = Field(min_length=1)
+
+
+def load_embed_xgb_config(path: str | Path, overrides: dict[str, Any] | None = None) -> EmbedXgbConfig:
+    """Validate the whole file before anything runs; every problem at once."""
+    from sentisweep.models import UnknownNameError, get_model_spec
+
+    try:
+        config = EmbedXgbConfig.model_validate(read_yaml(path, overrides))
+    except ValidationError as err:
+        raise ConfigError(_format_pydantic(err), str(path)) from None
+    problems = []
+    for i, entry in enumerate(config.models):
+        try:
+            spec = get_model_spec(entry.model)
+        except (UnknownNameError, OSError) as err:
+            problems.append(f"models[{i}].model: {err}")
+            continue
+        allowed = FAMILY_POOLINGS[spec.family]
+        if entry.pooling is not None and entry.pooling not in allowed:
+            problems.append(f"models[{i}].pooling = {entry.pooling!r}: not for {entry.model} (a {spec.family}); "
+                            f"allowed: {', '.join(allowed)}")
+        if entry.quantize is not None and entry.quantize not in QUANTIZATIONS:
+            problems.append(f"models[{i}].quantize = {entry.quantize!r}: allowed: {', '.join(QUANTIZATIONS)} or null")
+        if not entry.pretrained and not entry.finetuned_from:
+            problems.append(f"models[{i}]: pretrained is false and finetuned_from is empty: nothing to embed")
+    if problems:
+        raise ConfigError(problems, str(path))
+    return config
+
+
+def best_checkpoint(results: pd.DataFrame, model: str, where: str) -> tuple[str, str]:
+    """(trial_id, checkpoint folder) of `model`'s best ok trial with a checkpoint, chosen by
+    validation accuracy: choosing by test accuracy would leak the test set into the choice."""
+    candidates = results[(results["status"] == "ok") & (results["model"] == model)
+                         & (results["method"] != METHOD) & results["checkpoint_path"].notna()]
+    candidates = candidates[[Path(p).is_dir() for p in candidates["checkpoint_path"]]]
+    if candidates.empty:
+        raise ConfigError([f"finetuned_from = {where!r}: no ok trial of {model} with a checkpoint folder "
+                           f"(trials of it there: {int((results['model'] == model).sum())})"])
+    score = candidates["best_val_accuracy"].fillna(-1.0)
+    best = candidates.loc[score.idxmax()]
+    return str(best["trial_id"]), str(best["checkpoint_path"])
