@@ -1,7 +1,7 @@
 """Sentence embeddings of every split with Ray Data, into Parquet.
 
-    python ray_jobs/embed.py --model minilm-l6 --data ../shared/data/imdb --out runs/emb/minilm
-    python ray_jobs/embed.py --model minilm-l6 --checkpoint runs/quick/trials/<trial>/checkpoint --out ...
+    python ray_jobs/embed.py --model minilm-l6 --data ../shared/data/imdb --out results/emb/minilm
+    python ray_jobs/embed.py --model minilm-l6 --checkpoint results/quick/trials/<trial>/checkpoint --out ...
     ray job submit --working-dir . -- python ray_jobs/embed.py --model minilm-l6 --out /shared/emb/minilm
     python ray_jobs/embed.py --smoke-test --out /tmp/emb        # tiny model, 96 texts (the tests run it)
 

@@ -1,6 +1,6 @@
 """XGBoost on frozen embeddings, distributed with Ray Train; one TrialResult row per run.
 
-    python ray_jobs/xgboost_stage.py --embeddings runs/emb/minilm --storage runs --name embed-xgb
+    python ray_jobs/xgboost_stage.py --embeddings results/emb/minilm --storage results --name embed-xgb
     python ray_jobs/xgboost_stage.py --embeddings ... --workers 0      # single process, no Ray
     ray job submit --working-dir . -- python ray_jobs/xgboost_stage.py --embeddings /shared/emb/minilm ...
     python ray_jobs/xgboost_stage.py --smoke-test --storage /tmp/xgb   # embeds 96 tiny texts first
@@ -39,7 +39,7 @@ RESULTS_TABLE = "results.parquet"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--embeddings", help="folder with train/validation/test.parquet from ray_jobs/embed.py")
-    p.add_argument("--storage", default="runs", help="results store (a local folder)")
+    p.add_argument("--storage", default="results", help="results store, a local folder (default ./results)")
     p.add_argument("--name", default="embed-xgb", help="results go to <storage>/<name>/")
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers; 0 = single process, no Ray")
     p.add_argument("--cpus-per-worker", type=float, default=1.0)

@@ -35,7 +35,7 @@ class EmbeddingSettings(_Strict):
 class EmbedXgbConfig(_Strict):
     name: str
     description: str = ""
-    storage: str = "runs"
+    storage: str = "results"
     seed: int = 42
     workers: int = Field(2, ge=0, description="Ray Train XGBoost workers; 0 = single process")
     data: DataConfig = DataConfig()
