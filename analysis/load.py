@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from sentisweep.results import SCHEMA, STATUSES
+from sentisweep.results import result_files as stored_result_files
 
 
 class ResultsError(ValueError):
@@ -24,7 +25,7 @@ def result_files(location: str | Path) -> list[Path]:
     table = path / "results.parquet"
     if table.is_file():
         return [table]
-    files = sorted(path.rglob("results.parquet")) or sorted(path.rglob("result.parquet"))
+    files = stored_result_files(path)
     if not files:
         raise ResultsError(f"{path}: no results.parquet or result.parquet inside; point at a sweep's "
                            "storage folder (<storage>/<name>) or its results.parquet")

@@ -120,12 +120,23 @@ def write_results(results: list[TrialResult], path: str | Path) -> Path:
     return path
 
 
+def result_files(path: str | Path) -> list[Path]:
+    """A results file, or every table in a folder: each sweep's results.parquet, plus the
+    trial result.parquet files no table covers (a folder holds both a sweep's table and each
+    trial's own row; reading both would count every trial twice)."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    tables = sorted(path.rglob("results.parquet"))
+    covered = {table.parent for table in tables}
+    trials = [f for f in sorted(path.rglob("result.parquet"))
+              if not any(parent in covered for parent in f.parents)]
+    return tables + trials
+
+
 def read_results(path: str | Path) -> pd.DataFrame:
     """Load a results file (or a folder of them) as a DataFrame, checking the schema."""
-    path = Path(path)
-    # A sweep folder holds both its table and each trial's own row: read the tables when
-    # there are any, so no trial is counted twice.
-    files = (sorted(path.rglob("results.parquet")) or sorted(path.rglob("result.parquet"))) if path.is_dir() else [path]
+    files = result_files(path)
     if not files:
         raise FileNotFoundError(f"{path}: no result.parquet or results.parquet inside")
     frames = []
@@ -137,8 +148,6 @@ def read_results(path: str | Path) -> pd.DataFrame:
         frames.append(table.to_pandas())
     return pd.concat(frames, ignore_index=True)
 
-
-# -- provenance ------------------------------------------------------------------------
 
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}

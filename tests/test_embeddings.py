@@ -1,0 +1,165 @@
+"""Embeddings and the XGBoost probe without Ray: pooling, checkpoints, bad input, the row."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+from conftest import tiny_trial
+
+from sentisweep.config import ConfigError, parse_trial_config
+from sentisweep.embed_xgb import best_checkpoint, load_embed_xgb_config
+from sentisweep.embeddings import META_KEY, TRIAL_INFO_FILE, Embedder, EmbeddingError, pool, read_embeddings
+from sentisweep.probe import XGBoostConfig, fit_single_process, load_splits, run_probe
+from sentisweep.storage import write_parquet_atomic
+from sentisweep.train import run_trial
+
+pytestmark = pytest.mark.unit
+TEXTS = ["great", "a long and truly dreadful film that wasted two hours of everyone's evening", "fine movie"]
+
+
+def test_pooling_by_hand():
+    hidden = torch.arange(2 * 3 * 2, dtype=torch.float32).reshape(2, 3, 2)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    # row 0: mean of positions 0 and 1 only: ([0,1] + [2,3]) / 2 = [1, 2]; row 1: [8, 9]
+    assert pool(hidden, mask, "mean").tolist() == [[1.0, 2.0], [8.0, 9.0]]
+    assert pool(hidden, mask, "cls").tolist() == [[0.0, 1.0], [6.0, 7.0]]
+    assert pool(hidden, mask, "last").tolist() == [[2.0, 3.0], [10.0, 11.0]]  # last real token
+
+
+@pytest.mark.parametrize("model,pooling", [("tiny-bert", "mean"), ("tiny-bert", "cls"), ("tiny-qwen3", "last"),
+                                           ("tiny-distilbert", "mean")])
+def test_embedding_unchanged_by_extra_padding(model, pooling, cache_dir):
+    embedder = Embedder(model, pooling=pooling, max_length=64, cache_dir=str(cache_dir))
+    together = embedder.embed(TEXTS)  # "great" is padded to the long text's length here
+    alone = np.stack([embedder.embed([t])[0] for t in TEXTS])
+    assert together.shape == (3, embedder.dim) and together.dtype == np.float32
+    assert np.abs(together - alone).max() < 1e-4
+    assert embedder.stats.positions > embedder.stats.real_tokens  # the batch did carry padding
+
+
+def test_masked_mean_is_the_mean_of_real_token_states(cache_dir):
+    embedder = Embedder("tiny-bert", pooling="mean", max_length=64, cache_dir=str(cache_dir))
+    ids = embedder.tokenizer(TEXTS[1], return_tensors="pt")
+    with torch.inference_mode():
+        states = embedder.model(**ids).last_hidden_state[0]
+    assert np.allclose(embedder.embed([TEXTS[1]])[0], states.mean(dim=0).numpy(), atol=1e-5)
+
+
+def test_bad_pooling_and_checkpoint_name_field_value_and_allowed(cache_dir, tmp_path):
+    with pytest.raises(EmbeddingError, match=r"pooling = 'cls': not for tiny-qwen3 \(a decoder\); allowed: mean, last"):
+        Embedder("tiny-qwen3", pooling="cls", cache_dir=str(cache_dir))
+    with pytest.raises(EmbeddingError, match="checkpoint = .*no such folder"):
+        Embedder("tiny-bert", checkpoint=tmp_path / "missing", cache_dir=str(cache_dir))
+    with pytest.raises(EmbeddingError, match="neither a peft adapter"):
+        Embedder("tiny-bert", checkpoint=tmp_path, cache_dir=str(cache_dir))
+    with pytest.raises(EmbeddingError, match="quantize = '8bit': needs a CUDA GPU"):
+        Embedder("tiny-bert", quantize="8bit", cache_dir=str(cache_dir))
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_finetuned_checkpoint_really_loads(method, data_dir, cache_dir, tmp_path):
+    config = parse_trial_config(tiny_trial("tiny-bert", method, data_dir, cache_dir, tmp_path / "trial",
+                                           learning_rate=5e-2, max_steps=6))
+    result = run_trial(config)
+    assert result.status == "ok", result.error
+    info = json.loads((tmp_path / "trial" / "checkpoint" / TRIAL_INFO_FILE).read_text())
+    assert info["model"] == "tiny-bert" and info["method"] == method and len(info["label_names"]) == 2
+    pretrained = Embedder("tiny-bert", max_length=64, cache_dir=str(cache_dir)).embed(TEXTS)
+    tuned = Embedder("tiny-bert", checkpoint=result.checkpoint_path, max_length=64, cache_dir=str(cache_dir))
+    assert np.abs(tuned.embed(TEXTS) - pretrained).max() > 1e-3  # the adapter / weights were applied
+
+
+def write_split(folder, split, matrix, labels, **meta):
+    table = pa.table({"row_id": pa.array(np.arange(len(labels))), "label": pa.array(labels, pa.int64()),
+                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(matrix.astype(np.float32).reshape(-1)),
+                                                                     matrix.shape[1])})
+    meta = {"model": "tiny-bert", "checkpoint": "pretrained", "pooling": "cls", "max_length": 64,
+            "label_names": ["neg", "pos"], "seconds": 1.0, **meta}
+    write_parquet_atomic(table.replace_schema_metadata({META_KEY: json.dumps(meta)}), folder / f"{split}.parquet")
+
+
+def separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    shift = np.array([3.0, -2.0, 0, 0, 0, 0, 1.0, 0])  # margin |shift| / 2 = 1.8 sd: Bayes accuracy ~96%
+    return rng.normal(size=(n, 8)) + labels[:, None] * shift, labels
+
+
+@pytest.fixture
+def embeddings_dir(tmp_path):
+    for split, (n, seed) in {"train": (400, 1), "validation": (100, 2), "test": (200, 3)}.items():
+        write_split(tmp_path / "emb", split, *separable(n, seed))
+    return tmp_path / "emb"
+
+
+def test_probe_row_is_a_trial_row(embeddings_dir, tmp_path):
+    fit = lambda params, train, validation: fit_single_process(params, 50, 10, train, validation)  # noqa: E731
+    result = run_probe(embeddings_dir, XGBoostConfig(rounds=50), tmp_path / "row", "probe", 42, fit, 0, 2)
+    assert result.status == "ok", result.error
+    assert result.method == "embed+xgboost" and result.trial_id == "tiny-bert__embed+xgboost-pretrained__s42"
+    assert result.accuracy > 0.85 and result.test_rows == 200 and result.trainable_params > 0
+    predictions = pd.read_parquet(result.predictions_path)
+    assert list(predictions["row_id"]) == list(range(200))
+    assert (tmp_path / "row" / "result.parquet").is_file()
+    _, labels, matrix, meta = read_embeddings(embeddings_dir / "test.parquet")
+    assert matrix.shape == (200, 8) and meta["pooling"] == "cls"
+
+
+def test_probe_failure_is_a_row(embeddings_dir, tmp_path):
+    def broken(params, train, validation):
+        raise MemoryError("out of memory in the booster")
+
+    result = run_probe(embeddings_dir, XGBoostConfig(), tmp_path / "row", "probe", 42, broken, 0, 2)
+    assert result.status == "failed" and "out of memory" in result.error
+    assert (tmp_path / "row" / "result.parquet").is_file()
+
+
+def test_probe_bad_inputs(tmp_path, embeddings_dir):
+    with pytest.raises(EmbeddingError, match="no train.parquet, validation.parquet, test.parquet"):
+        load_splits(tmp_path / "nothing")
+    write_split(embeddings_dir, "test", np.zeros((0, 8)), np.zeros(0, dtype=int))
+    with pytest.raises(EmbeddingError, match="test.parquet: no rows"):
+        load_splits(embeddings_dir)
+    write_split(embeddings_dir, "test", *separable(10, 4), model="tiny-qwen3")
+    with pytest.raises(EmbeddingError, match="different models"):
+        load_splits(embeddings_dir)
+    with pytest.raises(ValueError, match="max_depth"):
+        XGBoostConfig(max_depth=0)
+
+
+def test_embed_xgb_config_reports_every_problem(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nmodels:\n  - {model: tiny-qwen3, pooling: cls}\n  - {model: nope}\n"
+                    "  - {model: tiny-bert, pretrained: false}\n")
+    with pytest.raises(ConfigError) as err:
+        load_embed_xgb_config(path)
+    text = str(err.value)
+    assert "models[0].pooling = 'cls'" in text and "models[1].model" in text and "models[2]: pretrained is false" in text
+
+
+def test_best_checkpoint_is_chosen_on_validation_not_test(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    results = pd.DataFrame({
+        "trial_id": ["a", "b", "c"], "model": "m", "method": ["lora", "full", "full"], "status": ["ok", "ok", "failed"],
+        "accuracy": [0.95, 0.80, None], "best_val_accuracy": [0.70, 0.85, 0.99],
+        "checkpoint_path": [str(tmp_path / "a"), str(tmp_path / "b"), None]})
+    assert best_checkpoint(results, "m", "sweep") == ("b", str(tmp_path / "b"))
+    with pytest.raises(ConfigError, match="no ok trial of other"):
+        best_checkpoint(results, "other", "sweep")
+
+
+def test_a_store_with_a_sweep_table_and_loose_trial_rows_reads_each_row_once(tmp_path):
+    from sentisweep.results import TrialResult, read_results, write_results
+
+    rows = [TrialResult(sweep="s", trial_id=f"t{i}", model="m", method="full", seed=i) for i in range(3)]
+    write_results(rows[:2], tmp_path / "sweep" / "results.parquet")  # the sweep's table ...
+    for row in rows[:2]:  # ... and each of its trials' own rows
+        write_results([row], tmp_path / "sweep" / "trials" / row.trial_id / "result.parquet")
+    write_results([rows[2]], tmp_path / "probe" / "trials" / "t2" / "result.parquet")  # no table covers it
+    assert sorted(read_results(tmp_path)["trial_id"]) == ["t0", "t1", "t2"]

@@ -1,0 +1,160 @@
+"""Using the winner: predict, export (loaded by transformers.pipeline), and the web demo
+driven by a real headless browser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tiny_trial
+
+from sentisweep.config import parse_trial_config
+from sentisweep.export import export
+from sentisweep.predict import PredictError, load_selected, main, read_texts, select_trial
+from sentisweep.results import SCHEMA, write_results
+from sentisweep.train import run_trial
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = ["good great wonderful", "bad awful terrible boring", "a film"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, data_dir, cache_dir):
+    """A results folder with two trained tiny trials (an adapter and a full model) and a zero-shot."""
+    root = tmp_path_factory.mktemp("store")
+    results = []
+    for trial_id, model, method in (("a__lora__s7", "tiny-bert", "lora"), ("b__full__s7", "tiny-roberta", "full"),
+                                    ("c__zero-shot__s7", "tiny-qwen3", "zero-shot")):
+        raw = tiny_trial(model, method, data_dir, cache_dir, root / "trials" / trial_id, learning_rate=5e-3)
+        raw["data"]["label_names"] = ["negative", "positive"]
+        result = run_trial(parse_trial_config({**raw, "trial_id": trial_id, "sweep": "s"}))
+        assert result.status == "ok", result.error
+        results.append(result)
+    write_results(results, root / "results.parquet")
+    return root
+
+
+def test_select_best_and_by_id(store):
+    table = pd.read_parquet(store / "results.parquet")
+    best = select_trial(table)
+    assert best["method"] != "zero-shot"  # no checkpoint to load
+    assert best["accuracy"] == table[table["method"] != "zero-shot"]["accuracy"].max()
+    assert select_trial(table, "b__full__s7")["model"] == "tiny-roberta"
+    with pytest.raises(PredictError, match="--select = 'nope': no such trial; use best or one of: a__lora__s7"):
+        select_trial(table, "nope")
+    with pytest.raises(PredictError, match="--metric = 'speed'"):
+        select_trial(table, metric="speed")
+
+
+@pytest.mark.parametrize("trial_id", ["a__lora__s7", "b__full__s7"])
+def test_export_loads_in_pipeline_with_the_same_probabilities(store, tmp_path, trial_id):
+    from transformers import pipeline
+
+    row, classifier = load_selected(store, trial_id)
+    ours = classifier.predict(TEXTS)
+    folder = export(str(store), tmp_path / "model", select=trial_id)
+    assert list(folder.glob("*.safetensors")) and (folder / "tokenizer.json").is_file()
+    scores = pipeline("text-classification", model=str(folder), top_k=None, device="cpu")(TEXTS)
+    for i, answer in enumerate(scores):
+        by_label = {s["label"]: s["score"] for s in answer}
+        assert set(by_label) == {"negative", "positive"}
+        assert by_label["positive"] == pytest.approx(ours.loc[i, "probability_positive"], abs=1e-5)
+    with pytest.raises(PredictError, match="exists and is not empty; pass --overwrite"):
+        export(str(store), folder, select=trial_id)
+
+
+def test_predict_cli_texts_and_batch_file(store, tmp_path, capsys):
+    assert main(["--results", str(store), "--select", "a__lora__s7", *TEXTS]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and all(line.split()[0] in ("NEGATIVE", "POSITIVE") for line in lines)
+    pd.DataFrame({"review": TEXTS * 30}).to_csv(tmp_path / "in.csv", index=False)
+    assert main(["--results", str(store), "--input", str(tmp_path / "in.csv"), "--text-column", "review",
+                 "--output", str(tmp_path / "out.parquet")]) == 0
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert len(out) == 90 and list(out["text"]) == TEXTS * 30  # input order, though batches are length-sorted
+    assert np.allclose(out["probability_negative"] + out["probability_positive"], 1.0)
+
+
+def test_bad_inputs_are_clear(store, tmp_path, capsys):
+    assert main(["--results", str(store), "ok", "  "]) == 2
+    assert "text 2 of 2 is empty" in capsys.readouterr().err
+    assert main(["--results", str(tmp_path / "none"), "ok"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    with pytest.raises(PredictError, match="no column 'text'; columns: \\['review'\\]"):
+        pd.DataFrame({"review": ["x"]}).to_csv(tmp_path / "r.csv", index=False)
+        read_texts(tmp_path / "r.csv")
+    failed = pd.read_parquet(store / "results.parquet").assign(status="failed")
+    failed[SCHEMA.names].to_parquet(tmp_path / "failed.parquet")
+    assert main(["--results", str(tmp_path / "failed.parquet"), "ok"]) == 2
+    assert "no trial in these results finished ok" in capsys.readouterr().err
+    gone = pd.read_parquet(store / "results.parquet").assign(checkpoint_path=str(tmp_path / "deleted"))
+    gone.to_parquet(tmp_path / "gone.parquet")
+    assert main(["--results", str(tmp_path / "gone.parquet"), "--select", "a__lora__s7", "ok"]) == 2
+    assert "is missing or is not a model folder" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_demo_in_a_headless_browser(store, tmp_path):
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        if os.environ.get("SENTISWEEP_REQUIRE_BROWSER"):  # .ci/run installs them and sets this
+            pytest.fail("chromium / chromedriver not installed")
+        pytest.skip("needs Debian's chromium and chromium-driver (apt install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = _free_port()
+    demo = subprocess.Popen([sys.executable, "-m", "sentisweep.demo", "--results", str(store), "--top-k", "2",
+                             "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1000"):
+        options.add_argument(flag)
+    browser = None
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except OSError:
+                if demo.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"demo did not start: {demo.stdout.read()[-3000:]}") from None
+                time.sleep(0.5)
+        browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait = WebDriverWait(browser, 60)
+        box = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#review textarea"))
+        box.send_keys("good great wonderful, a film I loved")
+        browser.find_element(By.CSS_SELECTOR, "#classify").click()
+        answer = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#answered-by").text.strip() or None)
+        browser.save_screenshot(str(tmp_path / "demo.png"))
+        assert "answered by trial" in answer and ("POSITIVE" in answer or "NEGATIVE" in answer), answer
+        label = browser.find_element(By.CSS_SELECTOR, "#label").text
+        assert "POSITIVE" in label and "NEGATIVE" in label  # both classes with their confidences
+        assert (tmp_path / "demo.png").stat().st_size > 10_000
+        shutil.copy(tmp_path / "demo.png", Path(os.environ.get("SENTISWEEP_SCREENSHOT_DIR", tmp_path)) / "demo.png")
+    finally:
+        if browser is not None:
+            browser.quit()
+        demo.terminate()
+        demo.wait(timeout=30)
