@@ -39,9 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def plan(config: EmbedXgbConfig) -> list[dict]:
+def plan(config: EmbedXgbConfig, strict: bool = True) -> list[dict]:
     """One entry per (model, source): the checkpoint and the embeddings folder. Every
-    finetuned_from is resolved here, before anything runs; all problems at once."""
+    finetuned_from is resolved here, before anything runs; all problems at once. Not strict
+    (--dry-run): a sweep that is not there yet is shown as waited for, not an error."""
     runs, problems = [], []
     for i, entry in enumerate(config.models):
         sources = [("pretrained", None, None)] if entry.pretrained else []
@@ -49,18 +50,27 @@ def plan(config: EmbedXgbConfig) -> list[dict]:
             where = Path(entry.finetuned_from)
             location = where if where.exists() else Path(config.storage) / entry.finetuned_from
             try:
+                if not location.exists():
+                    raise ConfigError([f"no results at {location} yet; run that sweep first, into the same "
+                                       f"storage ({config.storage})"])
                 trial_id, checkpoint = best_checkpoint(read_results(location), entry.model, str(location))
                 sources.append(("finetuned", trial_id, str(Path(checkpoint).resolve())))
-            except (ConfigError, FileNotFoundError, ValueError) as err:
-                problems.append(f"models[{i}].finetuned_from: {err}")
+            except ConfigError as err:
+                problems += [f"models[{i}].finetuned_from = {entry.finetuned_from!r}: {p}" for p in err.problems]
+                sources.append(("finetuned", None, None))
+            except (FileNotFoundError, ValueError) as err:
+                problems.append(f"models[{i}].finetuned_from = {entry.finetuned_from!r}: {err}")
+                sources.append(("finetuned", None, None))
         for source, trial_id, checkpoint in sources:
             folder = Path(config.storage, config.name, "embeddings",
                           f"{entry.model.replace('/', '_')}-{source}").resolve()
             runs.append({"entry": entry, "source": source, "trial_id": trial_id, "checkpoint": checkpoint,
                          "embeddings": folder})
-    if problems:
+    if problems and strict:
         raise ConfigError(problems, "finetuned_from")
-    return runs
+    for problem in problems:
+        print(f"  not ready: {problem}")
+    return [run for run in runs if run["source"] == "pretrained" or run["checkpoint"]] if strict else runs
 
 
 def embedded(folder: Path) -> bool:
@@ -99,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_embed_xgb_config(args.config, {"storage": args.storage} if args.storage else None)
-        runs = plan(config)
+        runs = plan(config, strict=not args.dry_run)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -109,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{'workers' if config.workers else ''}), results -> {results_table}")
     for run in runs:
         status = "done" if (str(run["embeddings"]), run["checkpoint"] or "pretrained") in done_rows else "to run"
+        if run["source"] == "finetuned" and not run["checkpoint"]:
+            status = "waits for its sweep (see above)"
         print(f"  {run['entry'].model} {run['source']}"
               + (f" (trial {run['trial_id']})" if run["trial_id"] else "") + f": {status}")
     if args.dry_run:

@@ -9,6 +9,7 @@ the value given and what is allowed.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -60,7 +61,9 @@ class DataConfig(_Strict):
     test_size: int | None = Field(None, gt=0)
     clean_html: bool = True  # "<br />" -> newline
     split_seed: int = 0  # the data split does not move with the trial seed
-    cache_dir: str = ".sentisweep_cache"
+    # Tokenization and tiny-model cache; on a cluster, a path every node shares (the k8s
+    # manifests set SENTISWEEP_CACHE_DIR to the shared volume).
+    cache_dir: str = Field(default_factory=lambda: os.environ.get("SENTISWEEP_CACHE_DIR", ".sentisweep_cache"))
 
 
 class TrainingConfig(_Strict):

@@ -79,7 +79,7 @@ def best_checkpoint(results: pd.DataFrame, model: str, where: str) -> tuple[str,
                          & (results["method"] != METHOD) & results["checkpoint_path"].notna()]
     candidates = candidates[[Path(p).is_dir() for p in candidates["checkpoint_path"]]]
     if candidates.empty:
-        raise ConfigError([f"finetuned_from = {where!r}: no ok trial of {model} with a checkpoint folder "
+        raise ConfigError([f"no ok trial of {model} with a checkpoint folder in {where} "
                            f"(trials of it there: {int((results['model'] == model).sum())})"])
     score = candidates["best_val_accuracy"].fillna(-1.0)
     best = candidates.loc[score.idxmax()]

@@ -156,10 +156,19 @@ def logger_callbacks(mlflow_uri: str | None, experiment: str) -> list:
 EXIT_BAD_CONFIG, EXIT_INTERRUPTED = 2, 3
 
 
+def effective_resume(store, name: str, resume: bool) -> bool:
+    """--resume where nothing was saved yet starts the sweep: a RayJob retried after a failure
+    before Tune saved anything runs the same command, and must not fail for it."""
+    if resume and not store.exists(name, "tune"):
+        print(f"nothing to resume at {store.uri(name)} yet: starting the sweep", file=sys.stderr, flush=True)
+        return False
+    return resume
+
+
 def check_storage(store, name: str, resume: bool) -> str | None:
     """Refuse to overwrite a finished sweep or silently restart an interrupted one."""
     if resume:
-        return None if store.exists(name, "tune") else f"{store.uri(name)}: nothing to resume (no tune/ folder)"
+        return None
     if store.exists(name, "results.parquet"):
         return f"{store.uri(name, 'results.parquet')} exists: this sweep finished; choose another --name or --storage"
     if store.exists(name, "tune"):

@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
           f"at most {search.resources.max_concurrent or 'as many as fit'} at once", flush=True)
     if args.dry_run:
         return 0
+    args.resume = common.effective_resume(store, search.name, args.resume)
     return common.run_guarded(store, search.name, args.resume, lambda: run(args, search, store))
 
 

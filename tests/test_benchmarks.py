@@ -28,3 +28,22 @@ def test_sweep_overhead_smoke():
                          capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "overhead:" in out.stdout and "s of scheduling per trial" in out.stdout
+
+
+@pytest.mark.integration
+def test_embed_throughput_smoke(data_dir, cache_dir):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "embed_throughput.py"), "--smoke-test",
+                          "--data", str(data_dir), "--cache-dir", str(cache_dir)],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "| (b) Embedder" in out.stdout and "| (c) ray_jobs/embed.py" in out.stdout
+    difference = float(out.stdout.split("max |(b) - (a) with masked pooling|: ")[1].split()[0])
+    assert difference < 1e-4  # the same embeddings, batched differently
+
+
+@pytest.mark.integration
+def test_xgboost_workers_smoke():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "xgboost_workers.py"), "--smoke-test"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "| Ray Train, report at the end (ours), 2 workers |" in out.stdout

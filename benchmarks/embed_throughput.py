@@ -1,0 +1,142 @@
+"""Embedding throughput: the published notebook loop against sentisweep's embedder and the
+Ray Data job, on the same reviews and model, in one run.
+
+(a) the notebook loop: batches of 8 in dataset order, padded to the longest (up to 512),
+    mean over *all* positions, `no_grad`;
+(b) `sentisweep.embeddings.Embedder` in this process: length-sorted batches of 32, masked mean;
+(c) `ray_jobs/embed.py`'s pipeline: Ray Data, 2 actors of 0.5 CPU and 1 thread each.
+
+Prints texts/s of each and the ratios, the max |(b) - (a) with masked pooling| (same maths,
+other batching), the min cosine between (a)'s padded mean and the masked one, and (b)'s model
+FLOPs utilisation against this machine's fp32 matmul peak measured at the start.
+
+    python benchmarks/embed_throughput.py                 # minilm-l6, 2,000 IMDb test reviews, max_length 512
+    python benchmarks/embed_throughput.py --smoke-test    # tiny-bert, 64 texts (the tests run it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from benchmarks.train_throughput import matmul_peak_gflops  # noqa: E402
+from sentisweep.config import DataConfig  # noqa: E402
+from sentisweep.data import load_task_data  # noqa: E402
+from sentisweep.embeddings import Embedder  # noqa: E402
+from sentisweep.train import set_quiet  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "imdb"
+
+
+def notebook_loop(embedder: Embedder, texts: list[str], max_length: int, batch_size: int = 8):
+    """(padded-mean embeddings, masked-mean embeddings, seconds): the study's loop, with the
+    masked mean computed from the same hidden states for the comparison (not timed apart)."""
+    import torch
+
+    tokenizer, model = embedder.tokenizer, embedder.model
+    padded, masked = [], []
+    start = time.perf_counter()
+    with torch.no_grad():
+        for begin in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[begin:begin + batch_size], padding=True, truncation=True,
+                              max_length=max_length, return_tensors="pt")
+            hidden = model(**batch).last_hidden_state
+            padded.append(hidden.mean(dim=1).numpy())
+            weights = batch["attention_mask"].unsqueeze(-1).float()
+            masked.append(((hidden * weights).sum(dim=1) / weights.sum(dim=1)).numpy())
+    return np.concatenate(padded), np.concatenate(masked), time.perf_counter() - start
+
+
+def useful_gflop(embedder: Embedder) -> float:
+    """Forward FLOPs on real tokens: 2 x non-embedding parameters per token, plus attention
+    (QK^T and AV: 2 x 2 x L^2 x d per layer per text)."""
+    import torch
+
+    model = embedder.model
+    embedding_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    body = sum(p.numel() for p in model.parameters()) - embedding_params
+    config = model.config
+    layers = getattr(config, "num_hidden_layers", None) or config.n_layers
+    stats = embedder.stats
+    return (2 * body * stats.real_tokens + 4 * layers * embedder.dim * stats.squared_lengths) / 1e9
+
+
+def ray_pipeline(args, frame) -> float:
+    """Seconds for ray_jobs/embed.py's pipeline on these rows (Ray already started, so the
+    time is the pipeline's: actor start-up and model load included, `ray.init` not)."""
+    import tempfile
+
+    from ray_jobs import embed
+    from sweeps import common
+
+    common.connect(True, 0)
+    with tempfile.TemporaryDirectory() as out:
+        job = embed.Job(embed.build_parser().parse_args([
+            "--model", args.model, "--pooling", "mean", "--max-length", str(args.max_length), "--batch-size", "32",
+            "--out", out, "--cache-dir", args.cache_dir, "--splits", "test", "--concurrency", "2",
+            "--data", str(args.data)]))
+        start = time.perf_counter()
+        embed.embed_splits({"test": frame}, job, Path(out), 0.0, {"model": args.model})
+        return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--model", default="minilm-l6")
+    p.add_argument("--texts", type=int, default=2000)
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--cache-dir", default=str(ROOT / ".sentisweep_cache"))
+    p.add_argument("--no-ray", action="store_true", help="skip (c)")
+    p.add_argument("--smoke-test", action="store_true")
+    args = p.parse_args(argv)
+    if args.smoke_test:
+        args.model, args.texts, args.max_length = "tiny-bert", 64, 64
+    set_quiet(True)
+    import torch
+
+    torch.set_num_threads(2)
+    peak = matmul_peak_gflops(512 if args.smoke_test else 2048)
+    print(f"fp32 matmul peak on {torch.get_num_threads()} threads: {peak:.0f} GFLOP/s", flush=True)
+    frame = load_task_data(DataConfig(source=str(args.data), test_size=args.texts, eval_size=16)).splits["test"]
+    texts = frame["text"].tolist()
+
+    embedder = Embedder(args.model, pooling="mean", max_length=args.max_length, batch_size=32,
+                        cache_dir=args.cache_dir)
+    print(f"(a) notebook loop on {len(texts)} texts ...", flush=True)
+    padded_mean, masked_mean, seconds_a = notebook_loop(embedder, texts, args.max_length)
+    print("(b) sentisweep Embedder ...", flush=True)
+    embedder.embed(texts[:8])  # warm-up, as (a) had its first batch
+    embedder.stats = type(embedder.stats)()
+    start = time.perf_counter()
+    ours = embedder.embed(texts)
+    seconds_b = time.perf_counter() - start
+    mfu = useful_gflop(embedder) / seconds_b / peak
+    rows = [("(a) notebook loop: batches of 8, dataset order, mean over padding", seconds_a),
+            ("(b) Embedder: length-sorted batches of 32, masked mean", seconds_b)]
+    if not args.no_ray:
+        print("(c) Ray Data job (2 actors x 0.5 CPU) ...", flush=True)
+        rows.append(("(c) ray_jobs/embed.py: Ray Data, 2 actors", ray_pipeline(args, frame)))
+
+    print("\n| run | seconds | texts/s | vs (a) |\n| --- | ---: | ---: | ---: |")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.1f} | {len(texts) / seconds:.1f} | {seconds_a / seconds:.2f}x |")
+    cosine = (padded_mean * masked_mean).sum(1) / (np.linalg.norm(padded_mean, axis=1) * np.linalg.norm(masked_mean, axis=1))
+    print(f"\nmax |(b) - (a) with masked pooling|: {np.abs(ours - masked_mean).max():.2e}")
+    print(f"min cosine, (a)'s mean over padding vs the masked mean: {cosine.min():.3f}")
+    print(f"(b): {embedder.stats.real_tokens} real tokens, padding {1 - embedder.stats.real_tokens / embedder.stats.positions:.1%} "
+          f"of positions; MFU {mfu:.0%} of the {peak:.0f} GFLOP/s peak on useful FLOPs")
+    if len(rows) == 3:
+        print(f"(c) / (b): {seconds_b / rows[2][1]:.2f} of (b)'s throughput")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
