@@ -14,6 +14,26 @@ from collections.abc import Iterator, Sequence
 import torch
 
 
+def pad_right(sequences: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), padded on the right to the longest sequence."""
+    longest = max(len(ids) for ids in sequences)
+    input_ids = torch.full((len(sequences), longest), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for i, ids in enumerate(sequences):
+        input_ids[i, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+        attention_mask[i, : len(ids)] = 1
+    return input_ids, attention_mask
+
+
+def length_sorted_batches(sequences: Sequence[Sequence[int]], batch_size: int, pad_token_id: int):
+    """For inference: (row indices, input_ids, attention_mask) per batch, longest texts first
+    (memory peaks at once, not at the end); each batch padded only to its own longest row."""
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    for begin in range(0, len(order), batch_size):
+        rows = order[begin:begin + batch_size]
+        yield rows, *pad_right([sequences[i] for i in rows], pad_token_id)
+
+
 class PaddingCollator:
     """Pads each batch to its own longest row (not to max_length)."""
 
@@ -21,13 +41,7 @@ class PaddingCollator:
         self.pad_token_id = pad_token_id
 
     def __call__(self, features: list[dict]) -> dict:
-        longest = max(len(f["input_ids"]) for f in features)
-        input_ids = torch.full((len(features), longest), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(features), longest), dtype=torch.long)
-        for i, f in enumerate(features):
-            ids = torch.as_tensor(f["input_ids"], dtype=torch.long)
-            input_ids[i, : len(ids)] = ids
-            attention_mask[i, : len(ids)] = 1
+        input_ids, attention_mask = pad_right([f["input_ids"] for f in features], self.pad_token_id)
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "labels" in features[0]:
             batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)

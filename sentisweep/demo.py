@@ -18,6 +18,7 @@ import pandas as pd
 from sentisweep.predict import (
     Classifier,
     PredictError,
+    add_selection_arguments,
     describe,
     load_store,
     ranked_trials,
@@ -79,9 +80,7 @@ def build_app(trials: list[tuple[pd.Series, Classifier]]):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sentisweep.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", required=True, help="a results store: <storage>/<name>, or its results.parquet")
-    p.add_argument("--select", default="best", help="best (by --metric), or a trial id")
-    p.add_argument("--metric", default="accuracy")
+    add_selection_arguments(p)
     p.add_argument("--top-k", type=int, default=1, help="also load the next best trials and show their answers")
     p.add_argument("--host", default="127.0.0.1", help="default loopback; 0.0.0.0 serves every interface")
     p.add_argument("--port", type=int, default=7860)

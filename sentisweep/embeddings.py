@@ -165,20 +165,13 @@ class Embedder:
 
         import torch
 
+        from sentisweep.batching import length_sorted_batches
+
         start = time.perf_counter()
         ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
-        order = np.argsort([-len(x) for x in ids], kind="stable")  # longest first: memory peaks early
         out = np.empty((len(ids), self.dim), dtype=np.float32)
-        pad = self.tokenizer.pad_token_id
         with torch.inference_mode():
-            for begin in range(0, len(order), self.batch_size):
-                rows = order[begin:begin + self.batch_size]
-                longest = len(ids[rows[0]])
-                input_ids = torch.full((len(rows), longest), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), longest), dtype=torch.long)
-                for i, row in enumerate(rows):
-                    input_ids[i, : len(ids[row])] = torch.as_tensor(ids[row])
-                    mask[i, : len(ids[row])] = 1
+            for rows, input_ids, mask in length_sorted_batches(ids, self.batch_size, self.tokenizer.pad_token_id):
                 hidden = self.model(input_ids=input_ids.to(self.device),
                                     attention_mask=mask.to(self.device)).last_hidden_state
                 out[rows] = pool(hidden.float(), mask.to(self.device), self.pooling).cpu().numpy()

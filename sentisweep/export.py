@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from sentisweep.embeddings import TRIAL_INFO_FILE
-from sentisweep.predict import PredictError, describe, load_selected
+from sentisweep.predict import PredictError, add_selection_arguments, describe, load_selected
 
 
 def export(results: str, out: str | Path, select: str = "best", metric: str = "accuracy",
@@ -47,9 +47,7 @@ def export(results: str, out: str | Path, select: str = "best", metric: str = "a
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sentisweep.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", required=True, help="a results store: <storage>/<name>, or its results.parquet")
-    p.add_argument("--select", default="best", help="best (by --metric), or a trial id")
-    p.add_argument("--metric", default="accuracy")
+    add_selection_arguments(p)
     p.add_argument("--out", required=True, help="the model folder to write")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)

@@ -131,25 +131,19 @@ class Classifier:
         """(n, classes), in the order of `texts`."""
         import torch
 
+        from sentisweep.batching import length_sorted_batches
+
         check_texts(texts)
         ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
-        order = np.argsort([-len(x) for x in ids], kind="stable")
         out = np.empty((len(ids), len(self.label_names)))
-        start, pad = time.perf_counter(), self.tokenizer.pad_token_id
+        start, done = time.perf_counter(), 0
         with torch.inference_mode():
-            for begin in range(0, len(order), batch_size):
-                rows = order[begin:begin + batch_size]
-                longest = len(ids[rows[0]])
-                input_ids = torch.full((len(rows), longest), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), longest), dtype=torch.long)
-                for i, row in enumerate(rows):
-                    input_ids[i, : len(ids[row])] = torch.as_tensor(ids[row])
-                    mask[i, : len(ids[row])] = 1
+            for rows, input_ids, mask in length_sorted_batches(ids, batch_size, self.tokenizer.pad_token_id):
                 logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
                 out[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-                done = min(begin + batch_size, len(order))
-                if progress and (done == len(order) or (begin // batch_size) % 20 == 0):
-                    print(f"  {done}/{len(order)} texts, {done / (time.perf_counter() - start):.1f} texts/s",
+                done += len(rows)
+                if progress and (done == len(ids) or done % (20 * batch_size) == 0):
+                    print(f"  {done}/{len(ids)} texts, {done / (time.perf_counter() - start):.1f} texts/s",
                           file=sys.stderr, flush=True)
         return out
 
@@ -201,13 +195,18 @@ def describe(row: pd.Series) -> str:
     return f"trial {row['trial_id']} ({row['model']}, {row['method']}), test accuracy {accuracy}"
 
 
+def add_selection_arguments(p: argparse.ArgumentParser) -> None:
+    """--results, --select, --metric: which trial predict, export and the demo use."""
+    p.add_argument("--results", required=True, help="a results store: <storage>/<name>, or its results.parquet")
+    p.add_argument("--select", default="best", help="best (by --metric), or a trial id")
+    p.add_argument("--metric", default="accuracy", help="what best means (default accuracy; eval_loss: lowest)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sentisweep.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("texts", nargs="*", help="texts to classify")
-    p.add_argument("--results", required=True, help="a results store: <storage>/<name>, or its results.parquet")
-    p.add_argument("--select", default="best", help="best (by --metric), or a trial id")
-    p.add_argument("--metric", default="accuracy", help="what best means (default accuracy; eval_loss: lowest)")
+    add_selection_arguments(p)
     p.add_argument("--input", help="a file of texts: .txt (one a line), .csv, .parquet, .jsonl")
     p.add_argument("--text-column", default="text")
     p.add_argument("--output", help="write the predictions here (.parquet or .csv)")
