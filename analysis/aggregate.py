@@ -81,7 +81,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
                                                           table["peak_memory_mib_std"], strict=True)],
         "train s": [format_cell(m, s, 1) for m, s in zip(table["train_seconds_mean"],
                                                          table["train_seconds_std"], strict=True)],
-        "trainable": [("-" if np.isnan(p) else f"{p:,.0f} ({q:.2f}%)") for p, q in
+        "trainable": [("-" if np.isnan(p) else f"{p:,.0f}" if np.isnan(q) else f"{p:,.0f} ({q:.2f}%)") for p, q in
                       zip(table["trainable_params_mean"], table["trainable_percent_mean"], strict=True)],
         "samples/s": [format_cell(m, s, 1) for m, s in zip(table["train_samples_per_second_mean"],
                                                            table["train_samples_per_second_std"], strict=True)],

@@ -128,7 +128,8 @@ def confusion_matrices(ok: pd.DataFrame, path: Path) -> Path | None:
         ax.imshow(counts, cmap="Blues")
         for (i, j), value in np.ndenumerate(counts):
             ax.text(j, i, f"{int(value)}", ha="center", va="center",
-                    color="white" if value > counts.max() / 2 else "black")
+                    # imshow spans min..max: white on the darker half of that range
+                    color="white" if value > (counts.min() + counts.max()) / 2 else "black")
         ax.set_xticks([0, 1], ["pred 0", "pred 1"])
         ax.set_yticks([0, 1], ["true 0", "true 1"])
         ax.set_title(f"{model}\n{variant}", fontsize=8)
@@ -178,31 +179,42 @@ def placement(ok: pd.DataFrame, path: Path) -> Path | None:
 
 
 def pretrained_vs_finetuned(table: pd.DataFrame, path: Path) -> Path | None:
-    """Per model: what it does without fine-tuning (zero-shot, frozen embeddings + XGBoost)
-    next to its best fine-tuned variant; baselines (TF-IDF) as a horizontal line."""
-    pretrained = table[table["method"].isin(["zero-shot", "embed+xgboost"])]
-    if pretrained.empty:
+    """Per model: what it does without fine-tuning (zero-shot, pretrained embeddings +
+    XGBoost), with fine-tuned embeddings + XGBoost, and its best fine-tuned classifier;
+    baselines (TF-IDF) as a horizontal line."""
+    from matplotlib.patches import Patch
+
+    probes = table["method"].isin(["zero-shot", "embed+xgboost"])
+    if not probes.any():
         return None
+    colors = {"without fine-tuning": "tab:gray", "fine-tuned embeddings + XGBoost": "lightsteelblue",
+              "best fine-tuned classifier": "tab:blue"}
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    labels, values, colors = [], [], []
-    for model in sorted(pretrained["model"].unique()):
+    labels, values, kinds = [], [], []
+    for model in sorted(table.loc[probes, "model"].unique()):
         rows = table[table["model"] == model]
-        for _, row in rows[rows["method"].isin(["zero-shot", "embed+xgboost"])].iterrows():
-            labels.append(f"{model}\n{row['variant']}")
+        for _, row in rows[rows["method"].isin(["zero-shot", "embed+xgboost"])].sort_values("variant").iterrows():
+            tuned_embeddings = row["method"] == "embed+xgboost" and "finetuned" in str(row["variant"])
+            variant = str(row["variant"]).replace("-finetuned-", "-finetuned-\n")  # long: wrap it
+            labels.append(f"{model}\n{variant}")
             values.append(row["accuracy_mean"])
-            colors.append("tab:gray")
+            kinds.append("fine-tuned embeddings + XGBoost" if tuned_embeddings else "without fine-tuning")
         tuned = rows[~rows["method"].isin(["zero-shot", "embed+xgboost"])]
         if not tuned.empty:
             best = tuned.loc[tuned["accuracy_mean"].idxmax()]
-            labels.append(f"{model}\nbest fine-tuned: {best['variant']}")
+            labels.append(f"{model}\nbest fine-tuned:\n{best['variant']}")
             values.append(best["accuracy_mean"])
-            colors.append("tab:blue")
-    ax.bar(range(len(labels)), values, color=colors)
-    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+            kinds.append("best fine-tuned classifier")
+    ax.bar(range(len(labels)), values, color=[colors[k] for k in kinds])
+    for x, value in enumerate(values):
+        ax.text(x, value + 0.005, f"{value:.3f}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    handles = [Patch(color=colors[k], label=k) for k in colors if k in kinds]
     for _, row in table[table["model"] == "tfidf"].iterrows():
-        ax.axhline(row["accuracy_mean"], color="tab:red", ls="--", label=f"TF-IDF baseline ({row['accuracy_mean']:.3f})")
-        ax.legend(fontsize=8)
-    ax.set(ylabel="test accuracy", title="Pretrained (grey) vs fine-tuned (blue)")
+        ax.axhline(row["accuracy_mean"], color="tab:red", ls="--")
+        handles.append(Patch(color="tab:red", label=f"TF-IDF baseline ({row['accuracy_mean']:.3f})"))
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
+    ax.set(ylabel="test accuracy", title="Without fine-tuning, fine-tuned embeddings, fine-tuned classifier")
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 

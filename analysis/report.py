@@ -60,7 +60,7 @@ def comparisons(ok: pd.DataFrame, table: pd.DataFrame) -> list[Comparison]:
 def examples(ok: pd.DataFrame, per_method: int = 3) -> pd.DataFrame:
     """Most confident errors and a few confident correct answers per model / variant, with the
     review text shortened (read from the data source the trial used)."""
-    from sentisweep.config import TrialConfig
+    from sentisweep.config import DataConfig
     from sentisweep.data import load_task_data
 
     rows, texts = [], {}
@@ -69,7 +69,10 @@ def examples(ok: pd.DataFrame, per_method: int = 3) -> pd.DataFrame:
         predictions = _read_predictions(first["predictions_path"])
         if predictions is None or not isinstance(first["config_json"], str):
             continue
-        data_config = TrialConfig.model_validate_json(first["config_json"]).data
+        try:  # a trial's config, or a probe's settings with the embedding job's data block
+            data_config = DataConfig.model_validate(json.loads(first["config_json"])["data"])
+        except (ValueError, KeyError, TypeError):
+            continue
         key = data_config.model_dump_json()
         if key not in texts:
             try:
@@ -147,8 +150,9 @@ def build_report(locations: list[str], out: Path) -> Path:
          + ". Only `ok` trials are averaged; the others are listed at the end.\n"),
         ("Results per model and method", _markdown(shown)),
         ("Significance", "Paired bootstrap (2,000 resamples of the test rows) of the accuracy "
-                         "difference, and McNemar's exact test, each method against its model's full "
-                         "fine-tuning and against the best method.\n\n" + _markdown(significance)),
+                         "difference, and McNemar's exact test (for methods with several seeds: the same sign test "
+                         "on the rows where the seed-averaged correctness differs), each method against its "
+                         "model's full fine-tuning and against the best method.\n\n" + _markdown(significance)),
         ("Example predictions", _markdown(example_rows)),
         ("Failed, skipped and stopped trials", _markdown(not_ok)),
     ]

@@ -59,8 +59,12 @@ def compare(name_a: str, right_a: pd.Series, name_b: str, right_b: pd.Series,
     index = rng.integers(0, len(a), size=(resamples, len(a)))
     differences = (a[index] - b[index]).mean(axis=1)
     low, high = np.percentile(differences, [2.5, 97.5])
-    only_a = int(((a >= 0.5) & (b < 0.5)).sum())
-    only_b = int(((a < 0.5) & (b >= 0.5)).sum())
+    # With one seed each, a and b are 0/1 and this is McNemar's exact test on the discordant
+    # rows. With several seeds, a row's value is the fraction of seeds that were right: the
+    # same sign test on the rows where the two differ (thresholding fractions at 0.5 instead
+    # counted a 1-of-2 tie as right, and gave p 0.2 where the interval excluded 0 widely).
+    only_a = int((a > b).sum())
+    only_b = int((a < b).sum())
     discordant = only_a + only_b
     p = 1.0 if discordant == 0 else float(stats.binomtest(min(only_a, only_b), discordant, 0.5).pvalue)
     return Comparison(name_a, name_b, len(a), float(a.mean()), float(b.mean()), float(a.mean() - b.mean()),

@@ -139,8 +139,13 @@ class EmbedActor:
         self.embedder = Embedder(**embedder_kwargs, device=device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import resource
+
         vectors = self.embedder.embed([str(t) for t in batch["text"]])
-        return {"row_id": batch["row_id"], "label": batch["label"], "split": batch["split"], "embedding": vectors}
+        # The actor is a process of its own: its lifetime peak RSS is the embedding's memory cost.
+        peak = np.full(len(vectors), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, dtype=np.int64)
+        return {"row_id": batch["row_id"], "label": batch["label"], "split": batch["split"], "embedding": vectors,
+                "peak_rss_bytes": peak}
 
 
 def embed_splits(frames: dict, job: Job, out: Path, gpus_per_actor: float, extra_meta: dict) -> dict[str, dict]:
@@ -166,9 +171,10 @@ def embed_splits(frames: dict, job: Job, out: Path, gpus_per_actor: float, extra
         batch_size=a.rows_per_call, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=a.concurrency),
         num_cpus=a.cpus_per_actor if not gpus_per_actor else 1, num_gpus=gpus_per_actor or None)
     parts: dict[str, list] = {split: [] for split in frames}
-    done, start = 0, time.perf_counter()
+    done, start, peak_rss_bytes = 0, time.perf_counter(), 0
     for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):  # [Ray] streams as actors finish
         vectors = np.ascontiguousarray(batch["embedding"], dtype=np.float32)
+        peak_rss_bytes = max(peak_rss_bytes, int(batch["peak_rss_bytes"].max()))
         for split in parts:
             keep = batch["split"] == split
             if keep.any():
@@ -184,6 +190,7 @@ def embed_splits(frames: dict, job: Job, out: Path, gpus_per_actor: float, extra
         table = pa.concat_tables(tables)
         metas[split] = {**extra_meta, "split": split, "data_source": a.data, "rows": len(table),
                         "dim": table.schema.field("embedding").type.list_size, "job_seconds": seconds,
+                        "peak_rss_bytes": peak_rss_bytes,  # the largest embedding actor's
                         # one pipeline embeds all splits: each split's share of the time, by rows
                         "seconds": seconds * len(table) / len(rows), "created": now_iso()}
         write_parquet_atomic(table.replace_schema_metadata({META_KEY: json.dumps(metas[split])}),
@@ -203,7 +210,7 @@ def run(job: Job) -> dict[str, dict]:
         1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0)  # [Ray]
     meta = {"model": a.model, "checkpoint": str(Path(a.checkpoint).resolve()) if a.checkpoint else "pretrained",
             "pooling": a.pooling or get_model_spec(a.model).pooling, "max_length": a.max_length,
-            "label_names": [str(n) for n in data.label_names]}
+            "label_names": [str(n) for n in data.label_names], "data": job.data.model_dump(mode="json")}
     print(f"embedding {', '.join(f'{s} {len(data.splits[s])}' for s in job.splits)} texts with {a.model} "
           f"({meta['checkpoint']}, {meta['pooling']} pooling, max_length {a.max_length}) on "
           f"{a.concurrency} actor(s), {'1 GPU' if gpus else f'{a.cpus_per_actor:g} CPU'} each", flush=True)
