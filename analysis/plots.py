@@ -51,20 +51,33 @@ def pareto(table: pd.DataFrame, cost: str, cost_label: str, path: Path) -> Path 
 
 
 def bars(table: pd.DataFrame, metric: str, label: str, path: Path) -> Path | None:
-    """Grouped bars of one metric per method variant, a group per model, error bars = std."""
-    data = table.dropna(subset=[f"{metric}_mean"])
+    """One bar per model x method variant that ran, grouped by model (a colour each),
+    error bars = std over seeds. (A model x variant grid drew empty slots and shifted bars
+    off their labels whenever a variant ran for only some models.)"""
+    data = table.dropna(subset=[f"{metric}_mean"]).sort_values(["model", "variant"])
     if data.empty:
         return None
-    pivot = data.pivot(index="variant", columns="model", values=f"{metric}_mean")
-    errors = data.pivot(index="variant", columns="model", values=f"{metric}_std").fillna(0)
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(pivot) + 3), 4.5))
-    pivot.plot.bar(ax=ax, yerr=errors, capsize=3, rot=20)
+    models = list(dict.fromkeys(data["model"]))
+    colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
+    fig, ax = plt.subplots(figsize=(max(6, 0.75 * len(data) + 3), 4.5))
+    positions, x = [], 0.0
+    for i, (_, row) in enumerate(data.iterrows()):
+        if i and row["model"] != data.iloc[i - 1]["model"]:
+            x += 0.6  # a gap between models
+        positions.append(x)
+        x += 1.0
+    errors = data[f"{metric}_std"].to_numpy(dtype=float)
+    ax.bar(positions, data[f"{metric}_mean"], color=[colors[m] for m in data["model"]],
+           yerr=np.where(np.isnan(errors), 0, errors), capsize=3)
+    ax.set_xticks(positions, data["variant"], rotation=25, ha="right", fontsize=8)
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=colors[m]) for m in models], labels=models,
+              title="model", fontsize=8)
     ax.set_ylabel(label)
     ax.set_xlabel("method variant")
     ax.set_title(f"{label} per method and model (mean over seeds, bars: std)")
     if metric == "accuracy":
-        low = np.nanmin(pivot.to_numpy())
-        ax.set_ylim(max(0.0, low - 0.05), min(1.0, np.nanmax(pivot.to_numpy()) + 0.03))
+        values = data[f"{metric}_mean"].to_numpy(dtype=float)
+        ax.set_ylim(max(0.0, values.min() - 0.05), min(1.0, values.max() + 0.03))
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
