@@ -19,7 +19,7 @@ def test_train_throughput_smoke(data_dir, cache_dir):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "fp32 matmul peak" in out.stdout
     for method in ("full", "lora"):
-        assert f"{method}, sentisweep: " in out.stdout and f"| {method} | baseline |" in out.stdout
+        assert f"{method}, sentisweep: " in out.stdout and f"| {method} | 42 | baseline |" in out.stdout
 
 
 @pytest.mark.integration
