@@ -25,8 +25,13 @@ def _ablation(*args, cwd=ROOT):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_validate_and_open_with_their_command(path):
-    assert path.read_text().startswith(("# python sweeps/", "# ray job submit --working-dir . -- python sweeps/"))
-    if "search" in path.name:
+    assert path.read_text().startswith(("# python sweeps/", "# ray job submit --working-dir . -- python sweeps/",
+                                        "# python ray_jobs/", "# ray job submit --working-dir . -- python ray_jobs/"))
+    if path.name.startswith("embed_xgb"):
+        from sentisweep.embed_xgb import load_embed_xgb_config
+
+        assert load_embed_xgb_config(path).models
+    elif "search" in path.name:
         search = load_search_config(path)
         assert trial_from_sample(search, {"r": search.space.r[0], "alpha_multiple": 1, "learning_rate": 1e-4,
                                           "dropout": 0.1}, "t1", Store("/tmp/x")).method.r == search.space.r[0]
