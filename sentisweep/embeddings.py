@@ -10,7 +10,7 @@ positions is a different embedding altogether (min cosine 0.29 to the masked mea
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -134,7 +134,6 @@ class EmbedStats:
     positions: int = 0  # real + padding positions computed
     squared_lengths: float = 0.0  # sum of real length^2: the attention FLOPs' share
     seconds: float = 0.0
-    batches: list = field(default_factory=list, repr=False)
 
 
 class Embedder:
@@ -181,11 +180,6 @@ class Embedder:
         self.stats.texts += len(ids)
         self.stats.seconds += time.perf_counter() - start
         return out
-
-    def metadata(self) -> dict:
-        return {"model": self.spec.name, "checkpoint": str(self.checkpoint) if self.checkpoint else "pretrained",
-                "pooling": self.pooling, "max_length": self.max_length, "dim": self.dim,
-                "parameters": sum(p.numel() for p in self.model.parameters())}
 
 
 def read_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
