@@ -105,14 +105,14 @@ def baseline_run(args, method: str, data, label_count: int) -> dict:
             "accuracy": float(right.mean()), "right": right, "model": built.model, "padding": None}
 
 
-def ours_run(args, method: str, out: Path, attention_dropout: float | None) -> dict:
+def ours_run(args, method: str, out: Path, overrides: dict) -> dict:
     config = parse_trial_config({
         "model": args.model, "method": method, "seed": args.seed, "output_dir": str(out),
         "data": {"source": str(args.data), "train_size": args.train_size, "eval_size": 64,
                  "test_size": args.test_size, "cache_dir": args.cache_dir},
         "training": {"epochs": args.epochs, "max_steps": args.max_steps, "learning_rate": args.lr,
                      "batch_size": args.batch_size, "max_length": args.max_length,
-                     "eval_each_epoch": False, "keep_checkpoint": False, "attention_dropout": attention_dropout},
+                     "eval_each_epoch": False, "keep_checkpoint": False, **overrides},
     })
     result = run_trial(config, overwrite=True)
     if result.status != "ok":
@@ -122,15 +122,26 @@ def ours_run(args, method: str, out: Path, attention_dropout: float | None) -> d
             "right": correctness([pd.read_parquet(result.predictions_path)])}
 
 
+def parse_variant(text: str) -> dict:
+    """'group_by_length=true' -> {'group_by_length': True} (the value read as YAML)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--variant {text!r}: expected KEY=VALUE, a training setting such as group_by_length=true")
+    return {key.strip(): yaml.safe_load(value)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="data source (default: ../shared/data/imdb)")
     p.add_argument("--model", default="minilm-l6")
     p.add_argument("--methods", default="full,lora")
     p.add_argument("--seeds", default="42", help="comma-separated; each seed runs baseline and ours")
-    p.add_argument("--attention-dropouts", default="0",
-                   help="comma-separated run_trial variants: a value, or 'model' for the model's own "
-                        "(0,model reproduces the fused-attention measurement)")
+    p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
+                   help="one more run_trial run per seed with this training setting (repeatable): "
+                        "attention_dropout=null reproduces the fused-attention measurement, "
+                        "group_by_length=true the length-grouping one")
     p.add_argument("--train-size", type=int, default=2000)
     p.add_argument("--test-size", type=int, default=1000)
     p.add_argument("--max-length", type=int, default=256)
@@ -145,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke_test:
         args.model, args.train_size, args.test_size, args.max_length, args.max_steps = "tiny-bert", 48, 16, 64, 3
     seeds = [int(seed) for seed in args.seeds.split(",")]
-    dropouts = [None if d == "model" else float(d) for d in args.attention_dropouts.split(",")]
+    variants = [{}] + [parse_variant(v) for v in args.variant]
     set_quiet(True)
 
     import torch
@@ -168,11 +179,11 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             base = baseline_run(run_args, method, data, len(data.label_names))
             runs = [("baseline", base)]
-            for dropout in dropouts:
-                name = "sentisweep" + (", model's attention dropout" if dropout is None else "")
-                print(f"[{method} seed {seed}] {name} (run_trial, attention_dropout={dropout}) ...", flush=True)
+            for overrides in variants:
+                name = ", ".join(["sentisweep"] + [f"{k}={v}" for k, v in overrides.items()])
+                print(f"[{method} seed {seed}] {name} (run_trial) ...", flush=True)
                 with tempfile.TemporaryDirectory() as tmp:
-                    runs.append((name, ours_run(run_args, method, Path(tmp) / "trial", dropout)))
+                    runs.append((name, ours_run(run_args, method, Path(tmp) / "trial", overrides)))
             epochs_seen = base["samples"] / len(lengths)
             flops = useful_flops(base["model"], lengths, adapter=method != "full") * epochs_seen
             for name, run in runs:
