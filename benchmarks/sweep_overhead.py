@@ -1,8 +1,9 @@
 """What Ray Tune costs on top of the trials themselves.
 
 1. The same trials through `sweeps/ablation.py` (a process per trial, Ray started in the
-   command) and through a plain in-process loop of `run_trial`, one trial at a time in
-   both, in one run: both wall times and the overhead percentage.
+   command) and through a plain loop of `run_trial` in one fresh Python process, one trial
+   at a time in both, in one run: both wall times (each a whole command: interpreter,
+   imports, data, an empty cache of its own) and the overhead percentage.
 2. Tune's own scheduling cost per trial: 100 no-op trials.
 
     python benchmarks/sweep_overhead.py                       # smoke config trials + 100 no-ops
@@ -30,30 +31,40 @@ from sentisweep.sweep import expand, load_sweep_config  # noqa: E402
 from sentisweep.train import run_trial, set_quiet  # noqa: E402
 
 
-def one_at_a_time_config(config: Path, cpus: int, out: Path, limit: int | None) -> Path:
+def one_at_a_time_config(config: Path, cpus: int, out: Path, limit: int | None, run: str) -> Path:
     """The sweep config with every trial given all CPUs, so Ray runs them one at a time
-    like the plain loop; optionally only the first `limit` seeds x methods."""
+    like the plain loop; optionally only the first `limit` seeds x methods. Each run gets
+    its own empty cache: both tokenize once and read the source once."""
     raw = yaml.safe_load(config.read_text())
     raw.setdefault("resources", {})["cpus_per_trial"] = cpus
+    raw.setdefault("data", {})["cache_dir"] = str(out / f"cache-{run}")
     raw["name"] = "overhead"
     raw.pop("baselines", None)
     if limit:
         raw["models"], raw["seeds"] = raw["models"][:1], raw.get("seeds", [42])[:1]
         raw["methods"] = [m for m in raw["methods"] if (m if isinstance(m, str) else m["name"]) != "zero-shot"][:limit]
-    path = out / "overhead.yaml"
+    path = out / f"overhead-{run}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
 
 
-def plain_loop(config: Path, storage: Path, cpus: int) -> float:
+def plain_loop(config: Path, storage: Path, cpus: int) -> None:
+    """What a user would write instead of a sweep: run in a fresh process by `timed_loop`."""
     set_quiet(True)
-    sweep = load_sweep_config(config)
-    start = time.perf_counter()
-    for trial in expand(sweep, Store(str(storage / "loop")), "cpu"):
+    for trial in expand(load_sweep_config(config), Store(str(Path(storage) / "loop")), "cpu"):
         if trial.skip_reason is None:
             trial.config.training.threads = cpus
             result = run_trial(trial.config)
             assert result.status == "ok", result.error
+
+
+def timed_loop(config: Path, storage: Path, cpus: int) -> float:
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.sweep_overhead import plain_loop; "
+            f"plain_loop({str(config)!r}, {str(storage)!r}, {cpus})")
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
     return time.perf_counter() - start
 
 
@@ -98,13 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         storage = Path(tmp)
-        config = one_at_a_time_config(Path(args.config), args.cpus, storage, 2 if args.smoke_test else None)
-        trials = sum(t.skip_reason is None for t in expand(load_sweep_config(config), Store(str(storage)), "cpu"))
+        configs = {run: one_at_a_time_config(Path(args.config), args.cpus, storage, 2 if args.smoke_test else None, run)
+                   for run in ("ray", "loop")}
+        trials = sum(t.skip_reason is None for t in expand(load_sweep_config(configs["ray"]), Store(str(storage)), "cpu"))
         print(f"{trials} trials, one at a time, {args.cpus} CPUs each", flush=True)
-        ray_seconds = through_ray(config, storage)
-        loop_seconds = plain_loop(config, storage, args.cpus)
+        ray_seconds = through_ray(configs["ray"], storage)
+        loop_seconds = timed_loop(configs["loop"], storage, args.cpus)
     print("| run | wall s | per trial s |\n| --- | ---: | ---: |")
-    print(f"| plain loop of run_trial (one process) | {loop_seconds:.1f} | {loop_seconds / trials:.1f} |")
+    print(f"| plain loop of run_trial (one fresh process) | {loop_seconds:.1f} | {loop_seconds / trials:.1f} |")
     print(f"| sweeps/ablation.py (Ray Tune, a process per trial) | {ray_seconds:.1f} | {ray_seconds / trials:.1f} |")
     print(f"overhead: {100 * (ray_seconds - loop_seconds) / loop_seconds:+.0f}% "
           f"({(ray_seconds - loop_seconds) / trials:+.1f} s per trial)")

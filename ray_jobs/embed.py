@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray CPUs each actor reserves; below 1 leaves room for Ray Data's read tasks "
                         "(a pool holding every CPU starves them and the pipeline hangs)")
     p.add_argument("--gpus-per-actor", type=float, default=None, help="default: 1 when the cluster has GPUs")
-    p.add_argument("--rows-per-call", type=int, default=256,
-                   help="rows handed to an actor at once; it sorts them by length, so more means less padding")
+    p.add_argument("--rows-per-call", type=int, default=128,
+                   help="rows handed to an actor at once (a Ray Data block; rows come longest first, so "
+                        "a block holds texts of similar length); at least --batch-size")
     p.add_argument("--local", action="store_true", help="start Ray here even when RAY_ADDRESS is set")
     p.add_argument("--smoke-test", action="store_true", help="tiny-bert, 96 texts, seconds")
     return p
@@ -97,6 +98,9 @@ class Job:
         for name in ("max_length", "batch_size", "concurrency", "rows_per_call"):
             if getattr(args, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} = {getattr(args, name)}: must be at least 1")
+        if min(args.rows_per_call, args.batch_size) >= 1 and args.rows_per_call < args.batch_size:
+            problems.append(f"--rows-per-call = {args.rows_per_call}: must be at least --batch-size "
+                            f"({args.batch_size}), or no forward pass is full")
         if args.model:
             try:
                 check_pooling(get_model_spec(args.model), args.pooling)
@@ -144,8 +148,8 @@ class EmbedActor:
         vectors = self.embedder.embed([str(t) for t in batch["text"]])
         # The actor is a process of its own: its lifetime peak RSS is the embedding's memory cost.
         peak = np.full(len(vectors), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, dtype=np.int64)
-        return {"row_id": batch["row_id"], "label": batch["label"], "split": batch["split"], "embedding": vectors,
-                "peak_rss_bytes": peak}
+        return {"row_id": batch["row_id"], "label": batch["label"], "split": batch["split"],
+                "position": batch["position"], "embedding": vectors, "peak_rss_bytes": peak}
 
 
 def embed_splits(frames: dict, job: Job, out: Path, gpus_per_actor: float, extra_meta: dict) -> dict[str, dict]:
@@ -158,13 +162,17 @@ def embed_splits(frames: dict, job: Job, out: Path, gpus_per_actor: float, extra
     for split, frame in frames.items():
         if len(frame) == 0:
             raise EmbeddingError(f"split {split!r} of {a.data!r} has no rows: nothing to embed")
-    rows = pd.concat([frame[["row_id", "label", "text"]].assign(split=split) for split, frame in frames.items()],
-                     ignore_index=True)
+    rows = pd.concat([frame[["row_id", "label", "text"]].assign(split=split, position=np.arange(len(frame)))
+                      for split, frame in frames.items()], ignore_index=True)
+    # Longest texts first, cut into blocks of similar length: an actor's call pads little (it
+    # sorts its rows by tokens again), and the shortest blocks come last, so both actors
+    # finish together (longest first) instead of one idling while the other ends a long block.
+    rows = rows.iloc[np.argsort(-rows["text"].str.len().to_numpy(), kind="stable")].reset_index(drop=True)
     # A fractional CPU gets OMP_NUM_THREADS=1 from Ray: give each actor its share of the
     # machine's cores explicitly (2 cores / 2 actors = 1 thread each).
     threads = None if gpus_per_actor else max(1, (os.cpu_count() or 1) // a.concurrency)
-    blocks = max(a.concurrency * 2, -(-len(rows) // a.rows_per_call))  # more blocks than actors: all stay busy
-    dataset = ray.data.from_pandas(rows).repartition(blocks)  # [Ray]
+    dataset = ray.data.from_pandas([rows[i:i + a.rows_per_call]  # [Ray] one block per call, in this order
+                                    for i in range(0, len(rows), a.rows_per_call)])
     embedded = dataset.map_batches(  # [Ray]
         EmbedActor, fn_constructor_kwargs={"embedder_kwargs": job.embedder_kwargs(threads),
                                            "device": "cuda" if gpus_per_actor else "cpu"},
@@ -179,6 +187,7 @@ def embed_splits(frames: dict, job: Job, out: Path, gpus_per_actor: float, extra
             keep = batch["split"] == split
             if keep.any():
                 parts[split].append(pa.table({
+                    "position": pa.array(batch["position"][keep]),
                     "row_id": pa.array(batch["row_id"][keep]), "label": pa.array(batch["label"][keep], pa.int64()),
                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors[keep].reshape(-1)),
                                                                    vectors.shape[1])}))
@@ -187,7 +196,7 @@ def embed_splits(frames: dict, job: Job, out: Path, gpus_per_actor: float, extra
     seconds = time.perf_counter() - start
     metas = {}
     for split, tables in parts.items():
-        table = pa.concat_tables(tables)
+        table = pa.concat_tables(tables).sort_by("position").drop_columns("position")  # the split's own order
         metas[split] = {**extra_meta, "split": split, "data_source": a.data, "rows": len(table),
                         "dim": table.schema.field("embedding").type.list_size, "job_seconds": seconds,
                         "peak_rss_bytes": peak_rss_bytes,  # the largest embedding actor's

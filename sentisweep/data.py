@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sentisweep import split_cache
 from sentisweep.config import DataConfig
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,16 @@ class TaskData:
 
 
 def load_task_data(cfg: DataConfig) -> TaskData:
+    cached_at = split_cache.cache_file(cfg, tuple(FORMATS))
+    cached = split_cache.read(cached_at)
+    if cached is not None:
+        return TaskData(*cached)
+    data = _load(cfg)
+    split_cache.write(cached_at, data.splits, data.label_names, data.report)
+    return data
+
+
+def _load(cfg: DataConfig) -> TaskData:
     raw, origin = _read_source(cfg.source)
     report = [f"source {cfg.source!r} ({origin}): " + ", ".join(f"{k} {len(v)}" for k, v in raw.items())]
     frames = {}

@@ -234,11 +234,9 @@ def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult
     counter = TokenCounter()
     train_dataset = _hf_dataset(tokenized["train"])
 
-    group_by_length = config.training.resolved_group_by_length(config.method.name)
-
     class MeasuredTrainer(Trainer):
         def _get_train_sampler(self, dataset=None):
-            if not group_by_length:
+            if not config.training.group_by_length:
                 return super()._get_train_sampler(dataset)  # random order
             return ShuffledLengthGroups(train_dataset["length"], config.training.batch_size, config.seed)
 

@@ -43,13 +43,3 @@ def test_same_seed_same_batches_new_grouping_each_epoch():
     assert first == list(b)
     assert list(a) != first  # epoch 2 draws a new order
 
-
-@pytest.mark.parametrize("setting, method, grouped", [
-    (None, "full", False), (None, "lora", True), (None, "head-only", True),
-    (True, "full", True), (False, "lora", False),
-])
-def test_length_grouping_default_depends_on_method(setting, method, grouped):
-    from sentisweep.config import TrainingConfig
-
-    # Full fine-tuning trains in random order by default (grouping cost it accuracy).
-    assert TrainingConfig(group_by_length=setting).resolved_group_by_length(method) is grouped

@@ -186,3 +186,44 @@ def test_label_names_must_match_the_classes(data_dir):
     assert _load(data_dir, label_names=["negative", "positive"]).label_names == ["negative", "positive"]
     with pytest.raises(DataError, match=r"data.label_names = \['a'\]: 1 names for 2 classes"):
         _load(data_dir, label_names=["a"])
+
+
+def test_selected_splits_are_cached_per_config_and_source_file(tmp_path, monkeypatch):
+    from sentisweep import data as data_module
+    from sentisweep.split_cache import SPLIT_CACHE_STATS
+
+    source = tmp_path / "reviews"
+    source.mkdir()
+    synthetic_reviews(120, seed=8).to_parquet(source / "train.parquet")
+    settings = {"train_size": 40, "test_size": 20, "cache_dir": str(tmp_path / "cache"), "label_names": ["neg", "pos"]}
+    first = _load(source, **settings)
+    hits = SPLIT_CACHE_STATS["hits"]
+
+    def no_reading(*args):
+        raise AssertionError("the source was read again")
+
+    with monkeypatch.context() as patch:  # a hit: the source is not read, the rows are the same
+        patch.setattr(data_module, "_read_source", no_reading)
+        again = _load(source, **settings)
+    assert SPLIT_CACHE_STATS["hits"] == hits + 1
+    assert again.label_names == ["neg", "pos"] and again.sizes() == first.sizes()
+    for name, frame in first.splits.items():
+        pd.testing.assert_frame_equal(again.splits[name], frame, check_dtype=False)
+        assert again.splits[name]["label"].dtype == "int64"
+    assert again.report[:-1] == first.report and "cache" in again.report[-1]
+
+    other = _load(source, **{**settings, "train_size": 30})  # another setting: another entry
+    assert other.sizes()["train"] == 30 and SPLIT_CACHE_STATS["hits"] == hits + 1
+    synthetic_reviews(200, seed=9).to_parquet(source / "train.parquet")  # the file changed: a miss
+    changed = _load(source, **settings)
+    assert SPLIT_CACHE_STATS["hits"] == hits + 1
+    assert not changed.splits["test"]["text"].equals(first.splits["test"]["text"])
+
+
+def test_split_cache_skips_hub_ids_and_aclimdb(tmp_path):
+    from sentisweep.data import FORMATS
+    from sentisweep.split_cache import cache_file
+
+    (tmp_path / "aclImdb" / "train" / "pos").mkdir(parents=True)
+    for source in ("imdb", str(tmp_path), str(tmp_path / "aclImdb")):
+        assert cache_file(DataConfig(source=source), tuple(FORMATS)) is None

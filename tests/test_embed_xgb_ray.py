@@ -34,7 +34,9 @@ def _run(script: str, *args, timeout=600):
 
 def test_embed_job_writes_aligned_splits_and_refuses_to_overwrite(tmp_path, cache_dir):
     out = tmp_path / "emb"
-    done = _run("embed.py", "--smoke-test", "--out", out, "--cache-dir", cache_dir)
+    # 96 rows in blocks of 16, served longest first: written back in each split's own order.
+    done = _run("embed.py", "--smoke-test", "--out", out, "--cache-dir", cache_dir, "--rows-per-call", 16,
+                "--batch-size", 8)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "texts embedded" in done.stdout
     # The rows the job embedded are the rows the core's splits hold, labels included.
@@ -43,7 +45,7 @@ def test_embed_job_writes_aligned_splits_and_refuses_to_overwrite(tmp_path, cach
         row_ids, labels, matrix, meta = read_embeddings(out / f"{split}.parquet")
         assert matrix.shape == (rows, 64) and matrix.dtype == np.float32 and np.isfinite(matrix).all()
         expected = data.splits[split].set_index("row_id")["label"]
-        assert sorted(row_ids) == sorted(expected.index)
+        assert list(row_ids) == list(data.splits[split]["row_id"])
         assert (expected.loc[row_ids].to_numpy() == labels).all()
         assert meta["model"] == "tiny-bert" and meta["pooling"] == "cls" and meta["max_length"] == 64
         assert meta["checkpoint"] == "pretrained" and meta["split"] == split
@@ -55,9 +57,10 @@ def test_embed_job_writes_aligned_splits_and_refuses_to_overwrite(tmp_path, cach
 
 def test_embed_job_bad_arguments_fail_before_ray(tmp_path):
     done = _run("embed.py", "--model", "tiny-qwen3", "--pooling", "cls", "--checkpoint", tmp_path / "none",
-                "--out", tmp_path / "o", "--data", FIXTURE)
+                "--out", tmp_path / "o", "--data", FIXTURE, "--rows-per-call", 8)
     assert done.returncode == 2
     assert "pooling = 'cls'" in done.stderr and "no such folder" in done.stderr
+    assert "--rows-per-call = 8: must be at least --batch-size (32)" in done.stderr
     assert "Ray" not in done.stdout  # nothing started
 
 
