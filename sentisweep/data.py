@@ -41,7 +41,7 @@ class TaskData:
 
 
 def load_task_data(cfg: DataConfig) -> TaskData:
-    cached_at = split_cache.cache_file(cfg, tuple(FORMATS))
+    cached_at = split_cache.cache_file(cfg, _local_files(cfg.source))
     cached = split_cache.read(cached_at)
     if cached is not None:
         return TaskData(*cached)
@@ -74,6 +74,21 @@ _SIZE_FIELD = {"train": "train_size", "validation": "eval_size", "test": "test_s
 
 # -- reading ---------------------------------------------------------------------------
 
+def _is_aclimdb(path: Path) -> bool:
+    return (path / "train" / "pos").is_dir() or (path / "aclImdb").is_dir()
+
+
+def _local_files(source: str) -> list[Path] | None:
+    """The files a local file or folder source reads; None for hub ids and aclImdb folders
+    (100,000 files: not worth a cache key)."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir() and not _is_aclimdb(path):
+        return sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in FORMATS)
+    return None
+
+
 def _looks_like_path(source: str) -> bool:
     return (source.startswith((".", "/", "~")) or Path(source).suffix.lower() in FORMATS
             or Path(source).exists())
@@ -84,7 +99,7 @@ def _read_source(source: str) -> tuple[dict[str, pd.DataFrame], str]:
     if path.exists():
         if path.is_file():
             return {"train": _read_file(path)}, "file"
-        if (path / "train" / "pos").is_dir() or (path / "aclImdb").is_dir():
+        if _is_aclimdb(path):
             return _read_aclimdb(path if (path / "train").is_dir() else path / "aclImdb"), "aclImdb folder"
         return _read_folder(path), "folder"
     if _looks_like_path(source):

@@ -28,18 +28,8 @@ META_KEY = b"sentisweep_splits"
 SPLIT_CACHE_STATS = {"hits": 0, "misses": 0}  # per process, for tests
 
 
-def source_files(source: str, data_suffixes: tuple[str, ...]) -> list[Path] | None:
-    """The files a local source reads, or None when it is not cacheable here."""
-    path = Path(source).expanduser()
-    if path.is_file():
-        return [path]
-    if path.is_dir() and not ((path / "train" / "pos").is_dir() or (path / "aclImdb").is_dir()):
-        return sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in data_suffixes)
-    return None
-
-
-def cache_file(cfg: DataConfig, data_suffixes: tuple[str, ...]) -> Path | None:
-    files = source_files(cfg.source, data_suffixes)
+def cache_file(cfg: DataConfig, files: list[Path] | None) -> Path | None:
+    """Where these settings' splits of these source files are kept; None for no files."""
     if not files:
         return None
     settings = cfg.model_dump(mode="json", exclude={"cache_dir"})

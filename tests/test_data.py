@@ -221,9 +221,9 @@ def test_selected_splits_are_cached_per_config_and_source_file(tmp_path, monkeyp
 
 
 def test_split_cache_skips_hub_ids_and_aclimdb(tmp_path):
-    from sentisweep.data import FORMATS
+    from sentisweep.data import _local_files
     from sentisweep.split_cache import cache_file
 
     (tmp_path / "aclImdb" / "train" / "pos").mkdir(parents=True)
     for source in ("imdb", str(tmp_path), str(tmp_path / "aclImdb")):
-        assert cache_file(DataConfig(source=source), tuple(FORMATS)) is None
+        assert cache_file(DataConfig(source=source), _local_files(source)) is None
