@@ -3,11 +3,13 @@
 1. The same trials through `sweeps/ablation.py` (a process per trial, Ray started in the
    command) and through a plain loop of `run_trial` in one fresh Python process, one trial
    at a time in both, in one run: both wall times (each a whole command: interpreter,
-   imports, data, an empty cache of its own) and the overhead percentage.
+   imports, data, an empty cache of its own) and the overhead percentage. With
+   `--repeats 2` the runs go Ray, loop, loop, Ray, so a drift in this machine's speed
+   (a shared VM: +-5% from one minute to the next, measured) falls on both sides alike.
 2. Tune's own scheduling cost per trial: 100 no-op trials.
 
     python benchmarks/sweep_overhead.py                       # smoke config trials + 100 no-ops
-    python benchmarks/sweep_overhead.py --config my_sweep.yaml --no-ops 0
+    python benchmarks/sweep_overhead.py --config benchmarks/configs/minute_trials.yaml --no-ops 0 --repeats 2
     python benchmarks/sweep_overhead.py --smoke-test          # 2 trials, 5 no-ops (run by the tests)
 """
 
@@ -51,7 +53,7 @@ def one_at_a_time_config(config: Path, cpus: int, out: Path, limit: int | None, 
 def plain_loop(config: Path, storage: Path, cpus: int) -> None:
     """What a user would write instead of a sweep: run in a fresh process by `timed_loop`."""
     set_quiet(True)
-    for trial in expand(load_sweep_config(config), Store(str(Path(storage) / "loop")), "cpu"):
+    for trial in expand(load_sweep_config(config), Store(str(storage)), "cpu"):
         if trial.skip_reason is None:
             trial.config.training.threads = cpus
             result = run_trial(trial.config)
@@ -68,14 +70,23 @@ def timed_loop(config: Path, storage: Path, cpus: int) -> float:
     return time.perf_counter() - start
 
 
-def through_ray(config: Path, storage: Path) -> float:
+def through_ray(config: Path, storage: Path, cpus: int) -> float:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     start = time.perf_counter()
     out = subprocess.run([sys.executable, str(ROOT / "sweeps" / "ablation.py"), "--config", str(config),
-                          "--storage", str(storage / "ray")], cwd=ROOT, env=env, capture_output=True, text=True)
+                          "--storage", str(storage)], cwd=ROOT, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
     return time.perf_counter() - start
+
+
+def trial_work_seconds(storage: Path) -> float:
+    """The trials' own training + evaluation seconds, from the result rows both runs write:
+    what a drift in this machine's speed changes, unlike process start-up and imports."""
+    import pandas as pd
+
+    rows = pd.concat([pd.read_parquet(path) for path in storage.glob("overhead/trials/*/result.parquet")])
+    return float((rows["train_seconds"] + rows["eval_seconds"].fillna(0)).sum())
 
 
 def no_op_trials(count: int) -> tuple[float, float]:
@@ -105,21 +116,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=str(ROOT / "sweeps" / "configs" / "smoke.yaml"))
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs (and torch threads) per trial")
     p.add_argument("--no-ops", type=int, default=100, help="no-op trials for the scheduling cost (0 = skip)")
+    p.add_argument("--repeats", type=int, default=1, help="pairs of runs, in ABBA order (2 = Ray, loop, loop, Ray)")
     p.add_argument("--smoke-test", action="store_true", help="2 trials and 5 no-ops: checks the script runs")
     args = p.parse_args(argv)
+    # ABBA order: Ray, loop, loop, Ray, ... (one pair for --repeats 1)
+    order = [run for pair in range(args.repeats) for run in (("ray", "loop") if pair % 2 == 0 else ("loop", "ray"))]
+    seconds: dict[str, list[float]] = {"ray": [], "loop": []}
+    outside: dict[str, list[float]] = {"ray": [], "loop": []}  # wall minus the trials' own training + evaluation
     with tempfile.TemporaryDirectory() as tmp:
         storage = Path(tmp)
-        configs = {run: one_at_a_time_config(Path(args.config), args.cpus, storage, 2 if args.smoke_test else None, run)
-                   for run in ("ray", "loop")}
-        trials = sum(t.skip_reason is None for t in expand(load_sweep_config(configs["ray"]), Store(str(storage)), "cpu"))
-        print(f"{trials} trials, one at a time, {args.cpus} CPUs each", flush=True)
-        ray_seconds = through_ray(configs["ray"], storage)
-        loop_seconds = timed_loop(configs["loop"], storage, args.cpus)
-    print("| run | wall s | per trial s |\n| --- | ---: | ---: |")
-    print(f"| plain loop of run_trial (one fresh process) | {loop_seconds:.1f} | {loop_seconds / trials:.1f} |")
-    print(f"| sweeps/ablation.py (Ray Tune, a process per trial) | {ray_seconds:.1f} | {ray_seconds / trials:.1f} |")
+        for index, run in enumerate(order):
+            config = one_at_a_time_config(Path(args.config), args.cpus, storage, 2 if args.smoke_test else None,
+                                          f"{run}{index}")
+            if index == 0:
+                trials = sum(t.skip_reason is None for t in expand(load_sweep_config(config), Store(tmp), "cpu"))
+                print(f"{trials} trials, one at a time, {args.cpus} CPUs each; runs: {', '.join(order)}", flush=True)
+            timed = through_ray if run == "ray" else timed_loop
+            wall = timed(config, storage / f"{run}{index}", args.cpus)
+            work = trial_work_seconds(storage / f"{run}{index}")
+            seconds[run].append(wall)
+            outside[run].append(wall - work)
+            print(f"  {run}: {wall:.1f} s, of which the trials' training and evaluation {work:.1f} s", flush=True)
+    loop_seconds, ray_seconds = (sum(seconds[run]) / len(seconds[run]) for run in ("loop", "ray"))
+    loop_outside, ray_outside = (sum(outside[run]) / len(outside[run]) for run in ("loop", "ray"))
+    print(f"| run (mean of {args.repeats}) | wall s | per trial s | outside training and evaluation s |\n"
+          "| --- | ---: | ---: | ---: |")
+    print(f"| plain loop of run_trial (one fresh process) | {loop_seconds:.1f} | {loop_seconds / trials:.1f} "
+          f"| {loop_outside:.1f} |")
+    print(f"| sweeps/ablation.py (Ray Tune, a process per trial) | {ray_seconds:.1f} | {ray_seconds / trials:.1f} "
+          f"| {ray_outside:.1f} |")
     print(f"overhead: {100 * (ray_seconds - loop_seconds) / loop_seconds:+.0f}% "
           f"({(ray_seconds - loop_seconds) / trials:+.1f} s per trial)")
+    # Start-up, imports, scheduling and result handling only: the same trials' training on
+    # a machine whose speed drifts between runs no longer counts.
+    print(f"overhead outside the trials' training and evaluation: {100 * (ray_outside - loop_outside) / loop_seconds:+.0f}% "
+          f"of the loop ({(ray_outside - loop_outside) / trials:+.1f} s per trial)")
     no_ops = 5 if args.smoke_test else args.no_ops
     if no_ops:
         started, per_trial = no_op_trials(no_ops)
