@@ -3,7 +3,7 @@ Ray Data job, on the same reviews and model, in one run.
 
 (a) the notebook loop: batches of 8 in dataset order, padded to the longest (up to 512),
     mean over *all* positions, `no_grad`;
-(b) `sentisweep.embeddings.Embedder` in this process: length-sorted batches of 32, masked mean;
+(b) `sentisweep.embeddings.Embedder` in this process: length-sorted batches of 8, masked mean;
 (c) `ray_jobs/embed.py`'s pipeline: Ray Data, 2 actors of 0.5 CPU and 1 thread each.
 
 Prints texts/s of each and the ratios, the max |(b) - (a) with masked pooling| (same maths,
@@ -79,7 +79,7 @@ def ray_pipeline(args, frame) -> float:
     common.connect(True, 0)
     with tempfile.TemporaryDirectory() as out:
         job = embed.Job(embed.build_parser().parse_args([
-            "--model", args.model, "--pooling", "mean", "--max-length", str(args.max_length), "--batch-size", "32",
+            "--model", args.model, "--pooling", "mean", "--max-length", str(args.max_length), "--batch-size", "8",
             "--out", out, "--cache-dir", args.cache_dir, "--splits", "test", "--concurrency", "2",
             "--data", str(args.data)]))
         start = time.perf_counter()
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     frame = load_task_data(DataConfig(source=str(args.data), test_size=args.texts, eval_size=16)).splits["test"]
     texts = frame["text"].tolist()
 
-    embedder = Embedder(args.model, pooling="mean", max_length=args.max_length, batch_size=32,
+    embedder = Embedder(args.model, pooling="mean", max_length=args.max_length, batch_size=8,
                         cache_dir=args.cache_dir)
     print(f"(a) notebook loop on {len(texts)} texts ...", flush=True)
     padded_mean, masked_mean, seconds_a = notebook_loop(embedder, texts, args.max_length)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds_b = time.perf_counter() - start
     mfu = useful_gflop(embedder) / seconds_b / peak
     rows = [("(a) notebook loop: batches of 8, dataset order, mean over padding", seconds_a),
-            ("(b) Embedder: length-sorted batches of 32, masked mean", seconds_b)]
+            ("(b) Embedder: length-sorted batches of 8, masked mean", seconds_b)]
     if not args.no_ray:
         print("(c) Ray Data job (2 actors x 0.5 CPU) ...", flush=True)
         rows.append(("(c) ray_jobs/embed.py: Ray Data, 2 actors", ray_pipeline(args, frame)))

@@ -11,7 +11,7 @@ import pandas as pd
 from pydantic import Field, ValidationError
 
 from sentisweep.config import ConfigError, DataConfig, _format_pydantic, _Strict, read_yaml
-from sentisweep.embeddings import FAMILY_POOLINGS, QUANTIZATIONS
+from sentisweep.embeddings import DEFAULT_BATCH_SIZE, FAMILY_POOLINGS, QUANTIZATIONS
 from sentisweep.probe import METHOD, XGBoostConfig
 
 
@@ -27,7 +27,7 @@ class ProbeModel(_Strict):
 
 class EmbeddingSettings(_Strict):
     max_length: int = Field(256, ge=2)
-    batch_size: int = Field(32, gt=0)
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, gt=0)
     concurrency: int = Field(2, gt=0, description="embedding actors")
     cpus_per_actor: float = Field(0.5, gt=0)
 

@@ -24,6 +24,13 @@ Pooling = Literal["mean", "cls", "last"]
 # The last real token is where a decoder has read the whole text; an encoder has no such token.
 FAMILY_POOLINGS: dict[str, tuple[str, ...]] = {"encoder": ("mean", "cls"), "decoder": ("mean", "last")}
 QUANTIZATIONS = ("4bit", "8bit")
+# Texts per forward pass by default. On CPU smaller is faster (MiniLM-L6, length-sorted, 600
+# IMDb reviews at length 512, 2 threads: 25.8 texts/s at 8, 23.6 at 32, 20.6 at 64). Why: at
+# 8 x 512 tokens the largest activation (x 1536 FFN floats) is 24 MiB, under glibc's 32 MiB
+# mmap ceiling, so freed blocks are reused; at 32 rows each is a fresh zero-filled mmap (raising
+# the threshold with mallopt brought batch 32 back to ~25 texts/s, measured).
+# GPUs want more rows per call; their configs say so (embed_xgb_gpu.yaml: 64).
+DEFAULT_BATCH_SIZE = 8
 TRIAL_INFO_FILE = "sentisweep_trial.json"  # written beside every trial checkpoint by run_trial
 META_KEY = b"sentisweep"  # embeddings Parquet: model, checkpoint, pooling, ... as JSON in the footer
 
@@ -142,7 +149,7 @@ class Embedder:
     own longest text, so little of the work is padding."""
 
     def __init__(self, model: str, checkpoint: str | Path | None = None, pooling: str | None = None,
-                 max_length: int = 256, batch_size: int = 32, device: str = "cpu",
+                 max_length: int = 256, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu",
                  cache_dir: str = ".sentisweep_cache", quantize: str | None = None, threads: int | None = None):
         import torch
 

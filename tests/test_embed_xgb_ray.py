@@ -57,10 +57,10 @@ def test_embed_job_writes_aligned_splits_and_refuses_to_overwrite(tmp_path, cach
 
 def test_embed_job_bad_arguments_fail_before_ray(tmp_path):
     done = _run("embed.py", "--model", "tiny-qwen3", "--pooling", "cls", "--checkpoint", tmp_path / "none",
-                "--out", tmp_path / "o", "--data", FIXTURE, "--rows-per-call", 8)
+                "--out", tmp_path / "o", "--data", FIXTURE, "--rows-per-call", 8, "--batch-size", 16)
     assert done.returncode == 2
     assert "pooling = 'cls'" in done.stderr and "no such folder" in done.stderr
-    assert "--rows-per-call = 8: must be at least --batch-size (32)" in done.stderr
+    assert "--rows-per-call = 8: must be at least --batch-size (16)" in done.stderr
     assert "Ray" not in done.stdout  # nothing started
 
 
