@@ -111,6 +111,22 @@ def no_op_trials(count: int) -> tuple[float, float]:
     return started, per_trial
 
 
+def report(seconds: dict[str, list[float]], outside: dict[str, list[float]], trials: int, repeats: int) -> None:
+    mean = {run: (sum(seconds[run]) / repeats, sum(outside[run]) / repeats) for run in ("loop", "ray")}
+    print(f"| run (mean of {repeats}) | wall s | per trial s | outside training and evaluation s |\n"
+          "| --- | ---: | ---: | ---: |")
+    for run, name in (("loop", "plain loop of run_trial (one fresh process)"),
+                      ("ray", "sweeps/ablation.py (Ray Tune, a process per trial)")):
+        print(f"| {name} | {mean[run][0]:.1f} | {mean[run][0] / trials:.1f} | {mean[run][1]:.1f} |")
+    loop_seconds = mean["loop"][0]
+    extra, extra_outside = (mean["ray"][i] - mean["loop"][i] for i in (0, 1))
+    print(f"overhead: {100 * extra / loop_seconds:+.0f}% ({extra / trials:+.1f} s per trial)")
+    # Start-up, imports, scheduling and result handling only: the same trials' training on
+    # a machine whose speed drifts between runs no longer counts.
+    print(f"overhead outside the trials' training and evaluation: {100 * extra_outside / loop_seconds:+.0f}% "
+          f"of the loop ({extra_outside / trials:+.1f} s per trial)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "sweeps" / "configs" / "smoke.yaml"))
@@ -137,20 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds[run].append(wall)
             outside[run].append(wall - work)
             print(f"  {run}: {wall:.1f} s, of which the trials' training and evaluation {work:.1f} s", flush=True)
-    loop_seconds, ray_seconds = (sum(seconds[run]) / len(seconds[run]) for run in ("loop", "ray"))
-    loop_outside, ray_outside = (sum(outside[run]) / len(outside[run]) for run in ("loop", "ray"))
-    print(f"| run (mean of {args.repeats}) | wall s | per trial s | outside training and evaluation s |\n"
-          "| --- | ---: | ---: | ---: |")
-    print(f"| plain loop of run_trial (one fresh process) | {loop_seconds:.1f} | {loop_seconds / trials:.1f} "
-          f"| {loop_outside:.1f} |")
-    print(f"| sweeps/ablation.py (Ray Tune, a process per trial) | {ray_seconds:.1f} | {ray_seconds / trials:.1f} "
-          f"| {ray_outside:.1f} |")
-    print(f"overhead: {100 * (ray_seconds - loop_seconds) / loop_seconds:+.0f}% "
-          f"({(ray_seconds - loop_seconds) / trials:+.1f} s per trial)")
-    # Start-up, imports, scheduling and result handling only: the same trials' training on
-    # a machine whose speed drifts between runs no longer counts.
-    print(f"overhead outside the trials' training and evaluation: {100 * (ray_outside - loop_outside) / loop_seconds:+.0f}% "
-          f"of the loop ({(ray_outside - loop_outside) / trials:+.1f} s per trial)")
+    report(seconds, outside, trials, args.repeats)
     no_ops = 5 if args.smoke_test else args.no_ops
     if no_ops:
         started, per_trial = no_op_trials(no_ops)
