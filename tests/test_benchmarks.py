@@ -40,6 +40,8 @@ def test_embed_throughput_smoke(data_dir, cache_dir):
     assert "| (b) Embedder" in out.stdout and "| (c) ray_jobs/embed.py" in out.stdout
     difference = float(out.stdout.split("max |(b) - (a) with masked pooling|: ")[1].split()[0])
     assert difference < 1e-4  # the same embeddings, batched differently
+    computed = float(out.stdout.split("(a): computes ")[1].split("x")[0])
+    assert computed >= 1.0  # padded batches compute at least the real tokens' FLOPs
 
 
 @pytest.mark.integration
