@@ -6,17 +6,23 @@
    imports, data, an empty cache of its own) and the overhead percentage. With
    `--repeats 2` the runs go Ray, loop, loop, Ray, so a drift in this machine's speed
    (a shared VM: +-5% from one minute to the next, measured) falls on both sides alike.
-2. Tune's own scheduling cost per trial: 100 no-op trials.
+2. Where a trial runs (`--placement-rounds N`): the config's first trial in a fresh plain
+   process, in a Ray task and in a Tune trainable (as the sweeps run it), N rounds in a
+   rotating order: its own training + evaluation seconds and the process's system CPU time.
+3. Tune's own scheduling cost per trial: 100 no-op trials.
 
     python benchmarks/sweep_overhead.py                       # smoke config trials + 100 no-ops
     python benchmarks/sweep_overhead.py --config benchmarks/configs/minute_trials.yaml --no-ops 0 --repeats 2
-    python benchmarks/sweep_overhead.py --smoke-test          # 2 trials, 5 no-ops (run by the tests)
+    python benchmarks/sweep_overhead.py --config benchmarks/configs/short_trials.yaml --repeats 0 --no-ops 0 --placement-rounds 3
+    python benchmarks/sweep_overhead.py --smoke-test          # 2 trials, 1 placement round, 5 no-ops (run by the tests)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -28,8 +34,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sentisweep.config import DataConfig  # noqa: E402
 from sentisweep.storage import Store  # noqa: E402
-from sentisweep.sweep import expand, load_sweep_config  # noqa: E402
+from sentisweep.sweep import absolute_paths, expand, load_sweep_config  # noqa: E402
 from sentisweep.train import run_trial, set_quiet  # noqa: E402
 
 
@@ -38,8 +45,11 @@ def one_at_a_time_config(config: Path, cpus: int, out: Path, limit: int | None, 
     like the plain loop; optionally only the first `limit` seeds x methods. Each run gets
     its own empty cache: both tokenize once and read the source once."""
     raw = yaml.safe_load(config.read_text())
+    # Tune runs a trial in a folder of its own: a relative data source must be resolved here.
+    data = raw.setdefault("data", {})
+    data["source"] = absolute_paths(DataConfig.model_validate(data)).source
+    data["cache_dir"] = str(out / f"cache-{run}")
     raw.setdefault("resources", {})["cpus_per_trial"] = cpus
-    raw.setdefault("data", {})["cache_dir"] = str(out / f"cache-{run}")
     raw["name"] = "overhead"
     raw.pop("baselines", None)
     if limit:
@@ -89,6 +99,72 @@ def trial_work_seconds(storage: Path) -> float:
     return float((rows["train_seconds"] + rows["eval_seconds"].fillna(0)).sum())
 
 
+def measured_trial(config: str, out: str, cpus: int) -> dict[str, float]:
+    """Run the config's first runnable trial into `out`: its training + evaluation seconds
+    and the system CPU seconds this process spent meanwhile (all its threads, Ray's included)."""
+    trial = next(t for t in expand(load_sweep_config(config), Store(out), "cpu") if t.skip_reason is None)
+    trial.config.training.threads = cpus
+    set_quiet(True)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+    result = run_trial(trial.config)
+    assert result.status == "ok", result.error
+    return {"work": result.train_seconds + (result.eval_seconds or 0.0),
+            "system": resource.getrusage(resource.RUSAGE_SELF).ru_stime - before}
+
+
+def placement_rounds(config: Path, storage: Path, cpus: int, rounds: int) -> None:
+    """The same trial in a fresh plain process, a Ray task (a new worker each: max_calls=1)
+    and a Tune function trainable, `rounds` times each in a rotating order (drift falls on all)."""
+    import ray
+    from ray import tune
+
+    from sweeps import common
+
+    def in_process(out: str) -> dict[str, float]:
+        code = (f"import sys, json; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.sweep_overhead import "
+                f"measured_trial; print(json.dumps(measured_trial({str(config)!r}, {out!r}, {cpus})))")
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def in_task(out: str) -> dict[str, float]:
+        task = ray.remote(num_cpus=cpus, max_calls=1)(measured_trial)  # [Ray]
+        return ray.get(task.remote(str(config), out, cpus))  # [Ray]
+
+    def trainable(params):
+        tune.report(measured_trial(params["config"], params["out"], params["cpus"]))  # [Ray]
+
+    def in_tune(out: str) -> dict[str, float]:
+        tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": cpus}),  # [Ray]
+                           param_space={"config": str(config), "out": out, "cpus": cpus},
+                           run_config=tune.RunConfig(storage_path=str(storage / "tune"), name=Path(out).name, verbose=0))
+        result = tuner.fit()[0]  # [Ray]
+        if result.error:
+            raise result.error
+        return result.metrics
+
+    places = [("plain Python process", in_process), ("Ray task", in_task),
+              ("Tune trainable (as the sweeps run trials)", in_tune)]
+    common.connect(True, 0)
+    seen: dict[str, list[dict[str, float]]] = {name: [] for name, _ in places}
+    for index in range(rounds):
+        for name, run in places[index % 3:] + places[:index % 3]:
+            seen[name].append(run(str(storage / f"placement-{index}-{len(seen[name])}-{run.__name__}")))
+            print(f"  round {index + 1}, {name}: {seen[name][-1]['work']:.1f} s", flush=True)
+    ray.shutdown()  # [Ray]
+    print("\n| where the trial runs | training + evaluation s, each round | mean s | system CPU s, mean |\n"
+          "| --- | --- | ---: | ---: |")
+    mean = {name: sum(r["work"] for r in runs) / rounds for name, runs in seen.items()}
+    for name, runs in seen.items():
+        each = ", ".join(f"{r['work']:.1f}" for r in runs)
+        print(f"| {name} | {each} | {mean[name]:.1f} | "
+              f"{sum(r['system'] for r in runs) / rounds:.2f} |")
+    plain = mean[places[0][0]]
+    print(f"inside Ray vs a plain process: task {100 * (mean[places[1][0]] / plain - 1):+.1f}%, "
+          f"Tune trainable {100 * (mean[places[2][0]] / plain - 1):+.1f}%")
+
+
 def no_op_trials(count: int) -> tuple[float, float]:
     """Seconds to start Ray, and seconds per no-op trial through Tuner.fit."""
     import ray
@@ -132,8 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=str(ROOT / "sweeps" / "configs" / "smoke.yaml"))
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs (and torch threads) per trial")
     p.add_argument("--no-ops", type=int, default=100, help="no-op trials for the scheduling cost (0 = skip)")
-    p.add_argument("--repeats", type=int, default=1, help="pairs of runs, in ABBA order (2 = Ray, loop, loop, Ray)")
-    p.add_argument("--smoke-test", action="store_true", help="2 trials and 5 no-ops: checks the script runs")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="pairs of runs, in ABBA order (2 = Ray, loop, loop, Ray; 0 = skip)")
+    p.add_argument("--placement-rounds", type=int, default=0,
+                   help="rounds of one trial in a plain process, a Ray task and a Tune trainable (0 = skip)")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="2 trials, 1 placement round and 5 no-ops: checks the script runs")
     args = p.parse_args(argv)
     # ABBA order: Ray, loop, loop, Ray, ... (one pair for --repeats 1)
     order = [run for pair in range(args.repeats) for run in (("ray", "loop") if pair % 2 == 0 else ("loop", "ray"))]
@@ -153,7 +233,13 @@ def main(argv: list[str] | None = None) -> int:
             seconds[run].append(wall)
             outside[run].append(wall - work)
             print(f"  {run}: {wall:.1f} s, of which the trials' training and evaluation {work:.1f} s", flush=True)
-    report(seconds, outside, trials, args.repeats)
+        if order:
+            report(seconds, outside, trials, args.repeats)
+        rounds = 1 if args.smoke_test else args.placement_rounds
+        if rounds:
+            print(f"one trial in three places, {rounds} round(s), {args.cpus} CPUs:", flush=True)
+            placement_rounds(one_at_a_time_config(Path(args.config), args.cpus, storage, 1, "placement"),
+                             storage, args.cpus, rounds)
     no_ops = 5 if args.smoke_test else args.no_ops
     if no_ops:
         started, per_trial = no_op_trials(no_ops)
