@@ -70,13 +70,18 @@ def plain_loop(config: Path, storage: Path, cpus: int) -> None:
             assert result.status == "ok", result.error
 
 
-def timed_loop(config: Path, storage: Path, cpus: int) -> float:
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.sweep_overhead import plain_loop; "
-            f"plain_loop({str(config)!r}, {str(storage)!r}, {cpus})")
-    start = time.perf_counter()
+def in_fresh_python(statement: str) -> str:
+    """Run a statement in a new interpreter, with this module imported as `bench`: its stdout."""
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks import sweep_overhead as bench; {statement}"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
+    return out.stdout
+
+
+def timed_loop(config: Path, storage: Path, cpus: int) -> float:
+    start = time.perf_counter()
+    in_fresh_python(f"bench.plain_loop({str(config)!r}, {str(storage)!r}, {cpus})")
     return time.perf_counter() - start
 
 
@@ -121,12 +126,8 @@ def placement_rounds(config: Path, storage: Path, cpus: int, rounds: int) -> Non
     from sweeps import common
 
     def in_process(out: str) -> dict[str, float]:
-        code = (f"import sys, json; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.sweep_overhead import "
-                f"measured_trial; print(json.dumps(measured_trial({str(config)!r}, {out!r}, {cpus})))")
-        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        printed = in_fresh_python(f"import json; print(json.dumps(bench.measured_trial({str(config)!r}, {out!r}, {cpus})))")
+        return json.loads(printed.strip().splitlines()[-1])
 
     def in_task(out: str) -> dict[str, float]:
         task = ray.remote(num_cpus=cpus, max_calls=1)(measured_trial)  # [Ray]
