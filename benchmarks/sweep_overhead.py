@@ -60,14 +60,20 @@ def one_at_a_time_config(config: Path, cpus: int, out: Path, limit: int | None, 
     return path
 
 
-def plain_loop(config: Path, storage: Path, cpus: int) -> None:
-    """What a user would write instead of a sweep: run in a fresh process by `timed_loop`."""
-    set_quiet(True)
+def runnable_trials(config: str | Path, storage: str | Path, cpus: int):
+    """The config's trials that are not skipped, as TrialConfigs with `cpus` torch threads."""
     for trial in expand(load_sweep_config(config), Store(str(storage)), "cpu"):
         if trial.skip_reason is None:
             trial.config.training.threads = cpus
-            result = run_trial(trial.config)
-            assert result.status == "ok", result.error
+            yield trial.config
+
+
+def plain_loop(config: Path, storage: Path, cpus: int) -> None:
+    """What a user would write instead of a sweep: run in a fresh process by `timed_loop`."""
+    set_quiet(True)
+    for trial in runnable_trials(config, storage, cpus):
+        result = run_trial(trial)
+        assert result.status == "ok", result.error
 
 
 def in_fresh_python(statement: str) -> str:
@@ -107,11 +113,10 @@ def trial_work_seconds(storage: Path) -> float:
 def measured_trial(config: str, out: str, cpus: int) -> dict[str, float]:
     """Run the config's first runnable trial into `out`: its training + evaluation seconds
     and the system CPU seconds this process spent meanwhile (all its threads, Ray's included)."""
-    trial = next(t for t in expand(load_sweep_config(config), Store(out), "cpu") if t.skip_reason is None)
-    trial.config.training.threads = cpus
+    trial = next(runnable_trials(config, out, cpus))
     set_quiet(True)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
-    result = run_trial(trial.config)
+    result = run_trial(trial)
     assert result.status == "ok", result.error
     return {"work": result.train_seconds + (result.eval_seconds or 0.0),
             "system": resource.getrusage(resource.RUSAGE_SELF).ru_stime - before}
@@ -226,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             config = one_at_a_time_config(Path(args.config), args.cpus, storage, 2 if args.smoke_test else None,
                                           f"{run}{index}")
             if index == 0:
-                trials = sum(t.skip_reason is None for t in expand(load_sweep_config(config), Store(tmp), "cpu"))
+                trials = len(list(runnable_trials(config, tmp, args.cpus)))
                 print(f"{trials} trials, one at a time, {args.cpus} CPUs each; runs: {', '.join(order)}", flush=True)
             timed = through_ray if run == "ray" else timed_loop
             wall = timed(config, storage / f"{run}{index}", args.cpus)
