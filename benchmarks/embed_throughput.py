@@ -3,7 +3,8 @@ Ray Data job, on the same reviews and model, in one run.
 
 (a) the notebook loop: batches of 8 in dataset order, padded to the longest (up to 512),
     mean over *all* positions, `no_grad`;
-(b) `sentisweep.embeddings.Embedder` in this process: length-sorted batches of 8, masked mean;
+(b) `sentisweep.embeddings.Embedder` in this process: length-sorted batches of 8, linears
+    through oneDNN with packed weights (`sentisweep/onednn.py`), masked mean;
 (c) `ray_jobs/embed.py`'s pipeline: Ray Data, 2 actors of 0.5 CPU and 1 thread each.
 
 Prints texts/s of each and the ratios, the max |(b) - (a) with masked pooling| (same maths,
@@ -27,22 +28,21 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from benchmarks.train_throughput import matmul_peak_gflops  # noqa: E402
+from benchmarks.train_throughput import report_peak  # noqa: E402
 from sentisweep.config import DataConfig  # noqa: E402
 from sentisweep.data import load_task_data  # noqa: E402
-from sentisweep.embeddings import Embedder  # noqa: E402
+from sentisweep.embeddings import Embedder, load_backbone  # noqa: E402
 from sentisweep.train import set_quiet  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "imdb"
 
 
-def notebook_loop(embedder: Embedder, texts: list[str], max_length: int, batch_size: int = 8):
+def notebook_loop(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 8):
     """(padded-mean embeddings, masked-mean embeddings, seconds, positions, squared lengths):
     the study's loop, with the masked mean computed from the same hidden states for the
     comparison (not timed apart), and the work it computes (every row at its batch's length)."""
     import torch
 
-    tokenizer, model = embedder.tokenizer, embedder.model
     padded, masked = [], []
     positions, squared_lengths = 0, 0.0
     start = time.perf_counter()
@@ -60,18 +60,18 @@ def notebook_loop(embedder: Embedder, texts: list[str], max_length: int, batch_s
     return np.concatenate(padded), np.concatenate(masked), time.perf_counter() - start, positions, squared_lengths
 
 
-def forward_gflop(embedder: Embedder, tokens: float, squared_lengths: float) -> float:
+def forward_gflop(model, tokens: float, squared_lengths: float) -> float:
     """Forward FLOPs: 2 x non-embedding parameters per token, plus attention (QK^T and AV:
     2 x 2 x L^2 x d per layer per text). Real tokens only: the useful FLOPs; all positions:
     what a padded batch computes."""
     import torch
 
-    model = embedder.model
     embedding_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
     body = sum(p.numel() for p in model.parameters()) - embedding_params
     config = model.config
     layers = getattr(config, "num_hidden_layers", None) or config.n_layers
-    return (2 * body * tokens + 4 * layers * embedder.dim * squared_lengths) / 1e9
+    dim = getattr(config, "hidden_size", None) or config.dim
+    return (2 * body * tokens + 4 * layers * dim * squared_lengths) / 1e9
 
 
 def ray_pipeline(args, frame) -> float:
@@ -109,25 +109,27 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(2)
-    peak = matmul_peak_gflops(512 if args.smoke_test else 2048)
-    print(f"fp32 matmul peak on {torch.get_num_threads()} threads: {peak:.0f} GFLOP/s", flush=True)
+    peak = report_peak(512 if args.smoke_test else 2048)
     frame = load_task_data(DataConfig(source=str(args.data), test_size=args.texts, eval_size=16)).splits["test"]
     texts = frame["text"].tolist()
 
     embedder = Embedder(args.model, pooling="mean", max_length=args.max_length, batch_size=8,
                         cache_dir=args.cache_dir)
+    # (a) runs the model as loaded (torch's own linears); the Embedder has packed its own copy.
+    plain_model, _ = load_backbone(embedder.spec, None, args.cache_dir)
     print(f"(a) notebook loop on {len(texts)} texts ...", flush=True)
-    padded_mean, masked_mean, seconds_a, positions_a, squared_a = notebook_loop(embedder, texts, args.max_length)
+    padded_mean, masked_mean, seconds_a, positions_a, squared_a = notebook_loop(
+        plain_model, embedder.tokenizer, texts, args.max_length)
     print("(b) sentisweep Embedder ...", flush=True)
     embedder.embed(texts[:8])  # warm-up, as (a) had its first batch
     embedder.stats = type(embedder.stats)()
     start = time.perf_counter()
     ours = embedder.embed(texts)
     seconds_b = time.perf_counter() - start
-    useful = forward_gflop(embedder, embedder.stats.real_tokens, embedder.stats.squared_lengths)
-    computed_a = forward_gflop(embedder, positions_a, squared_a)  # (a)'s padding included
+    useful = forward_gflop(plain_model, embedder.stats.real_tokens, embedder.stats.squared_lengths)
+    computed_a = forward_gflop(plain_model, positions_a, squared_a)  # (a)'s padding included
     rows = [("(a) notebook loop: batches of 8, dataset order, mean over padding", seconds_a),
-            ("(b) Embedder: length-sorted batches of 8, masked mean", seconds_b)]
+            ("(b) Embedder: length-sorted batches of 8, oneDNN linears, masked mean", seconds_b)]
     if not args.no_ray:
         print("(c) Ray Data job (2 actors x 0.5 CPU) ...", flush=True)
         rows.append(("(c) ray_jobs/embed.py: Ray Data, 2 actors", ray_pipeline(args, frame)))

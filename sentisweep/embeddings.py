@@ -24,11 +24,12 @@ Pooling = Literal["mean", "cls", "last"]
 # The last real token is where a decoder has read the whole text; an encoder has no such token.
 FAMILY_POOLINGS: dict[str, tuple[str, ...]] = {"encoder": ("mean", "cls"), "decoder": ("mean", "last")}
 QUANTIZATIONS = ("4bit", "8bit")
-# Texts per forward pass by default. On CPU smaller is faster (MiniLM-L6, length-sorted, 600
-# IMDb reviews at length 512, 2 threads: 25.8 texts/s at 8, 23.6 at 32, 20.6 at 64). Why: at
+# Texts per forward pass by default. On CPU smaller is faster (MiniLM-L6, length-sorted, 400
+# IMDb reviews at length 512, 2 threads, packed oneDNN linears, two rounds: 46.1 / 45.5 texts/s
+# at 4, 48.0 / 46.4 at 8, 44.8 / 42.3 at 16, 41.0 / 38.3 at 32). Why: at
 # 8 x 512 tokens the largest activation (x 1536 FFN floats) is 24 MiB, under glibc's 32 MiB
 # mmap ceiling, so freed blocks are reused; at 32 rows each is a fresh zero-filled mmap (raising
-# the threshold with mallopt brought batch 32 back to ~25 texts/s, measured).
+# the threshold with mallopt brought batch 32 back to batch 8's speed, measured before packing).
 # GPUs want more rows per call; their configs say so (embed_xgb_gpu.yaml: 64).
 DEFAULT_BATCH_SIZE = 8
 TRIAL_INFO_FILE = "sentisweep_trial.json"  # written beside every trial checkpoint by run_trial
@@ -163,6 +164,12 @@ class Embedder:
         self.checkpoint = check_checkpoint(checkpoint)
         self.max_length, self.batch_size, self.device = max_length, batch_size, device
         self.model, self.tokenizer = load_backbone(self.spec, self.checkpoint, cache_dir, device, quantize)
+        # On CPU, linears through oneDNN with packed weights: 1.68x (see sentisweep/onednn.py).
+        self.packed_linears = 0
+        if device == "cpu" and not quantize:
+            from sentisweep.onednn import pack_linears
+
+            self.packed_linears = pack_linears(self.model)
         self.dim = self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.dim
         self.stats = EmbedStats()
 
