@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from conftest import tiny_trial
 
+from sentisweep import onednn
 from sentisweep.config import parse_trial_config
 from sentisweep.export import export
 from sentisweep.predict import PredictError, load_selected, main, read_texts, select_trial
@@ -61,7 +62,9 @@ def test_export_loads_in_pipeline_with_the_same_probabilities(store, tmp_path, t
     from transformers import pipeline
 
     row, classifier = load_selected(store, trial_id)
-    ours = classifier.predict(TEXTS)
+    ours = classifier.predict(TEXTS)  # with oneDNN-packed linears; the pipeline below runs torch's own
+    packed = any(type(m).__name__ == "PackedLinear" for m in classifier.model.modules())
+    assert classifier.packed and packed == onednn.available()
     folder = export(str(store), tmp_path / "model", select=trial_id)
     assert list(folder.glob("*.safetensors")) and (folder / "tokenizer.json").is_file()
     scores = pipeline("text-classification", model=str(folder), top_k=None, device="cpu")(TEXTS)
