@@ -166,11 +166,10 @@ class Embedder:
         self.max_length, self.batch_size, self.device = max_length, batch_size, device
         self.model, self.tokenizer = load_backbone(self.spec, self.checkpoint, cache_dir, device, quantize)
         # On CPU, linears through oneDNN with packed weights: 1.68x (see sentisweep/onednn.py).
-        self.packed_linears = 0
-        if device == "cpu" and not quantize:
-            from sentisweep.onednn import pack_linears
+        # (pack_linears leaves GPU weights alone; 4-bit/8-bit models keep their own kernels.)
+        from sentisweep.onednn import pack_linears
 
-            self.packed_linears = pack_linears(self.model)
+        self.packed_linears = 0 if quantize else pack_linears(self.model)
         self.dim = self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.dim
         self.stats = EmbedStats()
 
@@ -188,9 +187,10 @@ class Embedder:
             for rows, input_ids, mask in length_sorted_batches(ids, self.batch_size, self.tokenizer.pad_token_id):
                 # A batch without padding (texts cut at max_length, the longest) needs no mask:
                 # attention runs faster without one (600 IMDb reviews at 512: +3-5%, identical).
+                device_mask = mask.to(self.device)
                 hidden = self.model(input_ids=input_ids.to(self.device),
-                                    attention_mask=None if bool(mask.all()) else mask.to(self.device)).last_hidden_state
-                out[rows] = pool(hidden.float(), mask.to(self.device), self.pooling).cpu().numpy()
+                                    attention_mask=None if bool(mask.all()) else device_mask).last_hidden_state
+                out[rows] = pool(hidden.float(), device_mask, self.pooling).cpu().numpy()
                 self.stats.real_tokens += int(mask.sum())
                 self.stats.positions += int(mask.numel())
                 self.stats.squared_lengths += float((mask.sum(dim=1).double() ** 2).sum())
