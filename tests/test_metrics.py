@@ -54,3 +54,41 @@ def test_peak_memory_sees_an_allocation():
         time.sleep(0.05)
         del block
     assert memory.kind == "host_rss_sampled" and memory.peak_bytes > 64 * 2**20
+
+
+@pytest.mark.parametrize("num_classes", [2, 3, 5])
+def test_the_same_numbers_as_scikit_learn(num_classes):
+    from sklearn import metrics as sk
+
+    rng = np.random.default_rng(num_classes)
+    for rows in (7, 200):
+        labels = rng.integers(0, num_classes, rows)
+        labels[:num_classes] = np.arange(num_classes)  # every class present
+        # rounded: many ties, which the ROC-AUC must share out as scikit-learn does
+        probabilities = np.round(rng.dirichlet(np.ones(num_classes), rows), 1) + 1e-3
+        m = classification_metrics(labels, probabilities)
+        probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)  # as classification_metrics does
+        predicted = probabilities.argmax(axis=1)
+        average = "binary" if num_classes == 2 else "macro"
+        precision, recall, f1, _ = sk.precision_recall_fscore_support(labels, predicted, average=average,
+                                                                      zero_division=0)
+        auc = (sk.roc_auc_score(labels, probabilities[:, 1]) if num_classes == 2 else
+               sk.roc_auc_score(labels, probabilities, multi_class="ovr", labels=list(range(num_classes))))
+        expected = {"accuracy": sk.accuracy_score(labels, predicted), "precision": precision, "recall": recall,
+                    "f1": f1, "roc_auc": auc,
+                    "eval_loss": sk.log_loss(labels, probabilities, labels=list(range(num_classes)))}
+        assert {k: m[k] for k in expected} == pytest.approx(expected, rel=1e-9)
+        if num_classes == 2:
+            (tn, fp), (fn, tp) = sk.confusion_matrix(labels, predicted).tolist()
+            assert (m["tn"], m["fp"], m["fn"], m["tp"]) == (tn, fp, fn, tp)
+
+
+def test_a_class_never_predicted_counts_zero_like_scikit_learn():
+    from sklearn import metrics as sk
+
+    labels = np.array([0, 1, 2, 2, 1])
+    probabilities = np.eye(3)[[0, 0, 0, 1, 1]] * 0.8 + 0.1  # class 2 never predicted
+    m = classification_metrics(labels, probabilities)
+    precision, recall, f1, _ = sk.precision_recall_fscore_support(labels, probabilities.argmax(axis=1),
+                                                                  average="macro", zero_division=0)
+    assert (m["precision"], m["recall"], m["f1"]) == pytest.approx((precision, recall, f1))
