@@ -7,13 +7,14 @@
    `--repeats 2` the runs go Ray, loop, loop, Ray, so a drift in this machine's speed
    (a shared VM: +-5% from one minute to the next, measured) falls on both sides alike.
 2. Where a trial runs (`--placement-rounds N`): the config's first trial in a fresh plain
-   process, in a Ray task and in a Tune trainable (as the sweeps run it), N rounds in a
-   rotating order: its own training + evaluation seconds and the process's system CPU time.
+   process with no Ray on the machine, the same with a local Ray instance up and idle, in a
+   Ray task and in a Tune trainable (as the sweeps run it), N rounds in a rotating order:
+   its own training + evaluation seconds and the process's system CPU time.
 3. Tune's own scheduling cost per trial: 100 no-op trials.
 
     python benchmarks/sweep_overhead.py                       # smoke config trials + 100 no-ops
     python benchmarks/sweep_overhead.py --config benchmarks/configs/minute_trials.yaml --no-ops 0 --repeats 2
-    python benchmarks/sweep_overhead.py --config benchmarks/configs/short_trials.yaml --repeats 0 --no-ops 0 --placement-rounds 3
+    python benchmarks/sweep_overhead.py --config benchmarks/configs/short_trials.yaml --repeats 0 --no-ops 0 --placement-rounds 4
     python benchmarks/sweep_overhead.py --smoke-test          # 2 trials, 1 placement round, 5 no-ops (run by the tests)
 """
 
@@ -150,12 +151,21 @@ def placement_rounds(config: Path, storage: Path, cpus: int, rounds: int) -> Non
             raise result.error
         return result.metrics
 
-    places = [("plain Python process", in_process), ("Ray task", in_task),
+    def without_ray(out: str) -> dict[str, float]:
+        ray.shutdown()  # [Ray] no raylet, GCS or agents on the machine while this trial runs
+        try:
+            return in_process(out)
+        finally:
+            common.connect(True, 0)  # [Ray]
+
+    places = [("plain Python process, Ray not running", without_ray),
+              ("plain Python process, Ray running idle", in_process), ("Ray task", in_task),
               ("Tune trainable (as the sweeps run trials)", in_tune)]
-    common.connect(True, 0)
+    common.connect(True, 0)  # [Ray]
     seen: dict[str, list[dict[str, float]]] = {name: [] for name, _ in places}
     for index in range(rounds):
-        for name, run in places[index % 3:] + places[:index % 3]:
+        shift = index % len(places)
+        for name, run in places[shift:] + places[:shift]:
             seen[name].append(run(str(storage / f"placement-{index}-{len(seen[name])}-{run.__name__}")))
             print(f"  round {index + 1}, {name}: {seen[name][-1]['work']:.1f} s", flush=True)
     ray.shutdown()  # [Ray]
@@ -166,9 +176,9 @@ def placement_rounds(config: Path, storage: Path, cpus: int, rounds: int) -> Non
         each = ", ".join(f"{r['work']:.1f}" for r in runs)
         print(f"| {name} | {each} | {mean[name]:.1f} | "
               f"{sum(r['system'] for r in runs) / rounds:.2f} |")
-    plain = mean[places[0][0]]
-    print(f"inside Ray vs a plain process: task {100 * (mean[places[1][0]] / plain - 1):+.1f}%, "
-          f"Tune trainable {100 * (mean[places[2][0]] / plain - 1):+.1f}%")
+    alone = mean[places[0][0]]
+    print("vs a plain process with Ray not running: " + ", ".join(
+        f"{name} {100 * (mean[name] / alone - 1):+.1f}%" for name, _ in places[1:]))
 
 
 def no_op_trials(count: int) -> tuple[float, float]:
@@ -243,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             report(seconds, outside, trials, args.repeats)
         rounds = 1 if args.smoke_test else args.placement_rounds
         if rounds:
-            print(f"one trial in three places, {rounds} round(s), {args.cpus} CPUs:", flush=True)
+            print(f"one trial in four places, {rounds} round(s), {args.cpus} CPUs:", flush=True)
             placement_rounds(one_at_a_time_config(Path(args.config), args.cpus, storage, 1, "placement"),
                              storage, args.cpus, rounds)
     no_ops = 5 if args.smoke_test else args.no_ops

@@ -30,10 +30,11 @@ def test_sweep_overhead_smoke():
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "overhead:" in out.stdout and "s of scheduling per trial" in out.stdout
     # one round of the same trial in each place, each with its own training + evaluation time
-    for place in ("plain Python process", "Ray task", "Tune trainable (as the sweeps run trials)"):
+    for place in ("plain Python process, Ray not running", "plain Python process, Ray running idle", "Ray task",
+                  "Tune trainable (as the sweeps run trials)"):
         row = next(line for line in out.stdout.splitlines() if line.startswith(f"| {place} |"))
         assert float(row.split("|")[3]) > 0
-    assert "inside Ray vs a plain process: task " in out.stdout
+    assert "vs a plain process with Ray not running: plain Python process, Ray running idle " in out.stdout
 
 
 @pytest.mark.integration
