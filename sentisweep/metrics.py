@@ -22,7 +22,7 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dic
     the confusion counts (binary: tn, fp, fn, tp); the same numbers as scikit-learn's
     functions (tested against them). Counted with numpy here: importing sklearn.metrics
     pulls in scipy.stats, 0.5 s in every trial's fresh process for a few counts."""
-    labels = np.asarray(labels)
+    labels = np.asarray(labels).astype(np.int64)  # class indices, also when they arrive as floats
     probabilities = np.asarray(probabilities, dtype=np.float64)
     probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)  # float32 softmax drift
     num_classes = probabilities.shape[1]
@@ -33,7 +33,7 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dic
     false_positives = confusion.sum(axis=0) - true_positives
     false_negatives = confusion.sum(axis=1) - true_positives
     if num_classes == 2:
-        seen = [1]  # binary: the scores of the positive class
+        seen = [1]  # binary: precision, recall and F1 of class 1 only
     else:
         seen = np.flatnonzero(confusion.sum(axis=0) + confusion.sum(axis=1))
     precision = _mean_ratio(true_positives[seen], true_positives[seen] + false_positives[seen])

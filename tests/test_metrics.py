@@ -92,3 +92,9 @@ def test_a_class_never_predicted_counts_zero_like_scikit_learn():
     precision, recall, f1, _ = sk.precision_recall_fscore_support(labels, probabilities.argmax(axis=1),
                                                                   average="macro", zero_division=0)
     assert (m["precision"], m["recall"], m["f1"]) == pytest.approx((precision, recall, f1))
+
+
+def test_float_labels_count_as_classes():
+    probabilities = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    as_ints = classification_metrics(np.array([0, 1, 1]), probabilities)
+    assert classification_metrics(np.array([0.0, 1.0, 1.0]), probabilities) == as_ints
