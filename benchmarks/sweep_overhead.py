@@ -6,6 +6,8 @@
    imports, data, an empty cache of its own) and the overhead percentage. With
    `--repeats 2` the runs go Ray, loop, loop, Ray, so a drift in this machine's speed
    (a shared VM: +-5% from one minute to the next, measured) falls on both sides alike.
+   `--ray-cpus 1` gives the sweep's trials 1 CPU each instead, so Ray runs as many at once
+   as there are cores (what the shipped CPU configs do), against the same one-at-a-time loop.
 2. Where a trial runs (`--placement-rounds N`): the config's first trial in a fresh plain
    process with no Ray on the machine, the same with a local Ray instance up and idle, in a
    Ray task and in a Tune trainable (as the sweeps run it), N rounds in a rotating order:
@@ -14,6 +16,7 @@
 
     python benchmarks/sweep_overhead.py                       # smoke config trials + 100 no-ops
     python benchmarks/sweep_overhead.py --config benchmarks/configs/minute_trials.yaml --no-ops 0 --repeats 2
+    python benchmarks/sweep_overhead.py --config benchmarks/configs/minute_trials.yaml --no-ops 0 --repeats 2 --ray-cpus 1
     python benchmarks/sweep_overhead.py --config benchmarks/configs/short_trials.yaml --repeats 0 --no-ops 0 --placement-rounds 4
     python benchmarks/sweep_overhead.py --smoke-test          # 2 trials, 1 placement round, 5 no-ops (run by the tests)
 """
@@ -41,16 +44,16 @@ from sentisweep.sweep import absolute_paths, expand, load_sweep_config  # noqa: 
 from sentisweep.train import run_trial, set_quiet  # noqa: E402
 
 
-def one_at_a_time_config(config: Path, cpus: int, out: Path, limit: int | None, run: str) -> Path:
-    """The sweep config with every trial given all CPUs, so Ray runs them one at a time
-    like the plain loop; optionally only the first `limit` seeds x methods. Each run gets
-    its own empty cache: both tokenize once and read the source once."""
+def benchmark_config(config: Path, cpus: int, out: Path, limit: int | None, run: str, at_once: int = 1) -> Path:
+    """The sweep config with every trial given `cpus` CPUs and Ray running `at_once` trials at
+    a time (1: like the plain loop); optionally only the first `limit` seeds x methods.
+    Each run gets its own empty cache: both tokenize once and read the source once."""
     raw = yaml.safe_load(config.read_text())
     # Tune runs a trial in a folder of its own: a relative data source must be resolved here.
     data = raw.setdefault("data", {})
     data["source"] = absolute_paths(DataConfig.model_validate(data)).source
     data["cache_dir"] = str(out / f"cache-{run}")
-    raw.setdefault("resources", {})["cpus_per_trial"] = cpus
+    raw["resources"] = {"cpus_per_trial": cpus, "max_concurrent": at_once}
     raw["name"] = "overhead"
     raw.pop("baselines", None)
     if limit:
@@ -203,26 +206,32 @@ def no_op_trials(count: int) -> tuple[float, float]:
     return started, per_trial
 
 
-def report(seconds: dict[str, list[float]], outside: dict[str, list[float]], trials: int, repeats: int) -> None:
+def report(seconds: dict[str, list[float]], outside: dict[str, list[float]], trials: int, repeats: int,
+           ray_run: str, concurrent: bool) -> None:
     mean = {run: (sum(seconds[run]) / repeats, sum(outside[run]) / repeats) for run in ("loop", "ray")}
     print(f"| run (mean of {repeats}) | wall s | per trial s | outside training and evaluation s |\n"
           "| --- | ---: | ---: | ---: |")
-    for run, name in (("loop", "plain loop of run_trial (one fresh process)"),
-                      ("ray", "sweeps/ablation.py (Ray Tune, a process per trial)")):
-        print(f"| {name} | {mean[run][0]:.1f} | {mean[run][0] / trials:.1f} | {mean[run][1]:.1f} |")
+    for run, name in (("loop", "plain loop of run_trial (one fresh process)"), ("ray", ray_run)):
+        # Trials that overlap have no "outside" time of their own to add up.
+        rest = "-" if concurrent and run == "ray" else f"{mean[run][1]:.1f}"
+        print(f"| {name} | {mean[run][0]:.1f} | {mean[run][0] / trials:.1f} | {rest} |")
     loop_seconds = mean["loop"][0]
     extra, extra_outside = (mean["ray"][i] - mean["loop"][i] for i in (0, 1))
     print(f"overhead: {100 * extra / loop_seconds:+.0f}% ({extra / trials:+.1f} s per trial)")
-    # Start-up, imports, scheduling and result handling only: the same trials' training on
-    # a machine whose speed drifts between runs no longer counts.
-    print(f"overhead outside the trials' training and evaluation: {100 * extra_outside / loop_seconds:+.0f}% "
-          f"of the loop ({extra_outside / trials:+.1f} s per trial)")
+    if not concurrent:
+        # Start-up, imports, scheduling and result handling only: the same trials' training on
+        # a machine whose speed drifts between runs no longer counts.
+        print(f"overhead outside the trials' training and evaluation: {100 * extra_outside / loop_seconds:+.0f}% "
+              f"of the loop ({extra_outside / trials:+.1f} s per trial)")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "sweeps" / "configs" / "smoke.yaml"))
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs (and torch threads) per trial")
+    p.add_argument("--ray-cpus", type=int, default=None,
+                   help="CPUs per trial in the sweep's runs (default: --cpus, one trial at a time); fewer "
+                        "than the machine has runs trials side by side, the loop stays one at a time")
     p.add_argument("--no-ops", type=int, default=100, help="no-op trials for the scheduling cost (0 = skip)")
     p.add_argument("--repeats", type=int, default=1,
                    help="pairs of runs, in ABBA order (2 = Ray, loop, loop, Ray; 0 = skip)")
@@ -231,6 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke-test", action="store_true",
                    help="2 trials, 1 placement round and 5 no-ops: checks the script runs")
     args = p.parse_args(argv)
+    ray_cpus = args.ray_cpus or args.cpus
+    if not 0 < ray_cpus <= (os.cpu_count() or 1):
+        p.error(f"--ray-cpus {ray_cpus}: between 1 and this machine's {os.cpu_count()} CPUs")
+    at_once = (os.cpu_count() or 1) // ray_cpus if args.ray_cpus else 1  # as many as fit, like a sweep
+    concurrent = at_once > 1
+    ray_run = "sweeps/ablation.py (Ray Tune, a process per trial)" + (
+        f", {at_once} at once, 1 CPU each" if concurrent and ray_cpus == 1 else
+        f", {at_once} at once, {ray_cpus} CPUs each" if concurrent else "")
     # ABBA order: Ray, loop, loop, Ray, ... (one pair for --repeats 1)
     order = [run for pair in range(args.repeats) for run in (("ray", "loop") if pair % 2 == 0 else ("loop", "ray"))]
     seconds: dict[str, list[float]] = {"ray": [], "loop": []}
@@ -238,23 +255,26 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         storage = Path(tmp)
         for index, run in enumerate(order):
-            config = one_at_a_time_config(Path(args.config), args.cpus, storage, 2 if args.smoke_test else None,
-                                          f"{run}{index}")
+            cpus = ray_cpus if run == "ray" else args.cpus
+            config = benchmark_config(Path(args.config), cpus, storage, 2 if args.smoke_test else None,
+                                      f"{run}{index}", at_once if run == "ray" else 1)
             if index == 0:
-                trials = len(list(runnable_trials(config, tmp, args.cpus)))
-                print(f"{trials} trials, one at a time, {args.cpus} CPUs each; runs: {', '.join(order)}", flush=True)
+                trials = len(list(runnable_trials(config, tmp, cpus)))
+                print(f"{trials} trials; loop: one at a time, {args.cpus} CPUs each; Ray: {at_once} at a time, "
+                      f"{ray_cpus} CPU(s) each; runs: {', '.join(order)}", flush=True)
             timed = through_ray if run == "ray" else timed_loop
-            wall = timed(config, storage / f"{run}{index}", args.cpus)
+            wall = timed(config, storage / f"{run}{index}", cpus)
             work = trial_work_seconds(storage / f"{run}{index}")
             seconds[run].append(wall)
             outside[run].append(wall - work)
-            print(f"  {run}: {wall:.1f} s, of which the trials' training and evaluation {work:.1f} s", flush=True)
+            overlapped = " (side by side: they add up)" if run == "ray" and concurrent else ""
+            print(f"  {run}: {wall:.1f} s; the trials' training and evaluation {work:.1f} s{overlapped}", flush=True)
         if order:
-            report(seconds, outside, trials, args.repeats)
+            report(seconds, outside, trials, args.repeats, ray_run, concurrent)
         rounds = 1 if args.smoke_test else args.placement_rounds
         if rounds:
             print(f"one trial in four places, {rounds} round(s), {args.cpus} CPUs:", flush=True)
-            placement_rounds(one_at_a_time_config(Path(args.config), args.cpus, storage, 1, "placement"),
+            placement_rounds(benchmark_config(Path(args.config), args.cpus, storage, 1, "placement"),
                              storage, args.cpus, rounds)
     no_ops = 5 if args.smoke_test else args.no_ops
     if no_ops:
