@@ -6,8 +6,9 @@
    imports, data, an empty cache of its own) and the overhead percentage. With
    `--repeats 2` the runs go Ray, loop, loop, Ray, so a drift in this machine's speed
    (a shared VM: +-5% from one minute to the next, measured) falls on both sides alike.
-   `--ray-cpus 1` gives the sweep's trials 1 CPU each instead, so Ray runs as many at once
-   as there are cores (what the shipped CPU configs do), against the same one-at-a-time loop.
+   With `--cpus 1` both sides run as many trials at once as there are cores, 1 CPU each (as
+   the shipped CPU configs do): the sweep through Ray's scheduling, the loop through a pool
+   of as many plain Python processes (tokenizing first, as the sweep's driver does).
 2. Where a trial runs (`--placement-rounds N`): the config's first trial in a fresh plain
    process with no Ray on the machine, the same with a local Ray instance up and idle, in a
    Ray task and in a Tune trainable (as the sweeps run it), N rounds in a rotating order:
@@ -16,7 +17,7 @@
 
     python benchmarks/sweep_overhead.py                       # smoke config trials + 100 no-ops
     python benchmarks/sweep_overhead.py --config benchmarks/configs/minute_trials.yaml --no-ops 0 --repeats 2
-    python benchmarks/sweep_overhead.py --config benchmarks/configs/minute_trials.yaml --no-ops 0 --repeats 2 --ray-cpus 1
+    python benchmarks/sweep_overhead.py --config benchmarks/configs/minute_trials.yaml --no-ops 0 --repeats 2 --cpus 1
     python benchmarks/sweep_overhead.py --config benchmarks/configs/short_trials.yaml --repeats 0 --no-ops 0 --placement-rounds 4
     python benchmarks/sweep_overhead.py --smoke-test          # 2 trials, 1 placement round, 5 no-ops (run by the tests)
 """
@@ -25,12 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -40,8 +43,9 @@ sys.path.insert(0, str(ROOT))
 
 from sentisweep.config import DataConfig  # noqa: E402
 from sentisweep.storage import Store  # noqa: E402
-from sentisweep.sweep import absolute_paths, expand, load_sweep_config  # noqa: E402
+from sentisweep.sweep import PlannedTrial, absolute_paths, expand, load_sweep_config  # noqa: E402
 from sentisweep.train import run_trial, set_quiet  # noqa: E402
+from sweeps.ablation import pretokenize  # noqa: E402
 
 
 def benchmark_config(config: Path, cpus: int, out: Path, limit: int | None, run: str, at_once: int = 1) -> Path:
@@ -64,19 +68,30 @@ def benchmark_config(config: Path, cpus: int, out: Path, limit: int | None, run:
     return path
 
 
-def runnable_trials(config: str | Path, storage: str | Path, cpus: int):
-    """The config's trials that are not skipped, as TrialConfigs with `cpus` torch threads."""
-    for trial in expand(load_sweep_config(config), Store(str(storage)), "cpu"):
-        if trial.skip_reason is None:
-            trial.config.training.threads = cpus
-            yield trial.config
+def runnable_trials(config: str | Path, storage: str | Path, cpus: int) -> list[PlannedTrial]:
+    """The config's trials that are not skipped, their TrialConfigs set to `cpus` torch threads."""
+    planned = [trial for trial in expand(load_sweep_config(config), Store(str(storage)), "cpu")
+               if trial.skip_reason is None]
+    for trial in planned:
+        trial.config.training.threads = cpus
+    return planned
 
 
-def plain_loop(config: Path, storage: Path, cpus: int) -> None:
-    """What a user would write instead of a sweep: run in a fresh process by `timed_loop`."""
+def plain_loop(config: Path, storage: Path, cpus: int, at_once: int = 1) -> None:
+    """What a user would write instead of a sweep: run in a fresh process by `timed_loop`.
+    With `at_once` > 1, a pool of that many worker processes, each running trials one after
+    another (imports paid once per worker, not per trial); tokenized first, as the sweep does."""
     set_quiet(True)
-    for trial in runnable_trials(config, storage, cpus):
-        result = run_trial(trial)
+    planned = runnable_trials(config, storage, cpus)
+    trials = [trial.config for trial in planned]
+    if at_once == 1:
+        results = map(run_trial, trials)
+    else:
+        pretokenize(planned)
+        pool = ProcessPoolExecutor(at_once, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=set_quiet, initargs=(True,))
+        results = pool.map(run_trial, trials)
+    for result in results:
         assert result.status == "ok", result.error
 
 
@@ -89,13 +104,14 @@ def in_fresh_python(statement: str) -> str:
     return out.stdout
 
 
-def timed_loop(config: Path, storage: Path, cpus: int) -> float:
+def timed_loop(config: Path, storage: Path, cpus: int, at_once: int) -> float:
     start = time.perf_counter()
-    in_fresh_python(f"bench.plain_loop({str(config)!r}, {str(storage)!r}, {cpus})")
+    in_fresh_python(f"bench.plain_loop({str(config)!r}, {str(storage)!r}, {cpus}, {at_once})")
     return time.perf_counter() - start
 
 
-def through_ray(config: Path, storage: Path, cpus: int) -> float:
+def through_ray(config: Path, storage: Path, cpus: int, at_once: int) -> float:
+    """The sweep itself; `cpus` and `at_once` are already in its config (`benchmark_config`)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     start = time.perf_counter()
     out = subprocess.run([sys.executable, str(ROOT / "sweeps" / "ablation.py"), "--config", str(config),
@@ -117,7 +133,7 @@ def trial_work_seconds(storage: Path) -> float:
 def measured_trial(config: str, out: str, cpus: int) -> dict[str, float]:
     """Run the config's first runnable trial into `out`: its training + evaluation seconds
     and the system CPU seconds this process spent meanwhile (all its threads, Ray's included)."""
-    trial = next(runnable_trials(config, out, cpus))
+    trial = runnable_trials(config, out, cpus)[0].config
     set_quiet(True)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     result = run_trial(trial)
@@ -206,15 +222,25 @@ def no_op_trials(count: int) -> tuple[float, float]:
     return started, per_trial
 
 
+def run_names(at_once: int, cpus: int) -> dict[str, str]:
+    """The table's names of the two runs: how many trials each runs at once."""
+    if at_once == 1:
+        return {"loop": "plain loop of run_trial (one fresh process)",
+                "ray": "sweeps/ablation.py (Ray Tune, a process per trial)"}
+    each = f"{at_once} at once, {cpus} CPU{'s' if cpus > 1 else ''} each"
+    return {"loop": f"plain Python: a pool of {at_once} processes running run_trial, {each}",
+            "ray": f"sweeps/ablation.py (Ray Tune, a process per trial), {each}"}
+
+
 def report(seconds: dict[str, list[float]], outside: dict[str, list[float]], trials: int, repeats: int,
-           ray_run: str, concurrent: bool) -> None:
+           names: dict[str, str], concurrent: bool) -> None:
     mean = {run: (sum(seconds[run]) / repeats, sum(outside[run]) / repeats) for run in ("loop", "ray")}
     print(f"| run (mean of {repeats}) | wall s | per trial s | outside training and evaluation s |\n"
           "| --- | ---: | ---: | ---: |")
-    for run, name in (("loop", "plain loop of run_trial (one fresh process)"), ("ray", ray_run)):
+    for run in ("loop", "ray"):
         # Trials that overlap have no "outside" time of their own to add up.
-        rest = "-" if concurrent and run == "ray" else f"{mean[run][1]:.1f}"
-        print(f"| {name} | {mean[run][0]:.1f} | {mean[run][0] / trials:.1f} | {rest} |")
+        rest = "-" if concurrent else f"{mean[run][1]:.1f}"
+        print(f"| {names[run]} | {mean[run][0]:.1f} | {mean[run][0] / trials:.1f} | {rest} |")
     loop_seconds = mean["loop"][0]
     extra, extra_outside = (mean["ray"][i] - mean["loop"][i] for i in (0, 1))
     print(f"overhead: {100 * extra / loop_seconds:+.0f}% ({extra / trials:+.1f} s per trial)")
@@ -228,10 +254,9 @@ def report(seconds: dict[str, list[float]], outside: dict[str, list[float]], tri
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "sweeps" / "configs" / "smoke.yaml"))
-    p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs (and torch threads) per trial")
-    p.add_argument("--ray-cpus", type=int, default=None,
-                   help="CPUs per trial in the sweep's runs (default: --cpus, one trial at a time); fewer "
-                        "than the machine has runs trials side by side, the loop stays one at a time")
+    p.add_argument("--cpus", type=int, default=os.cpu_count() or 1,
+                   help="CPUs (and torch threads) per trial; fewer than the machine has runs as many "
+                        "trials at once as fit, in both runs (default: all, one trial at a time)")
     p.add_argument("--no-ops", type=int, default=100, help="no-op trials for the scheduling cost (0 = skip)")
     p.add_argument("--repeats", type=int, default=1,
                    help="pairs of runs, in ABBA order (2 = Ray, loop, loop, Ray; 0 = skip)")
@@ -240,14 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke-test", action="store_true",
                    help="2 trials, 1 placement round and 5 no-ops: checks the script runs")
     args = p.parse_args(argv)
-    ray_cpus = args.ray_cpus or args.cpus
-    if not 0 < ray_cpus <= (os.cpu_count() or 1):
-        p.error(f"--ray-cpus {ray_cpus}: between 1 and this machine's {os.cpu_count()} CPUs")
-    at_once = (os.cpu_count() or 1) // ray_cpus if args.ray_cpus else 1  # as many as fit, like a sweep
+    if not 0 < args.cpus <= (os.cpu_count() or 1):
+        p.error(f"--cpus {args.cpus}: between 1 and this machine's {os.cpu_count()} CPUs")
+    at_once = (os.cpu_count() or 1) // args.cpus  # as many as fit, as a sweep schedules them
     concurrent = at_once > 1
-    ray_run = "sweeps/ablation.py (Ray Tune, a process per trial)" + (
-        f", {at_once} at once, 1 CPU each" if concurrent and ray_cpus == 1 else
-        f", {at_once} at once, {ray_cpus} CPUs each" if concurrent else "")
+    names = run_names(at_once, args.cpus)
     # ABBA order: Ray, loop, loop, Ray, ... (one pair for --repeats 1)
     order = [run for pair in range(args.repeats) for run in (("ray", "loop") if pair % 2 == 0 else ("loop", "ray"))]
     seconds: dict[str, list[float]] = {"ray": [], "loop": []}
@@ -255,22 +277,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         storage = Path(tmp)
         for index, run in enumerate(order):
-            cpus = ray_cpus if run == "ray" else args.cpus
-            config = benchmark_config(Path(args.config), cpus, storage, 2 if args.smoke_test else None,
-                                      f"{run}{index}", at_once if run == "ray" else 1)
+            config = benchmark_config(Path(args.config), args.cpus, storage, 2 if args.smoke_test else None,
+                                      f"{run}{index}", at_once)
             if index == 0:
-                trials = len(list(runnable_trials(config, tmp, cpus)))
-                print(f"{trials} trials; loop: one at a time, {args.cpus} CPUs each; Ray: {at_once} at a time, "
-                      f"{ray_cpus} CPU(s) each; runs: {', '.join(order)}", flush=True)
+                trials = len(runnable_trials(config, tmp, args.cpus))
+                print(f"{trials} trials, {at_once} at a time, {args.cpus} CPU(s) each; runs: {', '.join(order)}",
+                      flush=True)
             timed = through_ray if run == "ray" else timed_loop
-            wall = timed(config, storage / f"{run}{index}", cpus)
+            wall = timed(config, storage / f"{run}{index}", args.cpus, at_once)
             work = trial_work_seconds(storage / f"{run}{index}")
             seconds[run].append(wall)
             outside[run].append(wall - work)
-            overlapped = " (side by side: they add up)" if run == "ray" and concurrent else ""
+            overlapped = " (side by side: they add up)" if concurrent else ""
             print(f"  {run}: {wall:.1f} s; the trials' training and evaluation {work:.1f} s{overlapped}", flush=True)
         if order:
-            report(seconds, outside, trials, args.repeats, ray_run, concurrent)
+            report(seconds, outside, trials, args.repeats, names, concurrent)
         rounds = 1 if args.smoke_test else args.placement_rounds
         if rounds:
             print(f"one trial in four places, {rounds} round(s), {args.cpus} CPUs:", flush=True)

@@ -26,14 +26,17 @@ def test_train_throughput_smoke(data_dir, cache_dir):
 
 @pytest.mark.integration
 def test_sweep_overhead_smoke():
-    # --ray-cpus 1: the sweep's 2 trials side by side on this machine's 2 cores (1 if it has 1)
+    # --cpus 1: both runs' 2 trials side by side on this machine's 2 cores (one at a time if it has 1)
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep_overhead.py"), "--smoke-test",
-                          "--ray-cpus", "1"], capture_output=True, text=True, timeout=900, cwd=ROOT)
+                          "--cpus", "1"], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "overhead:" in out.stdout and "s of scheduling per trial" in out.stdout
-    ray_row = next(line for line in out.stdout.splitlines() if line.startswith("| sweeps/ablation.py"))
+    rows = [line for line in out.stdout.splitlines() if line.startswith(("| plain", "| sweeps/ablation.py"))][:2]
     if (os.cpu_count() or 1) > 1:
-        assert f"{os.cpu_count()} at once, 1 CPU each" in ray_row and ray_row.endswith("| - |")
+        # the loop as a pool of plain processes, the sweep through Ray: the same layout
+        assert rows[0].startswith(f"| plain Python: a pool of {os.cpu_count()} processes")
+        for row in rows:
+            assert f"{os.cpu_count()} at once, 1 CPU each" in row and row.endswith("| - |")
         assert "overhead outside" not in out.stdout  # overlapping trials have no outside time to add up
     # one round of the same trial in each place, each with its own training + evaluation time
     for place in ("plain Python process, Ray not running", "plain Python process, Ray running idle", "Ray task",
@@ -69,9 +72,10 @@ def test_sweep_overhead_report_one_at_a_time(capsys):
     from benchmarks.sweep_overhead import report
 
     # 4 trials; the loop 200 s with 190 s of training, Ray 220 s with 194 s: +20 s in all, +16 s outside
-    report({"loop": [200.0], "ray": [220.0]}, {"loop": [10.0], "ray": [26.0]}, 4, 1, "ray run", False)
+    names = {"loop": "loop run", "ray": "ray run"}
+    report({"loop": [200.0], "ray": [220.0]}, {"loop": [10.0], "ray": [26.0]}, 4, 1, names, False)
     printed = capsys.readouterr().out
-    assert "| ray run | 220.0 | 55.0 | 26.0 |" in printed
+    assert "| loop run | 200.0 | 50.0 | 10.0 |" in printed and "| ray run | 220.0 | 55.0 | 26.0 |" in printed
     assert "overhead: +10% (+5.0 s per trial)" in printed
     assert "overhead outside the trials' training and evaluation: +8% of the loop (+4.0 s per trial)" in printed
 
