@@ -47,6 +47,21 @@ def test_sweep_overhead_smoke():
 
 
 @pytest.mark.integration
+def test_trial_start_smoke():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "trial_start.py"), "--smoke-test"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): line.split("|") for line in out.stdout.splitlines() if line.startswith("| ")}
+    for start in ("in the same process as an earlier trial (a plain loop)",
+                  "forked from a process with torch, transformers and peft imported",
+                  "a fresh Python interpreter (as in every new Ray worker)"):
+        # each way ran the trial (training + evaluation) and spent some time around it
+        assert float(rows[start][3]) > 0 and float(rows[start][4]) > 0, rows[start]
+    # a fresh interpreter imports the training stack itself: it costs more than the same process
+    assert float(out.stdout.split("s a trial against a fork, ")[1].split()[0]) > 0
+
+
+@pytest.mark.integration
 def test_embed_throughput_smoke(data_dir, cache_dir):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "embed_throughput.py"), "--smoke-test",
                           "--data", str(data_dir), "--cache-dir", str(cache_dir)],
