@@ -85,12 +85,12 @@ def plain_loop(config: Path, storage: Path, cpus: int, at_once: int = 1) -> None
     planned = runnable_trials(config, storage, cpus)
     trials = [trial.config for trial in planned]
     if at_once == 1:
-        results = map(run_trial, trials)
+        results = list(map(run_trial, trials))
     else:
         pretokenize(planned)
-        pool = ProcessPoolExecutor(at_once, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=set_quiet, initargs=(True,))
-        results = pool.map(run_trial, trials)
+        with ProcessPoolExecutor(at_once, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=set_quiet, initargs=(True,)) as pool:
+            results = list(pool.map(run_trial, trials))
     for result in results:
         assert result.status == "ok", result.error
 

@@ -57,7 +57,7 @@ def test_trial_start_smoke():
                   "a fresh Python interpreter (as in every new Ray worker)"):
         # each way ran the trial (training + evaluation) and spent some time around it
         assert float(rows[start][3]) > 0 and float(rows[start][4]) > 0, rows[start]
-    # a fresh interpreter imports the training stack itself: it costs more than the same process
+    # a fresh interpreter imports the training stack itself: it costs more than a fork of a process that did
     assert float(out.stdout.split("s a trial against a fork, ")[1].split()[0]) > 0
 
 
