@@ -172,19 +172,17 @@ def placement_rounds(config: Path, storage: Path, cpus: int, rounds: int) -> Non
 
     def without_ray(out: str) -> dict[str, float]:
         ray.shutdown()  # [Ray] no raylet, GCS or agents on the machine while this trial runs
-        try:
-            return in_process(out)
-        finally:
-            common.connect(True, 0)  # [Ray]
+        return in_process(out)
 
     places = [("plain Python process, Ray not running", without_ray),
               ("plain Python process, Ray running idle", in_process), ("Ray task", in_task),
               ("Tune trainable (as the sweeps run trials)", in_tune)]
-    common.connect(True, 0)  # [Ray]
     seen: dict[str, list[dict[str, float]]] = {name: [] for name, _ in places}
     for index in range(rounds):
         shift = index % len(places)
         for name, run in places[shift:] + places[:shift]:
+            if run is not without_ray:  # Ray started when first needed, again after the run without it
+                common.connect(True, 0)  # [Ray]
             seen[name].append(run(str(storage / f"placement-{index}-{len(seen[name])}-{run.__name__}")))
             print(f"  round {index + 1}, {name}: {seen[name][-1]['work']:.1f} s", flush=True)
     ray.shutdown()  # [Ray]

@@ -117,23 +117,27 @@ def main(argv: list[str] | None = None) -> int:
     done_rows = set(read_results(results_table)["method_params"].map(_source_of)) if results_table.exists() else set()
     print(f"{config.name}: {len(runs)} embed + XGBoost runs ({config.workers or 'single-process'} "
           f"{'workers' if config.workers else ''}), results -> {results_table}")
+    def done(run: dict) -> bool:
+        return (str(run["embeddings"]), run["checkpoint"] or "pretrained") in done_rows
+
     for run in runs:
-        status = "done" if (str(run["embeddings"]), run["checkpoint"] or "pretrained") in done_rows else "to run"
+        status = "done" if done(run) else "to run"
         if run["source"] == "finetuned" and not run["checkpoint"]:
             status = "waits for its sweep (see above)"
         print(f"  {run['entry'].model} {run['source']}"
               + (f" (trial {run['trial_id']})" if run["trial_id"] else "") + f": {status}")
     if args.dry_run:
         return 0
-    from sweeps import common
-
-    common.connect(args.local, None)  # [Ray] once, for every stage below
+    to_run = [run for run in runs if args.overwrite or not done(run)]
     for run in runs:
+        if not args.overwrite and done(run):
+            print(f"{run['entry'].model} {run['source']}: row exists, kept")
+    if to_run:
+        from sweeps import common
+
+        common.connect(args.local, None)  # [Ray] once, for every stage below; not at all if every row exists
+    for run in to_run:
         label = f"{run['entry'].model} {run['source']}"
-        key = (str(run["embeddings"]), run["checkpoint"] or "pretrained")
-        if key in done_rows and not args.overwrite:
-            print(f"{label}: row exists, kept")
-            continue
         if args.overwrite or not embedded(run["embeddings"]):
             code = run_embedding(config, run, args)
             if code:

@@ -42,6 +42,17 @@ def _finished_trials(root: Path) -> list[Path]:
     return sorted((root / "trials").glob("*/result.parquet"))
 
 
+def _six_trials(tmp_path: Path) -> Path:
+    """The smoke config cut to tiny-bert x (full, LoRA) x 3 seeds: 6 trials, 3 rounds of 2 at
+    once on 2 cores (about half the full smoke sweep's time), all of which run."""
+    config = yaml.safe_load((ROOT / "sweeps" / "configs" / "smoke.yaml").read_text())
+    config.update(name="six", models=["tiny-bert"], methods=config["methods"][:2], seeds=[1, 2, 3])
+    config["data"]["source"] = str(ROOT / config["data"]["source"])
+    path = tmp_path / "six.yaml"
+    path.write_text(f"# python sweeps/ablation.py --config {path.name}\n" + yaml.safe_dump(config))
+    return path
+
+
 @pytest.fixture(scope="module")
 def smoke_sweep(tmp_path_factory):
     storage = tmp_path_factory.mktemp("storage")
@@ -82,8 +93,9 @@ def test_rerun_refuses_to_overwrite(smoke_sweep):
 
 
 def test_interrupt_then_resume_runs_only_unfinished_trials(tmp_path):
-    root = tmp_path / "smoke"
-    driver = subprocess.Popen([*ABLATION, "--config", "sweeps/configs/smoke.yaml", "--storage", str(tmp_path)],
+    config = str(_six_trials(tmp_path))
+    root = tmp_path / "six"
+    driver = subprocess.Popen([*ABLATION, "--config", config, "--storage", str(tmp_path)],
                               cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(lambda: len(_finished_trials(root)) >= 2, what="two finished trials")
     driver.send_signal(signal.SIGINT)  # what Ctrl-C does
@@ -91,23 +103,22 @@ def test_interrupt_then_resume_runs_only_unfinished_trials(tmp_path):
     assert driver.returncode == 3, output[-3000:]
     assert "--resume" in output and not (root / "results.parquet").exists()
     finished = {path: path.stat().st_mtime_ns for path in _finished_trials(root)}
-    assert 2 <= len(finished) < 10
+    assert 2 <= len(finished) < 6
 
-    refused = _ablation("--config", "sweeps/configs/smoke.yaml", "--storage", str(tmp_path))
+    refused = _ablation("--config", config, "--storage", str(tmp_path))
     assert refused.returncode == 2 and "pass --resume" in refused.stderr
 
-    resumed = _ablation("--config", "sweeps/configs/smoke.yaml", "--storage", str(tmp_path), "--resume")
+    resumed = _ablation("--config", config, "--storage", str(tmp_path), "--resume")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     results = pd.read_parquet(root / "results.parquet")
-    assert len(results) == 12 and results["trial_id"].is_unique
-    assert results["status"].value_counts().to_dict() == {"ok": 10, "skipped": 2}
+    assert len(results) == 6 and results["trial_id"].is_unique and (results["status"] == "ok").all()
     for path, mtime in finished.items():  # finished before the interrupt: not run again
         assert path.stat().st_mtime_ns == mtime, path
 
 
 def test_killed_worker_is_retried_and_every_trial_lands_once(tmp_path):
-    root = tmp_path / "smoke"
-    driver = subprocess.Popen([*ABLATION, "--config", "sweeps/configs/smoke.yaml", "--storage", str(tmp_path)],
+    root = tmp_path / "six"
+    driver = subprocess.Popen([*ABLATION, "--config", str(_six_trials(tmp_path)), "--storage", str(tmp_path)],
                               cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def trial_workers() -> list[int]:
@@ -133,8 +144,7 @@ def test_killed_worker_is_retried_and_every_trial_lands_once(tmp_path):
     assert driver.returncode == 0, output[-4000:]
     assert list((root / "tune").rglob("error.txt")), output[-3000:]  # Tune saw the worker die, and retried it
     results = pd.read_parquet(root / "results.parquet")
-    assert len(results) == 12 and results["trial_id"].is_unique
-    assert results["status"].value_counts().to_dict() == {"ok": 10, "skipped": 2}
+    assert len(results) == 6 and results["trial_id"].is_unique and (results["status"] == "ok").all()
 
 
 def _gpu_sweep(tmp_path: Path, gpus_per_trial: float) -> Path:

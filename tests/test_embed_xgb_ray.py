@@ -70,7 +70,8 @@ def test_two_worker_xgboost_matches_single_process(tmp_path):
     for split, (n, seed) in {"train": (1200, 1), "validation": (300, 2), "test": (600, 3)}.items():
         write_split(tmp_path / "emb", split, *separable(n, seed))
     done = _run("xgboost_stage.py", "--embeddings", tmp_path / "emb", "--storage", tmp_path / "store",
-                "--name", "probe", "--workers", 2, "--rounds", 60)
+                "--name", "probe", "--workers", 2, "--rounds", 60,
+                "--report-every", 20)  # reports during boosting too, not only at the end
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     row = read_results(tmp_path / "store" / "probe" / "results.parquet").iloc[0]
     assert row["status"] == "ok" and row["method"] == "embed+xgboost"
@@ -103,3 +104,4 @@ def test_driver_pretrained_and_finetuned_rows_then_resume(tmp_path, cache_dir):
         assert sorted(pd.read_parquet(path)["row_id"]) == sorted(trial_rows)
     again = _run("embed_xgb.py", "--config", "sweeps/configs/embed_xgb_smoke.yaml", "--storage", tmp_path)
     assert again.returncode == 0 and again.stdout.count("row exists, kept") == 2
+    assert "Started a local Ray instance" not in again.stdout + again.stderr  # nothing to do: no Ray
