@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     done_rows = set(read_results(results_table)["method_params"].map(_source_of)) if results_table.exists() else set()
     print(f"{config.name}: {len(runs)} embed + XGBoost runs ({config.workers or 'single-process'} "
           f"{'workers' if config.workers else ''}), results -> {results_table}")
+
     def done(run: dict) -> bool:
         return (str(run["embeddings"]), run["checkpoint"] or "pretrained") in done_rows
 
@@ -128,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
               + (f" (trial {run['trial_id']})" if run["trial_id"] else "") + f": {status}")
     if args.dry_run:
         return 0
-    to_run = [run for run in runs if args.overwrite or not done(run)]
-    for run in runs:
-        if not args.overwrite and done(run):
-            print(f"{run['entry'].model} {run['source']}: row exists, kept")
+    kept = [run for run in runs if done(run) and not args.overwrite]
+    for run in kept:
+        print(f"{run['entry'].model} {run['source']}: row exists, kept")
+    to_run = [run for run in runs if run not in kept]
     if to_run:
         from sweeps import common
 

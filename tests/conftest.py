@@ -55,3 +55,11 @@ def tiny_trial(model: str, method: str | dict, data_dir: Path, cache_dir: Path, 
         "training": {"max_steps": 4, "batch_size": 8, "eval_batch_size": 16, "max_length": 64,
                      "learning_rate": 1e-3, "logging_steps": 1, **training},
     }
+
+
+def write_config(path: Path, config: dict, command: str) -> Path:
+    """A test's own config file, opening with the command that runs it, as the shipped ones do."""
+    import yaml
+
+    path.write_text(f"# {command}\n" + yaml.safe_dump(config))
+    return path

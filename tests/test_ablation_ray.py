@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import write_config
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +49,7 @@ def _six_trials(tmp_path: Path) -> Path:
     config = yaml.safe_load((ROOT / "sweeps" / "configs" / "smoke.yaml").read_text())
     config.update(name="six", models=["tiny-bert"], methods=config["methods"][:2], seeds=[1, 2, 3])
     config["data"]["source"] = str(ROOT / config["data"]["source"])
-    path = tmp_path / "six.yaml"
-    path.write_text(f"# python sweeps/ablation.py --config {path.name}\n" + yaml.safe_dump(config))
-    return path
+    return write_config(tmp_path / "six.yaml", config, "python sweeps/ablation.py --config six.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -156,9 +155,8 @@ def _gpu_sweep(tmp_path: Path, gpus_per_trial: float) -> Path:
         "training": {"max_steps": 2, "batch_size": 8, "max_length": 32},
         "resources": {"cpus_per_trial": 1, "gpus_per_trial": gpus_per_trial},
     }
-    path = tmp_path / f"{config['name']}.yaml"
-    path.write_text(f"# python sweeps/ablation.py --config {path.name} --local --num-gpus 1\n" + yaml.safe_dump(config))
-    return path
+    return write_config(tmp_path / f"{config['name']}.yaml", config,
+                        f"python sweeps/ablation.py --config {config['name']}.yaml --local --num-gpus 1")
 
 
 def _spans(results: pd.DataFrame) -> list[tuple[pd.Timestamp, pd.Timestamp]]:

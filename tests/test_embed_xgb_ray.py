@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import tiny_trial
+from conftest import tiny_trial, write_config
 from test_embeddings import separable, write_split
 
 from sentisweep.config import DataConfig, parse_trial_config
@@ -96,9 +96,9 @@ def test_driver_pretrained_and_finetuned_rows_then_resume(tmp_path, cache_dir):
     # The smoke config with single-process XGBoost: two Ray Train fits would add ~60 s of
     # start-up here, and the two-worker stage has its own test above.
     config = yaml.safe_load((ROOT / "sweeps" / "configs" / "embed_xgb_smoke.yaml").read_text()) | {"workers": 0}
-    (tmp_path / "embed_xgb_smoke.yaml").write_text(
-        f"# python ray_jobs/embed_xgb.py --config {tmp_path / 'embed_xgb_smoke.yaml'}\n" + yaml.safe_dump(config))
-    done = _run("embed_xgb.py", "--config", tmp_path / "embed_xgb_smoke.yaml", "--storage", tmp_path)
+    config_path = write_config(tmp_path / "embed_xgb_smoke.yaml", config,
+                               f"python ray_jobs/embed_xgb.py --config {tmp_path / 'embed_xgb_smoke.yaml'}")
+    done = _run("embed_xgb.py", "--config", config_path, "--storage", tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     rows = read_results(tmp_path / "embed-xgb-smoke" / "results.parquet")
     assert sorted(rows["trial_id"]) == ["tiny-bert__embed+xgboost-finetuned-lora__s42",
@@ -108,6 +108,6 @@ def test_driver_pretrained_and_finetuned_rows_then_resume(tmp_path, cache_dir):
     trial_rows = pd.read_parquet(tmp_path / "smoke" / "trials" / "t1" / "predictions.parquet")["row_id"]
     for path in rows["predictions_path"]:
         assert sorted(pd.read_parquet(path)["row_id"]) == sorted(trial_rows)
-    again = _run("embed_xgb.py", "--config", tmp_path / "embed_xgb_smoke.yaml", "--storage", tmp_path)
+    again = _run("embed_xgb.py", "--config", config_path, "--storage", tmp_path)
     assert again.returncode == 0 and again.stdout.count("row exists, kept") == 2
     assert "Started a local Ray instance" not in again.stdout + again.stderr  # nothing to do: no Ray
