@@ -45,7 +45,8 @@ def _finished_trials(root: Path) -> list[Path]:
 
 def _six_trials(tmp_path: Path, seeds=(1, 2, 3), **training) -> Path:
     """The smoke config cut to tiny-bert x (full, LoRA) x 3 seeds: 6 trials, 3 rounds of 2 at
-    once on 2 cores (about half the full smoke sweep's time), all of which run."""
+    once on 2 cores (about half the full smoke sweep's time), all of which run. `seeds` and
+    `training` fields replace the smoke config's."""
     config = yaml.safe_load((ROOT / "sweeps" / "configs" / "smoke.yaml").read_text())
     config.update(name="six", models=["tiny-bert"], methods=config["methods"][:2], seeds=list(seeds))
     config["data"]["source"] = str(ROOT / config["data"]["source"])
@@ -117,7 +118,8 @@ def test_interrupt_then_resume_runs_only_unfinished_trials(tmp_path):
 
 
 def _trial_workers() -> list[int]:
-    """Ray workers running a Tune trial (Tune moves each into the trial's working directory)."""
+    """Ray workers running a Tune trial: Tune moves each into the trial's working directory,
+    `<Ray session>/artifacts/<time>/tune/working_dirs/<trial>` (`tune`: the sweep's experiment)."""
     found = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout
     pids = []
     for pid in map(int, found.split()):
@@ -142,6 +144,7 @@ def test_killed_worker_is_retried_and_every_trial_lands_once(tmp_path):
     config = _six_trials(tmp_path, seeds=(1, 2), max_steps=120, eval_steps=10)
     driver = subprocess.Popen([*ABLATION, "--config", str(config), "--storage", str(tmp_path)],
                               cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
     def tune_saw_a_failure() -> bool:
         return bool(list((root / "tune").rglob("error.txt")))
 
@@ -152,7 +155,7 @@ def test_killed_worker_is_retried_and_every_trial_lands_once(tmp_path):
         if not victims:
             time.sleep(0.2)
             continue
-        killed.add(victim := min(victims))
+        killed.add(victim := min(victims))  # any one of them
         try:
             os.kill(victim, signal.SIGKILL)  # one trial's worker process dies mid-training
         except ProcessLookupError:
