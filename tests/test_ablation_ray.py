@@ -43,9 +43,9 @@ def _finished_trials(root: Path) -> list[Path]:
     return sorted((root / "trials").glob("*/result.parquet"))
 
 
-def _six_trials(tmp_path: Path, seeds=(1, 2, 3), **training) -> Path:
-    """The smoke config cut to tiny-bert x (full, LoRA) x 3 seeds: 6 trials, 3 rounds of 2 at
-    once on 2 cores (about half the full smoke sweep's time), all of which run. `seeds` and
+def _tiny_bert_trials(tmp_path: Path, seeds=(1, 2, 3), **training) -> Path:
+    """The smoke config cut to tiny-bert x (full, LoRA) x `seeds`, all of which run: by default
+    6 trials, 3 rounds of 2 at once on 2 cores (about half the full smoke sweep's time).
     `training` fields replace the smoke config's."""
     config = yaml.safe_load((ROOT / "sweeps" / "configs" / "smoke.yaml").read_text())
     config.update(name="six", models=["tiny-bert"], methods=config["methods"][:2], seeds=list(seeds))
@@ -94,7 +94,7 @@ def test_rerun_refuses_to_overwrite(smoke_sweep):
 
 
 def test_interrupt_then_resume_runs_only_unfinished_trials(tmp_path):
-    config = str(_six_trials(tmp_path))
+    config = str(_tiny_bert_trials(tmp_path))
     root = tmp_path / "six"
     driver = subprocess.Popen([*ABLATION, "--config", config, "--storage", str(tmp_path)],
                               cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -141,7 +141,7 @@ def test_killed_worker_is_retried_and_every_trial_lands_once(tmp_path):
     # 4 trials of 120 steps, a checkpoint every 10, 2 at a time: both workers of a round are
     # mid-training for ~2 s here, not only the instant a 4-step trial trains.
     root = tmp_path / "six"
-    config = _six_trials(tmp_path, seeds=(1, 2), max_steps=120, eval_steps=10)
+    config = _tiny_bert_trials(tmp_path, seeds=(1, 2), max_steps=120, eval_steps=10)
     driver = subprocess.Popen([*ABLATION, "--config", str(config), "--storage", str(tmp_path)],
                               cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
