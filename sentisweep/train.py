@@ -182,14 +182,25 @@ class TokenCounter:
     positions: int = 0
 
 
-def _hf_dataset(frame: pd.DataFrame, sort_by_length: bool = False):
-    import datasets
+class TokenizedRows:
+    """A split's tokenized rows as the Trainer reads them: a map-style dataset of
+    {input_ids, labels}. Plain Python, not a `datasets.Dataset`: the rows are already in
+    memory, and a sweep's trial process then never imports `datasets` (sweeps/common.py)."""
 
-    lengths = frame["input_ids"].map(len)
-    table = pd.DataFrame({"input_ids": frame["input_ids"], "labels": frame["label"], "length": lengths})
-    if sort_by_length:  # evaluation order does not matter; sorted batches carry little padding
-        table = table.sort_values("length", kind="stable")
-    return datasets.Dataset.from_pandas(table, preserve_index=True)
+    def __init__(self, frame: pd.DataFrame, sort_by_length: bool = False):
+        self.lengths = frame["input_ids"].map(len).to_numpy()
+        # evaluation order does not matter; sorted batches carry little padding
+        self.order = (np.argsort(self.lengths, kind="stable") if sort_by_length
+                      else np.arange(len(frame)))  # row i here is row order[i] of the split
+        self.lengths = self.lengths[self.order]
+        self.input_ids = frame["input_ids"].to_numpy()[self.order]
+        self.labels = frame["label"].to_numpy()[self.order]
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.input_ids[i], "labels": int(self.labels[i])}
 
 
 def _training_args(config: TrialConfig, out: Path, device: str, precision: str, quiet: bool):
@@ -232,13 +243,13 @@ def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult
     from sentisweep.batching import PaddingCollator, ShuffledLengthGroups
 
     counter = TokenCounter()
-    train_dataset = _hf_dataset(tokenized["train"])
+    train_dataset = TokenizedRows(tokenized["train"])
 
     class MeasuredTrainer(Trainer):
         def _get_train_sampler(self, dataset=None):
             if not config.training.group_by_length:
                 return super()._get_train_sampler(dataset)  # random order
-            return ShuffledLengthGroups(train_dataset["length"], config.training.batch_size, config.seed)
+            return ShuffledLengthGroups(train_dataset.lengths, config.training.batch_size, config.seed)
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             mask = inputs["attention_mask"]
@@ -250,7 +261,7 @@ def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult
     trainer = MeasuredTrainer(
         model=built.model, args=_training_args(config, out, device, precision, quiet),
         train_dataset=train_dataset,
-        eval_dataset=_hf_dataset(tokenized["validation"], sort_by_length=True),
+        eval_dataset=TokenizedRows(tokenized["validation"], sort_by_length=True),
         data_collator=PaddingCollator(built.tokenizer.pad_token_id),
         compute_metrics=_validation_accuracy, callbacks=callbacks,
     )
@@ -272,14 +283,14 @@ def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult
         result.best_val_accuracy, result.best_epoch = float(best["eval_accuracy"]), float(best["epoch"])
     result.history_path = str(write_parquet_atomic(history, out / "history.parquet"))
 
-    test = _hf_dataset(tokenized["test"], sort_by_length=True)
+    test = TokenizedRows(tokenized["test"], sort_by_length=True)
     with Stopwatch() as eval_clock:
         logits = trainer.predict(test).predictions
     result.eval_seconds = eval_clock.seconds
     result.eval_samples_per_second = len(test) / eval_clock.seconds
-    order = np.asarray(test["__index_level_0__"])  # back from length order to the split's order
-    probabilities = np.empty((len(order), logits.shape[1]))
-    probabilities[order] = softmax(np.asarray(logits, dtype=np.float64))
+    probabilities = np.empty((len(test), logits.shape[1]))
+    # back from length order to the split's order
+    probabilities[test.order] = softmax(np.asarray(logits, dtype=np.float64))
 
     shutil.rmtree(out / "trainer", ignore_errors=True)  # the best model is saved below
     if config.training.keep_checkpoint:

@@ -40,7 +40,7 @@ def execute_trial(trial: dict[str, Any], store_location: str) -> None:
     from sentisweep.train import RESULT_FILE, run_trial
 
     config = TrialConfig.model_validate(trial)
-    keep_bitsandbytes_out(config.method.name)
+    import_training_stack(config.method.name)
     if config.training.threads is None:
         # Ray sets OMP_NUM_THREADS from num_cpus, but a reused worker keeps its first value:
         # set torch's threads from what this trial was given.
@@ -68,19 +68,39 @@ def execute_trial(trial: dict[str, Any], store_location: str) -> None:
     tune.report(metrics)  # [Ray]
 
 
-def keep_bitsandbytes_out(method: str) -> bool:
-    """In a trial's own process, before transformers and peft are imported: unless the method
-    quantizes, make bitsandbytes look absent. Both libraries import it whenever it is
-    installed, and it imports torch's compiler stack: 0.6 s of every trial's start-up
-    (torch, transformers' Trainer and peft: 3.8 -> 3.2 s, 3 alternating pairs). Only for a
-    process that runs this one trial (reuse_actors=False): a later QLoRA trial in the same
-    process would find bitsandbytes missing. Returns whether it did."""
+def import_training_stack(method: str) -> list[str]:
+    """In a trial's own process, before anything has imported transformers: import peft and
+    transformers' Trainer with the libraries this trial never uses looking absent, and return
+    their names. Each process runs one trial (reuse_actors=False), and every second these
+    imports take is paid again by every trial (a loop of trials pays it once):
+    - bitsandbytes, unless the method quantizes, for the rest of the process: both libraries
+      import it whenever it is installed, and it imports torch's compiler stack (torch,
+      transformers' Trainer and peft: 3.8 -> 3.2 s, 3 alternating pairs). They look for it
+      again later, so it stays hidden; a later QLoRA trial in this process would not find it.
+    - datasets and scipy, only while these imports run: the Trainer imports `datasets`, and
+      transformers' object-detection losses import `scipy.optimize`, whenever they are
+      installed. A trial feeds the Trainer plain rows (`TokenizedRows`) and needs neither.
+      Transformers decides once per process (`is_datasets_available` is cached), so they come
+      back afterwards for code that imports them itself (reading a Hub dataset).
+    Hiding uses Python's own import block: a None in sys.modules is ModuleNotFoundError."""
     from sentisweep.methods import get_method
 
-    if get_method(method).needs_bitsandbytes or {"transformers", "peft", "bitsandbytes"} & sys.modules.keys():
-        return False  # after either library has looked, hiding it would break their imports
-    sys.modules["bitsandbytes"] = None  # Python's own way to block an import: ModuleNotFoundError
-    return True
+    if {"transformers", "peft"} & sys.modules.keys():
+        return []  # they have looked already: hiding a library now would only break imports
+    hidden = [name for name in ("datasets", "scipy") if name not in sys.modules]
+    kept_out = []
+    if not get_method(method).needs_bitsandbytes and "bitsandbytes" not in sys.modules:
+        kept_out.append("bitsandbytes")
+    for name in kept_out + hidden:
+        sys.modules[name] = None
+    try:
+        import peft  # noqa: F401
+        from transformers import Trainer  # noqa: F401
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+    return kept_out + hidden
 
 
 REPORTED = ("status", "accuracy", "f1", "eval_loss", "train_seconds", "train_samples_per_second",
