@@ -36,11 +36,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import timeline  # noqa: E402
 from sentisweep.config import DataConfig  # noqa: E402
 from sentisweep.storage import Store  # noqa: E402
 from sentisweep.sweep import PlannedTrial, absolute_paths, expand, load_sweep_config  # noqa: E402
@@ -111,8 +113,9 @@ def timed_loop(config: Path, storage: Path, cpus: int, at_once: int) -> float:
 
 
 def through_ray(config: Path, storage: Path, cpus: int, at_once: int) -> float:
-    """The sweep itself; `cpus` and `at_once` are already in its config (`benchmark_config`)."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    """The sweep itself; `cpus` and `at_once` are already in its config (`benchmark_config`).
+    Its processes carry the timeline probe (`benchmarks/timeline.py`)."""
+    env, _ = timeline.probed_env({k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, storage)
     start = time.perf_counter()
     out = subprocess.run([sys.executable, str(ROOT / "sweeps" / "ablation.py"), "--config", str(config),
                           "--storage", str(storage)], cwd=ROOT, env=env, capture_output=True, text=True)
@@ -121,12 +124,15 @@ def through_ray(config: Path, storage: Path, cpus: int, at_once: int) -> float:
     return time.perf_counter() - start
 
 
-def trial_work_seconds(storage: Path) -> float:
-    """The trials' own training + evaluation seconds, from the result rows both runs write:
-    what a drift in this machine's speed changes, unlike process start-up and imports."""
-    import pandas as pd
+def result_rows(storage: Path) -> pd.DataFrame:
+    """The trials' result rows, which both runs write."""
+    return pd.concat([pd.read_parquet(path) for path in storage.glob("overhead/trials/*/result.parquet")])
 
-    rows = pd.concat([pd.read_parquet(path) for path in storage.glob("overhead/trials/*/result.parquet")])
+
+def trial_work_seconds(storage: Path) -> float:
+    """The trials' own training + evaluation seconds: what a drift in this machine's speed
+    changes, unlike process start-up and imports."""
+    rows = result_rows(storage)
     return float((rows["train_seconds"] + rows["eval_seconds"].fillna(0)).sum())
 
 
@@ -272,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     order = [run for pair in range(args.repeats) for run in (("ray", "loop") if pair % 2 == 0 else ("loop", "ray"))]
     seconds: dict[str, list[float]] = {"ray": [], "loop": []}
     outside: dict[str, list[float]] = {"ray": [], "loop": []}  # wall minus the trials' own training + evaluation
+    phases = []  # of the Ray runs' trials
     with tempfile.TemporaryDirectory() as tmp:
         storage = Path(tmp)
         for index, run in enumerate(order):
@@ -286,10 +293,15 @@ def main(argv: list[str] | None = None) -> int:
             work = trial_work_seconds(storage / f"{run}{index}")
             seconds[run].append(wall)
             outside[run].append(wall - work)
+            if run == "ray":
+                phases.append(timeline.trial_phases(storage / f"{run}{index}" / "timeline-events.jsonl",
+                                                    result_rows(storage / f"{run}{index}")))
             overlapped = " (side by side: they add up)" if concurrent else ""
             print(f"  {run}: {wall:.1f} s; the trials' training and evaluation {work:.1f} s{overlapped}", flush=True)
         if order:
             report(seconds, outside, trials, args.repeats, names, concurrent)
+            print(f"the Ray runs' {sum(map(len, phases))} trials, phase by phase:")
+            timeline.print_phases(pd.concat(phases))
         rounds = 1 if args.smoke_test else args.placement_rounds
         if rounds:
             print(f"one trial in four places, {rounds} round(s), {args.cpus} CPUs:", flush=True)

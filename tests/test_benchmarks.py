@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import pytest
+
+from benchmarks import timeline
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +49,35 @@ def test_sweep_overhead_smoke():
         row = next(line for line in out.stdout.splitlines() if line.startswith(f"| {place} |"))
         assert float(row.split("|")[3]) > 0
     assert "vs a plain process with Ray not running: plain Python process, Ray running idle " in out.stdout
+    # the timeline probe saw each trial's worker: Ray's start-up and our imports took time
+    for phase in ("worker", "imports"):
+        row = next(line for line in out.stdout.splitlines() if line.startswith(f"| {timeline.PHASES[phase]} |"))
+        assert float(row.split("|")[2]) > 0, row
+
+
+def test_timeline_splits_each_trial_into_phases(tmp_path):
+    base = 1_700_000_000.0
+    events = [(1, 0.0, "start"), (1, 0.5, "import sweeps.common"), (1, 30.0, "exit"),  # the driver
+              (2, 3.0, "start"),  # a worker Ray prestarted, which never runs a trial
+              (3, 4.0, "start"), (3, 4.4, "start"), (3, 5.5, "import sweeps.common"), (3, 15.2, "exit"),
+              (4, 16.0, "start"), (4, 17.5, "import sweeps.common"), (4, 29.0, "exit")]
+    events_file = tmp_path / "events.jsonl"
+    events_file.write_text("".join(json.dumps({"time": base + t, "pid": pid, "event": e}) + "\n"
+                                   for pid, t, e in events))
+    at = lambda t: datetime.fromtimestamp(base + t, tz=timezone.utc).isoformat(timespec="milliseconds")  # noqa: E731
+    results = pd.DataFrame({"trial_id": ["b", "a"], "start_time": [at(21.0), at(9.0)], "end_time": [at(28.5), at(15.0)],
+                            "train_seconds": [5.0, 4.0], "eval_seconds": [None, 1.0]})
+    phases = timeline.trial_phases(events_file, results).set_index("trial_id")
+    expected = {"a": {"worker": 1.5, "imports": 3.5, "around": 1.0, "work": 5.0, "exit": 0.2, "before_first": 4.0},
+                "b": {"waiting": 1.0, "worker": 1.5, "imports": 3.5, "around": 2.5, "work": 5.0, "exit": 0.5,
+                      "after_last": 1.5}}
+    for trial, seconds in expected.items():
+        assert phases.loc[trial, list(seconds)].to_dict() == pytest.approx(seconds, abs=1e-3)
+        assert phases.loc[trial].drop(list(seconds)).isna().all()  # no other phase applies
+    with pytest.raises(ValueError, match="3 trial worker processes for 2 result rows"):
+        events_file.write_text(events_file.read_text() + json.dumps(
+            {"time": base + 18, "pid": 5, "event": "import sweeps.common"}) + "\n")
+        timeline.trial_phases(events_file, results)
 
 
 @pytest.mark.integration
