@@ -9,6 +9,8 @@
    With `--cpus 1` both sides run as many trials at once as there are cores, 1 CPU each (as
    the shipped CPU configs do): the sweep through Ray's scheduling, the loop through a pool
    of as many plain Python processes (tokenizing first, as the sweep's driver does).
+   Then the Ray runs' trials phase by phase (`benchmarks/timeline.py`): Ray starting each
+   trial's worker, our imports in it, run_trial, and the command's own start and end.
 2. Where a trial runs (`--placement-rounds N`): the config's first trial in a fresh plain
    process with no Ray on the machine, the same with a local Ray instance up and idle, in a
    Ray task and in a Tune trainable (as the sweeps run it), N rounds in a rotating order:
