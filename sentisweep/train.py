@@ -188,11 +188,10 @@ class TokenizedRows:
     memory, and a sweep's trial process then never imports `datasets` (sweeps/common.py)."""
 
     def __init__(self, frame: pd.DataFrame, sort_by_length: bool = False):
-        self.lengths = frame["input_ids"].map(len).to_numpy()
+        lengths = frame["input_ids"].map(len).to_numpy()
         # evaluation order does not matter; sorted batches carry little padding
-        self.order = (np.argsort(self.lengths, kind="stable") if sort_by_length
-                      else np.arange(len(frame)))  # row i here is row order[i] of the split
-        self.lengths = self.lengths[self.order]
+        self.order = np.argsort(lengths, kind="stable") if sort_by_length else np.arange(len(frame))
+        self.lengths = lengths[self.order]  # row i here is row order[i] of the split
         self.input_ids = frame["input_ids"].to_numpy()[self.order]
         self.labels = frame["label"].to_numpy()[self.order]
 

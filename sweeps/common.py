@@ -79,7 +79,8 @@ def import_training_stack(method: str) -> list[str]:
       again later, so it stays hidden; a later QLoRA trial in this process would not find it.
     - datasets and scipy, only while these imports run: the Trainer imports `datasets`, and
       transformers' object-detection losses import `scipy.optimize`, whenever they are
-      installed. A trial feeds the Trainer plain rows (`TokenizedRows`) and needs neither.
+      installed. A trial feeds the Trainer plain rows (`TokenizedRows`) and needs neither
+      (import ray, Tune, peft, the Trainer and sentisweep: 6.17 -> 5.58 s, 5 alternating pairs).
       Transformers decides once per process (`is_datasets_available` is cached), so they come
       back afterwards for code that imports them itself (reading a Hub dataset).
     Hiding uses Python's own import block: a None in sys.modules is ModuleNotFoundError."""

@@ -74,9 +74,10 @@ def test_timeline_splits_each_trial_into_phases(tmp_path):
     for trial, seconds in expected.items():
         assert phases.loc[trial, list(seconds)].to_dict() == pytest.approx(seconds, abs=1e-3)
         assert phases.loc[trial].drop(list(seconds)).isna().all()  # no other phase applies
+    # a worker more than rows (a retried trial): the run is not split rather than split wrongly
+    events_file.write_text(events_file.read_text() + json.dumps(
+        {"time": base + 18, "pid": 5, "event": "import sweeps.common"}) + "\n")
     with pytest.raises(ValueError, match="3 trial worker processes for 2 result rows"):
-        events_file.write_text(events_file.read_text() + json.dumps(
-            {"time": base + 18, "pid": 5, "event": "import sweeps.common"}) + "\n")
         timeline.trial_phases(events_file, results)
 
 
