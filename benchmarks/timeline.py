@@ -5,7 +5,7 @@ the driver) appends (time, pid, event) lines: the interpreter starting, the firs
 result rows' `start_time` / `end_time` (run_trial's own, to the millisecond) and their training
 and evaluation seconds, each trial's worker process splits into phases (`trial_phases`).
 
-The probe costs a dict lookup per import and three short writes per process.
+The probe costs a set lookup per import and a few short writes per process.
 """
 
 from __future__ import annotations
