@@ -117,7 +117,7 @@ def timed_loop(config: Path, storage: Path, cpus: int, at_once: int) -> float:
 def through_ray(config: Path, storage: Path, cpus: int, at_once: int) -> float:
     """The sweep itself; `cpus` and `at_once` are already in its config (`benchmark_config`).
     Its processes carry the timeline probe (`benchmarks/timeline.py`)."""
-    env, _ = timeline.probed_env({k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, storage)
+    env = timeline.probed_env({k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, storage)
     start = time.perf_counter()
     out = subprocess.run([sys.executable, str(ROOT / "sweeps" / "ablation.py"), "--config", str(config),
                           "--storage", str(storage)], cwd=ROOT, env=env, capture_output=True, text=True)
@@ -131,10 +131,9 @@ def result_rows(storage: Path) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(path) for path in storage.glob("overhead/trials/*/result.parquet")])
 
 
-def trial_work_seconds(storage: Path) -> float:
+def trial_work_seconds(rows: pd.DataFrame) -> float:
     """The trials' own training + evaluation seconds: what a drift in this machine's speed
     changes, unlike process start-up and imports."""
-    rows = result_rows(storage)
     return float((rows["train_seconds"] + rows["eval_seconds"].fillna(0)).sum())
 
 
@@ -292,12 +291,12 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
             timed = through_ray if run == "ray" else timed_loop
             wall = timed(config, storage / f"{run}{index}", args.cpus, at_once)
-            work = trial_work_seconds(storage / f"{run}{index}")
+            rows = result_rows(storage / f"{run}{index}")
+            work = trial_work_seconds(rows)
             seconds[run].append(wall)
             outside[run].append(wall - work)
             if run == "ray":
-                phases.append(timeline.trial_phases(storage / f"{run}{index}" / "timeline-events.jsonl",
-                                                    result_rows(storage / f"{run}{index}")))
+                phases.append(timeline.trial_phases(timeline.events_file(storage / f"{run}{index}"), rows))
             overlapped = " (side by side: they add up)" if concurrent else ""
             print(f"  {run}: {wall:.1f} s; the trials' training and evaluation {work:.1f} s{overlapped}", flush=True)
         if order:

@@ -53,23 +53,27 @@ PHASES = {
 }
 
 
-def probed_env(env: dict[str, str], folder: Path) -> tuple[dict[str, str], Path]:
-    """`env` with the probe on PYTHONPATH and the file its events go to."""
+def events_file(folder: Path) -> Path:
+    """Where the probe of a run in `folder` writes its events."""
+    return folder / "timeline-events.jsonl"
+
+
+def probed_env(env: dict[str, str], folder: Path) -> dict[str, str]:
+    """`env` with the probe on PYTHONPATH, writing to `events_file(folder)`."""
     probe = folder / "timeline-probe"
     probe.mkdir(parents=True, exist_ok=True)
     (probe / "sitecustomize.py").write_text(PROBE)
-    events = folder / "timeline-events.jsonl"
     path = os.pathsep.join(p for p in (str(probe), env.get("PYTHONPATH", "")) if p)
-    return {**env, "PYTHONPATH": path, EVENTS_VARIABLE: str(events)}, events
+    return {**env, "PYTHONPATH": path, EVENTS_VARIABLE: str(events_file(folder))}
 
 
-def trial_phases(events_file: Path, results: pd.DataFrame) -> pd.DataFrame:
+def trial_phases(events: Path, results: pd.DataFrame) -> pd.DataFrame:
     """One row per trial in the order they started, a column of seconds per phase (PHASES).
     The driver is the first process to import `sweeps.common`; every later one is a trial's
     worker, and the k-th worker to reach our code runs the k-th trial to start (each worker
     runs one trial; run after run, this order held). A run with a retried trial has a worker
     more than rows and is not split."""
-    driver, workers = _processes(events_file)
+    driver, workers = _processes(events)
     if len(workers) != len(results):
         raise ValueError(f"{len(workers)} trial worker processes for {len(results)} result rows")
     rows = results.assign(begin=pd.to_datetime(results["start_time"]).map(pd.Timestamp.timestamp),
@@ -94,10 +98,10 @@ def trial_phases(events_file: Path, results: pd.DataFrame) -> pd.DataFrame:
         after_last=[float("nan")] * (len(phases) - 1) + [driver.get("exit", float("nan")) - rows["end"].max()])
 
 
-def _processes(events_file: Path) -> tuple[pd.Series, pd.DataFrame]:
+def _processes(events: Path) -> tuple[pd.Series, pd.DataFrame]:
     """The driver's events, and those of the trials' workers in the order they reached our code."""
-    events = pd.DataFrame([json.loads(line) for line in events_file.read_text().splitlines()])
-    by_process = events.pivot_table(index="pid", columns="event", values="time", aggfunc="min")
+    lines = pd.DataFrame([json.loads(line) for line in events.read_text().splitlines()])
+    by_process = lines.pivot_table(index="pid", columns="event", values="time", aggfunc="min")
     # A worker started by Ray for a runtime environment re-executes itself: its first start counts.
     ours = by_process.dropna(subset=["import sweeps.common"]).sort_values("import sweeps.common")
     return ours.iloc[0], ours.iloc[1:]
