@@ -14,7 +14,8 @@
 2. Where a trial runs (`--placement-rounds N`): the config's first trial in a fresh plain
    process with no Ray on the machine, the same with a local Ray instance up and idle, in a
    Ray task and in a Tune trainable (as the sweeps run it), N rounds in a rotating order:
-   its own training + evaluation seconds and the process's system CPU time.
+   its own training + evaluation seconds and the process's system CPU time; and the share of
+   one core that Ray's own processes (and the driver) used while the trial ran beside them.
 3. Tune's own scheduling cost per trial: 100 no-op trials.
 
     python benchmarks/sweep_overhead.py                       # smoke config trials + 100 no-ops
@@ -149,6 +150,23 @@ def measured_trial(config: str, out: str, cpus: int) -> dict[str, float]:
             "system": resource.getrusage(resource.RUSAGE_SELF).ru_stime - before}
 
 
+def cpu_seconds_of_this_tree() -> dict[int, float]:
+    """User + system CPU seconds so far of this process and every process below it: with a
+    local Ray started here, the driver and all of Ray's (GCS, raylet, agents, log monitor,
+    idle workers)."""
+    import psutil  # a dependency of Ray
+
+    seconds = {}
+    me = psutil.Process()
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # ended meanwhile
+            continue
+        seconds[process.pid] = times.user + times.system
+    return seconds
+
+
 def placement_rounds(config: Path, storage: Path, cpus: int, rounds: int) -> None:
     """The same trial in a fresh plain process, a Ray task (a new worker each: max_calls=1)
     and a Tune function trainable, `rounds` times each in a rotating order (drift falls on all)."""
@@ -177,12 +195,22 @@ def placement_rounds(config: Path, storage: Path, cpus: int, rounds: int) -> Non
             raise result.error
         return result.metrics
 
+    def beside_idle_ray(out: str) -> dict[str, float]:
+        """The trial in a fresh process while Ray runs idle, and the CPU share of one core that
+        Ray's processes took meanwhile. The trial's process starts and ends between the two
+        readings, so it is not counted."""
+        before, start = cpu_seconds_of_this_tree(), time.perf_counter()
+        measured = in_process(out)
+        after, wall = cpu_seconds_of_this_tree(), time.perf_counter() - start
+        used = sum(after[pid] - before[pid] for pid in after.keys() & before.keys())
+        return {**measured, "ray_share": used / wall}
+
     def without_ray(out: str) -> dict[str, float]:
         ray.shutdown()  # [Ray] no raylet, GCS or agents on the machine while this trial runs
         return in_process(out)
 
     places = [("plain Python process, Ray not running", without_ray),
-              ("plain Python process, Ray running idle", in_process), ("Ray task", in_task),
+              ("plain Python process, Ray running idle", beside_idle_ray), ("Ray task", in_task),
               ("Tune trainable (as the sweeps run trials)", in_tune)]
     seen: dict[str, list[dict[str, float]]] = {name: [] for name, _ in places}
     for index in range(rounds):
@@ -200,6 +228,9 @@ def placement_rounds(config: Path, storage: Path, cpus: int, rounds: int) -> Non
         each = ", ".join(f"{r['work']:.1f}" for r in runs)
         print(f"| {name} | {each} | {mean[name]:.1f} | "
               f"{sum(r['system'] for r in runs) / rounds:.2f} |")
+    shares = [100 * r["ray_share"] for r in seen[places[1][0]]]
+    print(f"while Ray ran idle beside the trial, its processes and this driver used {sum(shares) / rounds:.1f}% "
+          f"of one core (each round: {', '.join(f'{share:.1f}%' for share in shares)})")
     alone = mean[places[0][0]]
     print("vs a plain process with Ray not running: " + ", ".join(
         f"{name} {100 * (mean[name] / alone - 1):+.1f}%" for name, _ in places[1:]))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -49,10 +51,33 @@ def test_sweep_overhead_smoke():
         row = next(line for line in out.stdout.splitlines() if line.startswith(f"| {place} |"))
         assert float(row.split("|")[3]) > 0
     assert "vs a plain process with Ray not running: plain Python process, Ray running idle " in out.stdout
+    # Ray's GCS, raylet, agents and log monitor always use some CPU
+    share = re.search(r"while Ray ran idle beside the trial, its processes and this driver used ([0-9.]+)%", out.stdout)
+    assert share and float(share.group(1)) > 0, out.stdout[-3000:]
     # the timeline probe saw each trial's worker: Ray's start-up and our imports took time
     for phase in ("worker", "imports"):
         row = next(line for line in out.stdout.splitlines() if line.startswith(f"| {timeline.PHASES[phase]} |"))
         assert float(row.split("|")[2]) > 0, row
+
+
+def test_cpu_seconds_of_this_tree_counts_a_child_and_its_child():
+    from benchmarks.sweep_overhead import cpu_seconds_of_this_tree
+
+    # a shell whose child spins for about 0.3 s of CPU, then both wait on stdin
+    busy = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\ninput()"
+    shell = subprocess.Popen(["sh", "-c", f"{sys.executable} -c '{busy}'; cat"], stdin=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            grandchild = [pid for pid, used in cpu_seconds_of_this_tree().items()
+                          if pid not in (os.getpid(), shell.pid) and used >= 0.25]
+            if grandchild:
+                break
+            time.sleep(0.1)
+        assert grandchild, cpu_seconds_of_this_tree()
+        assert cpu_seconds_of_this_tree()[os.getpid()] > 0
+    finally:
+        shell.communicate("\n\n", timeout=30)
 
 
 def test_timeline_splits_each_trial_into_phases(tmp_path):
