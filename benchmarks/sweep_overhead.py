@@ -196,9 +196,9 @@ def placement_rounds(config: Path, storage: Path, cpus: int, rounds: int) -> Non
         return result.metrics
 
     def beside_idle_ray(out: str) -> dict[str, float]:
-        """The trial in a fresh process while Ray runs idle, and the CPU share of one core that
-        Ray's processes took meanwhile. The trial's process starts and ends between the two
-        readings, so it is not counted."""
+        """The trial in a fresh process while Ray runs idle, and the share of one core that
+        Ray's processes and this driver used meanwhile. The trial's process starts and ends
+        between the two readings, so it is not counted."""
         before, start = cpu_seconds_of_this_tree(), time.perf_counter()
         measured = in_process(out)
         after, wall = cpu_seconds_of_this_tree(), time.perf_counter() - start
