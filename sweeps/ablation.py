@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "one results table. With RAY_ADDRESS set (as under `ray job submit`) it joins that "
                     "cluster; otherwise Ray starts in this process.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="exit status: 0 done (trials may still have failed: see the table), 1 some trial failed, "
-               "2 bad config or arguments, 3 interrupted.")
+        epilog="exit status: 0 every trial ok, stopped or skipped; 1 done, but some trial failed (its row "
+               "says why); 2 bad config or arguments; 3 interrupted (continue with --resume).")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"sweep YAML (default {DEFAULT_CONFIG})")
     p.add_argument("--storage", default="results", help="results folder (default ./results)")
     p.add_argument("--name", help="sweep name (default: the config's name); results go to <storage>/<name>")
@@ -142,15 +142,19 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
             trainable,
             param_space={"trial": tune.grid_search([t.config.model_dump(mode="json") for t in runnable]),
                          "store": args.storage},
-            tune_config=tune.TuneConfig(max_concurrent_trials=sweep.resources.max_concurrent, reuse_actors=False),
+            tune_config=tune.TuneConfig(  # [Ray]
+                max_concurrent_trials=sweep.resources.max_concurrent, reuse_actors=False,
+                # our trial ids as the names in Tune's status table and its folders (TensorBoard's runs)
+                trial_name_creator=common.ablation_trial_id, trial_dirname_creator=common.ablation_trial_id),
             run_config=tune.RunConfig(name="tune", storage_path=store.path(sweep.name),  # [Ray]
                                       storage_filesystem=store.fs,
-                                      verbose=1,  # status tables, not every trial's whole config
+                                      # Ray's default: a status table every 30 s, and each trial's config as it starts
+                                      verbose=1,
                                       callbacks=common.logger_callbacks(args.mlflow_uri, sweep.name),
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
         )
     grid = common.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
-    trials = gather_results(planned, store, common.outcomes(grid, lambda r: r.config["trial"]["trial_id"]))
+    trials = gather_results(planned, store, common.outcomes(grid, common.ablation_trial_id))
     results = pd.concat([trials, *run_baselines(sweep, store)], ignore_index=True)
     where = store.write_frame(results, sweep.name, "results.parquet")
     print(summary_table(results))

@@ -113,6 +113,14 @@ def run_ablation_trial(params: dict[str, Any]) -> None:
     execute_trial(params["trial"], params["store"])
 
 
+def ablation_trial_id(trial) -> str:
+    """Our trial id, of a Tune Trial or Result. As a Trial's name and folder
+    (`trial_name_creator`, `trial_dirname_creator`) it replaces Tune's own:
+    `run_ablation_trial_<hash>_00003_3_trial=model_minilm-l6_method_name_...`, the whole
+    config cut at 130 characters, where trials of one method still look alike."""
+    return trial.config["trial"]["trial_id"]
+
+
 def connect(local: bool, num_gpus: float | None) -> None:
     """Join RAY_ADDRESS's cluster (as under `ray job submit`), or start Ray here."""
     import ray  # [Ray]

@@ -70,7 +70,8 @@ def test_smoke_sweep_writes_every_trial_once(smoke_sweep):
     assert results["status"].value_counts().to_dict() == {"ok": 10, "skipped": 2}
     ok = results[results["status"] == "ok"]
     assert ok["accuracy"].between(0, 1).all() and (ok["torch_threads"] == 1).all()
-    assert (storage / "smoke" / "tune").is_dir()
+    for trial_id in ok["trial_id"]:  # Tune's names and folders are our trial ids
+        assert (storage / "smoke" / "tune" / trial_id).is_dir() and f"│ {trial_id} " in out.stdout, trial_id
     assert "| tiny-qwen3 | zero-shot | 2 |" in out.stdout  # the summary table
 
 
@@ -81,7 +82,9 @@ def test_trials_logged_to_mlflow(smoke_sweep):
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("smoke")
     runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 10  # one per trial that ran
+    assert len(runs) == 10  # one per trial that ran, named by its trial id
+    results = pd.read_parquet(storage / "smoke" / "results.parquet")
+    assert {run.info.run_name for run in runs} == set(results.loc[results["status"] == "ok", "trial_id"])
     assert all("accuracy" in run.data.metrics for run in runs)
 
 
