@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "one results table. With RAY_ADDRESS set (as under `ray job submit`) it joins that "
                     "cluster; otherwise Ray starts in this process.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="exit status: 0 every trial ok, stopped or skipped; 1 done, but some trial failed (its row "
+        epilog="exit status: 0 every trial ok or skipped; 1 done, but some trial failed (its row "
                "says why); 2 bad config or arguments; 3 interrupted (continue with --resume).")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"sweep YAML (default {DEFAULT_CONFIG})")
     p.add_argument("--storage", default="results", help="results folder (default ./results)")
