@@ -141,9 +141,22 @@ def connect(local: bool, num_gpus: float | None) -> None:
         ray.init(address="local", num_gpus=num_gpus, include_dashboard=False,  # [Ray] a new instance, never
                  # one that `ray start` left running on this machine
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [
-                     str(ROOT), os.environ.get("PYTHONPATH")]))}})
+                     str(ROOT), os.environ.get("PYTHONPATH")]))},
+                     "worker_process_setup_hook": "sweeps.common.quiet_placement_group_cleaner"})
     else:
         ray.init(address=os.environ["RAY_ADDRESS"])  # [Ray] the job's working_dir is on workers' path
+
+
+def quiet_placement_group_cleaner() -> None:
+    """Every worker of a local Ray (`worker_process_setup_hook`): Ray Train's placement-group
+    cleaner asks the State API, which lives in the dashboard, whether the Train controller is
+    still alive. Without a dashboard it warns each time it asks (34 of the 186 lines that
+    `ray_jobs/embed_xgb.py` printed on the quick config). It has nothing to clean here: a local
+    Ray ends with its driver. On a cluster the dashboard runs, and the cleaner works."""
+    import logging
+
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(
+        logging.ERROR)
 
 
 class Interruption:
