@@ -148,7 +148,8 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
                 trial_name_creator=common.ablation_trial_id, trial_dirname_creator=common.ablation_trial_id),
             run_config=tune.RunConfig(name="tune", storage_path=store.path(sweep.name),  # [Ray]
                                       storage_filesystem=store.fs,
-                                      # Ray's default: a status table every 30 s, and each trial's config as it starts
+                                      # a status table every 30 s and each trial's config as it starts, not each of its
+                                      # reports as well (Tune's default when unset, verbose=2, prints those too)
                                       verbose=1,
                                       callbacks=common.logger_callbacks(args.mlflow_uri, sweep.name),
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),

@@ -119,7 +119,8 @@ def run(args, search: SearchConfig, store: Store) -> int:
                                         reduction_factor=search.scheduler.reduction_factor),
                 reuse_actors=False),
             run_config=tune.RunConfig(name="tune", storage_path=str(root),
-                                      # Ray's default: a status table every 30 s, and each trial's config as it starts
+                                      # a status table every 30 s and each trial's config as it starts, not each of its
+                                      # reports as well (Tune's default when unset, verbose=2, prints those too)
                                       verbose=1,
                                       callbacks=common.logger_callbacks(args.mlflow_uri, search.name),
                                       failure_config=tune.FailureConfig(max_failures=search.max_failures)),
