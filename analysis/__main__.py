@@ -7,6 +7,27 @@ import sys
 from pathlib import Path
 
 
+def resolve_method(name: str, methods: list[str]) -> str:
+    """The one `model / variant` that `name` means: itself, its variant, or its variant's start.
+
+    `full` finds `minilm-l6 / full-lr5e-05` (the quick sweep labels variants by what differs
+    from the defaults), but only when no other method matches too: with two models `full` is
+    ambiguous, and guessing would compare the wrong pair without a word.
+    """
+    from analysis.load import ResultsError
+
+    if name in methods:
+        return name
+    variant = {method: method.split(" / ", 1)[1] for method in methods}
+    exact = [method for method in methods if variant[method] == name]
+    matches = exact or [method for method in methods if variant[method].startswith(name + "-")]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ResultsError(f"{name!r} matches {len(matches)} methods: {matches}; name one of them in full")
+    raise ResultsError(f"{name!r} is not among the successful methods: {methods}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m analysis",
@@ -20,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--out", required=True, help="folder for the report")
     pair = commands.add_parser(
         "compare", help="significance of one pair of methods on the same test rows",
-        description="A and B are 'model / variant' names as the report shows them, or just the variant "
-                    "when there is one model, e.g. `lora-r8-attention` and `full`.")
+        description="A and B are 'model / variant' names as the report shows them, or a variant (or the "
+                    "start of one) that only one model has, e.g. `lora-r8-attention` and `full` for "
+                    "`minilm-l6 / full-lr5e-05`.")
     pair.add_argument("results", help="a results store or file")
     pair.add_argument("a")
     pair.add_argument("b")
@@ -41,11 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
         ok, _ = split_by_status(load_results([args.results]))
         groups = group_correctness(ok)
-        names = {name: name for name in groups} | {name.split(" / ", 1)[1]: name for name in groups}
-        missing = [n for n in (args.a, args.b) if n not in names]
-        if missing:
-            raise ResultsError(f"{missing} not among the successful methods: {sorted(groups)}")
-        result = compare(names[args.a], groups[names[args.a]], names[args.b], groups[names[args.b]])
+        a, b = (resolve_method(name, sorted(groups)) for name in (args.a, args.b))
+        result = compare(a, groups[a], b, groups[b])
         for key, value in result.as_row().items():
             print(f"{key:>12}: {value}")
         return 0

@@ -147,6 +147,24 @@ def test_compare_prints_one_pair(tiny_results, capsys):
     assert "McNemar p" in out and "verdict" in out
 
 
+def test_compare_names_one_method_or_says_why(tiny_results, capsys):
+    from analysis.__main__ import main, resolve_method
+    from analysis.load import ResultsError
+
+    quick = ["minilm-l6 / full-lr5e-05", "minilm-l6 / lora-r8-attention", "minilm-l6 / lora-r8-attention+ffn",
+             "tfidf / logreg"]
+    assert resolve_method("full", quick) == "minilm-l6 / full-lr5e-05"  # the start of one variant
+    assert resolve_method("lora-r8-attention", quick) == "minilm-l6 / lora-r8-attention"  # exact beats a start
+    assert resolve_method("tfidf / logreg", quick) == "tfidf / logreg"
+    with pytest.raises(ResultsError, match="'lora' matches 2 methods"):
+        resolve_method("lora", quick)
+    with pytest.raises(ResultsError, match="'ia3' is not among the successful methods"):
+        resolve_method("ia3", quick)
+    # two models both have `full`: the CLI refuses to pick one
+    assert main(["compare", str(tiny_results), "full", "tiny-qwen3 / zero-shot"]) == 2
+    assert "'full' matches 2 methods: ['tiny-bert / full', 'tiny-qwen3 / full']" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("case", ["empty", "other-schema", "only-failed"])
 def test_bad_inputs_say_what_is_wrong(case, tmp_path, capsys):
     from analysis.__main__ import main
