@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if sweep.description:
         print(sweep.description.strip(), flush=True)
     if args.dry_run:
-        return 0
+        return common.dry_run_done(store, sweep.name, args.resume)
     args.resume = common.effective_resume(store, sweep.name, args.resume)
     return common.run_guarded(store, sweep.name, args.resume, lambda: run_sweep(args, sweep, store, planned))
 

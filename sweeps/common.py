@@ -230,8 +230,15 @@ def check_storage(store, name: str, resume: bool) -> str | None:
     if store.exists(name, "results.parquet"):
         return f"{store.uri(name, 'results.parquet')} exists: this sweep finished; choose another --name or --storage"
     if store.exists(name, "tune"):
-        return f"{store.uri(name, 'tune')} exists: an interrupted sweep is there; pass --resume to continue it"
+        return f"{store.uri(name, 'tune')} exists: an unfinished sweep is there (interrupted, or still running); pass --resume to continue it"
     return None
+
+
+def dry_run_done(store, name: str, resume: bool) -> int:
+    """--dry-run ends here; it says now what the real run would refuse, not after a user waits."""
+    refusal = check_storage(store, name, resume)
+    print(f"dry run: nothing started{'; the run would stop here: ' + refusal if refusal else ''}")
+    return 0
 
 
 def run_guarded(store, name: str, resume: bool, run: Callable[[], int]) -> int:

@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
           f"  per trial: {search.resources.cpus_per_trial:g} CPU, {search.resources.gpus_per_trial:g} GPU; "
           f"at most {search.resources.max_concurrent or 'as many as fit'} at once", flush=True)
     if args.dry_run:
-        return 0
+        return common.dry_run_done(store, search.name, args.resume)
     args.resume = common.effective_resume(store, search.name, args.resume)
     return common.run_guarded(store, search.name, args.resume, lambda: run(args, search, store))
 

@@ -45,7 +45,14 @@ def test_dry_run_prints_the_matrix_and_starts_nothing(tmp_path):
     assert "12 trials: 10 to run, 2 skipped" in out.stdout
     assert "| tiny-qwen3__lora-r4-attention__s2 |" in out.stdout
     assert "skip: method 'zero-shot' needs a decoder model; 'tiny-bert' is an encoder" in out.stdout
+    assert "dry run: nothing started\n" in out.stdout
     assert not any(tmp_path.iterdir())
+    # where a finished sweep's table already is, the dry run says the run would refuse, and why
+    (tmp_path / "smoke").mkdir()
+    (tmp_path / "smoke" / "results.parquet").write_bytes(b"a finished sweep's table")
+    out = _ablation("--config", "sweeps/configs/smoke.yaml", "--dry-run", "--storage", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "the run would stop here: " in out.stdout and "this sweep finished; choose another --name" in out.stdout
 
 
 BAD = {
