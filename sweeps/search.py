@@ -32,14 +32,13 @@ EXIT_BAD_CONFIG = common.EXIT_BAD_CONFIG
 SAMPLED = ("r", "alpha_multiple", "learning_rate", "dropout")
 
 
-def run_search_trial(params: dict) -> None:
-    """Tune trainable: one sampled point of the space as a full trial."""
+def run_search_trial(params: dict, search: dict, storage: str) -> None:
+    """Tune trainable: one sampled point of the space (`params`) as a full trial."""
     from ray import tune  # [Ray]
 
-    search = SearchConfig.model_validate(params["search"])
-    store = Store(params["store"])
-    trial = trial_from_sample(search, params, tune.get_context().get_trial_id(), store)  # [Ray]
-    common.execute_trial(trial.model_dump(mode="json"), params["store"])
+    trial = trial_from_sample(SearchConfig.model_validate(search), params, tune.get_context().get_trial_id(),  # [Ray]
+                              Store(storage))
+    common.execute_trial(trial.model_dump(mode="json"), storage)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +93,11 @@ def run(args, search: SearchConfig, store: Store) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    trainable = tune.with_resources(run_search_trial, {  # [Ray]
+    # the search's own config goes with the trainable, not into the sampled config: Tune prints a
+    # trial's config as it starts and beside the best trial, and it is only these 4 sampled values
+    trainable = tune.with_parameters(run_search_trial, search=search.model_dump(mode="json"),  # [Ray]
+                                     storage=args.storage)
+    trainable = tune.with_resources(trainable, {  # [Ray]
         "cpu": search.resources.cpus_per_trial, "gpu": search.resources.gpus_per_trial})
     if args.resume:
         tuner = tune.Tuner.restore(str(root / "tune"), trainable=trainable,  # [Ray]
@@ -108,7 +111,6 @@ def run(args, search: SearchConfig, store: Store) -> int:
         tuner = tune.Tuner(  # [Ray]
             trainable,
             param_space={
-                "search": search.model_dump(mode="json"), "store": args.storage,
                 "r": tune.choice(space.r), "alpha_multiple": tune.choice(space.alpha_multiple),
                 "learning_rate": tune.loguniform(*space.learning_rate), "dropout": tune.uniform(*space.dropout),
             },

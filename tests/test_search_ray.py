@@ -34,6 +34,12 @@ def test_search_with_asha_saves_study_and_best_config(tmp_path):
     assert set(results["status"]) <= {"ok", "stopped"} and (results["status"] == "ok").any()
     assert results["lora_r"].isin([2, 4, 8]).all()
     assert results["learning_rate"].between(1e-4, 1e-2).all()
+    # Tune's config of a trial (what it prints as the trial starts and beside the best one) is the sampled point
+    import json
+
+    for params in (root / "tune").glob("*/params.json"):
+        assert set(json.loads(params.read_text())) == {"r", "alpha_multiple", "learning_rate", "dropout"}, params
+    assert len(list((root / "tune").glob("*/params.json"))) == 4
     # the study is in sqlite, openable with optuna (and optuna-dashboard)
     import optuna
 
