@@ -188,8 +188,8 @@ def _html(markdown: list[str], figures: dict[str, Path]) -> str:
             level = len(line) - len(line.lstrip("#"))
             parts.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
         elif line.startswith("!["):
-            name = line[line.index("(") + 1:-1]
-            parts.append(f"<img alt='{html.escape(name)}' src='data:image/png;base64,{images[name]}'>")
+            title, name = line[2:-1].rsplit("](", 1)  # a title may hold brackets: "Optuna: history (search)"
+            parts.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{images[name]}'>")
         elif is_row:
             if not in_table:
                 parts.append("<table>")

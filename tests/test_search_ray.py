@@ -54,6 +54,12 @@ def test_search_with_asha_saves_study_and_best_config(tmp_path):
     from sentisweep.config import load_trial_config
 
     assert load_trial_config(best).method.r in (2, 4, 8)  # ready to run as it is
+    # the report over a search: its figures include the study's, embedded in the HTML page
+    from analysis.__main__ import main as analysis
+
+    assert analysis(["report", str(root), "--out", str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "<img alt='Optuna: history (search-smoke)' src='data:image/png;base64," in page
 
 
 def test_search_resumes_after_interrupt(tmp_path):
