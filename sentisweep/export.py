@@ -17,10 +17,16 @@ import tempfile
 from pathlib import Path
 
 from sentisweep.embeddings import TRIAL_INFO_FILE
-from sentisweep.predict import PredictError, add_selection_arguments, describe, load_selected
+from sentisweep.predict import (
+    SELECTION_METRIC,
+    PredictError,
+    add_selection_arguments,
+    describe,
+    load_selected,
+)
 
 
-def export(results: str, out: str | Path, select: str = "best", metric: str = "accuracy",
+def export(results: str, out: str | Path, select: str = "best", metric: str = SELECTION_METRIC,
            overwrite: bool = False) -> Path:
     target = Path(out)
     if target.exists() and any(target.iterdir()) and not overwrite:

@@ -49,7 +49,9 @@ def test_select_best_and_by_id(store):
     table = pd.read_parquet(store / "results.parquet")
     best = select_trial(table)
     assert best["method"] != "zero-shot"  # no checkpoint to load
-    assert best["accuracy"] == table[table["method"] != "zero-shot"]["accuracy"].max()
+    trained = table[table["method"] != "zero-shot"]
+    assert best["best_val_accuracy"] == trained["best_val_accuracy"].max()  # chosen on validation, not test
+    assert select_trial(table, metric="accuracy")["accuracy"] == trained["accuracy"].max()
     assert select_trial(table, "b__full__s7")["model"] == "tiny-roberta"
     with pytest.raises(PredictError, match="--select = 'nope': no such trial; use best or one of: a__lora__s7"):
         select_trial(table, "nope")
