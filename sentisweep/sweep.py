@@ -29,14 +29,16 @@ from sentisweep.storage import Store
 
 
 class MethodVariant(MethodConfig):
-    """A method with its parameters, an optional label, and training overrides
-    (e.g. another learning rate for the same method)."""
+    """A method with its parameters, an optional label, training overrides (e.g. another
+    learning rate for the same method), and optionally the only models it runs on (a study
+    like DistilBERT full fine-tuning against Qwen3-4B QLoRA is not a full cross product)."""
 
     label: str | None = None
     training: dict[str, Any] | None = None
+    models: list[str] | None = Field(None, min_length=1)
 
     def params(self) -> dict[str, Any]:
-        return {k: v for k, v in super().params().items() if k not in ("label", "training")}
+        return {k: v for k, v in super().params().items() if k not in ("label", "training", "models")}
 
     def method_config(self) -> MethodConfig:
         return MethodConfig(name=self.name, **self.params())
@@ -112,6 +114,8 @@ def parse_sweep_config(raw: dict[str, Any], source: str | None = None) -> SweepC
         problems += [p.replace("model =", f"models[{i}] =", 1) for p in model_problems(model)]
     for i, variant in enumerate(sweep.methods):
         problems += [p.replace("method.", f"methods[{i}].", 1) for p in method_problems(variant.method_config())]
+        problems += [f"methods[{i}].models[{j}] = {model!r}: not one of the sweep's models {sweep.models}"
+                     for j, model in enumerate(variant.models or []) if model not in sweep.models]
         if variant.training:
             try:
                 TrainingConfig.model_validate({**sweep.training.model_dump(), **variant.training})
@@ -132,7 +136,7 @@ def parse_sweep_config(raw: dict[str, Any], source: str | None = None) -> SweepC
 
 
 def expand(sweep: SweepConfig, store: Store, device: str) -> list[PlannedTrial]:
-    """Every model x method variant x seed as a TrialConfig with absolute paths (Ray Tune
+    """Every model x method variant (those it runs on) x seed as a TrialConfig with absolute paths (Ray Tune
     runs trials with their own working directory), plus why a trial will be skipped. A
     trial's output_dir is its folder in the store, `<name>/trials/<trial_id>`."""
     from sentisweep.methods import IncompatibleMethodError, check_compatible
@@ -141,7 +145,7 @@ def expand(sweep: SweepConfig, store: Store, device: str) -> list[PlannedTrial]:
     data = absolute_paths(sweep.data)
     planned = []
     for model in sweep.models:
-        for variant in sweep.methods:
+        for variant in (v for v in sweep.methods if v.models is None or model in v.models):
             for seed in sweep.seeds:
                 trial_id = re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{model}__{variant.resolved_label()}__s{seed}")
                 training = TrainingConfig.model_validate({**sweep.training.model_dump(), **(variant.training or {})})

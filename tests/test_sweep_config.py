@@ -66,6 +66,9 @@ BAD = {
                         "methods[0].learning_rate = -1"),
     "malformed yaml": ("models: [tiny-bert\n", "not valid YAML"),
     "repeated seeds": ("models: [tiny-bert]\nmethods: [full]\nseeds: [1, 1]\n", "repeated seeds"),
+    "a method's model not in the sweep": ("models: [tiny-bert]\nmethods: [{name: full, models: [tiny-qwen3]}]\n",
+                                          "methods[0].models[0] = 'tiny-qwen3': not one of the sweep's models "
+                                          "['tiny-bert']"),
 }
 
 
@@ -97,6 +100,18 @@ def test_variants_expand_with_their_training_overrides(tmp_path):
     assert planned[2].config.training.learning_rate == 2e-4 and planned[0].config.training.learning_rate == 2e-5
     assert all(Path(p.config.output_dir).is_absolute() and Path(p.config.data.cache_dir).is_absolute()
                for p in planned)
+
+
+def test_a_method_limited_to_some_models_runs_only_on_those(tmp_path):
+    # DistilBERT full fine-tuning against Qwen3-4B QLoRA and zero-shot: 3 trials, not the 2 x 3 grid
+    sweep = parse_sweep_config({"name": "s", "models": ["tiny-bert", "tiny-qwen3"], "methods": [
+        {"name": "full", "models": ["tiny-bert"]}, {"name": "qlora", "r": 4, "models": ["tiny-qwen3"]},
+        {"name": "zero-shot", "models": ["tiny-qwen3"]}]})
+    planned = expand(sweep, Store(str(tmp_path)), "cpu")
+    assert [p.config.trial_id for p in planned] == [
+        "tiny-bert__full__s42", "tiny-qwen3__qlora-r4__s42", "tiny-qwen3__zero-shot__s42"]
+    assert all(p.skip_reason is None for p in planned)
+    assert "models" not in planned[1].config.method.model_dump()  # a trial's method is the method alone
 
 
 def test_gather_results_accounts_for_every_trial(tmp_path):
