@@ -136,9 +136,10 @@ def parse_sweep_config(raw: dict[str, Any], source: str | None = None) -> SweepC
 
 
 def expand(sweep: SweepConfig, store: Store, device: str) -> list[PlannedTrial]:
-    """Every model x method variant (those it runs on) x seed as a TrialConfig with absolute paths (Ray Tune
-    runs trials with their own working directory), plus why a trial will be skipped. A
-    trial's output_dir is its folder in the store, `<name>/trials/<trial_id>`."""
+    """Every model x method variant x seed (a variant with `models` only on those) as a
+    TrialConfig with absolute paths (Ray Tune runs trials with their own working directory),
+    plus why a trial will be skipped. A trial's output_dir is its folder in the store,
+    `<name>/trials/<trial_id>`."""
     from sentisweep.methods import IncompatibleMethodError, check_compatible
     from sentisweep.models import get_model_spec
 

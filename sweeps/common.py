@@ -230,7 +230,8 @@ def check_storage(store, name: str, resume: bool) -> str | None:
     if store.exists(name, "results.parquet"):
         return f"{store.uri(name, 'results.parquet')} exists: this sweep finished; choose another --name or --storage"
     if store.exists(name, "tune"):
-        return f"{store.uri(name, 'tune')} exists: an unfinished sweep is there (interrupted, or still running); pass --resume to continue it"
+        return (f"{store.uri(name, 'tune')} exists: an unfinished sweep is there (interrupted, or still running); "
+                "pass --resume to continue it")
     return None
 
 
