@@ -29,7 +29,6 @@ from sweeps import common  # noqa: E402
 
 DEFAULT_CONFIG = "sweeps/configs/lora_search_quick.yaml"
 EXIT_BAD_CONFIG = common.EXIT_BAD_CONFIG
-SAMPLED = ("r", "alpha_multiple", "learning_rate", "dropout")
 
 
 def run_search_trial(params: dict, search: dict, storage: str) -> None:
