@@ -9,11 +9,10 @@ FROM ${RAY_IMAGE}
 # The Ray images run as the non-root user "ray" (uid 1000, group users = gid 100); so does this one.
 USER 1000:100
 WORKDIR /home/ray/sentisweep
-# PYTHONPATH: Ray workers import sweeps.common and ray_jobs by name, and KubeRay cannot
-# upload a working directory, so the code lives here on every node.
+# KubeRay cannot upload a working directory, so the code lives here on every node,
+# installed (editable) so that Ray workers import sweeps, ray_jobs and ray_session by name.
 ENV HF_HOME=/mnt/cache/huggingface \
     SENTISWEEP_CACHE_DIR=/mnt/cache/sentisweep \
-    PYTHONPATH=/home/ray/sentisweep \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -25,12 +24,13 @@ RUN pip install --no-cache-dir -r docker/requirements.txt
 # The code last: editing it rebuilds only these small layers.
 COPY --chown=1000:100 pyproject.toml README.md ./
 COPY --chown=1000:100 sentisweep sentisweep
-COPY --chown=1000:100 analysis analysis
-RUN pip install --no-cache-dir --no-deps -e .
+COPY --chown=1000:100 ray_session ray_session
 COPY --chown=1000:100 sweeps sweeps
 COPY --chown=1000:100 ray_jobs ray_jobs
+COPY --chown=1000:100 analysis analysis
 COPY --chown=1000:100 benchmarks benchmarks
 COPY --chown=1000:100 tests/fixtures tests/fixtures
+RUN pip install --no-cache-dir --no-deps -e .
 
 # A smoke check anyone can run on the built image (no GPU needed):
 #   docker run --rm ghcr.io/sentisweep/sentisweep:0.1.0 python sweeps/ablation.py --config sweeps/configs/smoke.yaml --dry-run

@@ -14,7 +14,7 @@ def resolve_method(name: str, methods: list[str]) -> str:
     from the defaults), but only when no other method matches too: with two models `full` is
     ambiguous, and guessing would compare the wrong pair without a word.
     """
-    from analysis.load import ResultsError
+    from sentisweep.results import ResultsError
 
     if name in methods:
         return name

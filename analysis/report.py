@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -61,7 +62,7 @@ def examples(ok: pd.DataFrame, per_method: int = 3) -> pd.DataFrame:
     """Most confident errors and a few confident correct answers per model / variant, with the
     review text shortened (read from the data source the trial used)."""
     from sentisweep.config import DataConfig
-    from sentisweep.data import load_task_data
+    from sentisweep.trial.data import load_task_data
 
     rows, texts = [], {}
     for (model, variant), group in ok.groupby(["model", "variant"]):
@@ -95,11 +96,9 @@ def examples(ok: pd.DataFrame, per_method: int = 3) -> pd.DataFrame:
 def _markdown(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "(none)\n"
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(str(v).replace("|", "/").replace("\n", " ") for v in row) + " |"
-            for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
+    # a cell's own "|" or line break would end its row
+    cells = frame.map(lambda v: str(v).replace("|", "/").replace("\n", " "))
+    return cells.to_markdown(index=False, tablefmt="pipe", disable_numparse=True) + "\n"
 
 
 def build_report(locations: list[str], out: Path) -> Path:
@@ -181,7 +180,8 @@ def _html(markdown: list[str], figures: dict[str, Path]) -> str:
     in_table = False
     for line in "\n".join(markdown).split("\n"):
         is_row = line.startswith("| ")
-        if in_table and not is_row and not line.startswith("|---"):
+        is_rule = re.fullmatch(r"\|[-:| ]+\|", line) is not None  # the row under the header
+        if in_table and not is_row and not is_rule:
             parts.append("</table>")
             in_table = False
         if line.startswith("#"):
@@ -190,13 +190,13 @@ def _html(markdown: list[str], figures: dict[str, Path]) -> str:
         elif line.startswith("!["):
             title, name = line[2:-1].rsplit("](", 1)  # a title may hold brackets: "Optuna: history (search)"
             parts.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{images[name]}'>")
-        elif is_row:
+        elif is_row and not is_rule:
             if not in_table:
                 parts.append("<table>")
                 in_table = True
             cells = [html.escape(c.strip()) for c in line.strip().strip("|").split(" | ")]
             parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-        elif line.strip() and not line.startswith("|---"):
+        elif line.strip() and not is_rule:
             parts.append(f"<p>{html.escape(line)}</p>")
     if in_table:
         parts.append("</table>")

@@ -55,10 +55,11 @@ def compare(name_a: str, right_a: pd.Series, name_b: str, right_b: pd.Series,
     if joined.empty:
         raise ValueError(f"{name_a} and {name_b} share no test rows: were they evaluated on the same split?")
     a, b = joined["a"].to_numpy(), joined["b"].to_numpy()
-    rng = np.random.default_rng(seed)
-    index = rng.integers(0, len(a), size=(resamples, len(a)))
-    differences = (a[index] - b[index]).mean(axis=1)
-    low, high = np.percentile(differences, [2.5, 97.5])
+    # the paired bootstrap: the same test rows resampled for both methods
+    interval = stats.bootstrap((a, b), lambda x, y, axis=-1: (x - y).mean(axis=axis), paired=True,
+                               n_resamples=resamples, method="percentile", rng=np.random.default_rng(seed),
+                               vectorized=True).confidence_interval
+    low, high = (0.0, 0.0) if np.isnan(interval.low) else (interval.low, interval.high)
     # With one seed each, a and b are 0/1 and this is McNemar's exact test on the discordant
     # rows. With several seeds, a row's value is the fraction of seeds that were right: the
     # same sign test on the rows where the two differ (thresholding fractions at 0.5 instead

@@ -3,7 +3,7 @@ Ray Data job, on the same reviews and model, in one run.
 
 (a) the notebook loop: batches of 8 in dataset order, padded to the longest (up to 512),
     mean over *all* positions, `no_grad`;
-(b) `sentisweep.embeddings.Embedder` in this process: length-sorted batches of 8, linears
+(b) `sentisweep.probe.embeddings.Embedder` in this process: length-sorted batches of 8, linears
     through oneDNN with packed weights (`sentisweep/onednn.py`), masked mean;
 (c) `ray_jobs/embed.py`'s pipeline: Ray Data, 2 actors of 0.5 CPU and 1 thread each.
 
@@ -21,21 +21,18 @@ of (b)/(a) is (b)'s faster linears.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.train_throughput import report_peak
+from sentisweep.config import DataConfig
+from sentisweep.probe.embeddings import Embedder, load_backbone
+from sentisweep.trial.data import load_task_data
+from sentisweep.trial.models import set_quiet
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-
-from benchmarks.train_throughput import report_peak  # noqa: E402
-from sentisweep.config import DataConfig  # noqa: E402
-from sentisweep.data import load_task_data  # noqa: E402
-from sentisweep.embeddings import Embedder, load_backbone  # noqa: E402
-from sentisweep.train import set_quiet  # noqa: E402
-
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "imdb"
 
 
@@ -82,14 +79,13 @@ def ray_pipeline(args, frame) -> float:
     import tempfile
 
     from ray_jobs import embed
-    from sweeps import common
+    from ray_session.connect import connect
 
-    common.connect(True, 0)
+    connect(True, 0)
     with tempfile.TemporaryDirectory() as out:
-        job = embed.Job(embed.build_parser().parse_args([
-            "--model", args.model, "--pooling", "mean", "--max-length", str(args.max_length), "--batch-size", "8",
-            "--out", out, "--cache-dir", args.cache_dir, "--splits", "test", "--concurrency", "2",
-            "--data", str(args.data)]))
+        job = embed.EmbedJob(model=args.model, out=out, pooling="mean", max_length=args.max_length, batch_size=8,
+                             splits=("test",), concurrency=2,
+                             data=DataConfig(source=str(args.data), cache_dir=args.cache_dir))
         start = time.perf_counter()
         embed.embed_splits({"test": frame}, job, Path(out), 0.0, {"model": args.model})
         return time.perf_counter() - start

@@ -42,15 +42,15 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks import timeline
+from sentisweep.config import DataConfig
+from sentisweep.plan import PlannedTrial, absolute_paths, expand, load_config
+from sentisweep.storage import Store
+from sentisweep.trial.models import set_quiet
+from sentisweep.trial.run import run_trial
+from sweeps.ablation import pretokenize
 
-from benchmarks import timeline  # noqa: E402
-from sentisweep.config import DataConfig  # noqa: E402
-from sentisweep.storage import Store  # noqa: E402
-from sentisweep.sweep import PlannedTrial, absolute_paths, expand, load_sweep_config  # noqa: E402
-from sentisweep.train import run_trial, set_quiet  # noqa: E402
-from sweeps.ablation import pretokenize  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def benchmark_config(config: Path, cpus: int, out: Path, limit: int | None, run: str, at_once: int = 1) -> Path:
@@ -75,7 +75,7 @@ def benchmark_config(config: Path, cpus: int, out: Path, limit: int | None, run:
 
 def runnable_trials(config: str | Path, storage: str | Path, cpus: int) -> list[PlannedTrial]:
     """The config's trials that are not skipped, their TrialConfigs set to `cpus` torch threads."""
-    planned = [trial for trial in expand(load_sweep_config(config), Store(str(storage)), "cpu")
+    planned = [trial for trial in expand(load_config(config, "sweep"), Store(str(storage)), "cpu")
                if trial.skip_reason is None]
     for trial in planned:
         trial.config.training.threads = cpus
@@ -102,7 +102,7 @@ def plain_loop(config: Path, storage: Path, cpus: int, at_once: int = 1) -> None
 
 def in_fresh_python(statement: str) -> str:
     """Run a statement in a new interpreter, with this module imported as `bench`: its stdout."""
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks import sweep_overhead as bench; {statement}"
+    code = f"from benchmarks import sweep_overhead as bench; {statement}"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
@@ -173,7 +173,7 @@ def placement_rounds(config: Path, storage: Path, cpus: int, rounds: int) -> Non
     import ray
     from ray import tune
 
-    from sweeps import common
+    from ray_session.connect import connect
 
     def in_process(out: str) -> dict[str, float]:
         printed = in_fresh_python(f"import json; print(json.dumps(bench.measured_trial({str(config)!r}, {out!r}, {cpus})))")
@@ -217,7 +217,7 @@ def placement_rounds(config: Path, storage: Path, cpus: int, rounds: int) -> Non
         shift = index % len(places)
         for name, run in places[shift:] + places[:shift]:
             if run is not without_ray:  # Ray started when first needed, again after the run without it
-                common.connect(True, 0)  # [Ray]
+                connect(True, 0)  # [Ray]
             seen[name].append(run(str(storage / f"placement-{index}-{len(seen[name])}-{run.__name__}")))
             print(f"  round {index + 1}, {name}: {seen[name][-1]['work']:.1f} s", flush=True)
     ray.shutdown()  # [Ray]

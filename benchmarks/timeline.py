@@ -1,7 +1,7 @@
 """Where a sweep's seconds go, trial by trial: a probe that every Python process of the run
 loads at start-up (a `sitecustomize` module on PYTHONPATH, which Ray's processes inherit from
 the driver) appends (time, pid, event) lines: the interpreter starting, the first import of
-`sweeps.common` (the trial's Tune trainable starting our code) and the process exiting. With the
+`sweeps.trainable` (the trial's Tune trainable starting our code) and the process exiting. With the
 result rows' `start_time` / `end_time` (run_trial's own, to the millisecond) and their training
 and evaluation seconds, each trial's worker process splits into phases (`trial_phases`).
 
@@ -25,7 +25,7 @@ def _event(name):
         events.write(json.dumps({{"time": time.time(), "pid": os.getpid(), "event": name}}) + "\\n")
 
 class _FirstImport:
-    watched = {{"sweeps.common"}}
+    watched = {{"sweeps.trainable"}}
 
     def find_spec(self, name, path=None, target=None):
         if name in self.watched:
@@ -69,7 +69,7 @@ def probed_env(env: dict[str, str], folder: Path) -> dict[str, str]:
 
 def trial_phases(events: Path, results: pd.DataFrame) -> pd.DataFrame:
     """One row per trial in the order they started, a column of seconds per phase (PHASES).
-    The driver is the first process to import `sweeps.common`; every later one is a trial's
+    The driver is the first process to import `sweeps.trainable`; every later one is a trial's
     worker, and the k-th worker to reach our code runs the k-th trial to start (each worker
     runs one trial; run after run, this order held). A run with a retried trial has a worker
     more than rows and is not split."""
@@ -86,8 +86,8 @@ def trial_phases(events: Path, results: pd.DataFrame) -> pd.DataFrame:
         phases.append({
             "trial_id": trial.trial_id,
             "waiting": worker["start"] - ended_before.max() if len(ended_before) else float("nan"),
-            "worker": worker["import sweeps.common"] - worker["start"],
-            "imports": trial.begin - worker["import sweeps.common"],
+            "worker": worker["import sweeps.trainable"] - worker["start"],
+            "imports": trial.begin - worker["import sweeps.trainable"],
             "around": trial.end - trial.begin - work,
             "work": work,
             "exit": worker.get("exit", float("nan")) - trial.end,
@@ -103,7 +103,7 @@ def _processes(events: Path) -> tuple[pd.Series, pd.DataFrame]:
     lines = pd.DataFrame([json.loads(line) for line in events.read_text().splitlines()])
     by_process = lines.pivot_table(index="pid", columns="event", values="time", aggfunc="min")
     # A worker started by Ray for a runtime environment re-executes itself: its first start counts.
-    ours = by_process.dropna(subset=["import sweeps.common"]).sort_values("import sweeps.common")
+    ours = by_process.dropna(subset=["import sweeps.trainable"]).sort_values("import sweeps.trainable")
     return ours.iloc[0], ours.iloc[1:]
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,16 +23,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.significance import compare, correctness
+from sentisweep.config import DataConfig, MethodConfig
+from sentisweep.plan import parse_trial_config
+from sentisweep.trial.data import load_task_data
+from sentisweep.trial.methods import LoadOptions, build
+from sentisweep.trial.models import (
+    get_model_spec,
+    set_quiet,
+)
+from sentisweep.trial.run import run_trial
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-
-from analysis.significance import compare, correctness  # noqa: E402
-from sentisweep.config import DataConfig, MethodConfig, parse_trial_config  # noqa: E402
-from sentisweep.data import load_task_data  # noqa: E402
-from sentisweep.methods import LoadOptions, build  # noqa: E402
-from sentisweep.models import get_model_spec  # noqa: E402
-from sentisweep.train import run_trial, set_quiet  # noqa: E402
-
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "imdb"
 
 
@@ -44,7 +45,7 @@ def matmul_peaks_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
     processors (this machine: 216 vs 483 GFLOP/s, 2 threads)."""
     import torch
 
-    from sentisweep import onednn
+    from sentisweep.probe import onednn
 
     a, b = torch.randn(size, size), torch.randn(size, size)
     kernels = {"torch.mm": lambda: torch.mm(a, b)}

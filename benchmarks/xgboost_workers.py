@@ -12,18 +12,16 @@ accuracies. Ray starts before the timings, so `ray.init` is not in them.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+from ray_jobs import xgboost_stage
+from sentisweep.probe.booster import Split, XGBoostConfig, fit_single_process, load_splits, probabilities_of
 
-from ray_jobs import xgboost_stage  # noqa: E402
-from sentisweep.probe import Split, XGBoostConfig, fit_single_process, load_splits, probabilities_of  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def synthetic(folder: Path, dim: int = 384) -> Path:
@@ -32,7 +30,7 @@ def synthetic(folder: Path, dim: int = 384) -> Path:
 
     import pyarrow as pa
 
-    from sentisweep.embeddings import META_KEY
+    from sentisweep.probe.embeddings import META_KEY
     from sentisweep.storage import write_parquet_atomic
 
     rng = np.random.default_rng(0)
@@ -70,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         single, _ = fit_single_process(params, args.rounds, None, splits["train"], splits["validation"])
         rows = [("one process, xgboost.train (2 threads)", time.perf_counter() - start, accuracy(single, splits["test"]))]
 
-        from sweeps import common
+        from ray_session.connect import connect
 
-        common.connect(True, 0)
+        connect(True, 0)
         variants = ((0, "Ray Train, report at the end (ours)"), (1, "Ray Train, report every round"))
         # The smoke test runs ours only: each Ray Train fit costs ~25 s of start-up here, and
         # the tests' two-worker stage run reports every few rounds, the other variant's path.

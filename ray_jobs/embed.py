@@ -9,7 +9,7 @@ read split -> `map_batches(EmbedActor)` (each actor loads the model once; one GP
 GPU nodes, a fraction of a CPU otherwise) -> `<out>/{train,validation,test}.parquet`:
 row_id, label, embedding (fixed-size list of float32), with model, checkpoint, pooling and
 max_length in the file's key-value metadata (key `sentisweep`). One embedding, the
-model's, is `sentisweep.embeddings.Embedder`; the Ray-specific lines are marked `# [Ray]`.
+model's, is `sentisweep.probe.embeddings.Embedder`; the Ray-specific lines are marked `# [Ray]`.
 """
 
 from __future__ import annotations
@@ -19,16 +19,17 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from pydantic import ValidationError
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # runs from a checkout or a `ray job submit --working-dir .` upload
-
-from sentisweep.config import ConfigError, DataConfig  # noqa: E402
-from sentisweep.embeddings import (  # noqa: E402
+from ray_session.connect import connect
+from sentisweep import exit_codes
+from sentisweep.config import DEFAULT_MAX_LENGTH, POOLINGS, ConfigError, DataConfig, format_pydantic
+from sentisweep.probe.embeddings import (
     DEFAULT_BATCH_SIZE,
     META_KEY,
     Embedder,
@@ -36,21 +37,22 @@ from sentisweep.embeddings import (  # noqa: E402
     check_checkpoint,
     check_pooling,
 )
-from sentisweep.models import UnknownNameError, get_model_spec  # noqa: E402
-from sentisweep.results import now_iso  # noqa: E402
-from sentisweep.storage import write_parquet_atomic  # noqa: E402
+from sentisweep.registry import UnknownNameError
+from sentisweep.results import now_iso
+from sentisweep.storage import write_parquet_atomic
+from sentisweep.trial.models import get_model_spec
 
 SPLITS = ("train", "validation", "test")
-EXIT_BAD_INPUT = 2
+FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "tiny_reviews"  # --smoke-test's data
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="registry name, hub id or local folder (see `python -m sentisweep.train --list`)")
+    p.add_argument("--model", help="registry name, hub id or local folder (python -m sentisweep.train --help lists them)")
     p.add_argument("--checkpoint", help="a trial's checkpoint folder (full model or peft adapter, merged); "
                                         "default: the pretrained model")
-    p.add_argument("--pooling", choices=("mean", "cls", "last"), help="default: the model's (registry)")
-    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--pooling", choices=POOLINGS, help="default: the model's (registry)")
+    p.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH)
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                    help="texts per forward pass (sorted by length); 8 is fastest on CPU, GPUs want more (e.g. 64)")
     p.add_argument("--quantize", choices=("4bit", "8bit"), help="load the model quantized (large decoders; "
@@ -77,61 +79,88 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class Job:
-    """Validated arguments: everything checked before Ray starts or a model loads."""
+@dataclass
+class EmbedJob:
+    """What to embed and how: checked in full (`problems`) before Ray starts or a model loads."""
 
-    def __init__(self, args: argparse.Namespace):
+    model: str
+    out: str
+    data: DataConfig
+    checkpoint: str | None = None
+    pooling: str | None = None
+    max_length: int = DEFAULT_MAX_LENGTH
+    batch_size: int = DEFAULT_BATCH_SIZE
+    quantize: str | None = None
+    splits: tuple[str, ...] = SPLITS
+    overwrite: bool = False
+    concurrency: int = 2
+    cpus_per_actor: float = 0.5
+    gpus_per_actor: float | None = None
+    rows_per_call: int = 128
+
+    def problems(self) -> list[str]:
         problems = []
-        if args.smoke_test:
-            args.model = args.model or "tiny-bert"
-            args.train_size, args.eval_size, args.test_size = args.train_size or 48, args.eval_size or 16, \
-                args.test_size or 32
-            args.max_length = min(args.max_length, 64)
-            if args.data == "imdb":
-                args.data = str(ROOT / "tests" / "fixtures" / "tiny_reviews")
-        if not args.model:
-            problems.append("--model: required (a registry name, hub id or local folder)")
-        if not args.out:
-            problems.append("--out: required (the folder for <split>.parquet)")
-        self.splits = [s.strip() for s in args.splits.split(",") if s.strip()]
         bad = [s for s in self.splits if s not in SPLITS]
         if bad or not self.splits:
-            problems.append(f"--splits = {args.splits!r}: allowed: {', '.join(SPLITS)}")
+            problems.append(f"--splits = {','.join(self.splits)!r}: allowed: {', '.join(SPLITS)}")
         for name in ("max_length", "batch_size", "concurrency", "rows_per_call"):
-            if getattr(args, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} = {getattr(args, name)}: must be at least 1")
-        if min(args.rows_per_call, args.batch_size) >= 1 and args.rows_per_call < args.batch_size:
-            problems.append(f"--rows-per-call = {args.rows_per_call}: must be at least --batch-size "
-                            f"({args.batch_size}), or no forward pass is full")
-        if args.model:
-            try:
-                check_pooling(get_model_spec(args.model), args.pooling)
-            except (UnknownNameError, EmbeddingError, OSError) as err:
-                problems.append(f"--model/--pooling: {err}")
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} = {getattr(self, name)}: must be at least 1")
+        if min(self.rows_per_call, self.batch_size) >= 1 and self.rows_per_call < self.batch_size:
+            problems.append(f"--rows-per-call = {self.rows_per_call}: must be at least --batch-size "
+                            f"({self.batch_size}), or no forward pass is full")
         try:
-            check_checkpoint(args.checkpoint)
+            check_pooling(get_model_spec(self.model), self.pooling)
+        except (UnknownNameError, EmbeddingError, OSError) as err:
+            problems.append(f"--model/--pooling: {err}")
+        try:
+            check_checkpoint(self.checkpoint)
         except EmbeddingError as err:
             problems.append(f"--{err}")
-        try:
-            self.data = DataConfig(source=args.data, train_size=args.train_size, eval_size=args.eval_size,
-                                   test_size=args.test_size, split_seed=args.split_seed, cache_dir=args.cache_dir)
-        except Exception as err:  # pydantic's ValidationError names each field
-            problems.append(f"data: {err}")
-        if args.out and not args.overwrite:
-            existing = [str(Path(args.out) / f"{s}.parquet") for s in self.splits
-                        if (Path(args.out) / f"{s}.parquet").exists()]
+        if not self.overwrite:
+            existing = [str(Path(self.out) / f"{s}.parquet") for s in self.splits
+                        if (Path(self.out) / f"{s}.parquet").exists()]
             if existing:
                 problems.append(f"--out: {', '.join(existing)} exist; pass --overwrite to replace them "
                                 "(nothing was changed)")
-        if problems:
-            raise ConfigError(problems, "ray_jobs/embed.py arguments")
-        self.args = args
+        return problems
 
     def embedder_kwargs(self, threads: int | None) -> dict:
-        a = self.args
-        return {"model": a.model, "checkpoint": a.checkpoint, "pooling": a.pooling, "max_length": a.max_length,
-                "batch_size": a.batch_size, "quantize": a.quantize, "threads": threads,
-                "cache_dir": str(Path(a.cache_dir).resolve())}
+        return {"model": self.model, "checkpoint": self.checkpoint, "pooling": self.pooling,
+                "max_length": self.max_length, "batch_size": self.batch_size, "quantize": self.quantize,
+                "threads": threads, "cache_dir": str(Path(self.data.cache_dir).resolve())}
+
+
+def job_from_args(args: argparse.Namespace) -> EmbedJob:
+    """The command line as a job; ConfigError listing every problem."""
+    problems = []
+    if args.smoke_test:
+        args.model = args.model or "tiny-bert"
+        args.train_size, args.eval_size, args.test_size = (args.train_size or 48, args.eval_size or 16,
+                                                           args.test_size or 32)
+        args.max_length = min(args.max_length, 64)
+        if args.data == "imdb":
+            args.data = str(FIXTURE)
+    if not args.model:
+        problems.append("--model: required (a registry name, hub id or local folder)")
+    if not args.out:
+        problems.append("--out: required (the folder for <split>.parquet)")
+    try:
+        data = DataConfig(source=args.data, train_size=args.train_size, eval_size=args.eval_size,
+                          test_size=args.test_size, split_seed=args.split_seed, cache_dir=args.cache_dir)
+    except ValidationError as err:
+        problems += [f"--{p.replace('_', '-')}" for p in format_pydantic(err)]
+        data = None
+    if problems:
+        raise ConfigError(problems, "ray_jobs/embed.py arguments")
+    job = EmbedJob(model=args.model, out=args.out, data=data, checkpoint=args.checkpoint, pooling=args.pooling,
+                   max_length=args.max_length, batch_size=args.batch_size, quantize=args.quantize,
+                   splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()), overwrite=args.overwrite,
+                   concurrency=args.concurrency, cpus_per_actor=args.cpus_per_actor,
+                   gpus_per_actor=args.gpus_per_actor, rows_per_call=args.rows_per_call)
+    if job.problems():
+        raise ConfigError(job.problems(), "ray_jobs/embed.py arguments")
+    return job
 
 
 class EmbedActor:
@@ -139,7 +168,7 @@ class EmbedActor:
     every batch the actor is handed."""
 
     def __init__(self, embedder_kwargs: dict, device: str):
-        from sentisweep.train import set_quiet
+        from sentisweep.trial.models import set_quiet
 
         set_quiet(True)
         self.embedder = Embedder(**embedder_kwargs, device=device)
@@ -154,16 +183,16 @@ class EmbedActor:
                 "position": batch["position"], "embedding": vectors, "peak_rss_bytes": peak}
 
 
-def embed_splits(frames: dict, job: Job, out: Path, gpus_per_actor: float, extra_meta: dict) -> dict[str, dict]:
+def embed_splits(frames: dict, job: EmbedJob, out: Path, gpus_per_actor: float, extra_meta: dict) -> dict[str, dict]:
     """Embed every split's rows in one Ray Data pipeline (each actor loads the model once)
     and write `<out>/<split>.parquet` atomically, each only once all its rows are in."""
     import pandas as pd
     import ray  # [Ray]
 
-    a = job.args
+    a = job
     for split, frame in frames.items():
         if len(frame) == 0:
-            raise EmbeddingError(f"split {split!r} of {a.data!r} has no rows: nothing to embed")
+            raise EmbeddingError(f"split {split!r} of {a.data.source!r} has no rows: nothing to embed")
     rows = pd.concat([frame[["row_id", "label", "text"]].assign(split=split, position=np.arange(len(frame)))
                       for split, frame in frames.items()], ignore_index=True)
     # Longest texts first, cut into blocks of similar length: an actor's call pads little (it
@@ -199,7 +228,7 @@ def embed_splits(frames: dict, job: Job, out: Path, gpus_per_actor: float, extra
     metas = {}
     for split, tables in parts.items():
         table = pa.concat_tables(tables).sort_by("position").drop_columns("position")  # the split's own order
-        metas[split] = {**extra_meta, "split": split, "data_source": a.data, "rows": len(table),
+        metas[split] = {**extra_meta, "split": split, "data_source": a.data.source, "rows": len(table),
                         "dim": table.schema.field("embedding").type.list_size, "job_seconds": seconds,
                         "peak_rss_bytes": peak_rss_bytes,  # the largest embedding actor's
                         # one pipeline embeds all splits: each split's share of the time, by rows
@@ -209,13 +238,13 @@ def embed_splits(frames: dict, job: Job, out: Path, gpus_per_actor: float, extra
     return metas
 
 
-def run(job: Job) -> dict[str, dict]:
+def run(job: EmbedJob) -> dict[str, dict]:
     """Embed the job's splits (Ray already connected). Returns each split's metadata."""
     import ray  # [Ray]
 
-    from sentisweep.data import load_task_data
+    from sentisweep.trial.data import load_task_data
 
-    a = job.args
+    a = job
     data = load_task_data(job.data)
     gpus = a.gpus_per_actor if a.gpus_per_actor is not None else (
         1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0)  # [Ray]
@@ -231,21 +260,19 @@ def run(job: Job) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        job = Job(args)
+        job = job_from_args(args)
     except ConfigError as err:
-        print(err, file=sys.stderr)
-        return EXIT_BAD_INPUT
-    from sweeps import common
-
-    common.connect(args.local, None)  # [Ray] RAY_ADDRESS's cluster, or a local one
+        print(f"error: {err}", file=sys.stderr)
+        return exit_codes.BAD_INPUT
+    connect(args.local, None)  # [Ray] RAY_ADDRESS's cluster, or a local one
     try:
         metas = run(job)
     except EmbeddingError as err:
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exit_codes.BAD_INPUT
     for split, meta in metas.items():
-        print(f"{split}: {meta['rows']} x {meta['dim']} in {meta['seconds']:.1f} s -> {Path(args.out) / split}.parquet")
-    return 0
+        print(f"{split}: {meta['rows']} x {meta['dim']} in {meta['seconds']:.1f} s -> {Path(job.out) / split}.parquet")
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

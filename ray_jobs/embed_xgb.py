@@ -18,15 +18,14 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # runs from a checkout or a `ray job submit --working-dir .` upload
-
-from ray_jobs import embed, xgboost_stage  # noqa: E402
-from sentisweep.config import ConfigError  # noqa: E402
-from sentisweep.embed_xgb import EmbedXgbConfig, best_checkpoint, load_embed_xgb_config  # noqa: E402
-from sentisweep.results import read_results  # noqa: E402
-
-EXIT_BAD_CONFIG = 2
+from ray_jobs import embed, xgboost_stage
+from ray_session.connect import connect
+from sentisweep import exit_codes
+from sentisweep.config import ConfigError
+from sentisweep.plan import load_config
+from sentisweep.probe.embeddings import EmbeddingError
+from sentisweep.probe.study import EmbedXgbConfig, best_checkpoint
+from sentisweep.results import RESULTS_TABLE, ResultsError, read_results
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +57,7 @@ def plan(config: EmbedXgbConfig, strict: bool = True) -> list[dict]:
             except ConfigError as err:
                 problems += [f"models[{i}].finetuned_from = {entry.finetuned_from!r}: {p}" for p in err.problems]
                 sources.append(("finetuned", None, None))
-            except (FileNotFoundError, ValueError) as err:
+            except ResultsError as err:
                 problems.append(f"models[{i}].finetuned_from = {entry.finetuned_from!r}: {err}")
                 sources.append(("finetuned", None, None))
         for source, trial_id, checkpoint in sources:
@@ -77,43 +76,34 @@ def embedded(folder: Path) -> bool:
     return all((folder / f"{split}.parquet").is_file() for split in embed.SPLITS)
 
 
-def run_embedding(config: EmbedXgbConfig, run: dict, args: argparse.Namespace) -> int:
+def run_embedding(config: EmbedXgbConfig, run: dict) -> None:
     e, entry = config.embedding, run["entry"]
-    argv = ["--model", entry.model, "--out", str(run["embeddings"]), "--max-length", str(e.max_length),
-            "--batch-size", str(e.batch_size), "--concurrency", str(e.concurrency),
-            "--cpus-per-actor", str(e.cpus_per_actor), "--data", config.data.source,
-            "--cache-dir", config.data.cache_dir, "--overwrite"]
-    argv += ["--checkpoint", run["checkpoint"]] if run["checkpoint"] else []
-    argv += ["--pooling", entry.pooling] if entry.pooling else []
-    argv += ["--quantize", entry.quantize] if entry.quantize else []
-    argv += ["--local"] if args.local else []
-    try:
-        job = embed.Job(embed.build_parser().parse_args(argv))
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        return EXIT_BAD_CONFIG
-    job.data = config.data  # the config's whole data block: same rows as the sweep's trials
+    # the config's whole data block: the same rows as the sweep's trials
+    job = embed.EmbedJob(model=entry.model, out=str(run["embeddings"]), data=config.data,
+                         checkpoint=run["checkpoint"], pooling=entry.pooling, max_length=e.max_length,
+                         batch_size=e.batch_size, quantize=entry.quantize, overwrite=True,
+                         concurrency=e.concurrency, cpus_per_actor=e.cpus_per_actor)
+    problems = job.problems()
+    if problems:
+        raise ConfigError(problems, f"embedding {entry.model} {run['source']}")
     embed.run(job)
-    return 0
 
 
-def xgboost_argv(config: EmbedXgbConfig, run: dict, args: argparse.Namespace) -> list[str]:
-    argv = ["--embeddings", str(run["embeddings"]), "--storage", config.storage, "--name", config.name,
-            "--workers", str(config.workers), "--seed", str(config.seed), "--overwrite"]
-    for key, value in config.xgboost.model_dump().items():
-        argv += [f"--{key.replace('_', '-')}", "none" if value is None else str(value)]
-    return argv + (["--local"] if args.local else [])
+def xgboost_stage_of(config: EmbedXgbConfig, run: dict, local: bool) -> xgboost_stage.Stage:
+    return xgboost_stage.Stage(embeddings=str(run["embeddings"]), storage=config.storage, name=config.name,
+                               workers=config.workers, seed=config.seed, xgb=config.xgboost, overwrite=True,
+                               local=local)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = load_embed_xgb_config(args.config, {"storage": args.storage} if args.storage else None)
+        config = load_config(args.config, "embed_xgb", {"storage": args.storage} if args.storage else None)
         runs = plan(config, strict=not args.dry_run)
     except ConfigError as err:
-        print(err, file=sys.stderr)
-        return EXIT_BAD_CONFIG
-    results_table = Path(config.storage, config.name, xgboost_stage.RESULTS_TABLE)
+        print(f"error: {err}", file=sys.stderr)
+        return exit_codes.BAD_INPUT
+    results_table = Path(config.storage, config.name, RESULTS_TABLE)
     done_rows = set(read_results(results_table)["method_params"].map(_source_of)) if results_table.exists() else set()
     print(f"{config.name}: {len(runs)} embed + XGBoost runs ({config.workers or 'single-process'} "
           f"{'workers' if config.workers else ''}), results -> {results_table}")
@@ -128,29 +118,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {run['entry'].model} {run['source']}"
               + (f" (trial {run['trial_id']})" if run["trial_id"] else "") + f": {status}")
     if args.dry_run:
-        return 0
+        return exit_codes.OK
     kept = [run for run in runs if done(run) and not args.overwrite]
     for run in kept:
         print(f"{run['entry'].model} {run['source']}: row exists, kept")
     to_run = [run for run in runs if run not in kept]
     if to_run:
-        from sweeps import common
-
-        common.connect(args.local, None)  # [Ray] once, for every stage below; not at all if every row exists
+        connect(args.local, None)  # [Ray] once, for every stage below; not at all if every row exists
+    failed = False
     for run in to_run:
         label = f"{run['entry'].model} {run['source']}"
-        if args.overwrite or not embedded(run["embeddings"]):
-            code = run_embedding(config, run, args)
-            if code:
-                return code
-        else:
-            print(f"{label}: embeddings exist in {run['embeddings']}, reused")
-        code = xgboost_stage.main(xgboost_argv(config, run, args))
-        if code == xgboost_stage.EXIT_BAD_INPUT:
-            return code
+        try:
+            if args.overwrite or not embedded(run["embeddings"]):
+                run_embedding(config, run)
+            else:
+                print(f"{label}: embeddings exist in {run['embeddings']}, reused")
+            result = xgboost_stage.run_stage(xgboost_stage_of(config, run, args.local))
+        except (ConfigError, EmbeddingError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return exit_codes.BAD_INPUT
+        failed |= result.status != "ok"
+        print(f"{result.trial_id}: {result.status}" + (f", test accuracy {result.accuracy:.4f}"
+                                                        if result.status == "ok" else f": {result.error}"))
     print(read_results(results_table)[["trial_id", "status", "accuracy", "best_val_accuracy", "train_seconds"]]
           .to_string(index=False))
-    return 0
+    return exit_codes.FAILED if failed else exit_codes.OK
 
 
 def _source_of(method_params: str) -> tuple[str, str]:

@@ -21,19 +21,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # runs from a checkout or a `ray job submit --working-dir .` upload
-
-from sentisweep.config import ConfigError  # noqa: E402
-from sentisweep.embeddings import EmbeddingError  # noqa: E402
-from sentisweep.probe import XGBoostConfig, fit_single_process, load_splits, probe_trial_id, run_probe  # noqa: E402
-from sentisweep.storage import Store  # noqa: E402
-from sentisweep.sweep import trial_parts  # noqa: E402
-
-EXIT_BAD_INPUT = 2
-RESULTS_TABLE = "results.parquet"
+from ray_session.connect import connect
+from sentisweep import exit_codes
+from sentisweep.config import ConfigError, safe_name
+from sentisweep.plan import trial_parts
+from sentisweep.probe.booster import XGBoostConfig, fit_single_process, load_splits, probe_trial_id, run_probe
+from sentisweep.probe.embeddings import EmbeddingError
+from sentisweep.results import RESULT_FILE, RESULTS_TABLE, SCHEMA, TrialResult
+from sentisweep.storage import Store
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-every", type=int, default=0,
                    help="report metrics to Ray every N rounds (0: only at the end; each report costs ~2 s here)")
     p.add_argument("--seed", type=int, default=42)
-    for name, field in XGBoostConfig.model_fields.items():
+    for name, setting in XGBoostConfig.model_fields.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
-                       help=f"{field.description or 'booster setting'} (default {field.default})")
+                       help=f"{setting.description or 'booster setting'} (default {setting.default})")
     p.add_argument("--overwrite", action="store_true", help="replace this run's existing row")
     p.add_argument("--local", action="store_true", help="start Ray here even when RAY_ADDRESS is set")
     p.add_argument("--smoke-test", action="store_true",
@@ -63,6 +61,22 @@ def xgboost_config(args: argparse.Namespace) -> XGBoostConfig:
         return XGBoostConfig.model_validate(given, strict=False)
     except Exception as err:  # pydantic names each bad field and what it allows
         raise ConfigError([str(err)], "xgboost_stage.py arguments") from None
+
+
+@dataclass
+class Stage:
+    """One XGBoost run on one embeddings folder, its row going to `<storage>/<name>`."""
+
+    embeddings: str
+    storage: str = "results"
+    name: str = "embed-xgb"
+    workers: int = 2  # Ray Train workers; 0 = this process, no Ray
+    cpus_per_worker: float = 1.0
+    report_every: int = 0
+    seed: int = 42
+    xgb: XGBoostConfig = field(default_factory=XGBoostConfig)
+    overwrite: bool = False
+    local: bool = False
 
 
 # -- the Ray layer ---------------------------------------------------------------------
@@ -103,7 +117,7 @@ def xgboost_worker(config: dict) -> None:
                   callbacks=[ReportRarely(config["report_every"])])
 
 
-def fit_distributed(args: argparse.Namespace, embeddings: Path, storage_path: str):
+def fit_distributed(stage: Stage, embeddings: Path, storage_path: str):
     def fit(params: dict, train, validation):
         import ray.data  # [Ray]
         from ray.train import RunConfig, ScalingConfig  # [Ray]
@@ -111,11 +125,11 @@ def fit_distributed(args: argparse.Namespace, embeddings: Path, storage_path: st
 
         trainer = XGBoostTrainer(  # [Ray]
             xgboost_worker,
-            train_loop_config={"params": {**params, "nthread": max(1, int(args.cpus_per_worker))},
-                               "rounds": args.xgb.rounds, "early_stopping_rounds": args.xgb.early_stopping_rounds,
-                               "report_every": args.report_every},
-            scaling_config=ScalingConfig(num_workers=args.workers,
-                                         resources_per_worker={"CPU": args.cpus_per_worker}),
+            train_loop_config={"params": {**params, "nthread": max(1, int(stage.cpus_per_worker))},
+                               "rounds": stage.xgb.rounds, "early_stopping_rounds": stage.xgb.early_stopping_rounds,
+                               "report_every": stage.report_every},
+            scaling_config=ScalingConfig(num_workers=stage.workers,
+                                         resources_per_worker={"CPU": stage.cpus_per_worker}),
             # Read before the workers take their CPUs: on a small machine, read tasks queued
             # behind workers that hold every CPU never run (the pipeline hangs).
             datasets={split: ray.data.read_parquet(str(embeddings / f"{split}.parquet")).materialize()
@@ -129,10 +143,10 @@ def fit_distributed(args: argparse.Namespace, embeddings: Path, storage_path: st
 
 # -- the command ---------------------------------------------------------------------
 
-def smoke_embeddings(args: argparse.Namespace) -> Path:
+def smoke_embeddings(storage: str) -> Path:
     from ray_jobs import embed
 
-    out = Path(args.storage) / "smoke-embeddings"
+    out = Path(storage) / "smoke-embeddings"
     if not (out / "test.parquet").is_file():
         code = embed.main(["--smoke-test", "--out", str(out), "--concurrency", "1", "--local"])
         if code:
@@ -140,63 +154,71 @@ def smoke_embeddings(args: argparse.Namespace) -> Path:
     return out
 
 
+def run_stage(stage: Stage) -> TrialResult:
+    """Train and score one probe; its row is written to the trial's folder and the table.
+    Bad input (ConfigError, EmbeddingError) is raised before anything is written."""
+    problems = []
+    try:
+        safe_name(stage.name)
+    except ValueError as err:
+        problems.append(f"--name = {stage.name!r}: {err}")
+    if stage.workers < 0 or stage.report_every < 0:
+        problems.append(f"--workers = {stage.workers}, --report-every = {stage.report_every}: must be 0 or more")
+    store = Store(stage.storage)
+    if store.remote:
+        problems.append(f"--storage = {stage.storage!r}: a local folder (the booster and predictions are "
+                        "written beside the row)")
+    if problems:
+        raise ConfigError(problems, "xgboost stage")
+    splits = load_splits(stage.embeddings)  # checks the files before Ray starts
+    trial_id = probe_trial_id(splits["train"].meta, stage.seed)
+    trial_dir = Path(store.path(*trial_parts(stage.name, trial_id)))
+    if (trial_dir / RESULT_FILE).exists() and not stage.overwrite:
+        raise ConfigError([f"{trial_dir / RESULT_FILE} exists: this run already finished (pass --overwrite to "
+                           "replace it; nothing was changed)"])
+    embeddings = Path(stage.embeddings).resolve()
+    if stage.workers == 0:
+        def fit(params, train, validation):
+            return fit_single_process(params, stage.xgb.rounds, stage.xgb.early_stopping_rounds, train, validation)
+        threads = os.cpu_count()
+    else:
+        connect(stage.local, None)  # [Ray]
+        # Ray Train's own run folder (its checkpoint of the booster) stays beside the row.
+        fit, threads = fit_distributed(stage, embeddings, str(trial_dir.resolve() / "ray_train")), None
+    print(f"{trial_id}: XGBoost on {embeddings} ({len(splits['train'].labels)} train rows, "
+          f"{'1 process' if stage.workers == 0 else f'{stage.workers} Ray Train workers'}) ...", flush=True)
+    result = run_probe(embeddings, stage.xgb, trial_dir, stage.name, stage.seed, fit, stage.workers, threads)
+    write_table(store, stage.name, result)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.smoke_test:
             args.rounds, args.name = args.rounds or "5", "smoke-embed-xgb" if args.name == "embed-xgb" else args.name
-            args.embeddings = args.embeddings or str(smoke_embeddings(args))
-        args.xgb = xgboost_config(args)
+            args.embeddings = args.embeddings or str(smoke_embeddings(args.storage))
         if not args.embeddings:
             raise ConfigError(["--embeddings: required (a folder written by ray_jobs/embed.py)"])
-        if args.workers < 0 or args.report_every < 0:
-            raise ConfigError([f"--workers = {args.workers}, --report-every = {args.report_every}: "
-                               "must be 0 or more"])
-        splits = load_splits(args.embeddings)  # checks the files before Ray starts
+        stage = Stage(embeddings=args.embeddings, storage=args.storage, name=args.name, workers=args.workers,
+                      cpus_per_worker=args.cpus_per_worker, report_every=args.report_every, seed=args.seed,
+                      xgb=xgboost_config(args), overwrite=args.overwrite, local=args.local)
+        result = run_stage(stage)
     except (ConfigError, EmbeddingError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    store = Store(args.storage)
-    if store.remote:
-        print("error: --storage: a local folder (the booster and predictions are written beside the row)",
-              file=sys.stderr)
-        return EXIT_BAD_INPUT
-    trial_id = probe_trial_id(splits["train"].meta, args.seed)
-    trial_dir = Path(store.path(*trial_parts(args.name, trial_id)))
-    if (trial_dir / "result.parquet").exists() and not args.overwrite:
-        print(f"error: {trial_dir / 'result.parquet'} exists: this run already finished (pass --overwrite to "
-              "replace it; nothing was changed)", file=sys.stderr)
-        return EXIT_BAD_INPUT
-
-    embeddings = Path(args.embeddings).resolve()
-    if args.workers == 0:
-        fit = lambda params, train, validation: fit_single_process(  # noqa: E731
-            params, args.xgb.rounds, args.xgb.early_stopping_rounds, train, validation)
-        threads = os.cpu_count()
-    else:
-        from sweeps import common
-
-        common.connect(args.local, None)  # [Ray]
-        # Ray Train's own run folder (its checkpoint of the booster) stays beside the row.
-        fit, threads = fit_distributed(args, embeddings, str(trial_dir.resolve() / "ray_train")), None
-    print(f"{trial_id}: XGBoost on {embeddings} ({len(splits['train'].labels)} train rows, "
-          f"{'1 process' if args.workers == 0 else f'{args.workers} Ray Train workers'}) ...", flush=True)
-    result = run_probe(embeddings, args.xgb, trial_dir, args.name, args.seed, fit, args.workers, threads)
-    write_table(store, args.name, result)
+        return exit_codes.BAD_INPUT
     if result.status != "ok":
-        print(f"{trial_id}: {result.status}: {result.error}", file=sys.stderr)
-        return 1
-    print(f"{trial_id}: test accuracy {result.accuracy:.4f} (validation {result.best_val_accuracy:.4f}, "
+        print(f"{result.trial_id}: {result.status}: {result.error}", file=sys.stderr)
+        return exit_codes.FAILED
+    print(f"{result.trial_id}: test accuracy {result.accuracy:.4f} (validation {result.best_val_accuracy:.4f}, "
           f"best round {result.best_epoch:.0f}), fit + embedding {result.train_seconds:.1f} s -> "
-          f"{store.uri(args.name, RESULTS_TABLE)}")
-    return 0
+          f"{Store(stage.storage).uri(stage.name, RESULTS_TABLE)}")
+    return exit_codes.OK
 
 
 def write_table(store: Store, name: str, result) -> None:
     """Add (or replace) this run's row in `<storage>/<name>/results.parquet`."""
     import pandas as pd
-
-    from sentisweep.results import SCHEMA
 
     row = pd.DataFrame([result.to_row()], columns=SCHEMA.names)
     if store.exists(name, RESULTS_TABLE):

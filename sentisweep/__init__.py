@@ -1,7 +1,20 @@
-"""sentisweep core: train and measure one text-classification trial, no Ray involved.
+"""sentisweep's core: train and measure one text-classification trial, plan sweeps and
+searches, read and write results. Nothing here imports Ray (the Ray layers are `sweeps/`
+and `ray_jobs/`, over `ray_session/`).
 
-    from sentisweep.config import parse_trial_config
-    from sentisweep.train import run_trial
+    config        typed configs and their defaults; the one trial_id()
+    plan          every config file loaded against the registries; sweep and search trials
+    registry      the name -> entry helper of the model and method registries
+    results       TrialResult, its files, and the one reader (read_results)
+    storage       atomic local writes and object-store paths
+    exit_codes    the exit status of every command
+    trial/        one trial: data, tokenization, batching, models, methods, run, metrics
+    probe/        embeddings, oneDNN linears, XGBoost, the TF-IDF baseline
+    serve/        predict, export, demo
+    train.py      `python -m sentisweep.train`: one trial from the command line
+
+    from sentisweep.plan import parse_trial_config
+    from sentisweep.trial.run import run_trial
     result = run_trial(parse_trial_config({"model": "tiny-bert", "method": "lora", ...}))
 """
 

@@ -1,25 +1,44 @@
-"""Typed configs for one trial, checked in full when loaded.
+"""Typed configs (a trial, a sweep, a search), the defaults, and the one trial id.
 
 A trial is `model x method x seed` plus the data and training settings. Every field
-has a default, so a YAML file states only what differs from them. Loading collects
-*all* problems at once and raises one `ConfigError` whose lines each name the field,
-the value given and what is allowed.
+has a default, so a YAML file states only what differs from them. The types here check
+themselves; checks that need the model and method registries are in `sentisweep.plan`,
+which loads every kind of config file. Loading collects *all* problems at once and raises
+one `ConfigError` whose lines each name the field, the value given and what is allowed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+# Each default in one place: the trial's, the embedder's and the classifier's max_length.
+DEFAULT_MAX_LENGTH = 256
+# What an adapter's `placement` may say besides a list of module names.
+PLACEMENTS = ("attention", "ffn", "attention+ffn", "all-linear")
+# How a text's token states become one vector: CLS (encoders), masked mean, last real token (decoders).
+POOLINGS = ("cls", "mean", "last")
+Pooling = Literal["cls", "mean", "last"]
 
 
 def safe_name(value: str) -> str:
-    """A sweep or search name: it names a folder."""
+    """A sweep, search or study name: it names a folder."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
         raise ValueError("use letters, digits, '_', '-', '.' (it names a folder)")
     return value
@@ -38,12 +57,12 @@ class ConfigError(ValueError):
         super().__init__(f"{len(problems)} invalid config field(s){where}:\n{lines}")
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     # A misspelt key is an error, not a silently ignored default.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     """Where the labelled texts come from and how they are split."""
 
     source: str = "imdb"  # hub dataset id, a local folder/file, or an aclImdb folder
@@ -66,7 +85,7 @@ class DataConfig(_Strict):
     cache_dir: str = Field(default_factory=lambda: os.environ.get("SENTISWEEP_CACHE_DIR", ".sentisweep_cache"))
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(Strict):
     """Optimisation settings, shared by every method that trains."""
 
     epochs: float = Field(1.0, gt=0)
@@ -78,7 +97,7 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(16, gt=0)
     eval_batch_size: int = Field(64, gt=0)
     gradient_accumulation: int = Field(1, gt=0)
-    max_length: int = Field(256, ge=8, le=32768)
+    max_length: int = Field(DEFAULT_MAX_LENGTH, ge=8, le=32768)
     # auto: fp32 on CPU (these CPUs have no bf16 units: bf16 is 2.5-4x slower),
     # bf16 on CUDA devices that support it, else fp16.
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
@@ -101,9 +120,9 @@ class TrainingConfig(_Strict):
     logging_steps: int = Field(10, gt=0)
 
 
-class MethodConfig(_Strict):
+class MethodConfig(Strict):
     """A fine-tuning method and its parameters. Which ones apply depends on `name`
-    (see `sentisweep.methods`): setting one the method does not use is an error."""
+    (see `sentisweep.trial.methods`): setting one the method does not use is an error."""
 
     name: str = "lora"
     r: int | None = None
@@ -122,7 +141,15 @@ class MethodConfig(_Strict):
         return {k: v for k, v in self.model_dump().items() if k != "name" and v is not None}
 
 
-class TrialConfig(_Strict):
+def trial_id(model: str, variant: str, seed: int, suffix: str | None = None) -> str:
+    """The one trial id: `model__variant__sSEED[__suffix]`, safe as a folder name. Sweeps,
+    searches (suffix: Tune's trial key), probes and ad-hoc trials (suffix: a hash of the
+    config) all name their trials with it."""
+    raw = f"{model}__{variant}__s{seed}" + (f"__{suffix}" if suffix else "")
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", raw)
+
+
+class TrialConfig(Strict):
     model: str = "minilm-l6"
     method: MethodConfig = Field(default_factory=MethodConfig)
     seed: int = 42
@@ -131,6 +158,7 @@ class TrialConfig(_Strict):
     output_dir: str = "runs/trial"
     sweep: str = "adhoc"
     trial_id: str | None = None
+    variant: str | None = None  # the method variant's label in a sweep; default: the method's name
 
     @model_validator(mode="before")
     @classmethod
@@ -140,59 +168,31 @@ class TrialConfig(_Strict):
             values = {**values, "method": {"name": values["method"]}}
         return values
 
+    def resolved_variant(self) -> str:
+        return self.variant or self.method.name
+
     def resolved_trial_id(self) -> str:
-        return self.trial_id or f"{self.model}__{self.method.name}__s{self.seed}".replace("/", "_")
+        """A sweep's trials carry their id; an ad-hoc trial's id ends in a hash of what it
+        runs, so two ad-hoc trials with different settings never share an id."""
+        return self.trial_id or trial_id(self.model, self.resolved_variant(), self.seed, self.digest())
+
+    def digest(self) -> str:
+        """8 hex digits of everything that changes the result (not where it is written)."""
+        what = self.model_dump(mode="json", exclude={"output_dir", "sweep", "trial_id"})
+        what["data"].pop("cache_dir", None)
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
-def _format_pydantic(err: ValidationError) -> list[str]:
+def format_pydantic(err: ValidationError) -> list[str]:
     problems = []
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "<root>"
         value = e.get("input")
         shown = repr(value) if not isinstance(value, dict) else "{...}"
         problems.append(f"{field} = {shown}: {e['msg']}")
-    return problems
-
-
-def parse_trial_config(raw: dict[str, Any], source: str | None = None) -> TrialConfig:
-    """Validate a raw dict: types first, then registry names and method parameters."""
-    try:
-        config = TrialConfig.model_validate(raw)
-    except ValidationError as err:
-        # Report the registry problems too, so one run shows every mistake at once.
-        raise ConfigError(_format_pydantic(err) + _raw_semantic_problems(raw), source) from None
-    problems = semantic_problems(config)
-    if problems:
-        raise ConfigError(problems, source)
-    return config
-
-
-def semantic_problems(config: TrialConfig) -> list[str]:
-    """Checks that need the registries: known names, parameters the method accepts."""
-    from sentisweep.methods import method_problems
-    from sentisweep.models import model_problems
-
-    return model_problems(config.model) + method_problems(config.method)
-
-
-def _raw_semantic_problems(raw: Any) -> list[str]:
-    """Registry checks on whatever parts of an invalid config are well-typed."""
-    from sentisweep.methods import method_problems
-    from sentisweep.models import model_problems
-
-    if not isinstance(raw, dict):
-        return []
-    problems = model_problems(raw["model"]) if isinstance(raw.get("model"), str) else []
-    method = raw.get("method")
-    method = {"name": method} if isinstance(method, str) else method
-    if isinstance(method, dict):
-        try:
-            problems += method_problems(MethodConfig.model_validate(method))
-        except ValidationError:
-            pass  # already reported field by field
     return problems
 
 
@@ -210,10 +210,6 @@ def read_yaml(path: str | Path, overrides: dict[str, Any] | None = None) -> dict
     return deep_merge(raw, overrides or {})
 
 
-def load_trial_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrialConfig:
-    return parse_trial_config(read_yaml(path, overrides), source=str(path))
-
-
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
@@ -222,3 +218,132 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+# -- a sweep: the axes, expanded by sentisweep.plan ------------------------------------------
+
+class MethodVariant(MethodConfig):
+    """A method with its parameters, an optional label, training overrides (e.g. another
+    learning rate for the same method), and optionally the only models it runs on (a study
+    like DistilBERT full fine-tuning against Qwen3-4B QLoRA is not a full cross product)."""
+
+    label: str | None = None
+    training: dict[str, Any] | None = None
+    models: list[str] | None = Field(None, min_length=1)
+
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in super().params().items() if k not in ("label", "training", "models")}
+
+    def method_config(self) -> MethodConfig:
+        return MethodConfig(name=self.name, **self.params())
+
+    def resolved_label(self) -> str:
+        if self.label:
+            return self.label
+        params = self.params()  # e.g. lora-r8-attention+ffn-lr2e-05
+        parts = [self.name] + [f"{prefix}{short(params[key])}" for key, prefix in
+                               (("r", "r"), ("alpha", "alpha"), ("placement", "")) if key in params]
+        for key, value in sorted((self.training or {}).items()):
+            name = _TRAINING_ABBREVIATIONS.get(key, key)
+            parts.append(f"{name}{value:g}" if isinstance(value, float) else f"{name}{value}")
+        return "-".join(parts)
+
+
+_TRAINING_ABBREVIATIONS = {"learning_rate": "lr", "epochs": "ep", "batch_size": "bs", "max_length": "len"}
+
+
+def short(value: Any) -> str:
+    """A parameter value as a label shows it: a list of module names joined by '+'."""
+    return "+".join(value) if isinstance(value, list) else str(value)
+
+
+class Resources(Strict):
+    cpus_per_trial: float = Field(1.0, gt=0)
+    # 1 = a whole GPU per trial; a fraction lets small models share one (0.5 = two at once).
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_concurrent: int | None = Field(None, gt=0)
+
+
+class SweepConfig(Strict):
+    kind: Literal["sweep"] = "sweep"
+    name: SafeName = "sweep"
+    description: str = ""  # printed before the sweep starts: what it is, how long it takes
+    models: list[str] = Field(min_length=1)
+    methods: list[MethodVariant] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1)
+    data: DataConfig = Field(default_factory=DataConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    resources: Resources = Field(default_factory=Resources)
+    max_failures: int = Field(1, ge=0, description="retries of a trial whose worker process died")
+    baselines: list[str] = Field(default_factory=list)
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _method_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+# -- a search: one model and method, a space over LoRA rank, alpha, learning rate, dropout ----
+
+class SearchSpace(Strict):
+    r: list[int] = Field(default_factory=lambda: [4, 8, 16, 32], min_length=1)  # a choice
+    alpha_multiple: list[float] = Field(default_factory=lambda: [1.0, 2.0], min_length=1)  # alpha = r x this
+    learning_rate: tuple[float, float] = (1e-5, 1e-3)  # log-uniform between
+    dropout: tuple[float, float] = (0.0, 0.2)  # uniform between
+
+    @field_validator("r")
+    @classmethod
+    def _ranks(cls, value: list[int]) -> list[int]:
+        if any(r <= 0 for r in value):
+            raise ValueError(f"LoRA ranks must be integers > 0, got {value}")
+        return value
+
+    @field_validator("alpha_multiple")
+    @classmethod
+    def _alphas(cls, value: list[float]) -> list[float]:
+        if any(a <= 0 for a in value):
+            raise ValueError(f"alpha multiples must be > 0, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SearchSpace:
+        low, high = self.learning_rate
+        if not 0 < low < high < 1:
+            raise ValueError(f"learning_rate = {list(self.learning_rate)}: need 0 < low < high < 1")
+        low, high = self.dropout
+        if not 0 <= low <= high < 1:
+            raise ValueError(f"dropout = {list(self.dropout)}: need 0 <= low <= high < 1")
+        return self
+
+    def describe(self) -> str:
+        low, high = self.learning_rate
+        return (f"r in {self.r}, alpha = r x {self.alpha_multiple}, learning_rate log-uniform "
+                f"[{low:g}, {high:g}] ({math.log10(high / low):.1f} decades), dropout uniform {list(self.dropout)}")
+
+
+class Scheduler(Strict):
+    """ASHA: a trial must reach `grace_period` validation reports before it can be stopped;
+    at each rung only the top 1/reduction_factor go on."""
+
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+    max_reports: int = Field(100, ge=1)
+
+
+class SearchConfig(Strict):
+    kind: Literal["search"] = "search"
+    name: SafeName = "search"
+    model: str = "minilm-l6"
+    method: str = "lora"  # a method that takes the space's parameters (r, alpha, dropout)
+    placement: str | list[str] = "attention"
+    seed: int = 42
+    num_samples: int = Field(8, ge=1)
+    search_seed: int = 0  # Optuna's TPE sampler seed: the same config proposes the same trials
+    space: SearchSpace = Field(default_factory=SearchSpace)
+    scheduler: Scheduler = Field(default_factory=Scheduler)
+    data: DataConfig = Field(default_factory=DataConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    resources: Resources = Field(default_factory=Resources)
+    max_failures: int = Field(1, ge=0)

@@ -1,4 +1,9 @@
-"""TrialResult: one row per trial, whatever happened, and its Parquet storage."""
+"""TrialResult: one row per trial, whatever happened; its Parquet files and the one reader.
+
+A trial's folder holds `result.parquet` (its row) and `sentisweep_trial.json` beside its
+checkpoint (what predict, export and the embedder need to use it alone). A sweep's folder
+holds `results.parquet`, every trial's row. `read_results` reads either, or a folder of them.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sentisweep.storage import write_parquet_atomic
 
+RESULT_FILE = "result.parquet"  # one trial's row, in its folder
+RESULTS_TABLE = "results.parquet"  # a sweep's, search's or study's rows, in its folder
+TRIAL_INFO_FILE = "sentisweep_trial.json"  # written beside every trial checkpoint by run_trial
 STATUSES = ("ok", "failed", "skipped", "stopped")  # stopped: ended early by a search scheduler
 PACKAGES = ("sentisweep", "torch", "transformers", "peft", "accelerate", "datasets", "bitsandbytes",
             "scikit-learn", "xgboost", "pyarrow", "ray", "optuna")
@@ -32,6 +41,7 @@ class TrialResult:
     model: str
     method: str
     seed: int
+    variant: str | None = None  # the method variant's label in its sweep (e.g. lora-r8-attention)
     status: str = "ok"
     error: str | None = None
     error_type: str | None = None
@@ -120,33 +130,69 @@ def write_results(results: list[TrialResult], path: str | Path) -> Path:
     return path
 
 
+class ResultsError(ValueError):
+    """A results input that cannot be read; the message says which file and why."""
+
+
 def result_files(path: str | Path) -> list[Path]:
     """A results file, or every table in a folder: each sweep's results.parquet, plus the
     trial result.parquet files no table covers (a folder holds both a sweep's table and each
     trial's own row; reading both would count every trial twice)."""
     path = Path(path)
+    if not path.exists():
+        raise ResultsError(f"{path}: no such file or folder (a sweep's <storage>/<name>, or its results.parquet)")
     if not path.is_dir():
         return [path]
-    tables = sorted(path.rglob("results.parquet"))
+    tables = sorted(path.rglob(RESULTS_TABLE))
     covered = {table.parent for table in tables}
-    trials = [f for f in sorted(path.rglob("result.parquet"))
-              if not any(parent in covered for parent in f.parents)]
+    trials = [f for f in sorted(path.rglob(RESULT_FILE)) if not any(parent in covered for parent in f.parents)]
+    if not tables and not trials:
+        raise ResultsError(f"{path}: no {RESULTS_TABLE} or {RESULT_FILE} inside; point at a sweep's storage "
+                           "folder (<storage>/<name>) or its results.parquet")
     return tables + trials
 
 
-def read_results(path: str | Path) -> pd.DataFrame:
-    """Load a results file (or a folder of them) as a DataFrame, checking the schema."""
-    files = result_files(path)
-    if not files:
-        raise FileNotFoundError(f"{path}: no result.parquet or results.parquet inside")
+def read_results(*paths: str | Path) -> pd.DataFrame:
+    """Every row of these results files or folders as one DataFrame with the whole schema.
+    Rows written before a column existed read it as missing; a file that is not a results
+    table, or a status outside STATUSES, is a ResultsError naming the file."""
     frames = []
-    for file in files:
-        table = pq.read_table(file)
-        missing = [name for name in SCHEMA.names if name not in table.schema.names]
+    for file in (f for path in paths for f in result_files(path)):
+        try:
+            table = pq.read_table(file)
+        except Exception as err:  # pyarrow raises several types for what is not Parquet
+            raise ResultsError(f"{file}: not a readable Parquet file ({type(err).__name__}: {err})") from None
+        missing = [name for name in ("sweep", "trial_id", "model", "method", "seed", "status")
+                   if name not in table.schema.names]
         if missing:
-            raise ValueError(f"{file}: not a sentisweep results file; missing columns {missing[:8]}")
-        frames.append(table.to_pandas())
-    return pd.concat(frames, ignore_index=True)
+            raise ResultsError(f"{file}: not a sentisweep results table; missing columns {missing}")
+        frame = table.to_pandas()
+        for column in SCHEMA.names:
+            if column not in frame:
+                frame[column] = None
+        if frame["variant"].isna().any():  # rows from before the column: their method's name
+            frame["variant"] = frame["variant"].fillna(frame["method"])
+        frames.append(frame)
+    results = pd.concat(frames, ignore_index=True)
+    unknown = sorted(set(results["status"]) - set(STATUSES))
+    if unknown:
+        raise ResultsError(f"status values {unknown} are not any of {STATUSES}")
+    return results
+
+
+def predictions_frame(row_ids, labels, probabilities: np.ndarray) -> pd.DataFrame:
+    """Per test row: its label, the predicted class, that class's probability and the last
+    class's (binary: the positive one), as every method's predictions.parquet holds them."""
+    predicted = probabilities.argmax(axis=1)
+    return pd.DataFrame({"row_id": np.asarray(row_ids), "label": np.asarray(labels), "predicted": predicted,
+                         "probability": probabilities[np.arange(len(predicted)), predicted],
+                         "probability_positive": probabilities[:, -1]})
+
+
+def trial_info(checkpoint: str | Path) -> dict:
+    """What run_trial recorded beside a checkpoint (model, method, labels, max_length), or {}."""
+    info = Path(checkpoint) / TRIAL_INFO_FILE
+    return json.loads(info.read_text()) if info.is_file() else {}
 
 
 def package_versions() -> dict[str, str]:

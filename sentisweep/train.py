@@ -1,352 +1,141 @@
-"""run_trial(config) -> TrialResult: train and measure one trial, no Ray involved.
-
-Whatever happens inside, a TrialResult comes back and is written to
-`<output_dir>/result.parquet`: `ok` with metrics, `skipped` with the reason when the
-combination cannot run here, or `failed` with the error (out of memory included).
-"""
+"""`python -m sentisweep.train ...`: one trial from the command line (`sentisweep.trial.run`)."""
 
 from __future__ import annotations
 
-import json
+import argparse
 import logging
-import shutil
-import traceback
-from dataclasses import dataclass
+import sys
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-import pandas as pd
+from sentisweep import exit_codes
+from sentisweep.config import PLACEMENTS, ConfigError, TrialConfig, deep_merge
+from sentisweep.plan import load_config, parse_trial_config
 
-from sentisweep.config import TrialConfig
-from sentisweep.data import TaskData, load_task_data
-from sentisweep.embeddings import TRIAL_INFO_FILE
-from sentisweep.methods import BuiltModel, IncompatibleMethodError, LoadOptions, build, resolved_params
-from sentisweep.metrics import PeakMemory, Stopwatch, classification_metrics, softmax
-from sentisweep.models import get_model_spec
-from sentisweep.results import TrialResult, now_iso, provenance, write_results
-from sentisweep.storage import dir_bytes, write_parquet_atomic
-from sentisweep.tokenization import tokenize_frame
+EXIT_CODES = {"ok": exit_codes.OK, "failed": exit_codes.FAILED, "skipped": exit_codes.SKIPPED}
 
-log = logging.getLogger(__name__)
-RESULT_FILE = "result.parquet"
+EPILOG = """\
+examples:
+  # LoRA on the offline MiniLM, 2,000 IMDb train rows (about 3 minutes on 2 CPU cores)
+  python -m sentisweep.train --model minilm-l6 --method lora --data ../shared/data/imdb \\
+      --train-size 2000 --eval-size 500 --test-size 1000 --max-length 128 --epochs 1 --out runs/minilm-lora
 
+  # a YAML file holding only what differs from the defaults, plus overrides
+  python -m sentisweep.train --config my_trial.yaml --seed 43 --out runs/seed43
 
-def set_quiet(quiet: bool) -> None:
-    """Hide transformers' per-load LOAD REPORT tables and progress bars (sweeps, tests)."""
-    from transformers.utils import logging as hf_logging
-
-    if quiet:
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    else:
-        hf_logging.set_verbosity_warning()
-        hf_logging.enable_progress_bar()
+exit status: 0 ok, 1 trial failed, 2 bad arguments or config, 3 trial skipped (cannot run here).
+"""
 
 
-def resolve_device_and_precision(requested: str) -> tuple[str, str]:
-    import torch
+def build_parser() -> argparse.ArgumentParser:
+    from sentisweep.trial.methods import METHODS
+    from sentisweep.trial.models import MODELS
 
-    if torch.cuda.is_available():  # pragma: no cover - GPU only
-        if requested == "auto":
-            return "cuda", "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "cuda", requested
-    if requested in ("fp16", "bf16"):
-        raise IncompatibleMethodError(
-            f"training.precision = {requested!r}: half precision is for CUDA; on CPU use fp32 or "
-            "auto (these CPUs have no bf16 matrix units: bf16 runs 2.5-4x slower than fp32)")
-    return "cpu", "fp32"
+    p = argparse.ArgumentParser(
+        prog="python -m sentisweep.train",
+        description="Train and measure one trial (model x method x seed) and write its TrialResult "
+                    "row (result.parquet), test predictions, loss history and checkpoint to --out.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML trial config; the flags below override it")
+    p.add_argument("--model", help=f"registry name, hub id or local folder ({', '.join(MODELS)})")
+    p.add_argument("--method", help=f"one of: {', '.join(METHODS)}")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", dest="output_dir", help="output folder (refuses to overwrite a finished trial)")
+    p.add_argument("--overwrite", action="store_true", help="replace the result already in --out")
+    d = p.add_argument_group("data")
+    d.add_argument("--data", dest="source", help="hub dataset id, folder/file of parquet/csv/jsonl, or aclImdb folder")
+    d.add_argument("--text-column")
+    d.add_argument("--label-column")
+    d.add_argument("--split", choices=["holdout", "reshuffle"])
+    d.add_argument("--train-size", type=int)
+    d.add_argument("--eval-size", type=int)
+    d.add_argument("--test-size", type=int)
+    d.add_argument("--cache-dir", help="tokenization and tiny-model cache (default .sentisweep_cache)")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=float)
+    t.add_argument("--max-steps", type=int)
+    t.add_argument("--lr", dest="learning_rate", type=float)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--grad-accum", dest="gradient_accumulation", type=int)
+    t.add_argument("--max-length", type=int)
+    t.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"])
+    t.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    m = p.add_argument_group("method parameters")
+    m.add_argument("--r", type=int, help="LoRA / DoRA / QLoRA rank")
+    m.add_argument("--alpha", type=float)
+    m.add_argument("--dropout", type=float)
+    m.add_argument("--placement", help="attention | ffn | attention+ffn | all-linear | comma-separated module names")
+    p.add_argument("--quiet", action="store_true", help="hide transformers' load reports and progress bars")
+    return p
 
 
-def identity(config: TrialConfig) -> TrialResult:
-    params = resolved_params(config.method) if _method_known(config) else config.method.params()
-    t = config.training
-    placement = params.get("placement")
-    return TrialResult(
-        sweep=config.sweep, trial_id=config.resolved_trial_id(), model=config.model,
-        method=config.method.name, seed=config.seed, learning_rate=t.learning_rate, epochs=t.epochs,
-        max_steps=t.max_steps, batch_size=t.batch_size, gradient_accumulation=t.gradient_accumulation,
-        max_length=t.max_length, weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio,
-        lora_r=params.get("r"), lora_alpha=params.get("alpha"), lora_dropout=params.get("dropout"),
-        placement=",".join(placement) if isinstance(placement, list) else placement,
-        method_params=json.dumps(params, sort_keys=True), data_source=config.data.source,
-        config_json=config.to_json(), output_dir=config.output_dir, **provenance())
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    sections = {
+        "data": ["source", "text_column", "label_column", "split", "train_size", "eval_size", "test_size", "cache_dir"],
+        "training": ["epochs", "max_steps", "learning_rate", "batch_size", "gradient_accumulation",
+                     "max_length", "precision", "threads"],
+        "method": ["r", "alpha", "dropout", "placement"],
+    }
+    values = vars(args)
+    out: dict[str, Any] = {k: values[k] for k in ("model", "seed", "output_dir") if values[k] is not None}
+    for section, keys in sections.items():
+        part = {k: values[k] for k in keys if values[k] is not None}
+        if part:
+            out[section] = part
+    placement = out.get("method", {}).get("placement")
+    if placement and placement not in PLACEMENTS:
+        out["method"]["placement"] = [s.strip() for s in placement.split(",") if s.strip()]
+    if args.method:
+        out = deep_merge(out, {"method": {"name": args.method}})
+    return out
 
 
-def _method_known(config: TrialConfig) -> bool:
-    from sentisweep.methods import METHODS
+def summary(result) -> str:
+    def fmt(value, spec=".4f"):
+        return "-" if value is None else format(value, spec)
 
-    return config.method.name in METHODS
+    lines = [f"trial {result.trial_id}: {result.status}" + (f" ({result.error.splitlines()[0]})" if result.error else "")]
+    if result.status == "ok":
+        mem = result.peak_memory_bytes / 2**20 if result.peak_memory_bytes else None
+        lines += [
+            f"  test accuracy {fmt(result.accuracy)}  f1 {fmt(result.f1)}  roc_auc {fmt(result.roc_auc)}  "
+            f"eval_loss {fmt(result.eval_loss)}  (n={result.test_rows})",
+            f"  best validation accuracy {fmt(result.best_val_accuracy)} at epoch {fmt(result.best_epoch, '.2f')}",
+            f"  train {fmt(result.train_seconds, '.1f')} s, {fmt(result.train_samples_per_second, '.1f')} samples/s, "
+            f"{fmt(result.train_tokens_per_second, '.0f')} tokens/s, padding {fmt(result.padding_fraction, '.1%')}",
+            f"  peak memory {fmt(mem, '.0f')} MiB ({result.peak_memory_kind}), trainable "
+            f"{result.trainable_params:,} of {result.total_params:,} ({result.trainable_percent:.2f}%), "
+            f"saved {fmt(result.adapter_bytes, ',')} bytes",
+            f"  device {result.device} ({result.device_name}), {result.torch_threads} threads, {result.precision_mode}",
+        ]
+    lines.append(f"  written to {result.output_dir}/result.parquet")
+    return "\n".join(lines)
 
 
-def run_trial(config: TrialConfig, quiet: bool = True, overwrite: bool = False,
-              callbacks: list | None = None) -> TrialResult:
-    """Train and evaluate one trial; never raises for a failure inside the trial.
-    `callbacks` are extra transformers TrainerCallbacks (a sweep reports evaluations with one)."""
-    out = Path(config.output_dir)
-    if (out / RESULT_FILE).exists() and not overwrite:
-        raise FileExistsError(f"{out / RESULT_FILE} exists: this trial already ran "
-                              "(pass overwrite=True / --overwrite to replace it)")
-    set_quiet(quiet)
-    result = identity(config)
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        _run(config, result, out, quiet, callbacks or [])
-        result.status = "ok"
-    except IncompatibleMethodError as err:
-        result.status, result.error, result.error_type = "skipped", str(err), type(err).__name__
-    except Exception as err:  # out of memory included: failed trials are data
-        result.status, result.error_type = "failed", type(err).__name__
-        result.error = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-3)}"[:4000]
-        log.error("trial %s failed: %s", result.trial_id, err)
-        _release_accelerator_memory()
-    result.end_time = now_iso()
-    write_results([result], out / RESULT_FILE)
-    return result
+        overrides = overrides_from_args(args)
+        config: TrialConfig = (load_config(args.config, "trial", overrides) if args.config
+                               else parse_trial_config(overrides, source="command line"))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return exit_codes.BAD_INPUT
+    from sentisweep.results import RESULT_FILE
+    from sentisweep.trial.run import run_trial
 
-
-def _release_accelerator_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():  # pragma: no cover - GPU only
-        torch.cuda.empty_cache()
-
-
-def _run(config: TrialConfig, result: TrialResult, out: Path, quiet: bool, callbacks: list) -> None:
-    import torch
-    import transformers
-
-    if config.training.threads:
-        torch.set_num_threads(config.training.threads)  # Ray's OMP_NUM_THREADS is not reliable
-    result.torch_threads = torch.get_num_threads()
-    device, precision = resolve_device_and_precision(config.training.precision)
-    result.device, result.precision_mode = device, precision
-    result.device_name = torch.cuda.get_device_name(0) if device == "cuda" else _cpu_name()
-    spec = get_model_spec(config.model)
-
-    data = load_task_data(config.data)
-    result.train_rows, result.validation_rows, result.test_rows = (
-        len(data.splits[s]) for s in ("train", "validation", "test"))
-    transformers.set_seed(config.seed)  # the head's initialisation depends on it
-    with PeakMemory(device) as memory:
-        options = LoadOptions(config.data.cache_dir, device, precision, config.training.attention_dropout)
-        built = build(config.method, spec, len(data.label_names), options)
-        model = built.model
-        result.total_params = sum(p.numel() for p in model.parameters())
-        result.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        result.trainable_percent = 100.0 * result.trainable_params / max(1, result.total_params)
-        if built.trains:
-            tokenized = {name: tokenize_frame(frame, built.tokenizer, spec.resolve_tokenizer(),
-                                              config.training.max_length, config.data.cache_dir)
-                         for name, frame in data.splits.items()}
-            probabilities, row_ids, labels = _train_and_predict(config, built, tokenized, result, out,
-                                                                device, precision, quiet, callbacks)
-            if result.checkpoint_path:  # what predict / export / embed need to use it alone
-                info = {"model": config.model, "method": config.method.name, "is_peft": built.is_peft,
-                        "label_names": [str(n) for n in data.label_names],
-                        "max_length": config.training.max_length, "trial_id": result.trial_id}
-                Path(result.checkpoint_path, TRIAL_INFO_FILE).write_text(json.dumps(info, indent=1))
-        else:
-            probabilities, row_ids, labels = _zero_shot(config, built, data, result, device)
-    result.peak_memory_bytes, result.peak_memory_kind = memory.peak_bytes, memory.kind
-    result.peak_memory_reserved_bytes = memory.reserved_bytes
-
-    quality = classification_metrics(labels, probabilities)
-    for key, value in quality.items():
-        setattr(result, key, value)
-    predicted = probabilities.argmax(axis=1)
-    predictions = pd.DataFrame({
-        "row_id": row_ids, "label": labels, "predicted": predicted,
-        "probability": probabilities[np.arange(len(predicted)), predicted],  # of the predicted class
-        "probability_positive": probabilities[:, -1],  # of the last class (binary: positive)
-    })
-    result.predictions_path = str(write_parquet_atomic(predictions, out / "predictions.parquet"))
-
-
-def _cpu_name() -> str:
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
-# -- training with the Hugging Face Trainer ----------------------------------------------
-
-@dataclass
-class TokenCounter:
-    samples: int = 0
-    real_tokens: int = 0
-    positions: int = 0
-
-
-class TokenizedRows:
-    """A split's tokenized rows as the Trainer reads them: a map-style dataset of
-    {input_ids, labels}. Plain Python, not a `datasets.Dataset`: the rows are already in
-    memory, and a sweep's trial process then never imports `datasets` (sweeps/common.py)."""
-
-    def __init__(self, frame: pd.DataFrame, sort_by_length: bool = False):
-        lengths = frame["input_ids"].map(len).to_numpy()
-        # evaluation order does not matter; sorted batches carry little padding
-        self.order = np.argsort(lengths, kind="stable") if sort_by_length else np.arange(len(frame))
-        self.lengths = lengths[self.order]  # row i here is row order[i] of the split
-        self.input_ids = frame["input_ids"].to_numpy()[self.order]
-        self.labels = frame["label"].to_numpy()[self.order]
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.input_ids[i], "labels": int(self.labels[i])}
-
-
-def _training_args(config: TrialConfig, out: Path, device: str, precision: str, quiet: bool):
-    from transformers import TrainingArguments
-
-    t = config.training
-    evaluate = "no"
-    eval_steps = None
-    if t.eval_steps:
-        evaluate, eval_steps = "steps", t.eval_steps
-    elif t.eval_each_epoch:
-        evaluate = "epoch"
-        if t.max_steps:  # a run shorter than an epoch still evaluates (and keeps) its end
-            evaluate, eval_steps = "steps", t.max_steps
-    return TrainingArguments(
-        output_dir=str(out / "trainer"), seed=config.seed, data_seed=config.seed,
-        num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
-        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay,
-        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation,
-        eval_strategy=evaluate, eval_steps=eval_steps, save_strategy=evaluate, save_steps=eval_steps,
-        load_best_model_at_end=evaluate != "no", metric_for_best_model="accuracy",
-        greater_is_better=True, save_total_limit=1, save_only_model=True,
-        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
-        dataloader_pin_memory=device == "cuda", remove_unused_columns=False,
-        logging_steps=t.logging_steps, report_to="none", disable_tqdm=quiet,
-    )
-
-
-def _validation_accuracy(prediction) -> dict[str, float]:
-    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-    return {"accuracy": float((np.argmax(logits, axis=-1) == prediction.label_ids).mean())}
-
-
-def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult, out: Path,
-                       device: str, precision: str, quiet: bool, callbacks: list):
-    from transformers import Trainer
-
-    from sentisweep.batching import PaddingCollator, ShuffledLengthGroups
-
-    counter = TokenCounter()
-    train_dataset = TokenizedRows(tokenized["train"])
-
-    class MeasuredTrainer(Trainer):
-        def _get_train_sampler(self, dataset=None):
-            if not config.training.group_by_length:
-                return super()._get_train_sampler(dataset)  # random order
-            return ShuffledLengthGroups(train_dataset.lengths, config.training.batch_size, config.seed)
-
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            mask = inputs["attention_mask"]
-            counter.samples += int(mask.shape[0])
-            counter.real_tokens += int(mask.sum())
-            counter.positions += int(mask.numel())
-            return super().training_step(model, inputs, num_items_in_batch)
-
-    trainer = MeasuredTrainer(
-        model=built.model, args=_training_args(config, out, device, precision, quiet),
-        train_dataset=train_dataset,
-        eval_dataset=TokenizedRows(tokenized["validation"], sort_by_length=True),
-        data_collator=PaddingCollator(built.tokenizer.pad_token_id),
-        compute_metrics=_validation_accuracy, callbacks=callbacks,
-    )
-    if quiet:  # without tqdm the Trainer prints every log dict; a sweep shows its own progress
-        from transformers import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
-    with Stopwatch() as train_clock:
-        trainer.train()
-    history = pd.DataFrame(trainer.state.log_history)
-    validation_seconds = float(history["eval_runtime"].sum()) if "eval_runtime" in history else 0.0
-    result.train_seconds = train_clock.seconds - validation_seconds  # validation passes excluded
-    result.train_tokens = counter.real_tokens
-    result.train_samples_per_second = counter.samples / result.train_seconds
-    result.train_tokens_per_second = counter.real_tokens / result.train_seconds
-    result.padding_fraction = 1 - counter.real_tokens / max(1, counter.positions)
-    if "eval_accuracy" in history:
-        best = history.loc[history["eval_accuracy"].idxmax()]
-        result.best_val_accuracy, result.best_epoch = float(best["eval_accuracy"]), float(best["epoch"])
-    result.history_path = str(write_parquet_atomic(history, out / "history.parquet"))
-
-    test = TokenizedRows(tokenized["test"], sort_by_length=True)
-    with Stopwatch() as eval_clock:
-        logits = trainer.predict(test).predictions
-    result.eval_seconds = eval_clock.seconds
-    result.eval_samples_per_second = len(test) / eval_clock.seconds
-    probabilities = np.empty((len(test), logits.shape[1]))
-    # back from length order to the split's order
-    probabilities[test.order] = softmax(np.asarray(logits, dtype=np.float64))
-
-    shutil.rmtree(out / "trainer", ignore_errors=True)  # the best model is saved below
-    if config.training.keep_checkpoint:
-        checkpoint = out / "checkpoint"
-        trainer.model.save_pretrained(checkpoint)  # safetensors: adapter only, or the full model
-        built.tokenizer.save_pretrained(checkpoint)
-        result.checkpoint_path = str(checkpoint)
-        result.adapter_bytes = dir_bytes(checkpoint) - _tokenizer_bytes(checkpoint)
-    frame = tokenized["test"]
-    return probabilities, frame["row_id"].to_numpy(), frame["label"].to_numpy()
-
-
-def _tokenizer_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.iterdir()
-               if f.is_file() and (f.name.startswith(("tokenizer", "special_tokens")) or f.name in ("vocab.txt", "vocab.json", "merges.txt")))
-
-
-# -- zero-shot: next-token logits of one word per class -----------------------------------
-
-def _zero_shot(config: TrialConfig, built: BuiltModel, data: TaskData, result: TrialResult, device: str):
-    import torch
-
-    from sentisweep.batching import PaddingCollator
-
-    params = resolved_params(config.method)
-    tok, model = built.tokenizer, built.model.to(device).eval()
-    words = params["label_words"]
-    if len(words) != len(data.label_names):
-        raise IncompatibleMethodError(f"method.label_words = {words!r}: {len(words)} words for "
-                                      f"{len(data.label_names)} classes {data.label_names}")
-    word_ids = [tok(w, add_special_tokens=False)["input_ids"][0] for w in words]
-    prompt_tokens = len(tok(params["prompt"].format(text=""), add_special_tokens=False)["input_ids"])
-    budget = max(1, config.training.max_length - prompt_tokens)  # truncate the text, keep the prompt
-    test = data.splits["test"]
-    prompts = []
-    for text in test["text"]:
-        ids = tok(text, add_special_tokens=False, truncation=True, max_length=budget)["input_ids"]
-        prompts.append(params["prompt"].format(text=tok.decode(ids)))
-    encoded = tok(prompts, add_special_tokens=False)["input_ids"]
-    order = np.argsort([len(e) for e in encoded], kind="stable")
-    probabilities = np.empty((len(encoded), len(words)))
-    collate = PaddingCollator(tok.pad_token_id)
-    batch_size = config.training.eval_batch_size
-    with Stopwatch() as clock, torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            batch = {k: v.to(device) for k, v in collate([{"input_ids": encoded[i]} for i in rows]).items()}
-            logits = model(**batch).logits
-            last = batch["attention_mask"].sum(dim=1) - 1  # right padding: last real token
-            next_token = logits[torch.arange(len(rows)), last][:, word_ids].float()
-            probabilities[rows] = torch.softmax(next_token, dim=-1).cpu().numpy()
-    result.eval_seconds = clock.seconds
-    result.eval_samples_per_second = len(order) / clock.seconds
-    return probabilities, test["row_id"].to_numpy(), test["label"].to_numpy()
+    if not args.overwrite and (Path(config.output_dir) / RESULT_FILE).exists():
+        print(f"error: {config.output_dir}/{RESULT_FILE} exists; choose another --out or pass --overwrite",
+              file=sys.stderr)
+        return exit_codes.BAD_INPUT
+    print(f"trial {config.resolved_trial_id()}: model {config.model}, method {config.method.name}, "
+          f"seed {config.seed}, data {config.data.source} -> {config.output_dir}", flush=True)
+    result = run_trial(config, quiet=args.quiet, overwrite=args.overwrite)
+    print(summary(result))
+    return EXIT_CODES[result.status]
 
 
 if __name__ == "__main__":
-    from sentisweep.cli import main
-
     raise SystemExit(main())

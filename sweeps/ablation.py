@@ -4,7 +4,7 @@
     python sweeps/ablation.py --config sweeps/configs/smoke.yaml --dry-run
     ray job submit --working-dir . -- python sweeps/ablation.py --config sweeps/configs/smoke.yaml
 
-Everything Ray-specific is marked `# [Ray]`; one trial is `sentisweep.train.run_trial`,
+Everything Ray-specific is marked `# [Ray]`; one trial is `sentisweep.trial.run.run_trial`,
 plain Python. Results: `<storage>/<name>/results.parquet`, one row per trial whatever its
 status, beside Ray Tune's experiment folder `<storage>/<name>/tune`.
 """
@@ -17,24 +17,16 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # runs from a checkout or a `ray job submit --working-dir .` upload
-
-from sentisweep.config import ConfigError  # noqa: E402
-from sentisweep.storage import Store  # noqa: E402
-from sentisweep.sweep import (  # noqa: E402
-    PlannedTrial,
-    SweepConfig,
-    expand,
-    gather_results,
-    load_sweep_config,
-    matrix_table,
-    summary_table,
-)
-from sweeps import common  # noqa: E402
+from ray_session import guard, tracking
+from ray_session.connect import connect, unsatisfiable
+from sentisweep import exit_codes
+from sentisweep.config import ConfigError, SweepConfig
+from sentisweep.plan import PlannedTrial, expand, gather_results, load_config, matrix_table, summary_table
+from sentisweep.storage import Store
+from sentisweep.trial.data import DataError, check_source, resolve_source
+from sweeps import trainable
 
 DEFAULT_CONFIG = "sweeps/configs/quick.yaml"
-EXIT_BAD_CONFIG = common.EXIT_BAD_CONFIG
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "cluster; otherwise Ray starts in this process.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit status: 0 every trial ok or skipped; 1 done, but some trial failed (its row "
-               "says why); 2 bad config or arguments; 3 interrupted (continue with --resume).")
+               "says why); 2 bad config or arguments; 130 interrupted (continue with --resume).")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"sweep YAML (default {DEFAULT_CONFIG})")
     p.add_argument("--storage", default="results", help="results folder (default ./results)")
     p.add_argument("--name", help="sweep name (default: the config's name); results go to <storage>/<name>")
@@ -65,7 +57,7 @@ def plan(args) -> tuple[SweepConfig, Store, list[PlannedTrial]]:
     overrides = {"name": args.name} if args.name else {}
     if args.max_concurrent:
         overrides["resources"] = {"max_concurrent": args.max_concurrent}
-    sweep = load_sweep_config(args.config, overrides)
+    sweep = load_config(args.config, "sweep", overrides)
     try:
         store = Store(args.storage)
     except Exception as err:  # pyarrow: unknown scheme, missing credentials, ...
@@ -79,10 +71,10 @@ def pretokenize(planned: list[PlannedTrial]) -> None:
     so concurrent trials read the cache instead of racing to build it."""
     from transformers import AutoTokenizer
 
-    from sentisweep.data import load_task_data
-    from sentisweep.methods import get_method
-    from sentisweep.models import get_model_spec
-    from sentisweep.tokenization import tokenize_frame
+    from sentisweep.trial.data import load_task_data
+    from sentisweep.trial.methods import get_method
+    from sentisweep.trial.models import get_model_spec
+    from sentisweep.trial.tokenization import tokenize_frame
 
     done: set[tuple[str, int]] = set()
     data = None
@@ -105,19 +97,20 @@ def run_baselines(sweep: SweepConfig, store: Store):
     """The classical baselines on the same splits, in the driver (seconds, no GPU)."""
     import tempfile
 
-    from sentisweep.baselines import run_tfidf_logreg
+    from sentisweep.probe.baselines import run_tfidf_logreg
+    from sentisweep.results import RESULT_FILE
 
     frames = []
     for name in sweep.baselines:
         parts = (sweep.name, "baselines", name)
-        if not store.exists(*parts, "result.parquet"):  # kept across --resume
+        if not store.exists(*parts, RESULT_FILE):  # kept across --resume
             print(f"baseline {name} ...", flush=True)
             with tempfile.TemporaryDirectory() as scratch:
                 out = Path(store.path(*parts)) if not store.remote else Path(scratch)
                 run_tfidf_logreg(sweep.data, out, sweep.name)
                 if store.remote:
                     store.upload(out, *parts)
-        frames.append(store.read_frame(*parts, "result.parquet"))
+        frames.append(store.read_frame(*parts, RESULT_FILE))
     return frames
 
 
@@ -125,42 +118,51 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
     from ray import tune  # [Ray]
 
     runnable = [t for t in planned if t.skip_reason is None]
-    pretokenize(runnable)
+    try:
+        pretokenize(runnable)
+    except DataError as err:  # bad data is bad input: nothing has run yet
+        print(f"error: {err}", file=sys.stderr)
+        return exit_codes.BAD_INPUT
 
-    common.connect(args.local, args.num_gpus)  # [Ray]
-    problem = common.unsatisfiable(sweep.resources.cpus_per_trial, sweep.resources.gpus_per_trial)
+    connect(args.local, args.num_gpus)  # [Ray]
+    problem = unsatisfiable(sweep.resources.cpus_per_trial, sweep.resources.gpus_per_trial)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
-        return EXIT_BAD_CONFIG
-    trainable = tune.with_resources(common.run_ablation_trial, {  # [Ray]
+        return exit_codes.BAD_INPUT
+    # Tune's config of a trial is its row in the dry-run matrix, and its name our trial id: the
+    # status table shows both whole, not the nested trial config cut short. The configs go
+    # with the trainable.
+    configs = {row: t.config.model_dump(mode="json") for row, t in enumerate(planned, 1) if t.skip_reason is None}
+    trial_id_of = trainable.AblationTrialId(configs)
+    trial_fn = tune.with_parameters(trainable.run_ablation_trial, trials=configs, store=args.storage)  # [Ray]
+    trial_fn = tune.with_resources(trial_fn, {  # [Ray]
         "cpu": sweep.resources.cpus_per_trial, "gpu": sweep.resources.gpus_per_trial})
     if args.resume:
-        tuner = tune.Tuner.restore(store.path(sweep.name, "tune"), trainable=trainable,  # [Ray]
+        tuner = tune.Tuner.restore(store.path(sweep.name, "tune"), trainable=trial_fn,  # [Ray]
                                    resume_unfinished=True, restart_errored=True, storage_filesystem=store.fs)
     else:
         tuner = tune.Tuner(  # [Ray]
-            trainable,
-            param_space={"trial": tune.grid_search([t.config.model_dump(mode="json") for t in runnable]),
-                         "store": args.storage},
+            trial_fn,
+            param_space={"matrix_row": tune.grid_search(list(configs))},
             tune_config=tune.TuneConfig(  # [Ray]
                 max_concurrent_trials=sweep.resources.max_concurrent, reuse_actors=False,
                 # our trial ids as the names in Tune's status table and its folders (TensorBoard's runs)
-                trial_name_creator=common.ablation_trial_id, trial_dirname_creator=common.ablation_trial_id),
+                trial_name_creator=trial_id_of, trial_dirname_creator=trial_id_of),
             run_config=tune.RunConfig(name="tune", storage_path=store.path(sweep.name),  # [Ray]
                                       storage_filesystem=store.fs,
-                                      # a status table every 30 s and each trial's config as it starts, not each of its
+                                      # a status table every 30 s and each trial's id as it starts, not each of its
                                       # reports as well (Tune's default when unset, verbose=2, prints those too)
                                       verbose=1,
-                                      callbacks=common.logger_callbacks(args.mlflow_uri, sweep.name),
+                                      callbacks=tracking.logger_callbacks(args.mlflow_uri, sweep.name),
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
         )
-    grid = common.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
-    trials = gather_results(planned, store, common.outcomes(grid, common.ablation_trial_id))
+    grid = guard.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
+    trials = gather_results(planned, store, trainable.outcomes(grid, trial_id_of))
     results = pd.concat([trials, *run_baselines(sweep, store)], ignore_index=True)
     where = store.write_frame(results, sweep.name, "results.parquet")
     print(summary_table(results))
     print(f"results: {where} ({len(results)} rows)")
-    return 1 if (results["status"] == "failed").any() else 0
+    return exit_codes.FAILED if (results["status"] == "failed").any() else exit_codes.OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,16 +171,21 @@ def main(argv: list[str] | None = None) -> int:
         sweep, store, planned = plan(args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_CONFIG
+        return exit_codes.BAD_INPUT
     print(f"sweep {sweep.name}: {len(sweep.models)} models x {len(sweep.methods)} methods x "
           f"{len(sweep.seeds)} seeds -> {store.uri(sweep.name)}")
     print(matrix_table(planned, sweep.resources, sweep.baselines), flush=True)
     if sweep.description:
         print(sweep.description.strip(), flush=True)
+    problems = check_source(sweep.data)  # before any work: one line, not a traceback after the models load
+    if problems:
+        print("error: " + "\n  ".join(problems), file=sys.stderr)
+        return exit_codes.BAD_INPUT
+    print(f"data: {sweep.data.source} ({resolve_source(sweep.data.source)}): found", flush=True)
     if args.dry_run:
-        return common.dry_run_done(store, sweep.name, args.resume)
-    args.resume = common.effective_resume(store, sweep.name, args.resume)
-    return common.run_guarded(store, sweep.name, args.resume, lambda: run_sweep(args, sweep, store, planned))
+        return guard.dry_run_done(store, sweep.name, args.resume)
+    args.resume = guard.effective_resume(store, sweep.name, args.resume)
+    return guard.run_guarded(store, sweep.name, args.resume, lambda: run_sweep(args, sweep, store, planned))
 
 
 if __name__ == "__main__":

@@ -18,17 +18,24 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # runs from a checkout or a `ray job submit --working-dir .` upload
-
-from sentisweep.config import ConfigError  # noqa: E402
-from sentisweep.search_space import SearchConfig, describe_space, load_search_config, trial_from_sample  # noqa: E402
-from sentisweep.storage import Store  # noqa: E402
-from sentisweep.sweep import PlannedTrial, absolute_paths, gather_results, summary_table  # noqa: E402
-from sweeps import common  # noqa: E402
+from ray_session import guard, tracking
+from ray_session.connect import connect, unsatisfiable
+from sentisweep import exit_codes
+from sentisweep.config import ConfigError, SearchConfig
+from sentisweep.plan import (
+    PlannedTrial,
+    absolute_paths,
+    gather_results,
+    load_config,
+    summary_table,
+    trial_from_sample,
+)
+from sentisweep.results import RESULTS_TABLE
+from sentisweep.storage import Store, write_parquet_atomic
+from sentisweep.trial.data import check_source
+from sweeps import trainable
 
 DEFAULT_CONFIG = "sweeps/configs/lora_search_quick.yaml"
-EXIT_BAD_CONFIG = common.EXIT_BAD_CONFIG
 
 
 def run_search_trial(params: dict, search: dict, storage: str) -> None:
@@ -37,7 +44,7 @@ def run_search_trial(params: dict, search: dict, storage: str) -> None:
 
     trial = trial_from_sample(SearchConfig.model_validate(search), params, tune.get_context().get_trial_id(),  # [Ray]
                               Store(storage))
-    common.execute_trial(trial.model_dump(mode="json"), storage)
+    trainable.execute_trial(trial, storage)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,23 +90,21 @@ def run(args, search: SearchConfig, store: Store) -> int:
     from ray.tune.search import ConcurrencyLimiter  # [Ray]
     from ray.tune.search.optuna import OptunaSearch  # [Ray]
 
-    from sentisweep.storage import write_parquet_atomic
-
     root = Path(store.path(search.name))
     root.mkdir(parents=True, exist_ok=True)
-    common.connect(args.local, args.num_gpus)  # [Ray]
-    problem = common.unsatisfiable(search.resources.cpus_per_trial, search.resources.gpus_per_trial)
+    connect(args.local, args.num_gpus)  # [Ray]
+    problem = unsatisfiable(search.resources.cpus_per_trial, search.resources.gpus_per_trial)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
-        return EXIT_BAD_CONFIG
+        return exit_codes.BAD_INPUT
     # the search's own config goes with the trainable, not into the sampled config: Tune prints a
     # trial's config as it starts and beside the best trial, and it is only these 4 sampled values
-    trainable = tune.with_parameters(run_search_trial, search=search.model_dump(mode="json"),  # [Ray]
-                                     storage=args.storage)
-    trainable = tune.with_resources(trainable, {  # [Ray]
+    trial_fn = tune.with_parameters(run_search_trial, search=search.model_dump(mode="json"),  # [Ray]
+                                    storage=args.storage)
+    trial_fn = tune.with_resources(trial_fn, {  # [Ray]
         "cpu": search.resources.cpus_per_trial, "gpu": search.resources.gpus_per_trial})
     if args.resume:
-        tuner = tune.Tuner.restore(str(root / "tune"), trainable=trainable,  # [Ray]
+        tuner = tune.Tuner.restore(str(root / "tune"), trainable=trial_fn,  # [Ray]
                                    resume_unfinished=True, restart_errored=True)
     else:
         space = search.space
@@ -108,7 +113,7 @@ def run(args, search: SearchConfig, store: Store) -> int:
         if search.resources.max_concurrent:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=search.resources.max_concurrent)  # [Ray]
         tuner = tune.Tuner(  # [Ray]
-            trainable,
+            trial_fn,
             param_space={
                 "r": tune.choice(space.r), "alpha_multiple": tune.choice(space.alpha_multiple),
                 "learning_rate": tune.loguniform(*space.learning_rate), "dropout": tune.uniform(*space.dropout),
@@ -123,24 +128,24 @@ def run(args, search: SearchConfig, store: Store) -> int:
                                       # a status table every 30 s and each trial's config as it starts, not each of its
                                       # reports as well (Tune's default when unset, verbose=2, prints those too)
                                       verbose=1,
-                                      callbacks=common.logger_callbacks(args.mlflow_uri, search.name),
+                                      callbacks=tracking.logger_callbacks(args.mlflow_uri, search.name),
                                       failure_config=tune.FailureConfig(max_failures=search.max_failures)),
         )
-    grid = common.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
+    grid = guard.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
 
     def trial_of(result):  # our TrialConfig from Tune's sampled config and its trial id
         return trial_from_sample(search, result.config, result.metrics.get("trial_id") or Path(result.path).name,
                                  store)
 
     planned = [PlannedTrial(trial_of(r)) for r in grid if r.config]
-    results = gather_results(planned, store, common.outcomes(grid, lambda r: trial_of(r).trial_id))
-    write_parquet_atomic(results, root / "results.parquet")
+    results = gather_results(planned, store, trainable.outcomes(grid, lambda r: trial_of(r).trial_id))
+    write_parquet_atomic(results, root / RESULTS_TABLE)
     print(summary_table(results))
     best = save_best(results, search, root)
     if best:
         print(f"best trial config: {best}\n" + best.read_text().splitlines()[1])
     print(f"results: {root / 'results.parquet'} ({len(results)} rows); Optuna study: {root / 'optuna.db'}")
-    return 1 if (results["status"] == "failed").any() else 0
+    return exit_codes.FAILED if (results["status"] == "failed").any() else exit_codes.OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,27 +154,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_concurrent:
         overrides["resources"] = {"max_concurrent": args.max_concurrent}
     try:
-        search = load_search_config(args.config, overrides)
+        search = load_config(args.config, "search", overrides)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_CONFIG
+        return exit_codes.BAD_INPUT
     search.data = absolute_paths(search.data)  # trials run in working directories of their own
     store = Store(args.storage)
     if store.remote:  # the Optuna study is a sqlite file: it needs a local or shared folder
         print(f"error: --storage = {args.storage!r}: a search needs a local folder or a shared volume",
               file=sys.stderr)
-        return EXIT_BAD_CONFIG
+        return exit_codes.BAD_INPUT
     root = store.uri(search.name)
     print(f"search {search.name}: {search.num_samples} trials of {search.model} / {search.method} "
-          f"(placement {search.placement}) -> {root}\n  space: {describe_space(search.space)}\n"
+          f"(placement {search.placement}) -> {root}\n  space: {search.space.describe()}\n"
           f"  ASHA: grace period {search.scheduler.grace_period} reports, reduction factor "
           f"{search.scheduler.reduction_factor:g}; Optuna TPE seed {search.search_seed}\n"
           f"  per trial: {search.resources.cpus_per_trial:g} CPU, {search.resources.gpus_per_trial:g} GPU; "
           f"at most {search.resources.max_concurrent or 'as many as fit'} at once", flush=True)
+    problems = check_source(search.data)  # before any work: one line, not a traceback in every trial
+    if problems:
+        print("error: " + "\n  ".join(problems), file=sys.stderr)
+        return exit_codes.BAD_INPUT
     if args.dry_run:
-        return common.dry_run_done(store, search.name, args.resume)
-    args.resume = common.effective_resume(store, search.name, args.resume)
-    return common.run_guarded(store, search.name, args.resume, lambda: run(args, search, store))
+        return guard.dry_run_done(store, search.name, args.resume)
+    args.resume = guard.effective_resume(store, search.name, args.resume)
+    return guard.run_guarded(store, search.name, args.resume, lambda: run(args, search, store))
 
 
 if __name__ == "__main__":

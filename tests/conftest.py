@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
-import pandas as pd
 import pytest
+from helpers import SHARED_DATA, synthetic_reviews
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub on these machines; never wait for it
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-SHARED_IMDB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imdb"
-
-_POSITIVE = ["great", "wonderful", "moving", "brilliant", "funny", "superb", "loved"]
-_NEGATIVE = ["awful", "boring", "dull", "terrible", "weak", "hated", "clumsy"]
-_FILLER = ["the", "film", "plot", "actors", "story", "scene", "was", "and", "a", "movie", "ending"]
-
-
-def synthetic_reviews(n: int, seed: int) -> pd.DataFrame:
-    """Balanced reviews of varied length whose label follows their sentiment words."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = i % 2
-        words = [rng.choice(_FILLER) for _ in range(rng.randint(4, 40))]
-        for _ in range(rng.randint(1, 3)):
-            words.insert(rng.randrange(len(words)), rng.choice(_POSITIVE if label else _NEGATIVE))
-        rows.append({"text": " ".join(words) + ("<br /><br />the end" if i % 5 == 0 else ""), "label": label})
-    return pd.DataFrame(rows)
+if SHARED_DATA.is_dir():  # these machines' copy of the Hub's datasets (data.source: imdb)
+    os.environ.setdefault("SENTISWEEP_DATA_MIRROR", str(SHARED_DATA))
 
 
 @pytest.fixture(scope="session")
@@ -46,20 +28,13 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-def tiny_trial(model: str, method: str | dict, data_dir: Path, cache_dir: Path, out: Path, **training) -> dict:
-    """A raw trial config that trains a few steps on the synthetic data."""
-    return {
-        "model": model, "method": method, "seed": 7, "output_dir": str(out),
-        "data": {"source": str(data_dir), "train_size": 64, "eval_size": 16, "test_size": 32,
-                 "cache_dir": str(cache_dir)},
-        "training": {"max_steps": 4, "batch_size": 8, "eval_batch_size": 16, "max_length": 64,
-                     "learning_rate": 1e-3, "logging_steps": 1, **training},
-    }
+TIERS = ("unit", "integration", "ray", "gpu")
 
 
-def write_config(path: Path, config: dict, command: str) -> Path:
-    """A test's own config file, opening with the command that runs it, as the shipped ones do."""
-    import yaml
-
-    path.write_text(f"# {command}\n" + yaml.safe_dump(config))
-    return path
+def pytest_collection_modifyitems(config, items):
+    """Every test in exactly one tier, so that `-m unit` is the fast tier and nothing else."""
+    wrong = [f"{item.nodeid}: {sorted(tiers) or 'no tier'}" for item in items
+             if len(tiers := {m.name for m in item.iter_markers()} & set(TIERS)) != 1]
+    if wrong:
+        raise pytest.UsageError("each test needs exactly one of the markers " + ", ".join(TIERS) + ":\n  "
+                                + "\n  ".join(wrong))

@@ -92,9 +92,9 @@ def test_seeds_average_per_example():
 @pytest.fixture(scope="module")
 def tiny_results(tmp_path_factory):
     """Two tiny models x two methods x two seeds, trained for real in-process."""
+    from sentisweep.plan import expand, parse_sweep_config
     from sentisweep.storage import Store
-    from sentisweep.sweep import expand, parse_sweep_config
-    from sentisweep.train import run_trial
+    from sentisweep.trial.run import run_trial
 
     root = tmp_path_factory.mktemp("store")
     fixtures = str(Path(__file__).parent / "fixtures" / "tiny_reviews")
@@ -105,7 +105,7 @@ def tiny_results(tmp_path_factory):
                  "cache_dir": str(root / "cache")},
         "training": {"max_steps": 3, "batch_size": 8, "max_length": 32, "learning_rate": 1e-3,
                      "logging_steps": 1}})
-    from sentisweep.sweep import gather_results
+    from sentisweep.plan import gather_results
 
     planned = expand(sweep, Store(str(root)), "cpu")
     for trial in planned:

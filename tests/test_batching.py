@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sentisweep.batching import ShuffledLengthGroups
+from sentisweep.trial.batching import ShuffledLengthGroups
 
 pytestmark = pytest.mark.unit
 

@@ -16,10 +16,10 @@ import pytest
 
 from benchmarks import timeline
 
-pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.integration
 def test_train_throughput_smoke(data_dir, cache_dir):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--smoke-test",
                           "--data", str(data_dir), "--cache-dir", str(cache_dir), "--variant", "group_by_length=true"],
@@ -31,7 +31,7 @@ def test_train_throughput_smoke(data_dir, cache_dir):
         assert f"{method}, sentisweep, group_by_length=True: " in out.stdout
 
 
-@pytest.mark.integration
+@pytest.mark.ray
 def test_sweep_overhead_smoke():
     # --cpus 1: both runs' 2 trials side by side on this machine's 2 cores (one at a time if it has 1)
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep_overhead.py"), "--smoke-test",
@@ -60,6 +60,7 @@ def test_sweep_overhead_smoke():
         assert float(row.split("|")[2]) > 0, row
 
 
+@pytest.mark.unit
 def test_cpu_seconds_of_this_tree_counts_a_child_and_its_child():
     from benchmarks.sweep_overhead import cpu_seconds_of_this_tree
 
@@ -80,12 +81,13 @@ def test_cpu_seconds_of_this_tree_counts_a_child_and_its_child():
         shell.communicate("\n\n", timeout=30)
 
 
+@pytest.mark.unit
 def test_timeline_splits_each_trial_into_phases(tmp_path):
     base = 1_700_000_000.0
-    events = [(1, 0.0, "start"), (1, 0.5, "import sweeps.common"), (1, 30.0, "exit"),  # the driver
+    events = [(1, 0.0, "start"), (1, 0.5, "import sweeps.trainable"), (1, 30.0, "exit"),  # the driver
               (2, 3.0, "start"),  # a worker Ray prestarted, which never runs a trial
-              (3, 4.0, "start"), (3, 4.4, "start"), (3, 5.5, "import sweeps.common"), (3, 15.2, "exit"),
-              (4, 16.0, "start"), (4, 17.5, "import sweeps.common"), (4, 29.0, "exit")]
+              (3, 4.0, "start"), (3, 4.4, "start"), (3, 5.5, "import sweeps.trainable"), (3, 15.2, "exit"),
+              (4, 16.0, "start"), (4, 17.5, "import sweeps.trainable"), (4, 29.0, "exit")]
     events_file = tmp_path / "events.jsonl"
     events_file.write_text("".join(json.dumps({"time": base + t, "pid": pid, "event": e}) + "\n"
                                    for pid, t, e in events))
@@ -101,27 +103,12 @@ def test_timeline_splits_each_trial_into_phases(tmp_path):
         assert phases.loc[trial].drop(list(seconds)).isna().all()  # no other phase applies
     # a worker more than rows (a retried trial): the run is not split rather than split wrongly
     events_file.write_text(events_file.read_text() + json.dumps(
-        {"time": base + 18, "pid": 5, "event": "import sweeps.common"}) + "\n")
+        {"time": base + 18, "pid": 5, "event": "import sweeps.trainable"}) + "\n")
     with pytest.raises(ValueError, match="3 trial worker processes for 2 result rows"):
         timeline.trial_phases(events_file, results)
 
 
-@pytest.mark.integration
-def test_trial_start_smoke():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "trial_start.py"), "--smoke-test"],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    rows = {line.split("|")[1].strip(): line.split("|") for line in out.stdout.splitlines() if line.startswith("| ")}
-    for start in ("in the same process as an earlier trial (a plain loop)",
-                  "forked from a process with torch, transformers and peft imported",
-                  "a fresh Python interpreter (as in every new Ray worker)"):
-        # each way ran the trial (training + evaluation) and spent some time around it
-        assert float(rows[start][3]) > 0 and float(rows[start][4]) > 0, rows[start]
-    # a fresh interpreter imports the training stack itself: it costs more than a fork of a process that did
-    assert float(out.stdout.split("s a trial against a fork, ")[1].split()[0]) > 0
-
-
-@pytest.mark.integration
+@pytest.mark.ray
 def test_embed_throughput_smoke(data_dir, cache_dir):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "embed_throughput.py"), "--smoke-test",
                           "--data", str(data_dir), "--cache-dir", str(cache_dir)],
@@ -134,7 +121,7 @@ def test_embed_throughput_smoke(data_dir, cache_dir):
     assert computed >= 1.0  # padded batches compute at least the real tokens' FLOPs
 
 
-@pytest.mark.integration
+@pytest.mark.ray
 def test_xgboost_workers_smoke():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "xgboost_workers.py"), "--smoke-test"],
                          capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -142,8 +129,8 @@ def test_xgboost_workers_smoke():
     assert "| Ray Train, report at the end (ours), 2 workers |" in out.stdout
 
 
+@pytest.mark.unit
 def test_sweep_overhead_report_one_at_a_time(capsys):
-    sys.path.insert(0, str(ROOT))
     from benchmarks.sweep_overhead import report
 
     # 4 trials; the loop 200 s with 190 s of training, Ray 220 s with 194 s: +20 s in all, +16 s outside

@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration  # each test runs the command in a subprocess
 
 
 def _run(*args, cwd=None):

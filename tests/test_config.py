@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sentisweep.config import ConfigError, load_trial_config, parse_trial_config
+from sentisweep.config import ConfigError
+from sentisweep.plan import load_config, parse_trial_config
 
 pytestmark = pytest.mark.unit
 
@@ -12,7 +13,12 @@ pytestmark = pytest.mark.unit
 def test_defaults_and_method_shorthand():
     config = parse_trial_config({"model": "tiny-bert", "method": "ia3"})
     assert config.method.name == "ia3" and config.training.max_length == 256
-    assert config.resolved_trial_id() == "tiny-bert__ia3__s42"
+    # an ad-hoc trial's id ends in a hash of what it runs: another setting, another id
+    assert config.resolved_trial_id() == f"tiny-bert__ia3__s42__{config.digest()}"
+    other = parse_trial_config({"model": "tiny-bert", "method": "ia3", "training": {"learning_rate": 1e-4}})
+    assert other.resolved_trial_id() != config.resolved_trial_id()
+    moved = parse_trial_config({"model": "tiny-bert", "method": "ia3", "output_dir": "elsewhere"})
+    assert moved.resolved_trial_id() == config.resolved_trial_id()  # where it is written is not what it runs
 
 
 def test_yaml_states_only_what_differs(tmp_path):
@@ -20,7 +26,7 @@ def test_yaml_states_only_what_differs(tmp_path):
     path.write_text("# python -m sentisweep.train --config trial.yaml\n"
                     "model: tiny-roberta\nmethod: {name: lora, r: 16, placement: attention+ffn}\n"
                     "training: {learning_rate: 0.0003}\n")
-    config = load_trial_config(path, overrides={"seed": 43, "training": {"epochs": 2}})
+    config = load_config(path, "trial", overrides={"seed": 43, "training": {"epochs": 2}})
     assert (config.method.r, config.method.placement, config.seed) == (16, "attention+ffn", 43)
     assert config.training.learning_rate == 3e-4 and config.training.epochs == 2
     assert config.training.batch_size == 16  # untouched default
@@ -42,8 +48,8 @@ def test_all_problems_reported_at_once_with_field_value_and_allowed():
 
 
 def test_unknown_method_lists_known_ones():
-    with pytest.raises(ConfigError, match=r"method.name = 'lorra': unknown; known: dora, full, head-only, "
-                                          r"ia3, lora, qlora, zero-shot"):
+    with pytest.raises(ConfigError, match=r"method.name = 'lorra': unknown; did you mean 'lora' or 'qlora' or "
+                                          r"'dora'\? known: dora, full, head-only, ia3, lora, qlora, zero-shot"):
         parse_trial_config({"method": "lorra"})
 
 
@@ -64,10 +70,10 @@ def test_hub_ids_and_local_folders_are_accepted(tmp_path):
 
 def test_bad_yaml_files(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
-        load_trial_config(tmp_path / "missing.yaml")
+        load_config(tmp_path / "missing.yaml", "trial")
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
-        load_trial_config(tmp_path / "list.yaml")
+        load_config(tmp_path / "list.yaml", "trial")
     (tmp_path / "broken.yaml").write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_trial_config(tmp_path / "broken.yaml")
+        load_config(tmp_path / "broken.yaml", "trial")

@@ -6,10 +6,10 @@ import logging
 
 import pandas as pd
 import pytest
-from conftest import synthetic_reviews
+from helpers import synthetic_reviews
 
 from sentisweep.config import DataConfig
-from sentisweep.data import DataError, load_task_data
+from sentisweep.trial.data import DataError, load_task_data
 
 pytestmark = pytest.mark.unit
 
@@ -78,6 +78,7 @@ def test_hub_source_uses_load_dataset(monkeypatch):
         make = lambda n: datasets.Dataset.from_pandas(synthetic_reviews(n, seed=n), features=features)  # noqa: E731
         return datasets.DatasetDict(train=make(40), test=make(20), unsupervised=make(10))
 
+    monkeypatch.delenv("SENTISWEEP_DATA_MIRROR", raising=False)  # the Hub, mocked at the datasets boundary
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     data = _load("imdb")
     assert data.label_names == ["neg", "pos"] and data.sizes()["test"] == 20
@@ -89,9 +90,15 @@ def test_hub_unreachable_says_what_to_do(monkeypatch):
     def offline(name):
         raise ConnectionError("cannot reach the hub")
 
+    from sentisweep.trial.data import check_source
+
+    monkeypatch.delenv("SENTISWEEP_DATA_MIRROR", raising=False)
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(DataError, match="could not load it from the Hugging Face Hub.*local folder"):
+    monkeypatch.setattr(datasets, "load_dataset_builder", offline)
+    with pytest.raises(DataError, match="not loadable from the Hugging Face Hub.*set SENTISWEEP_DATA_MIRROR"):
         _load("imdb")
+    [problem] = check_source(DataConfig(source="imdb"))  # the dry run's one line
+    assert problem.startswith("data.source = 'imdb': not in a local mirror") and "SENTISWEEP_DATA_MIRROR" in problem
 
 
 def test_reshuffle_split(data_dir):
@@ -189,8 +196,8 @@ def test_label_names_must_match_the_classes(data_dir):
 
 
 def test_selected_splits_are_cached_per_config_and_source_file(tmp_path, monkeypatch):
-    from sentisweep import data as data_module
-    from sentisweep.split_cache import SPLIT_CACHE_STATS
+    from sentisweep.trial import data as data_module
+    from sentisweep.trial.split_cache import SPLIT_CACHE_STATS
 
     source = tmp_path / "reviews"
     source.mkdir()
@@ -221,9 +228,45 @@ def test_selected_splits_are_cached_per_config_and_source_file(tmp_path, monkeyp
 
 
 def test_split_cache_skips_hub_ids_and_aclimdb(tmp_path):
-    from sentisweep.data import _local_files
-    from sentisweep.split_cache import cache_file
+    from sentisweep.trial.data import _local_files
+    from sentisweep.trial.split_cache import cache_file
 
     (tmp_path / "aclImdb" / "train" / "pos").mkdir(parents=True)
     for source in ("imdb", str(tmp_path), str(tmp_path / "aclImdb")):
         assert cache_file(DataConfig(source=source), _local_files(source)) is None
+
+
+def _imdb_like(folder):
+    folder.mkdir(parents=True)
+    synthetic_reviews(60, seed=3).to_parquet(folder / "train.parquet")
+    synthetic_reviews(20, seed=4).to_parquet(folder / "test.parquet")
+
+
+def test_a_dataset_id_is_read_from_the_local_mirror(tmp_path, monkeypatch):
+    from sentisweep.trial.data import MIRROR_VARIABLE, check_source, resolve_source
+
+    _imdb_like(tmp_path / "mirror" / "imdb")
+    monkeypatch.setenv(MIRROR_VARIABLE, str(tmp_path / "mirror"))
+    config = DataConfig(source="imdb", cache_dir=str(tmp_path / "cache"))
+    assert resolve_source("imdb") == str((tmp_path / "mirror" / "imdb").resolve())
+    assert check_source(config) == []
+    data = load_task_data(config)
+    assert data.sizes() == {"train": 54, "validation": 6, "test": 20} and "(folder)" in data.report[0]
+    # a dataset the mirror lacks, and a path, are left as they are
+    assert resolve_source("stanfordnlp/sst2") == "stanfordnlp/sst2"
+    assert resolve_source(str(tmp_path)) == str(tmp_path)
+
+
+def test_the_dry_run_check_reads_columns_not_data(tmp_path):
+    from sentisweep.trial.data import check_source
+
+    _imdb_like(tmp_path / "reviews")
+    assert check_source(DataConfig(source=str(tmp_path / "reviews"))) == []
+    problems = check_source(DataConfig(source=str(tmp_path / "reviews"), text_column="review"))
+    assert [p.split(": ")[1].split(" lacks")[0] for p in problems] == ["test.parquet", "train.parquet"]
+    assert all("lacks column(s) ['review'] (data.text_column / data.label_column)" in p for p in problems)
+    (tmp_path / "reviews" / "test.parquet").write_bytes(b"PAR1 not really")
+    assert any("test.parquet is not a readable Parquet file" in p
+               for p in check_source(DataConfig(source=str(tmp_path / "reviews"))))
+    assert check_source(DataConfig(source=str(tmp_path / "nowhere"))) == [
+        f"data.source = {str(tmp_path / 'nowhere')!r}: no such file or folder"]

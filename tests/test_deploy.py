@@ -21,7 +21,6 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 SCHEMAS = ROOT.parent / "shared" / "schemas" / "kuberay"
@@ -43,12 +42,14 @@ def image_tag() -> str:
     return f"{image['name']}:{image['newTag']}"
 
 
+@pytest.mark.unit
 def test_dockerfile_passes_hadolint():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     done = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.unit
 def test_dockerfile_runs_as_non_root_and_bakes_in_no_data():
     text = (ROOT / "Dockerfile").read_text()
     users = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
@@ -60,6 +61,7 @@ def test_dockerfile_runs_as_non_root_and_bakes_in_no_data():
     assert not re.search(r"(?i)(token|secret|password)\s*=", text)
 
 
+@pytest.mark.unit
 def test_pinned_requirements_cover_and_satisfy_pyproject():
     from packaging.requirements import Requirement
 
@@ -119,12 +121,14 @@ def schema_errors(obj: dict) -> list[str]:
     return []
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: str(p.relative_to(K8S)))
 def test_manifest_validates_against_its_schema(path):
     for obj in documents(path):
         assert schema_errors(obj) == [], path
 
 
+@pytest.mark.unit
 def test_schema_check_catches_a_misspelt_field():
     _, cluster = next((p, o) for p, o in all_objects() if o["kind"] == "RayCluster")
     broken = copy.deepcopy(cluster)
@@ -140,6 +144,7 @@ def pod_specs(obj: dict) -> list[dict]:
     return specs
 
 
+@pytest.mark.unit
 def test_security_resources_gpus_and_head_placement():
     for path, obj in all_objects():
         if obj["apiVersion"] != "ray.io/v1":
@@ -169,6 +174,7 @@ def test_security_resources_gpus_and_head_placement():
             assert "runtimeEnvYAML" not in spec  # nothing to upload: the code is in the image
 
 
+@pytest.mark.unit
 def test_one_image_tag_everywhere():
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     tag = image_tag()
@@ -191,6 +197,7 @@ def entrypoint_commands() -> list[tuple[str, list[str]]]:
     return commands
 
 
+@pytest.mark.integration  # a dry run of each entrypoint in a subprocess
 @pytest.mark.parametrize("name,command", entrypoint_commands(), ids=lambda x: x if isinstance(x, str) else "")
 def test_entrypoint_script_exists_and_config_passes_dry_run(name, command, tmp_path):
     assert command[0] == "python" and Path(command[1]).is_file(), command
@@ -211,6 +218,7 @@ def _replace(obj: dict, path: str, value) -> None:
     obj[last] = value
 
 
+@pytest.mark.unit
 def test_single_gpu_overlay_patches_existing_fields_and_stays_valid():
     overlay = yaml.safe_load((K8S / "overlays" / "single-gpu" / "kustomization.yaml").read_text())
     assert {"../..", "../../jobs"} == set(overlay["resources"])

@@ -12,16 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import tiny_trial, write_config
-from test_embeddings import separable, write_split
+from helpers import separable, tiny_trial, write_config, write_split
 
-from sentisweep.config import DataConfig, parse_trial_config
-from sentisweep.data import load_task_data
-from sentisweep.embeddings import read_embeddings
+from sentisweep.config import DataConfig
+from sentisweep.plan import parse_trial_config
+from sentisweep.probe.embeddings import read_embeddings
 from sentisweep.results import read_results
-from sentisweep.train import run_trial
+from sentisweep.trial.data import load_task_data
+from sentisweep.trial.run import run_trial
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "tiny_reviews"
 

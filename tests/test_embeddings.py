@@ -6,17 +6,17 @@ import json
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 import torch
-from conftest import tiny_trial
+from helpers import separable, tiny_trial, write_split
 
-from sentisweep.config import ConfigError, parse_trial_config
-from sentisweep.embed_xgb import best_checkpoint, load_embed_xgb_config
-from sentisweep.embeddings import META_KEY, TRIAL_INFO_FILE, Embedder, EmbeddingError, pool, read_embeddings
-from sentisweep.probe import XGBoostConfig, fit_single_process, load_splits, run_probe
-from sentisweep.storage import write_parquet_atomic
-from sentisweep.train import run_trial
+from sentisweep.config import ConfigError
+from sentisweep.plan import load_config, parse_trial_config
+from sentisweep.probe.booster import XGBoostConfig, fit_single_process, load_splits, run_probe
+from sentisweep.probe.embeddings import Embedder, EmbeddingError, pool, read_embeddings
+from sentisweep.probe.study import best_checkpoint
+from sentisweep.results import TRIAL_INFO_FILE
+from sentisweep.trial.run import run_trial
 
 pytestmark = pytest.mark.unit
 TEXTS = ["great", "a long and truly dreadful film that wasted two hours of everyone's evening", "fine movie"]
@@ -74,22 +74,6 @@ def test_finetuned_checkpoint_really_loads(method, data_dir, cache_dir, tmp_path
     assert np.abs(tuned.embed(TEXTS) - pretrained).max() > 1e-3  # the adapter / weights were applied
 
 
-def write_split(folder, split, matrix, labels, **meta):
-    table = pa.table({"row_id": pa.array(np.arange(len(labels))), "label": pa.array(labels, pa.int64()),
-                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(matrix.astype(np.float32).reshape(-1)),
-                                                                     matrix.shape[1])})
-    meta = {"model": "tiny-bert", "checkpoint": "pretrained", "pooling": "cls", "max_length": 64,
-            "label_names": ["neg", "pos"], "seconds": 1.0, **meta}
-    write_parquet_atomic(table.replace_schema_metadata({META_KEY: json.dumps(meta)}), folder / f"{split}.parquet")
-
-
-def separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, n)
-    shift = np.array([3.0, -2.0, 0, 0, 0, 0, 1.0, 0])  # margin |shift| / 2 = 1.8 sd: Bayes accuracy ~96%
-    return rng.normal(size=(n, 8)) + labels[:, None] * shift, labels
-
-
 @pytest.fixture
 def embeddings_dir(tmp_path):
     for split, (n, seed) in {"train": (400, 1), "validation": (100, 2), "test": (200, 3)}.items():
@@ -137,7 +121,7 @@ def test_embed_xgb_config_reports_every_problem(tmp_path):
     path.write_text("name: x\nmodels:\n  - {model: tiny-qwen3, pooling: cls}\n  - {model: nope}\n"
                     "  - {model: tiny-bert, pretrained: false}\n")
     with pytest.raises(ConfigError) as err:
-        load_embed_xgb_config(path)
+        load_config(path, "embed_xgb")
     text = str(err.value)
     assert "models[0].pooling = 'cls'" in text and "models[1].model" in text and "models[2]: pretrained is false" in text
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 DASHBOARD_PORT = "8299"  # not the default 8265, so a developer's own cluster is left alone

@@ -6,11 +6,11 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import tiny_trial
+from helpers import tiny_trial
 
-from sentisweep.config import parse_trial_config
+from sentisweep.plan import parse_trial_config
 from sentisweep.results import SCHEMA, read_results
-from sentisweep.train import run_trial
+from sentisweep.trial.run import run_trial
 
 pytestmark = pytest.mark.unit
 
@@ -120,7 +120,7 @@ def test_unknown_placement_module_fails_with_the_modules_it_has(data_dir, cache_
 
 
 def test_tokenization_is_cached_across_trials(data_dir, cache_dir, tmp_path):
-    from sentisweep.tokenization import CACHE_STATS
+    from sentisweep.trial.tokenization import CACHE_STATS
 
     run_trial(parse_trial_config(tiny_trial("tiny-roberta", "head-only", data_dir, cache_dir, tmp_path / "a")))
     misses = CACHE_STATS["misses"]
@@ -134,7 +134,7 @@ def test_predictions_match_the_saved_checkpoint_row_by_row(method, data_dir, cac
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from sentisweep.data import load_task_data
+    from sentisweep.trial.data import load_task_data
 
     config = parse_trial_config(tiny_trial("tiny-bert", method, data_dir, cache_dir, tmp_path, max_steps=6))
     result = run_trial(config)

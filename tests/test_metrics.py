@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sentisweep.metrics import PeakMemory, classification_metrics, softmax
+from sentisweep.trial.metrics import PeakMemory, classification_metrics
 
 pytestmark = pytest.mark.unit
 
@@ -38,11 +38,6 @@ def test_multiclass_macro():
     assert m["accuracy"] == 0.75 and "tp" not in m
     # per class recall 1, 1, 0.5 -> macro 0.8333; precision 1, 0.5, 1 -> 0.8333
     assert m["recall"] == pytest.approx(2.5 / 3) and m["precision"] == pytest.approx(2.5 / 3)
-
-
-def test_softmax_rows_sum_to_one():
-    out = softmax(np.array([[1000.0, 1000.0], [0.0, np.log(3.0)]]))
-    assert np.allclose(out, [[0.5, 0.5], [0.25, 0.75]])
 
 
 def test_peak_memory_sees_an_allocation():

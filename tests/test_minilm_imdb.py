@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import SHARED_IMDB
+from helpers import SHARED_IMDB
 
-from sentisweep.config import parse_trial_config
-from sentisweep.train import run_trial
+from sentisweep.plan import parse_trial_config
+from sentisweep.trial.run import run_trial
 
 pytestmark = [
     pytest.mark.integration,

@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
-from sentisweep import onednn
-from sentisweep.embeddings import Embedder, load_backbone
+from sentisweep.probe import onednn
+from sentisweep.probe.embeddings import Embedder, load_backbone
 
 pytestmark = [pytest.mark.unit,
               pytest.mark.skipif(not onednn.available(), reason="this torch build has no oneDNN linear ops")]

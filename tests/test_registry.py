@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sentisweep.config import MethodConfig
-from sentisweep.methods import METHODS, IncompatibleMethodError, check_compatible, get_method
-from sentisweep.models import MODELS, UnknownNameError, get_model_spec, linear_layout, model_problems
+from sentisweep.trial.methods import METHODS, IncompatibleMethodError, check_compatible, get_method
+from sentisweep.trial.models import MODELS, UnknownNameError, get_model_spec, linear_layout, model_problems
 
 pytestmark = pytest.mark.unit
 
@@ -38,7 +38,7 @@ def test_required_entries_and_methods():
 def _classifier(name, cache_dir):
     from transformers import AutoModelForSequenceClassification
 
-    from sentisweep.models import materialize
+    from sentisweep.trial.models import materialize
 
     return AutoModelForSequenceClassification.from_pretrained(materialize(get_model_spec(name), cache_dir),
                                                               num_labels=2)
@@ -107,7 +107,7 @@ def test_qlora_needs_bitsandbytes(monkeypatch):
 @pytest.mark.parametrize("name,key", [("tiny-bert", "attention_probs_dropout_prob"),
                                       ("tiny-distilbert", "attention_dropout")])
 def test_attention_dropout_override(name, key, cache_dir):
-    from sentisweep.methods import LoadOptions, build
+    from sentisweep.trial.methods import LoadOptions, build
 
     keep = build(MethodConfig(name="full"), get_model_spec(name), 2, LoadOptions(str(cache_dir), attention_dropout=None))
     fused = build(MethodConfig(name="full"), get_model_spec(name), 2, LoadOptions(str(cache_dir), attention_dropout=0.0))
@@ -120,8 +120,9 @@ def test_gpu_precision_choice_is_guarded(monkeypatch):
     adapter methods then hold the frozen body in that dtype. On CPU half precision is refused."""
     import torch
 
-    from sentisweep.methods import LoadOptions, _body_dtype
-    from sentisweep.train import resolve_device_and_precision
+    from sentisweep.trial.device import resolve_device_and_precision
+    from sentisweep.trial.methods import LoadOptions
+    from sentisweep.trial.methods.base import body_dtype
 
     assert resolve_device_and_precision("auto") == ("cpu", "fp32")
     with pytest.raises(IncompatibleMethodError, match="half precision is for CUDA"):
@@ -131,5 +132,17 @@ def test_gpu_precision_choice_is_guarded(monkeypatch):
     assert resolve_device_and_precision("auto") == ("cuda", "fp16")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     assert resolve_device_and_precision("auto") == ("cuda", "bf16")
-    assert _body_dtype(LoadOptions(device="cuda", precision="bf16")) == torch.bfloat16
-    assert _body_dtype(LoadOptions(device="cpu", precision="fp32")) == torch.float32
+    assert body_dtype(LoadOptions(device="cuda", precision="bf16")) == torch.bfloat16
+    assert body_dtype(LoadOptions(device="cpu", precision="fp32")) == torch.float32
+
+
+def test_a_name_is_registered_once_and_a_typo_gets_a_suggestion():
+    from sentisweep.registry import Registry
+
+    registry = Registry("colour")
+    registry.register("magenta", 1)
+    with pytest.raises(ValueError, match="colour 'magenta' is registered already"):
+        registry.register("magenta", 2)
+    with pytest.raises(UnknownNameError, match=r"colour = 'magneta': unknown; did you mean 'magenta'\? known: magenta"):
+        registry.get("magneta")
+    assert "did you mean" not in registry.unknown("zzz")

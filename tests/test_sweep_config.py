@@ -9,11 +9,9 @@ from pathlib import Path
 import pytest
 
 from sentisweep.config import ConfigError
-from sentisweep.search_space import load_search_config, trial_from_sample
+from sentisweep.plan import expand, load_config, parse_sweep_config, trial_from_sample
 from sentisweep.storage import Store
-from sentisweep.sweep import expand, load_sweep_config, parse_sweep_config
 
-pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "sweeps" / "configs").glob("*.yaml"))
 
@@ -23,22 +21,22 @@ def _ablation(*args, cwd=ROOT):
                           text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_validate_and_open_with_their_command(path):
     assert path.read_text().startswith(("# python sweeps/", "# ray job submit --working-dir . -- python sweeps/",
                                         "# python ray_jobs/", "# ray job submit --working-dir . -- python ray_jobs/"))
     if path.name.startswith("embed_xgb"):
-        from sentisweep.embed_xgb import load_embed_xgb_config
-
-        assert load_embed_xgb_config(path).models
+        assert load_config(path, "embed_xgb").models
     elif "search" in path.name:
-        search = load_search_config(path)
+        search = load_config(path, "search")
         assert trial_from_sample(search, {"r": search.space.r[0], "alpha_multiple": 1, "learning_rate": 1e-4,
                                           "dropout": 0.1}, "t1", Store("/tmp/x")).method.r == search.space.r[0]
     else:
-        assert expand(load_sweep_config(path), Store("/tmp/x"), "cpu")
+        assert expand(load_config(path, "sweep"), Store("/tmp/x"), "cpu")
 
 
+@pytest.mark.integration  # a subprocess each
 def test_dry_run_prints_the_matrix_and_starts_nothing(tmp_path):
     out = _ablation("--config", "sweeps/configs/smoke.yaml", "--dry-run", "--storage", str(tmp_path))
     assert out.returncode == 0, out.stderr
@@ -57,7 +55,11 @@ def test_dry_run_prints_the_matrix_and_starts_nothing(tmp_path):
 
 BAD = {
     "unknown model": ("models: [tiny-bert, gpt-9]\nmethods: [full]\n", "models[1] = 'gpt-9': unknown"),
-    "unknown method": ("models: [tiny-bert]\nmethods: [fullft]\n", "methods[0].name = 'fullft': unknown; known:"),
+    "unknown method": ("models: [tiny-bert]\nmethods: [fullft]\n",
+                       "methods[0].name = 'fullft': unknown; did you mean 'full'? known: dora, full,"),
+    "a model twice": ("models: [tiny-bert, tiny-bert]\nmethods: [full]\n",
+                      "models = ['tiny-bert', 'tiny-bert']: ['tiny-bert'] listed twice"),
+    "a search config": ("model: tiny-bert\nnum_samples: 2\n", "kind = 'search': this is a search config, not a sweep"),
     "empty axis": ("models: []\nmethods: [full]\n", "models = []: List should have at least 1 item"),
     "rank <= 0": ("models: [tiny-bert]\nmethods: [{name: lora, r: 0}]\n", "methods[0].r = 0: LoRA rank must be"),
     "lr <= 0": ("models: [tiny-bert]\nmethods: [full]\ntraining: {learning_rate: 0}\n",
@@ -72,6 +74,7 @@ BAD = {
 }
 
 
+@pytest.mark.integration  # a subprocess each
 @pytest.mark.parametrize("case", BAD, ids=list(BAD))
 def test_bad_sweep_configs_exit_2_before_ray(case, tmp_path):
     text, expected = BAD[case]
@@ -83,12 +86,14 @@ def test_bad_sweep_configs_exit_2_before_ray(case, tmp_path):
     assert not (tmp_path / "store").exists()
 
 
+@pytest.mark.unit
 def test_all_problems_at_once():
     with pytest.raises(ConfigError) as info:
         parse_sweep_config({"models": ["nope"], "methods": [{"name": "lora", "r": -2}, "zzz"]})
     assert len(info.value.problems) == 3
 
 
+@pytest.mark.unit
 def test_variants_expand_with_their_training_overrides(tmp_path):
     sweep = parse_sweep_config({"name": "s", "models": ["tiny-bert"], "seeds": [1, 2], "methods": [
         {"name": "lora", "r": 8, "placement": "attention"},
@@ -102,6 +107,7 @@ def test_variants_expand_with_their_training_overrides(tmp_path):
                for p in planned)
 
 
+@pytest.mark.unit
 def test_a_method_limited_to_some_models_runs_only_on_those(tmp_path):
     # DistilBERT full fine-tuning against Qwen3-4B QLoRA and zero-shot: 3 trials, not the 2 x 3 grid
     sweep = parse_sweep_config({"name": "s", "models": ["tiny-bert", "tiny-qwen3"], "methods": [
@@ -114,6 +120,7 @@ def test_a_method_limited_to_some_models_runs_only_on_those(tmp_path):
     assert "models" not in planned[1].config.method.model_dump()  # a trial's method is the method alone
 
 
+@pytest.mark.unit
 def test_gather_results_accounts_for_every_trial(tmp_path):
     """A trial that never wrote its result: `stopped` when the scheduler ended it after a
     validation report, `failed` with Tune's error otherwise; skipped trials keep their reason."""
@@ -122,7 +129,7 @@ def test_gather_results_accounts_for_every_trial(tmp_path):
     ids = [p.config.trial_id for p in planned]
     outcomes = {ids[0]: {"error": None, "metrics": {"val_accuracy": 0.75, "step": 4, "final": False}},
                 ids[2]: {"error": "ActorDiedError: the actor died", "metrics": {}}}
-    from sentisweep.sweep import gather_results
+    from sentisweep.plan import gather_results
 
     results = gather_results(planned, Store(str(tmp_path)), outcomes).set_index("trial_id")
     assert results.loc[ids[0], "status"] == "stopped" and results.loc[ids[0], "best_val_accuracy"] == 0.75

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sentisweep.config import DataConfig
-from sentisweep.data import load_task_data
-from sentisweep.models import get_model_spec
-from sentisweep.tokenization import CACHE_STATS, cache_path, tokenize_frame
+from sentisweep.trial.data import load_task_data
+from sentisweep.trial.models import get_model_spec
+from sentisweep.trial.tokenization import CACHE_STATS, cache_path, tokenize_frame
 
 pytestmark = pytest.mark.unit
 

@@ -5,17 +5,17 @@ XGBoost, and embeddings after fine-tuning (the best trial of a sweep) -> XGBoost
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import Field, ValidationError
 
-from sentisweep.config import ConfigError, DataConfig, _format_pydantic, _Strict, read_yaml
-from sentisweep.embeddings import DEFAULT_BATCH_SIZE, FAMILY_POOLINGS, QUANTIZATIONS
-from sentisweep.probe import METHOD, XGBoostConfig
+from sentisweep.config import DEFAULT_MAX_LENGTH, ConfigError, DataConfig, SafeName, Strict, format_pydantic
+from sentisweep.probe.booster import METHOD, XGBoostConfig
+from sentisweep.probe.embeddings import DEFAULT_BATCH_SIZE, FAMILY_POOLINGS, QUANTIZATIONS
 
 
-class ProbeModel(_Strict):
+class ProbeModel(Strict):
     model: str
     pooling: str | None = None  # default: the registry's
     quantize: str | None = None  # 4bit / 8bit for large decoders
@@ -25,15 +25,16 @@ class ProbeModel(_Strict):
     finetuned_from: str | None = None
 
 
-class EmbeddingSettings(_Strict):
-    max_length: int = Field(256, ge=2)
+class EmbeddingSettings(Strict):
+    max_length: int = Field(DEFAULT_MAX_LENGTH, ge=2)
     batch_size: int = Field(DEFAULT_BATCH_SIZE, gt=0)
     concurrency: int = Field(2, gt=0, description="embedding actors")
     cpus_per_actor: float = Field(0.5, gt=0)
 
 
-class EmbedXgbConfig(_Strict):
-    name: str
+class EmbedXgbConfig(Strict):
+    kind: Literal["embed_xgb"] = "embed_xgb"
+    name: SafeName
     description: str = ""
     storage: str = "results"
     seed: int = 42
@@ -44,14 +45,14 @@ class EmbedXgbConfig(_Strict):
     models: list[ProbeModel] = Field(min_length=1)
 
 
-def load_embed_xgb_config(path: str | Path, overrides: dict[str, Any] | None = None) -> EmbedXgbConfig:
-    """Validate the whole file before anything runs; every problem at once."""
-    from sentisweep.models import UnknownNameError, get_model_spec
+def parse_embed_xgb_config(raw: dict[str, Any], source: str | None = None) -> EmbedXgbConfig:
+    """Validate the whole study before anything runs; every problem at once."""
+    from sentisweep.trial.models import UnknownNameError, get_model_spec
 
     try:
-        config = EmbedXgbConfig.model_validate(read_yaml(path, overrides))
+        config = EmbedXgbConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_pydantic(err), str(path)) from None
+        raise ConfigError(format_pydantic(err), source) from None
     problems = []
     for i, entry in enumerate(config.models):
         try:
@@ -68,7 +69,7 @@ def load_embed_xgb_config(path: str | Path, overrides: dict[str, Any] | None = N
         if not entry.pretrained and not entry.finetuned_from:
             problems.append(f"models[{i}]: pretrained is false and finetuned_from is empty: nothing to embed")
     if problems:
-        raise ConfigError(problems, str(path))
+        raise ConfigError(problems, source)
     return config
 
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from sentisweep.config import DataConfig
-from sentisweep.data import load_task_data
-from sentisweep.metrics import PeakMemory, Stopwatch, classification_metrics
-from sentisweep.results import TrialResult, now_iso, provenance, write_results
+from sentisweep.config import DataConfig, trial_id
+from sentisweep.results import RESULT_FILE, TrialResult, now_iso, predictions_frame, provenance, write_results
 from sentisweep.storage import write_parquet_atomic
+from sentisweep.trial.data import load_task_data
+from sentisweep.trial.metrics import PeakMemory, Stopwatch, classification_metrics
 
 BASELINES = ("tfidf-logreg",)
 
@@ -30,11 +29,14 @@ def baseline_problems(names: list[str]) -> list[str]:
 
 def run_tfidf_logreg(data_config: DataConfig, output_dir: str | Path, sweep: str, seed: int = 0) -> TrialResult:
     """Fit on train, pick C on validation, report test metrics; a failure is a row too."""
+    from scipy.sparse import vstack
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, PredefinedSplit
 
     out = Path(output_dir)
-    result = TrialResult(sweep=sweep, trial_id="tfidf__logreg", model="tfidf", method="logreg", seed=seed,
+    result = TrialResult(sweep=sweep, trial_id=trial_id("tfidf", "logreg", seed), model="tfidf", method="logreg",
+                         variant="logreg", seed=seed,
                          data_source=data_config.source, output_dir=str(out), device="cpu",
                          config_json=json.dumps({"data": data_config.model_dump(mode="json"),
                                                  "ngram_range": [1, 2], "sublinear_tf": True}), **provenance())
@@ -47,13 +49,15 @@ def run_tfidf_logreg(data_config: DataConfig, output_dir: str | Path, sweep: str
                 vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
                 train_x = vectorizer.fit_transform(train["text"])
                 validation_x = vectorizer.transform(validation["text"])
-                best = None  # regularisation strength chosen on validation, never on test
-                for c in (1.0, 4.0, 16.0):
-                    model = LogisticRegression(C=c, max_iter=1000, random_state=seed).fit(train_x, train["label"])
-                    score = float((model.predict(validation_x) == validation["label"]).mean())
-                    if best is None or score > best[0]:
-                        best = (score, model)
-            result.best_val_accuracy, model = best
+                # regularisation strength chosen on validation, never on test: one fold whose
+                # held-out part is the validation split (-1: rows only ever trained on)
+                fold = PredefinedSplit([-1] * len(train) + [0] * len(validation))
+                search = GridSearchCV(LogisticRegression(max_iter=1000, random_state=seed), {"C": [1.0, 4.0, 16.0]},
+                                      cv=fold, scoring="accuracy", refit=False)
+                search.fit(vstack([train_x, validation_x]), pd.concat([train["label"], validation["label"]]))
+                model = LogisticRegression(C=search.best_params_["C"], max_iter=1000,
+                                           random_state=seed).fit(train_x, train["label"])
+            result.best_val_accuracy = float(search.best_score_)
             with Stopwatch() as eval_clock:
                 probabilities = model.predict_proba(vectorizer.transform(test["text"]))
         result.train_seconds, result.eval_seconds = train_clock.seconds, eval_clock.seconds
@@ -64,14 +68,11 @@ def run_tfidf_logreg(data_config: DataConfig, output_dir: str | Path, sweep: str
         result.trainable_percent = 100.0
         for key, value in classification_metrics(test["label"].to_numpy(), probabilities).items():
             setattr(result, key, value)
-        predicted = probabilities.argmax(axis=1)
-        predictions = pd.DataFrame({"row_id": test["row_id"], "label": test["label"], "predicted": predicted,
-                                    "probability": probabilities[np.arange(len(predicted)), predicted],
-                                    "probability_positive": probabilities[:, -1]})
+        predictions = predictions_frame(test["row_id"], test["label"], probabilities)
         result.predictions_path = str(write_parquet_atomic(predictions, out / "predictions.parquet"))
         result.status = "ok"
     except Exception as err:  # failed trials are data
         result.status, result.error_type, result.error = "failed", type(err).__name__, f"{type(err).__name__}: {err}"
     result.end_time = now_iso()
-    write_results([result], out / "result.parquet")
+    write_results([result], out / RESULT_FILE)
     return result

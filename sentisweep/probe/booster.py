@@ -16,20 +16,27 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import Field
 
-from sentisweep.config import _Strict
-from sentisweep.embeddings import EmbeddingError, read_embeddings, trial_info
-from sentisweep.metrics import PeakMemory, Stopwatch, classification_metrics
-from sentisweep.results import TrialResult, now_iso, provenance, write_results
+from sentisweep.config import Strict, trial_id
+from sentisweep.probe.embeddings import EmbeddingError, read_embeddings
+from sentisweep.results import (
+    RESULT_FILE,
+    TrialResult,
+    now_iso,
+    predictions_frame,
+    provenance,
+    trial_info,
+    write_results,
+)
 from sentisweep.storage import write_parquet_atomic
+from sentisweep.trial.metrics import PeakMemory, Stopwatch, classification_metrics
 
 METHOD = "embed+xgboost"
 SPLITS = ("train", "validation", "test")
 
 
-class XGBoostConfig(_Strict):
+class XGBoostConfig(Strict):
     """Booster settings; the defaults are the usual starting point for dense embeddings."""
 
     rounds: int = Field(300, gt=0, description="boosting rounds at most")
@@ -103,16 +110,19 @@ def probabilities_of(booster, matrix: np.ndarray, num_classes: int) -> np.ndarra
 
 
 def source_label(meta: dict) -> str:
-    """`pretrained`, or `finetuned-<variant>` naming the trial the checkpoint came from."""
+    """`pretrained`, or `finetuned-<variant>` naming the variant of the trial the checkpoint came from."""
     if meta["checkpoint"] == "pretrained":
         return "pretrained"
-    trial = trial_info(meta["checkpoint"]).get("trial_id", "")
-    parts = trial.split("__")
-    return f"finetuned-{parts[1]}" if len(parts) >= 3 else "finetuned"
+    variant = trial_info(meta["checkpoint"]).get("variant")
+    return f"finetuned-{variant}" if variant else "finetuned"
+
+
+def probe_variant(meta: dict) -> str:
+    return f"{METHOD}-{source_label(meta)}"
 
 
 def probe_trial_id(meta: dict, seed: int) -> str:
-    return f"{meta['model']}__{METHOD}-{source_label(meta)}__s{seed}".replace("/", "_")
+    return trial_id(meta["model"], probe_variant(meta), seed)
 
 
 def run_probe(embeddings_dir: str | Path, xgb: XGBoostConfig, output_dir: str | Path, sweep: str, seed: int,
@@ -126,8 +136,8 @@ def run_probe(embeddings_dir: str | Path, xgb: XGBoostConfig, output_dir: str | 
     settings = {"pooling": meta["pooling"], "checkpoint": meta["checkpoint"], "source": source_label(meta),
                 "workers": workers, "embeddings": str(Path(embeddings_dir).resolve()), **xgb.model_dump()}
     result = TrialResult(
-        sweep=sweep, trial_id=probe_trial_id(meta, seed), model=meta["model"], method=METHOD, seed=seed,
-        learning_rate=xgb.learning_rate, max_length=meta["max_length"], data_source=meta.get("data_source"),
+        sweep=sweep, trial_id=probe_trial_id(meta, seed), model=meta["model"], method=METHOD,
+        variant=probe_variant(meta), seed=seed, max_length=meta["max_length"], data_source=meta.get("data_source"),
         method_params=json.dumps(settings, sort_keys=True),
         config_json=json.dumps({**settings, "data": meta.get("data")}, sort_keys=True),
         train_rows=len(splits["train"].labels), validation_rows=len(splits["validation"].labels),
@@ -165,10 +175,7 @@ def run_probe(embeddings_dir: str | Path, xgb: XGBoostConfig, output_dir: str | 
 
         for key, value in classification_metrics(test.labels, probabilities).items():
             setattr(result, key, value)
-        predicted = probabilities.argmax(axis=1)
-        predictions = pd.DataFrame({"row_id": test.row_ids, "label": test.labels, "predicted": predicted,
-                                    "probability": probabilities[np.arange(len(predicted)), predicted],
-                                    "probability_positive": probabilities[:, -1]})
+        predictions = predictions_frame(test.row_ids, test.labels, probabilities)
         result.predictions_path = str(write_parquet_atomic(predictions, out / "predictions.parquet"))
         booster.save_model(str(out / "booster.ubj"))
         result.checkpoint_path = str(out / "booster.ubj")
@@ -177,5 +184,5 @@ def run_probe(embeddings_dir: str | Path, xgb: XGBoostConfig, output_dir: str | 
         result.status, result.error_type = "failed", type(err).__name__
         result.error = f"{type(err).__name__}: {err}"[:4000]
     result.end_time = now_iso()
-    write_results([result], out / "result.parquet")
+    write_results([result], out / RESULT_FILE)
     return result

@@ -1,22 +1,26 @@
 """Labelled text sources -> train / validation / test DataFrames (row_id, text, label).
 
 Sources: a Hugging Face dataset id (`imdb`), a local folder or file of Parquet / CSV /
-JSONL, or a raw `aclImdb` folder as downloaded from Stanford. Every split and subset is
-seeded and stratified: the same config gives the same rows, always.
+JSONL, or a raw `aclImdb` folder as downloaded from Stanford. A dataset id is read from a
+local mirror where one is configured (`SENTISWEEP_DATA_MIRROR`, a folder holding
+`<dataset id>/{train,test}.parquet`), else from the Hub. Every split and subset is seeded
+and stratified: the same config gives the same rows, always.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
-from sentisweep import split_cache
 from sentisweep.config import DataConfig
+from sentisweep.trial import split_cache
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +28,7 @@ FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "js
 SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation",
                "val": "validation", "dev": "validation", "test": "test"}
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+MIRROR_VARIABLE = "SENTISWEEP_DATA_MIRROR"
 
 
 class DataError(ValueError):
@@ -40,8 +45,59 @@ class TaskData:
         return {name: len(frame) for name, frame in self.splits.items()}
 
 
+def resolve_source(source: str) -> str:
+    """Where a source is read from: a dataset id's copy in the local mirror when there is
+    one (`$SENTISWEEP_DATA_MIRROR/<id>`), else the source as given."""
+    mirror = os.environ.get(MIRROR_VARIABLE)
+    if mirror and not _looks_like_path(source):
+        copy = Path(mirror).expanduser() / source
+        if copy.is_dir():
+            return str(copy.resolve())
+    return source
+
+
+def check_source(cfg: DataConfig) -> list[str]:
+    """Cheap checks before any work (a dry run): the source can be had, and a local one's
+    files have the configured columns. Reads Parquet schemas, not the data; a Hub dataset is
+    only looked up. Returns the problems, each naming the field and the value."""
+    source = resolve_source(cfg.source)
+    path = Path(source).expanduser()
+    if not path.exists():
+        if _looks_like_path(source):
+            return [f"data.source = {cfg.source!r}: no such file or folder"]
+        try:
+            import datasets
+
+            datasets.load_dataset_builder(source)
+        except Exception as err:  # offline, unknown id, no access: one line saying what to set
+            return [_hub_problem(cfg.source, err)]
+        return []
+    problems = []
+    for file in _local_files(source) or []:
+        if file.suffix.lower() != ".parquet":
+            continue
+        try:
+            columns = pq.read_schema(file).names
+        except Exception as err:  # pyarrow raises several types for what is not Parquet
+            problems.append(f"data.source = {cfg.source!r}: {file.name} is not a readable Parquet file "
+                            f"({type(err).__name__})")
+            continue
+        missing = [c for c in (cfg.text_column, cfg.label_column) if c not in columns]
+        if missing:
+            problems.append(f"data.source = {cfg.source!r}: {file.name} lacks column(s) {missing} "
+                            f"(data.text_column / data.label_column); it has {columns}")
+    return problems
+
+
+def _hub_problem(source: str, err: Exception) -> str:
+    return (f"data.source = {source!r}: not in a local mirror and not loadable from the Hugging Face Hub "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}). Offline, set "
+            f"{MIRROR_VARIABLE} to a folder holding {source}/train.parquet and test.parquet, or point "
+            "data.source at a local folder of train/test Parquet, CSV or JSONL files")
+
+
 def load_task_data(cfg: DataConfig) -> TaskData:
-    cached_at = split_cache.cache_file(cfg, _local_files(cfg.source))
+    cached_at = split_cache.cache_file(cfg, _local_files(resolve_source(cfg.source)))
     cached = split_cache.read(cached_at)
     if cached is not None:
         return TaskData(*cached)
@@ -51,7 +107,7 @@ def load_task_data(cfg: DataConfig) -> TaskData:
 
 
 def _load(cfg: DataConfig) -> TaskData:
-    raw, origin = _read_source(cfg.source)
+    raw, origin = _read_source(resolve_source(cfg.source))
     report = [f"source {cfg.source!r} ({origin}): " + ", ".join(f"{k} {len(v)}" for k, v in raw.items())]
     frames = {}
     for split, frame in raw.items():
@@ -159,10 +215,7 @@ def _read_hub(source: str) -> dict[str, pd.DataFrame]:
     try:
         dataset = datasets.load_dataset(source)
     except Exception as err:
-        raise DataError(
-            f"data.source = {source!r}: could not load it from the Hugging Face Hub "
-            f"({type(err).__name__}: {str(err)[:300]}). Offline, point data.source at a local "
-            "folder of train/test Parquet, CSV or JSONL files, or an aclImdb folder.") from None
+        raise DataError(_hub_problem(source, err)) from None
     frames = {}
     for split, part in dataset.items():
         if split in SPLIT_NAMES:  # IMDb also has an unlabelled "unsupervised" split

@@ -1,11 +1,11 @@
 """Sentence embeddings from a registry model (pretrained, or a trial's checkpoint): pooling
-and batched extraction. No Ray here; `ray_jobs/embed.py` runs `Embedder` in Ray Data actors.
+and batched extraction. `ray_jobs/embed.py` runs `Embedder` in Ray Data actors.
 
 Why our own loop rather than the notebook one (batches of 8 in dataset order, padded to
 the longest, mean over *all* positions): sorting texts by length before batching removes
 most padding (43% of positions at max_length 512 on IMDb), and a mean over padding
 positions is a different embedding altogether (min cosine 0.29 to the masked mean). On CPU
-the linears run through oneDNN with packed weights (`sentisweep/onednn.py`): 1.68x more.
+the linears run through oneDNN with packed weights (`onednn.py`; benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -13,27 +13,21 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from sentisweep.models import ModelSpec, get_model_spec, materialize
+from sentisweep.config import DEFAULT_MAX_LENGTH, POOLINGS
+from sentisweep.results import trial_info
+from sentisweep.trial.models import ModelSpec, get_model_spec, materialize
 
-Pooling = Literal["mean", "cls", "last"]
 # CLS is the first token of an encoder; a decoder's first token has seen nothing else.
 # The last real token is where a decoder has read the whole text; an encoder has no such token.
 FAMILY_POOLINGS: dict[str, tuple[str, ...]] = {"encoder": ("mean", "cls"), "decoder": ("mean", "last")}
 QUANTIZATIONS = ("4bit", "8bit")
-# Texts per forward pass by default. On CPU smaller is faster (MiniLM-L6, length-sorted, 400
-# IMDb reviews at length 512, 2 threads, packed oneDNN linears, two rounds: 46.1 / 45.5 texts/s
-# at 4, 48.0 / 46.4 at 8, 44.8 / 42.3 at 16, 41.0 / 38.3 at 32). Why: at
-# 8 x 512 tokens the largest activation (x 1536 FFN floats) is 24 MiB, under glibc's 32 MiB
-# mmap ceiling, so freed blocks are reused; at 32 rows each is a fresh zero-filled mmap (raising
-# the threshold with mallopt brought batch 32 back to batch 8's speed, measured before packing).
-# GPUs want more rows per call; their configs say so (embed_xgb_gpu.yaml: 64).
+# Texts per forward pass: on CPU 8 was fastest (8 x 512 tokens keeps the largest activation
+# under glibc's 32 MiB mmap threshold; benchmarks/README.md). GPUs want more (embed_xgb_gpu.yaml: 64).
 DEFAULT_BATCH_SIZE = 8
-TRIAL_INFO_FILE = "sentisweep_trial.json"  # written beside every trial checkpoint by run_trial
 META_KEY = b"sentisweep"  # embeddings Parquet: model, checkpoint, pooling, ... as JSON in the footer
 
 
@@ -52,7 +46,7 @@ def pool(hidden, mask, pooling: str):
     if pooling == "last":
         last = mask.sum(dim=1) - 1
         return hidden[np.arange(hidden.shape[0]), last]
-    raise EmbeddingError(f"pooling = {pooling!r}: unknown; allowed: mean, cls, last")
+    raise EmbeddingError(f"pooling = {pooling!r}: unknown; allowed: {', '.join(POOLINGS)}")
 
 
 def check_pooling(spec: ModelSpec, pooling: str | None) -> str:
@@ -62,12 +56,6 @@ def check_pooling(spec: ModelSpec, pooling: str | None) -> str:
         raise EmbeddingError(f"pooling = {pooling!r}: not for {spec.name} (a {spec.family}); "
                              f"allowed: {', '.join(allowed)}")
     return pooling
-
-
-def trial_info(checkpoint: str | Path) -> dict:
-    """What run_trial recorded beside a checkpoint (model, method, labels), or {}."""
-    info = Path(checkpoint) / TRIAL_INFO_FILE
-    return json.loads(info.read_text()) if info.is_file() else {}
 
 
 def check_checkpoint(checkpoint: str | Path | None) -> Path | None:
@@ -151,7 +139,7 @@ class Embedder:
     own longest text, so little of the work is padding."""
 
     def __init__(self, model: str, checkpoint: str | Path | None = None, pooling: str | None = None,
-                 max_length: int = 256, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu",
+                 max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu",
                  cache_dir: str = ".sentisweep_cache", quantize: str | None = None, threads: int | None = None):
         import torch
 
@@ -165,9 +153,9 @@ class Embedder:
         self.checkpoint = check_checkpoint(checkpoint)
         self.max_length, self.batch_size, self.device = max_length, batch_size, device
         self.model, self.tokenizer = load_backbone(self.spec, self.checkpoint, cache_dir, device, quantize)
-        # On CPU, linears through oneDNN with packed weights: 1.68x (see sentisweep/onednn.py).
+        # On CPU, linears through oneDNN with packed weights (onednn.py: 1.68x here).
         # (pack_linears leaves GPU weights alone; 4-bit/8-bit models keep their own kernels.)
-        from sentisweep.onednn import pack_linears
+        from sentisweep.probe.onednn import pack_linears
 
         self.packed_linears = 0 if quantize else pack_linears(self.model)
         self.dim = self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.dim
@@ -178,7 +166,7 @@ class Embedder:
 
         import torch
 
-        from sentisweep.batching import length_sorted_batches
+        from sentisweep.trial.batching import length_sorted_batches
 
         start = time.perf_counter()
         ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]

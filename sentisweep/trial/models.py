@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from sentisweep.config import Pooling
+from sentisweep.registry import Registry, UnknownNameError
+
 Family = Literal["encoder", "decoder"]
-Pooling = Literal["cls", "mean", "last"]
-
-
-class UnknownNameError(ValueError):
-    """A registry lookup failed; the message lists the known names."""
 
 
 @dataclass(frozen=True)
@@ -100,12 +98,11 @@ class ModelSpec:
         return tok() if callable(tok) else tok
 
 
-MODELS: dict[str, ModelSpec] = {}
+MODELS: Registry[ModelSpec] = Registry("model")
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
-    MODELS[spec.name] = spec
-    return spec
+    return MODELS.register(spec.name, spec)
 
 
 # -- tiny random-initialised models: every family's module names in seconds ------------
@@ -158,8 +155,7 @@ def model_problems(name: str) -> list[str]:
     """Empty if `name` is registered, an existing path, or looks like a hub id."""
     if name in MODELS or Path(name).exists() or ("/" in name and not name.startswith((".", "/"))):
         return []
-    return [f"model = {name!r}: unknown; known: {', '.join(sorted(MODELS))}; "
-            "or a hub id 'org/name' or an existing local folder"]
+    return [MODELS.unknown(name) + "; or a hub id 'org/name' or an existing local folder"]
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -261,3 +257,15 @@ def _infer_heads(model) -> list[str]:
     base = getattr(model, "base_model_prefix", "")
     return [name for name, child in model.named_children()
             if name != base and any(True for _ in child.parameters())]
+
+
+def set_quiet(quiet: bool) -> None:
+    """Hide transformers' per-load LOAD REPORT tables and progress bars (sweeps, tests)."""
+    from transformers.utils import logging as hf_logging
+
+    if quiet:
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    else:
+        hf_logging.set_verbosity_warning()
+        hf_logging.enable_progress_bar()

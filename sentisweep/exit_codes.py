@@ -1,0 +1,7 @@
+"""The exit status of every command (README, "Exit codes"): one table, tested per entry point."""
+
+OK = 0  # done; every trial ok (or skipped, in a sweep)
+FAILED = 1  # done, but a trial or a stage failed: its row says why
+BAD_INPUT = 2  # bad arguments, config or data, or an output that would be overwritten: nothing ran
+SKIPPED = 3  # one trial (python -m sentisweep.train) that cannot run here: its row says why
+INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); a sweep or search continues with --resume

@@ -1,0 +1,90 @@
+"""peft adapter methods: LoRA, DoRA, QLoRA (LoRA on a 4-bit body) and IA3. The classifier
+head is never adapted and never quantized: it trains in full (`modules_to_save`)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sentisweep.trial.methods.base import (
+    BuiltModel,
+    MethodSpec,
+    body_dtype,
+    load_classifier,
+    model_config,
+    register_method,
+)
+from sentisweep.trial.models import arch_spec, linear_layout
+
+
+def peft_wrap(net, tok, peft_config_cls, placement, extra: dict[str, Any]) -> BuiltModel:
+    from peft import TaskType, get_peft_model
+
+    layout = linear_layout(net, net.config.model_type)
+    targets = layout.resolve(placement)
+    if peft_config_cls.__name__ == "IA3Config":  # IA3 scales the *input* of feed-forward layers
+        extra = {**extra, "feedforward_modules": [t for t in targets if t in layout.ffn]}
+    config = peft_config_cls(task_type=TaskType.SEQ_CLS, target_modules=targets,
+                             modules_to_save=list(layout.head_modules), **extra)  # peft appends to it
+    return BuiltModel(get_peft_model(net, config), tok, layout.head_modules, targets, is_peft=True)
+
+
+def lora_kwargs(params: dict[str, Any], dora: bool) -> dict[str, Any]:
+    return dict(r=params["r"], lora_alpha=params["alpha"], lora_dropout=params["dropout"], use_dora=dora)
+
+
+def build_lora(model, params, num_labels, opts, dora=False):
+    from peft import LoraConfig
+
+    net, tok = load_classifier(model, num_labels, opts, dtype=body_dtype(opts))
+    return peft_wrap(net, tok, LoraConfig, params["placement"], lora_kwargs(params, dora))
+
+
+def build_dora(*args):
+    return build_lora(*args, dora=True)
+
+
+def build_qlora(model, params, num_labels, opts):
+    import torch
+    from peft import LoraConfig, prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    compute = params["compute_dtype"]
+    if compute == "auto":  # no bf16 units on these CPUs: fp32 compute there
+        compute = "float32" if opts.device == "cpu" else ("bfloat16" if opts.precision != "fp16" else "float16")
+    model_type = model_config(model, opts).model_type
+    heads = list(arch_spec(model_type).head_modules) or ["classifier", "score"]
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type=params["quant_type"],
+        bnb_4bit_use_double_quant=params["double_quant"],
+        bnb_4bit_compute_dtype=getattr(torch, compute),
+        # The head stays in full precision: a quantized head failed in peft's forward here.
+        # transformers matches these from the start of a module path, so a nested head
+        # (BERT's bert.pooler) needs the optional prefix.
+        llm_int8_skip_modules=[rf"(?:.*\.)?{re.escape(h)}" for h in heads],
+    )
+    net, tok = load_classifier(model, num_labels, opts, quantization_config=quant,
+                               device_map={"": 0} if opts.device == "cuda" else {"": "cpu"})
+    net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=opts.device == "cuda")
+    return peft_wrap(net, tok, LoraConfig, params["placement"], lora_kwargs(params, dora=False))
+
+
+def build_ia3(model, params, num_labels, opts):
+    from peft import IA3Config
+
+    net, tok = load_classifier(model, num_labels, opts, dtype=body_dtype(opts))
+    return peft_wrap(net, tok, IA3Config, params["placement"], {})
+
+
+LORA_DEFAULTS = {"r": 8, "alpha": 16.0, "dropout": 0.1, "placement": "attention"}
+
+register_method(MethodSpec("lora", build_lora, dict(LORA_DEFAULTS), description="LoRA adapters (peft)"))
+register_method(MethodSpec("dora", build_dora, dict(LORA_DEFAULTS),
+                           description="weight-decomposed LoRA (peft use_dora)"))
+register_method(MethodSpec(
+    "qlora", build_qlora,
+    {**LORA_DEFAULTS, "quant_type": "nf4", "double_quant": True, "compute_dtype": "auto"},
+    description="LoRA on a 4-bit (NF4) quantized body; bitsandbytes, CPU or CUDA",
+    needs_bitsandbytes=True))
+register_method(MethodSpec("ia3", build_ia3, {"placement": "attention+ffn"},
+                           description="IA3 learned rescaling vectors (peft)"))

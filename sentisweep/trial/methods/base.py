@@ -1,0 +1,165 @@
+"""The method registry, what every method shares (validation, loading a classifier), and
+`build` / `evaluate` for one trial. Each method registers itself beside its code
+(`finetune.py`, `adapters.py`, `zero_shot.py`)."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sentisweep.config import PLACEMENTS, MethodConfig
+from sentisweep.registry import Registry
+from sentisweep.trial.models import ModelSpec, materialize
+
+
+class IncompatibleMethodError(RuntimeError):
+    """This method cannot run with this model or on this machine (recorded as skipped)."""
+
+
+@dataclass
+class BuiltModel:
+    model: Any
+    tokenizer: Any
+    head_modules: list[str]
+    adapted_modules: list[str] = field(default_factory=list)
+    is_peft: bool = False
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model for one trial, the same for every method."""
+
+    cache_dir: str = ".sentisweep_cache"
+    device: str = "cpu"
+    precision: str = "fp32"
+    # None keeps the model's own value. 0 lets torch's fused SDPA kernel run in training:
+    # dropout on the attention probabilities forces the materialised (bmm + softmax) path.
+    attention_dropout: float | None = None
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    build: Callable[..., BuiltModel]
+    defaults: dict[str, Any]
+    families: tuple[str, ...] = ("encoder", "decoder")
+    description: str = ""
+    needs_bitsandbytes: bool = False
+    # How a method that does not train classifies the test split:
+    # evaluate(built, params, texts, label_names, max_length, batch_size, device) -> (n, classes)
+    # probabilities. None: it trains, and the Trainer evaluates it.
+    evaluate: Callable[..., Any] | None = None
+
+    @property
+    def trains(self) -> bool:
+        return self.evaluate is None
+
+    def takes(self, *params: str) -> bool:
+        """Whether the method has all these parameters (a LoRA search needs r, alpha, dropout)."""
+        return all(p in self.defaults for p in params)
+
+
+METHODS: Registry[MethodSpec] = Registry("method")
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    return METHODS.register(spec.name, spec)
+
+
+def get_method(name: str) -> MethodSpec:
+    return METHODS.get(name)
+
+
+def resolved_params(method: MethodConfig) -> dict[str, Any]:
+    """The method's defaults updated by what the config set."""
+    return {**get_method(method.name).defaults, **method.params()}
+
+
+def method_problems(method: MethodConfig) -> list[str]:
+    if method.name not in METHODS:
+        return [METHODS.unknown(method.name, "method.name")]
+    spec = METHODS[method.name]
+    problems = [
+        f"method.{key} = {value!r}: not a parameter of method {spec.name!r}; "
+        f"it takes: {', '.join(spec.defaults) or 'no parameters'}"
+        for key, value in method.params().items() if key not in spec.defaults
+    ]
+    if problems:
+        return problems
+    params = resolved_params(method)
+    if "r" in params and params["r"] <= 0:
+        problems.append(f"method.r = {params['r']!r}: LoRA rank must be an integer > 0")
+    if "alpha" in params and params["alpha"] <= 0:
+        problems.append(f"method.alpha = {params['alpha']!r}: must be > 0")
+    if "dropout" in params and not 0 <= params["dropout"] < 1:
+        problems.append(f"method.dropout = {params['dropout']!r}: must be in [0, 1)")
+    placement = params.get("placement")
+    if isinstance(placement, str) and placement not in PLACEMENTS:
+        problems.append(f"method.placement = {placement!r}: allowed: {', '.join(PLACEMENTS)} "
+                        "or a list of module names")
+    words = params.get("label_words")
+    if words is not None and len(words) < 2:
+        problems.append(f"method.label_words = {words!r}: need one word per class (>= 2)")
+    if "prompt" in params and "{text}" not in params["prompt"]:
+        problems.append(f"method.prompt = {params['prompt']!r}: must contain '{{text}}'")
+    return problems
+
+
+def check_compatible(method: MethodConfig, model: ModelSpec, device: str) -> None:
+    """Raise IncompatibleMethodError for combinations that cannot run (a sweep skips them)."""
+    spec = get_method(method.name)
+    if model.family not in spec.families:
+        raise IncompatibleMethodError(
+            f"method {spec.name!r} needs a {' or '.join(spec.families)} model; "
+            f"{model.name!r} is an {model.family}")
+    if spec.needs_bitsandbytes:
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise IncompatibleMethodError(f"method {spec.name!r} needs bitsandbytes, which is not installed")
+        if device not in ("cpu", "cuda"):
+            raise IncompatibleMethodError(f"method {spec.name!r}: bitsandbytes cannot quantize on {device!r}")
+
+
+# -- loading, the same for every method -------------------------------------------------------------------------
+
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")  # BERT-like, DistilBERT/Qwen
+
+
+def model_config(model: ModelSpec, opts: LoadOptions, **overrides):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(materialize(model, opts.cache_dir), **overrides)
+    if opts.attention_dropout is not None:
+        for key in ATTENTION_DROPOUT_KEYS:
+            if hasattr(config, key):
+                setattr(config, key, opts.attention_dropout)
+    return config
+
+
+def load_classifier(model: ModelSpec, num_labels: int, opts: LoadOptions, **kwargs):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = materialize(model, opts.cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model.resolve_tokenizer())
+    config = model_config(model, opts, num_labels=num_labels)
+    net = AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
+    if tokenizer.pad_token is None:  # decoders (Qwen3, GPT-style) often ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    if net.config.pad_token_id is None:  # sequence classification finds the last token by it
+        net.config.pad_token_id = tokenizer.pad_token_id
+    return net, tokenizer
+
+
+def body_dtype(opts: LoadOptions):
+    """Adapter methods may hold frozen weights in half precision on CUDA; fp32 elsewhere."""
+    import torch
+
+    if opts.device == "cuda" and opts.precision in ("bf16", "fp16"):
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}[opts.precision]
+    return torch.float32
+
+
+def build(method: MethodConfig, model: ModelSpec, num_labels: int, opts: LoadOptions) -> BuiltModel:
+    check_compatible(method, model, opts.device)
+    return get_method(method.name).build(model, resolved_params(method), num_labels, opts)

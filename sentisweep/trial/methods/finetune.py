@@ -1,0 +1,25 @@
+"""Methods that train the model's own weights: all of them, or only the classifier head."""
+
+from __future__ import annotations
+
+from sentisweep.trial.methods.base import BuiltModel, MethodSpec, load_classifier, register_method
+from sentisweep.trial.models import linear_layout
+
+
+def build_full(model, params, num_labels, opts):
+    net, tok = load_classifier(model, num_labels, opts)
+    heads = linear_layout(net, net.config.model_type).head_modules
+    return BuiltModel(net, tok, heads)
+
+
+def build_head_only(model, params, num_labels, opts):
+    net, tok = load_classifier(model, num_labels, opts)
+    heads = linear_layout(net, net.config.model_type).head_modules
+    for name, parameter in net.named_parameters():
+        parameter.requires_grad = any(h in name.split(".") for h in heads)
+    return BuiltModel(net, tok, heads)
+
+
+register_method(MethodSpec("full", build_full, {}, description="every parameter trains"))
+register_method(MethodSpec("head-only", build_head_only, {},
+                           description="frozen body, only the classifier head trains"))

@@ -1,0 +1,277 @@
+"""run_trial(config) -> TrialResult: train (or evaluate) and measure one trial, no Ray involved.
+
+Whatever happens inside, a TrialResult comes back and is written to
+`<output_dir>/result.parquet`: `ok` with metrics, `skipped` with the reason when the
+combination cannot run here, or `failed` with the error (out of memory included).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sentisweep.config import TrialConfig
+from sentisweep.results import (
+    RESULT_FILE,
+    TRIAL_INFO_FILE,
+    TrialResult,
+    now_iso,
+    predictions_frame,
+    provenance,
+    write_results,
+)
+from sentisweep.storage import dir_bytes, write_parquet_atomic
+from sentisweep.trial.data import load_task_data
+from sentisweep.trial.device import cpu_name, release_accelerator_memory, resolve_device_and_precision
+from sentisweep.trial.methods import (
+    METHODS,
+    BuiltModel,
+    IncompatibleMethodError,
+    LoadOptions,
+    build,
+    get_method,
+    resolved_params,
+)
+from sentisweep.trial.metrics import PeakMemory, Stopwatch, classification_metrics
+from sentisweep.trial.models import get_model_spec, set_quiet
+from sentisweep.trial.tokenization import tokenize_frame
+
+log = logging.getLogger(__name__)
+
+
+def identity(config: TrialConfig) -> TrialResult:
+    """The row's identity and settings, before anything runs (a trial that never runs has them too)."""
+    params = resolved_params(config.method) if config.method.name in METHODS else config.method.params()
+    t = config.training
+    placement = params.get("placement")
+    return TrialResult(
+        sweep=config.sweep, trial_id=config.resolved_trial_id(), model=config.model,
+        method=config.method.name, variant=config.resolved_variant(), seed=config.seed, learning_rate=t.learning_rate, epochs=t.epochs,
+        max_steps=t.max_steps, batch_size=t.batch_size, gradient_accumulation=t.gradient_accumulation,
+        max_length=t.max_length, weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio,
+        lora_r=params.get("r"), lora_alpha=params.get("alpha"), lora_dropout=params.get("dropout"),
+        placement=",".join(placement) if isinstance(placement, list) else placement,
+        method_params=json.dumps(params, sort_keys=True), data_source=config.data.source,
+        config_json=config.to_json(), output_dir=config.output_dir, **provenance())
+
+
+def run_trial(config: TrialConfig, quiet: bool = True, overwrite: bool = False,
+              callbacks: list | None = None) -> TrialResult:
+    """Train and evaluate one trial; never raises for a failure inside the trial.
+    `callbacks` are extra transformers TrainerCallbacks (a sweep reports evaluations with one)."""
+    out = Path(config.output_dir)
+    if (out / RESULT_FILE).exists() and not overwrite:
+        raise FileExistsError(f"{out / RESULT_FILE} exists: this trial already ran "
+                              "(pass overwrite=True / --overwrite to replace it)")
+    set_quiet(quiet)
+    result = identity(config)
+    try:
+        _run(config, result, out, quiet, callbacks or [])
+        result.status = "ok"
+    except IncompatibleMethodError as err:
+        result.status, result.error, result.error_type = "skipped", str(err), type(err).__name__
+    except Exception as err:  # out of memory included: failed trials are data
+        result.status, result.error_type = "failed", type(err).__name__
+        result.error = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-3)}"[:4000]
+        log.error("trial %s failed: %s", result.trial_id, err)
+        release_accelerator_memory()
+    result.end_time = now_iso()
+    write_results([result], out / RESULT_FILE)
+    return result
+
+
+def _run(config: TrialConfig, result: TrialResult, out: Path, quiet: bool, callbacks: list) -> None:
+    import torch
+    import transformers
+
+    if config.training.threads:
+        torch.set_num_threads(config.training.threads)  # Ray's OMP_NUM_THREADS is not reliable
+    result.torch_threads = torch.get_num_threads()
+    device, precision = resolve_device_and_precision(config.training.precision)
+    result.device, result.precision_mode = device, precision
+    result.device_name = torch.cuda.get_device_name(0) if device == "cuda" else cpu_name()
+    spec = get_model_spec(config.model)
+
+    data = load_task_data(config.data)
+    result.train_rows, result.validation_rows, result.test_rows = (
+        len(data.splits[s]) for s in ("train", "validation", "test"))
+    transformers.set_seed(config.seed)  # the head's initialisation depends on it
+    with PeakMemory(device) as memory:
+        options = LoadOptions(config.data.cache_dir, device, precision, config.training.attention_dropout)
+        built = build(config.method, spec, len(data.label_names), options)
+        model = built.model
+        result.total_params = sum(p.numel() for p in model.parameters())
+        result.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        result.trainable_percent = 100.0 * result.trainable_params / max(1, result.total_params)
+        method = get_method(config.method.name)
+        test = data.splits["test"]
+        if method.trains:
+            tokenized = {name: tokenize_frame(frame, built.tokenizer, spec.resolve_tokenizer(),
+                                              config.training.max_length, config.data.cache_dir)
+                         for name, frame in data.splits.items()}
+            probabilities = _train_and_predict(config, built, tokenized, result, out, device, precision, quiet,
+                                               callbacks)
+            if result.checkpoint_path:  # what predict / export / embed need to use it alone
+                info = {"model": config.model, "method": config.method.name, "variant": config.resolved_variant(),
+                        "is_peft": built.is_peft,
+                        "label_names": [str(n) for n in data.label_names],
+                        "max_length": config.training.max_length, "trial_id": result.trial_id}
+                Path(result.checkpoint_path, TRIAL_INFO_FILE).write_text(json.dumps(info, indent=1))
+        else:
+            with Stopwatch() as clock:
+                probabilities = method.evaluate(built, resolved_params(config.method), test["text"].tolist(),
+                                                data.label_names, config.training.max_length,
+                                                config.training.eval_batch_size, device)
+            result.eval_seconds = clock.seconds
+            result.eval_samples_per_second = len(test) / clock.seconds
+    result.peak_memory_bytes, result.peak_memory_kind = memory.peak_bytes, memory.kind
+    result.peak_memory_reserved_bytes = memory.reserved_bytes
+
+    labels = test["label"].to_numpy()
+    quality = classification_metrics(labels, probabilities)
+    for key, value in quality.items():
+        setattr(result, key, value)
+    predictions = predictions_frame(test["row_id"], labels, probabilities)
+    result.predictions_path = str(write_parquet_atomic(predictions, out / "predictions.parquet"))
+
+
+# -- training with the Hugging Face Trainer ----------------------------------------------
+
+@dataclass
+class TokenCounter:
+    samples: int = 0
+    real_tokens: int = 0
+    positions: int = 0
+
+
+class TokenizedRows:
+    """A split's tokenized rows as the Trainer reads them: a map-style dataset of
+    {input_ids, labels}. Plain Python, not a `datasets.Dataset`: the rows are already in
+    memory."""
+
+    def __init__(self, frame: pd.DataFrame, sort_by_length: bool = False):
+        lengths = frame["input_ids"].map(len).to_numpy()
+        # evaluation order does not matter; sorted batches carry little padding
+        self.order = np.argsort(lengths, kind="stable") if sort_by_length else np.arange(len(frame))
+        self.lengths = lengths[self.order]  # row i here is row order[i] of the split
+        self.input_ids = frame["input_ids"].to_numpy()[self.order]
+        self.labels = frame["label"].to_numpy()[self.order]
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.input_ids[i], "labels": int(self.labels[i])}
+
+
+def _training_args(config: TrialConfig, out: Path, device: str, precision: str, quiet: bool):
+    from transformers import TrainingArguments
+
+    t = config.training
+    evaluate = "no"
+    eval_steps = None
+    if t.eval_steps:
+        evaluate, eval_steps = "steps", t.eval_steps
+    elif t.eval_each_epoch:
+        evaluate = "epoch"
+        if t.max_steps:  # a run shorter than an epoch still evaluates (and keeps) its end
+            evaluate, eval_steps = "steps", t.max_steps
+    return TrainingArguments(
+        output_dir=str(out / "trainer"), seed=config.seed, data_seed=config.seed,
+        num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
+        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation,
+        eval_strategy=evaluate, eval_steps=eval_steps, save_strategy=evaluate, save_steps=eval_steps,
+        load_best_model_at_end=evaluate != "no", metric_for_best_model="accuracy",
+        greater_is_better=True, save_total_limit=1, save_only_model=True,
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
+        dataloader_pin_memory=device == "cuda", remove_unused_columns=False,
+        logging_steps=t.logging_steps, report_to="none", disable_tqdm=quiet,
+    )
+
+
+def _validation_accuracy(prediction) -> dict[str, float]:
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    return {"accuracy": float((np.argmax(logits, axis=-1) == prediction.label_ids).mean())}
+
+
+def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult, out: Path,
+                       device: str, precision: str, quiet: bool, callbacks: list):
+    from scipy.special import softmax
+    from transformers import DataCollatorWithPadding, Trainer
+
+    from sentisweep.trial.batching import ShuffledLengthGroups
+
+    counter = TokenCounter()
+    train_dataset = TokenizedRows(tokenized["train"])
+
+    class MeasuredTrainer(Trainer):
+        def _get_train_sampler(self, dataset=None):
+            if not config.training.group_by_length:
+                return super()._get_train_sampler(dataset)  # random order
+            return ShuffledLengthGroups(train_dataset.lengths, config.training.batch_size, config.seed)
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            mask = inputs["attention_mask"]
+            counter.samples += int(mask.shape[0])
+            counter.real_tokens += int(mask.sum())
+            counter.positions += int(mask.numel())
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    trainer = MeasuredTrainer(
+        model=built.model, args=_training_args(config, out, device, precision, quiet),
+        train_dataset=train_dataset,
+        eval_dataset=TokenizedRows(tokenized["validation"], sort_by_length=True),
+        # each batch padded to its own longest row, not to max_length
+        data_collator=DataCollatorWithPadding(built.tokenizer),
+        compute_metrics=_validation_accuracy, callbacks=callbacks,
+    )
+    if quiet:  # without tqdm the Trainer prints every log dict; a sweep shows its own progress
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    with Stopwatch() as train_clock:
+        trainer.train()
+    history = pd.DataFrame(trainer.state.log_history)
+    validation_seconds = float(history["eval_runtime"].sum()) if "eval_runtime" in history else 0.0
+    result.train_seconds = train_clock.seconds - validation_seconds  # validation passes excluded
+    result.train_tokens = counter.real_tokens
+    result.train_samples_per_second = counter.samples / result.train_seconds
+    result.train_tokens_per_second = counter.real_tokens / result.train_seconds
+    result.padding_fraction = 1 - counter.real_tokens / max(1, counter.positions)
+    if "eval_accuracy" in history:
+        best = history.loc[history["eval_accuracy"].idxmax()]
+        result.best_val_accuracy, result.best_epoch = float(best["eval_accuracy"]), float(best["epoch"])
+    result.history_path = str(write_parquet_atomic(history, out / "history.parquet"))
+
+    test = TokenizedRows(tokenized["test"], sort_by_length=True)
+    with Stopwatch() as eval_clock:
+        logits = trainer.predict(test).predictions
+    result.eval_seconds = eval_clock.seconds
+    result.eval_samples_per_second = len(test) / eval_clock.seconds
+    probabilities = np.empty((len(test), logits.shape[1]))
+    # back from length order to the split's order
+    probabilities[test.order] = softmax(np.asarray(logits, dtype=np.float64), axis=-1)
+
+    shutil.rmtree(out / "trainer", ignore_errors=True)  # the best model is saved below
+    if config.training.keep_checkpoint:
+        checkpoint = out / "checkpoint"
+        trainer.model.save_pretrained(checkpoint)  # safetensors: adapter only, or the full model
+        built.tokenizer.save_pretrained(checkpoint)
+        result.checkpoint_path = str(checkpoint)
+        result.adapter_bytes = dir_bytes(checkpoint) - _tokenizer_bytes(checkpoint)
+    return probabilities
+
+
+def _tokenizer_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.iterdir()
+               if f.is_file() and (f.name.startswith(("tokenizer", "special_tokens")) or f.name in ("vocab.txt", "vocab.json", "merges.txt")))

@@ -1,0 +1,91 @@
+"""One trial as a Ray Tune trainable, and what Tune saw of each trial afterwards. The trial
+itself is `sentisweep.trial.run.run_trial`, plain Python."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sentisweep.config import TrialConfig
+from sentisweep.plan import trial_parts
+from sentisweep.results import RESULT_FILE, write_results
+from sentisweep.storage import Store
+from sentisweep.trial.run import run_trial
+
+# The numbers a scheduler or Tune's progress table needs; the whole row is in result.parquet
+# (names such as trial_id, hostname and done mean something else to Tune).
+REPORTED = ("status", "accuracy", "f1", "eval_loss", "train_seconds", "train_samples_per_second",
+            "peak_memory_bytes", "trainable_params")
+
+
+def evaluation_reporter():
+    """A TrainerCallback that reports each validation accuracy to Tune, so a scheduler
+    such as ASHA can stop a weak trial early (the trial process then ends mid-training)."""
+    from ray import tune  # [Ray]
+    from transformers import TrainerCallback
+
+    class ReportEvaluations(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if metrics and "eval_accuracy" in metrics:
+                tune.report({"val_accuracy": float(metrics["eval_accuracy"]),  # [Ray]
+                             "step": int(state.global_step), "final": False})
+
+    return ReportEvaluations()
+
+
+def execute_trial(config: TrialConfig, store_location: str) -> None:
+    """Run one trial inside a Tune trainable and report its TrialResult row. With a remote
+    store the trial runs in a local folder and its outputs are uploaded when it ends."""
+    from ray import tune  # [Ray]
+
+    if config.training.threads is None:
+        # Ray sets OMP_NUM_THREADS from num_cpus, but a reused worker keeps its first value:
+        # set torch's threads from what this trial was given.
+        cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)  # [Ray]
+        config = config.model_copy(update={"training": config.training.model_copy(update={"threads": max(1, int(cpus))})})
+    store = Store(store_location)
+    parts = trial_parts(config.sweep, config.resolved_trial_id())
+    if store.exists(*parts, RESULT_FILE):  # a retry after the result was written: report it again
+        row = store.read_frame(*parts, RESULT_FILE).iloc[0].to_dict()
+    elif store.remote:
+        local = str(Path.cwd() / "output")  # the trial's own working directory
+        result = run_trial(config.model_copy(update={"output_dir": local}), callbacks=[evaluation_reporter()])
+        for field in ("output_dir", "checkpoint_path", "predictions_path", "history_path"):
+            if getattr(result, field):  # point the row at where its files will be
+                setattr(result, field, getattr(result, field).replace(local, store.uri(*parts), 1))
+        write_results([result], Path(local) / RESULT_FILE)
+        store.upload(local, *parts)
+        row = result.to_row()
+    else:
+        row = run_trial(config, callbacks=[evaluation_reporter()]).to_row()
+    metrics = {k: row[k] for k in REPORTED if row.get(k) is not None and row[k] == row[k]}
+    metrics.update(val_accuracy=row.get("best_val_accuracy") or 0.0, final=True)
+    tune.report(metrics)  # [Ray]
+
+
+def run_ablation_trial(params: dict[str, Any], trials: dict[int, dict], store: str) -> None:
+    """Tune trainable of the ablation: Tune's config is only the trial's row in the dry-run
+    matrix (`matrix_row`); the trial configs ride along (`tune.with_parameters`)."""
+    execute_trial(TrialConfig.model_validate(trials[params["matrix_row"]]), store)
+
+
+class AblationTrialId:
+    """Our trial id, of a Tune Trial or Result: its name in Tune's status table and its folder,
+    instead of Tune's own (`run_ablation_trial_<hash>_00003_...`, the config cut short)."""
+
+    def __init__(self, trials: dict[int, dict]):
+        self.ids = {row: config["trial_id"] for row, config in trials.items()}
+
+    def __call__(self, trial) -> str:
+        return self.ids[trial.config["matrix_row"]]
+
+
+def outcomes(grid, trial_id_of) -> dict[str, dict[str, Any]]:
+    """Our trial_id -> what Tune saw: its error (a worker that died too often) and last metrics."""
+    seen = {}
+    for result in grid:  # [Ray] a ResultGrid
+        if result.config:
+            seen[trial_id_of(result)] = {
+                "error": f"{type(result.error).__name__}: {result.error}"[:2000] if result.error else None,
+                "metrics": dict(result.metrics or {})}
+    return seen

@@ -1,0 +1,71 @@
+"""What several test files build: small review data, tiny trial configs, config files."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from sentisweep.probe.embeddings import META_KEY
+from sentisweep.storage import write_parquet_atomic
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # beside the checkout, where it exists
+SHARED_IMDB = SHARED_DATA / "imdb"
+
+_POSITIVE = ["great", "wonderful", "moving", "brilliant", "funny", "superb", "loved"]
+_NEGATIVE = ["awful", "boring", "dull", "terrible", "weak", "hated", "clumsy"]
+_FILLER = ["the", "film", "plot", "actors", "story", "scene", "was", "and", "a", "movie", "ending"]
+
+
+def synthetic_reviews(n: int, seed: int) -> pd.DataFrame:
+    """Balanced reviews of varied length whose label follows their sentiment words."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = [rng.choice(_FILLER) for _ in range(rng.randint(4, 40))]
+        for _ in range(rng.randint(1, 3)):
+            words.insert(rng.randrange(len(words)), rng.choice(_POSITIVE if label else _NEGATIVE))
+        rows.append({"text": " ".join(words) + ("<br /><br />the end" if i % 5 == 0 else ""), "label": label})
+    return pd.DataFrame(rows)
+
+
+def tiny_trial(model: str, method: str | dict, data_dir: Path, cache_dir: Path, out: Path, **training) -> dict:
+    """A raw trial config that trains a few steps on the synthetic data."""
+    return {
+        "model": model, "method": method, "seed": 7, "output_dir": str(out),
+        "data": {"source": str(data_dir), "train_size": 64, "eval_size": 16, "test_size": 32,
+                 "cache_dir": str(cache_dir)},
+        "training": {"max_steps": 4, "batch_size": 8, "eval_batch_size": 16, "max_length": 64,
+                     "learning_rate": 1e-3, "logging_steps": 1, **training},
+    }
+
+
+def write_config(path: Path, config: dict, command: str) -> Path:
+    """A test's own config file, opening with the command that runs it, as the shipped ones do."""
+    import yaml
+
+    path.write_text(f"# {command}\n" + yaml.safe_dump(config))
+    return path
+
+
+def write_split(folder, split, matrix, labels, **meta):
+    """One split of embeddings as ray_jobs/embed.py writes it."""
+    table = pa.table({"row_id": pa.array(np.arange(len(labels))), "label": pa.array(labels, pa.int64()),
+                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(matrix.astype(np.float32).reshape(-1)),
+                                                                     matrix.shape[1])})
+    meta = {"model": "tiny-bert", "checkpoint": "pretrained", "pooling": "cls", "max_length": 64,
+            "label_names": ["neg", "pos"], "seconds": 1.0, **meta}
+    write_parquet_atomic(table.replace_schema_metadata({META_KEY: json.dumps(meta)}), folder / f"{split}.parquet")
+
+
+def separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """8-d points of two classes apart by a margin (an easy probe)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    shift = np.array([3.0, -2.0, 0, 0, 0, 0, 1.0, 0])  # margin |shift| / 2 = 1.8 sd: Bayes accuracy ~96%
+    return rng.normal(size=(n, 8)) + labels[:, None] * shift, labels
