@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from sentisweep import exit_codes
+
 
 def resolve_method(name: str, methods: list[str]) -> str:
     """The one `model / variant` that `name` means: itself, its variant, or its variant's start.
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
             path = build_report(args.results, Path(args.out))
             print(f"report: {path}")
-            return 0
+            return exit_codes.OK
         from analysis.report import group_correctness
         from analysis.significance import compare
 
@@ -67,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         result = compare(a, groups[a], b, groups[b])
         for key, value in result.as_row().items():
             print(f"{key:>12}: {value}")
-        return 0
+        return exit_codes.OK
     except ResultsError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_codes.BAD_INPUT
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(exit_codes.run(main))

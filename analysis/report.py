@@ -102,6 +102,8 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 
 def build_report(locations: list[str], out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"--out = {str(out)!r}: a file, not a folder")
     results = load_results(locations)
     ok, other = split_by_status(results)
     counts = results["status"].value_counts().to_dict()

@@ -228,4 +228,4 @@ def write_table(store: Store, name: str, result) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(exit_codes.run(main))

@@ -62,10 +62,14 @@ def check_storage(store, name: str, resume: bool) -> str | None:
 
 
 def dry_run_done(store, name: str, resume: bool) -> int:
-    """--dry-run ends here; it says now what the real run would refuse, not after a user waits."""
+    """--dry-run ends here; it says now what the real run would refuse, not after a user waits,
+    and exits as the real run would (2 where it would refuse)."""
     refusal = check_storage(store, name, resume)
-    print(f"dry run: nothing started{'; the run would stop here: ' + refusal if refusal else ''}")
-    return 0
+    print("dry run: nothing started", flush=True)
+    if refusal:
+        print(f"error: the run would stop here: {refusal}", file=sys.stderr)
+        return exit_codes.BAD_INPUT
+    return exit_codes.OK
 
 
 def run_guarded(store, name: str, resume: bool, run: Callable[[], int]) -> int:

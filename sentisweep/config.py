@@ -58,8 +58,8 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    # A misspelt key is an error, not a silently ignored default.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # A misspelt key is an error, not a silently ignored default; so is an infinite number.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Strict):
@@ -202,9 +202,11 @@ def read_yaml(path: str | Path, overrides: dict[str, Any] | None = None) -> dict
     if not path.is_file():
         raise ConfigError([f"config file = {str(path)!r}: no such file"])
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError([f"config file = {str(path)!r}: not valid YAML ({err})"]) from None
+    if raw is None:  # an empty file would silently run every default
+        raise ConfigError([f"config file = {str(path)!r}: empty; state at least what differs from the defaults"])
     if not isinstance(raw, dict):
         raise ConfigError([f"config file = {str(path)!r}: top level must be a mapping"])
     return deep_merge(raw, overrides or {})

@@ -9,6 +9,7 @@ Ray starts. A sweep's trial runs in `<storage>/<name>/trials/<trial_id>`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,15 @@ from sentisweep.config import (
 from sentisweep.results import RESULT_FILE, SCHEMA
 from sentisweep.storage import Store
 from sentisweep.trial.data import resolve_source
-from sentisweep.trial.methods import METHODS, IncompatibleMethodError, check_compatible, method_problems
-from sentisweep.trial.models import get_model_spec, model_problems
+from sentisweep.trial.device import precision_problem
+from sentisweep.trial.methods import (
+    METHODS,
+    IncompatibleMethodError,
+    check_compatible,
+    method_problems,
+    resolved_params,
+)
+from sentisweep.trial.models import architecture_problems, get_model_spec, model_problems
 from sentisweep.trial.run import identity
 
 KINDS = ("trial", "sweep", "search", "embed_xgb")
@@ -83,9 +91,19 @@ def parse_trial_config(raw: dict[str, Any], source: str | None = None) -> TrialC
     """Types first, then registry names and method parameters; every problem at once."""
     config = _validated(TrialConfig, raw, source, _raw_registry_problems(raw))
     problems = model_problems(config.model) + method_problems(config.method)
+    if not problems:
+        problems = _architecture_problems(config.model, config.training.max_length, config.method)
     if problems:
         raise ConfigError(problems, source)
     return config
+
+
+def _architecture_problems(model: str, max_length: int, method: MethodConfig, where: str = "") -> list[str]:
+    """What the model's config says cannot work (a max_length past its positions, module names
+    it lacks), for a known model and method; `where` prefixes the fields (a sweep's `methods[1].`)."""
+    placement = resolved_params(method).get("placement")
+    problems = architecture_problems(model, max_length, placement)
+    return [p.replace("method.", where, 1) if where else p for p in problems]
 
 
 def _raw_registry_problems(raw: Any) -> list[str]:
@@ -130,8 +148,15 @@ def parse_sweep_config(raw: dict[str, Any], source: str | None = None) -> SweepC
     problems += baseline_problems(sweep.baselines)
     if len(set(sweep.seeds)) != len(sweep.seeds):
         problems.append(f"seeds = {sweep.seeds}: repeated seeds would run the same trial twice")
+    if not problems:
+        for model in sweep.models:
+            for i, variant in enumerate(sweep.methods):
+                if variant.models is None or model in variant.models:
+                    training = {**sweep.training.model_dump(), **(variant.training or {})}
+                    problems += [f"{model}: {p}" for p in _architecture_problems(
+                        model, training["max_length"], variant.method_config(), f"methods[{i}].")]
     if problems:
-        raise ConfigError(problems, source)
+        raise ConfigError(sorted(set(problems), key=problems.index), source)
     return sweep
 
 
@@ -146,6 +171,9 @@ def parse_search_config(raw: dict[str, Any], source: str | None = None) -> Searc
                         f"which it does not take; allowed: {', '.join(takes)}")
     else:
         problems += method_problems(MethodConfig(name=search.method, placement=search.placement))
+    if not problems:
+        problems += _architecture_problems(search.model, search.training.max_length,
+                                           MethodConfig(name=search.method, placement=search.placement))
     if search.training.eval_steps is None and search.training.epochs < 2:
         problems.append("training.eval_steps = None with fewer than 2 epochs: the scheduler would see one "
                         "validation report per trial; set eval_steps")
@@ -181,7 +209,7 @@ def expand(sweep: SweepConfig, store: Store, device: str) -> list[PlannedTrial]:
                 config = TrialConfig(model=model, method=variant.method_config(), seed=seed, data=data,
                                      training=training, output_dir=store.path(*trial_parts(sweep.name, identity)),
                                      sweep=sweep.name, trial_id=identity, variant=label)
-                reason = None
+                reason = precision_problem(device, training.precision)
                 try:
                     check_compatible(config.method, get_model_spec(model), device)
                 except IncompatibleMethodError as err:
@@ -207,6 +235,17 @@ def trial_from_sample(search: SearchConfig, sample: dict[str, Any], trial_key: s
 
 def trial_parts(name: str, trial: str) -> tuple[str, ...]:
     return (name, "trials", trial)
+
+
+def attempts_parts(name: str, trial: str) -> tuple[str, ...]:
+    """Where a sweep logs each start of a trial (beside its folder, which a retry replaces)."""
+    return (name, "attempts", f"{trial}.jsonl")
+
+
+def attempts_of(store: Store, name: str, trial: str) -> tuple[int, str]:
+    """(how many times the trial started, the JSON list of each start's host)."""
+    starts = [json.loads(line) for line in store.read_lines(*attempts_parts(name, trial))]
+    return len(starts), json.dumps([start["host"] for start in starts])
 
 
 def absolute_paths(data: DataConfig) -> DataConfig:
@@ -247,6 +286,7 @@ def gather_results(planned: list[PlannedTrial], store: Store, outcomes: dict[str
             frames.append(store.read_frame(*parts))
             continue
         row = identity(trial.config)
+        row.attempts, row.attempt_hosts = attempts_of(store, trial.config.sweep, trial.config.resolved_trial_id())
         if trial.skip_reason:
             row.status, row.error, row.error_type = "skipped", trial.skip_reason, "IncompatibleMethodError"
         else:

@@ -97,6 +97,8 @@ class TrialResult:
     device_name: str | None = None
     precision_mode: str | None = None
     hostname: str | None = None
+    attempts: int | None = None  # how many times a sweep started this trial (retries after a lost worker)
+    attempt_hosts: str | None = None  # JSON list: the host of each attempt, in order
     git_commit: str | None = None
     versions: str | None = None  # JSON {package: version}
     start_time: str | None = None

@@ -46,7 +46,10 @@ class Store:
             self.fs, base = pafs.FileSystem.from_uri(location)
             self.scheme = location.split("://", 1)[0]
         else:
-            self.fs, base = pafs.LocalFileSystem(), str(Path(location).expanduser().resolve())
+            local = Path(location).expanduser().resolve()
+            if local.exists() and not local.is_dir():
+                raise ValueError(f"{location!r} is a file, not a folder")
+            self.fs, base = pafs.LocalFileSystem(), str(local)
             self.scheme = ""
         self.base = base.rstrip("/")
 
@@ -73,6 +76,21 @@ class Store:
         with self.fs.open_output_stream(self.path(*parts)) as stream:
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), stream)
         return self.uri(*parts)
+
+    def append_line(self, line: str, *parts: str) -> list[str]:
+        """Add a line to a small text file (read, add, write whole: an object store has no
+        append) and return all its lines."""
+        lines = self.read_lines(*parts) + [line]
+        self.fs.create_dir(self.path(*parts[:-1]), recursive=True)
+        with self.fs.open_output_stream(self.path(*parts)) as stream:
+            stream.write(("\n".join(lines) + "\n").encode())
+        return lines
+
+    def read_lines(self, *parts: str) -> list[str]:
+        if not self.exists(*parts):
+            return []
+        with self.fs.open_input_stream(self.path(*parts)) as stream:
+            return stream.read().decode().splitlines()
 
     def upload(self, local_dir: str | Path, *parts: str) -> None:
         import pyarrow.fs as pafs

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--r", type=int, help="LoRA / DoRA / QLoRA rank")
     m.add_argument("--alpha", type=float)
     m.add_argument("--dropout", type=float)
-    m.add_argument("--placement", help="attention | ffn | attention+ffn | all-linear | comma-separated module names")
+    m.add_argument("--placement", help=f"{' | '.join(PLACEMENTS)}, or comma-separated module names "
+                                       "(query,value; one name: query,)")
     p.add_argument("--quiet", action="store_true", help="hide transformers' load reports and progress bars")
     return p
 
@@ -83,7 +84,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if part:
             out[section] = part
     placement = out.get("method", {}).get("placement")
-    if placement and placement not in PLACEMENTS:
+    if placement and "," in placement:  # module names, checked against the model's own
         out["method"]["placement"] = [s.strip() for s in placement.split(",") if s.strip()]
     if args.method:
         out = deep_merge(out, {"method": {"name": args.method}})
@@ -124,18 +125,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return exit_codes.BAD_INPUT
     from sentisweep.results import RESULT_FILE
+    from sentisweep.trial.data import DataError, check_source
     from sentisweep.trial.run import run_trial
 
-    if not args.overwrite and (Path(config.output_dir) / RESULT_FILE).exists():
-        print(f"error: {config.output_dir}/{RESULT_FILE} exists; choose another --out or pass --overwrite",
-              file=sys.stderr)
+    out = Path(config.output_dir)
+    problems = check_source(config.data)
+    if out.exists() and not out.is_dir():
+        problems.append(f"--out = {str(out)!r}: a file, not a folder")
+    elif not args.overwrite and (out / RESULT_FILE).exists():
+        problems.append(f"--out = {str(out)!r}: {RESULT_FILE} exists there; choose another --out or pass --overwrite")
+    if problems:
+        print("error: " + "\n  ".join(problems), file=sys.stderr)
         return exit_codes.BAD_INPUT
     print(f"trial {config.resolved_trial_id()}: model {config.model}, method {config.method.name}, "
           f"seed {config.seed}, data {config.data.source} -> {config.output_dir}", flush=True)
-    result = run_trial(config, quiet=args.quiet, overwrite=args.overwrite)
+    try:
+        result = run_trial(config, quiet=args.quiet, overwrite=args.overwrite)
+    except DataError as err:  # bad data is bad input: nothing was written
+        print(f"error: {err}", file=sys.stderr)
+        return exit_codes.BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: nothing was written to {out} (what was there is as it was)", file=sys.stderr)
+        return exit_codes.INTERRUPTED
     print(summary(result))
     return EXIT_CODES[result.status]
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(exit_codes.run(main))

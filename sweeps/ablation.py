@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plan(args) -> tuple[SweepConfig, Store, list[PlannedTrial]]:
     overrides = {"name": args.name} if args.name else {}
-    if args.max_concurrent:
+    if args.max_concurrent is not None:
         overrides["resources"] = {"max_concurrent": args.max_concurrent}
     sweep = load_config(args.config, "sweep", overrides)
     try:
@@ -189,4 +189,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(exit_codes.run(main))

@@ -150,8 +150,8 @@ def run(args, search: SearchConfig, store: Store) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = {k: v for k, v in (("name", args.name), ("num_samples", args.num_samples)) if v}
-    if args.max_concurrent:
+    overrides = {k: v for k, v in (("name", args.name), ("num_samples", args.num_samples)) if v is not None}
+    if args.max_concurrent is not None:
         overrides["resources"] = {"max_concurrent": args.max_concurrent}
     try:
         search = load_config(args.config, "search", overrides)
@@ -159,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return exit_codes.BAD_INPUT
     search.data = absolute_paths(search.data)  # trials run in working directories of their own
-    store = Store(args.storage)
+    try:
+        store = Store(args.storage)
+    except Exception as err:  # pyarrow: unknown scheme, missing credentials; a file, not a folder
+        print(f"error: --storage = {args.storage!r}: {err}", file=sys.stderr)
+        return exit_codes.BAD_INPUT
     if store.remote:  # the Optuna study is a sqlite file: it needs a local or shared folder
         print(f"error: --storage = {args.storage!r}: a search needs a local folder or a shared volume",
               file=sys.stderr)
@@ -182,4 +186,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(exit_codes.run(main))

@@ -3,12 +3,15 @@ itself is `sentisweep.trial.run.run_trial`, plain Python."""
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
 from sentisweep.config import TrialConfig
-from sentisweep.plan import trial_parts
-from sentisweep.results import RESULT_FILE, write_results
+from sentisweep.plan import attempts_of, attempts_parts, trial_parts
+from sentisweep.results import RESULT_FILE, now_iso, write_results
 from sentisweep.storage import Store
 from sentisweep.trial.run import run_trial
 
@@ -44,20 +47,25 @@ def execute_trial(config: TrialConfig, store_location: str) -> None:
         cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)  # [Ray]
         config = config.model_copy(update={"training": config.training.model_copy(update={"threads": max(1, int(cpus))})})
     store = Store(store_location)
-    parts = trial_parts(config.sweep, config.resolved_trial_id())
+    trial = config.resolved_trial_id()
+    parts = trial_parts(config.sweep, trial)
     if store.exists(*parts, RESULT_FILE):  # a retry after the result was written: report it again
         row = store.read_frame(*parts, RESULT_FILE).iloc[0].to_dict()
-    elif store.remote:
-        local = str(Path.cwd() / "output")  # the trial's own working directory
-        result = run_trial(config.model_copy(update={"output_dir": local}), callbacks=[evaluation_reporter()])
-        for field in ("output_dir", "checkpoint_path", "predictions_path", "history_path"):
-            if getattr(result, field):  # point the row at where its files will be
-                setattr(result, field, getattr(result, field).replace(local, store.uri(*parts), 1))
-        write_results([result], Path(local) / RESULT_FILE)
-        store.upload(local, *parts)
-        row = result.to_row()
     else:
-        row = run_trial(config, callbacks=[evaluation_reporter()]).to_row()
+        # every start counted (and where it ran), so a row says how often its trial was retried
+        store.append_line(json.dumps({"start": now_iso(), "host": socket.gethostname(), "pid": os.getpid()}),
+                          *attempts_parts(config.sweep, trial))
+        local = str(Path.cwd() / "output") if store.remote else config.output_dir  # remote: the trial's own folder
+        result = run_trial(config.model_copy(update={"output_dir": local}), callbacks=[evaluation_reporter()])
+        result.attempts, result.attempt_hosts = attempts_of(store, config.sweep, trial)
+        if store.remote:
+            for field in ("output_dir", "checkpoint_path", "predictions_path", "history_path"):
+                if getattr(result, field):  # point the row at where its files will be
+                    setattr(result, field, getattr(result, field).replace(local, store.uri(*parts), 1))
+        write_results([result], Path(local) / RESULT_FILE)
+        if store.remote:
+            store.upload(local, *parts)
+        row = result.to_row()
     metrics = {k: row[k] for k in REPORTED if row.get(k) is not None and row[k] == row[k]}
     metrics.update(val_accuracy=row.get("best_val_accuracy") or 0.0, final=True)
     tune.report(metrics)  # [Ray]

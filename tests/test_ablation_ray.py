@@ -70,6 +70,7 @@ def test_smoke_sweep_writes_every_trial_once(smoke_sweep):
     assert results["status"].value_counts().to_dict() == {"ok": 10, "skipped": 2}
     ok = results[results["status"] == "ok"]
     assert ok["accuracy"].between(0, 1).all() and (ok["torch_threads"] == 1).all()
+    assert (ok["attempts"] == 1).all()  # each trial started exactly once
     for trial_id in ok["trial_id"]:  # Tune's names and folders are our trial ids
         assert (storage / "smoke" / "tune" / trial_id).is_dir() and f"│ {trial_id} " in out.stdout, trial_id
     assert "| tiny-qwen3 | zero-shot | 2 |" in out.stdout  # the summary table
@@ -173,6 +174,59 @@ def test_killed_worker_is_retried_and_every_trial_lands_once(tmp_path):
     assert killed and tune_saw_a_failure(), output[-3000:]  # Tune saw it die, and retried
     results = pd.read_parquet(root / "results.parquet")
     assert len(results) == 4 and results["trial_id"].is_unique and (results["status"] == "ok").all()
+    assert sorted(results["attempts"]) == [1, 1, 1, 2]  # the killed one started twice, the rest once
+
+
+def _kill_ray_left_behind() -> None:
+    """A lost driver's machine goes with it: nothing of its Ray may run on into the resumed sweep."""
+    subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_driver_killed_outright_then_resume_loses_and_doubles_nothing(tmp_path):
+    root = tmp_path / "six"
+    config = str(_tiny_bert_trials(tmp_path, max_steps=40))
+    driver = subprocess.Popen([*ABLATION, "--config", config, "--storage", str(tmp_path)], cwd=ROOT, env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _wait_for(lambda: len(_finished_trials(root)) >= 2, what="two finished trials")
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started, no chance to save
+    driver.wait(timeout=60)
+    _kill_ray_left_behind()
+    finished = {path.parent.name: path.stat().st_mtime_ns for path in _finished_trials(root)}
+    assert 2 <= len(finished) < 6 and not (root / "results.parquet").exists()
+
+    resumed = _ablation("--config", config, "--storage", str(tmp_path), "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    results = pd.read_parquet(root / "results.parquet")
+    assert len(results) == 6 and results["trial_id"].is_unique and (results["status"] == "ok").all()
+    starts = {t: len((root / "attempts" / f"{t}.jsonl").read_text().splitlines()) for t in results["trial_id"]}
+    for trial_id, mtime in finished.items():  # finished before the kill: never started again
+        assert starts[trial_id] == 1 and (root / "trials" / trial_id / "result.parquet").stat().st_mtime_ns == mtime
+    assert all(count in (1, 2) for count in starts.values())  # at most the one cut short, once more
+    assert dict(zip(results["trial_id"], results["attempts"], strict=True)) == starts
+
+
+def test_a_trial_that_dies_more_often_than_max_failures_is_a_failed_row(tmp_path):
+    config = yaml.safe_load(_tiny_bert_trials(tmp_path, seeds=(1,), max_steps=3000, eval_steps=10).read_text())
+    config.update(methods=config["methods"][:1], max_failures=1)  # one trial, retried once
+    path = write_config(tmp_path / "one.yaml", config, "python sweeps/ablation.py --config one.yaml")
+    root = tmp_path / "six"
+    driver = subprocess.Popen([*ABLATION, "--config", str(path), "--storage", str(tmp_path)],
+                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed: set[int] = set()
+    deadline = time.monotonic() + 400
+    while len(killed) < 2 and driver.poll() is None and time.monotonic() < deadline:
+        victims = set(_trial_workers()) - killed if _a_trial_mid_training(root) else set()
+        if victims:
+            killed.add(victim := min(victims))
+            os.kill(victim, signal.SIGKILL)
+        time.sleep(0.2)
+    output, _ = driver.communicate(timeout=600)
+    assert len(killed) == 2, output[-3000:]
+    assert driver.returncode == 1, output[-3000:]  # done, but a trial failed
+    (row,) = pd.read_parquet(root / "results.parquet").to_dict("records")
+    assert row["status"] == "failed" and row["attempts"] == 2
+    # Tune's own account of the last death, as the row's error
+    assert row["error_type"] == "TrialDidNotFinish" and "Error" in row["error"].split(":")[0], row["error"]
 
 
 def _gpu_sweep(tmp_path: Path, gpus_per_trial: float) -> Path:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -41,10 +43,38 @@ def test_bad_config_exits_2_before_any_work(tmp_path):
     out = _run("--model", "nope", "--method", "lora", "--r", "0", "--out", str(tmp_path / "x"))
     assert out.returncode == 2
     assert "model = 'nope'" in out.stderr and "method.r = 0" in out.stderr
-    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "x").exists() and "Traceback" not in out.stderr
 
 
 def test_skipped_trial_exit_code(data_dir, cache_dir, tmp_path):
     out = _run("--model", "tiny-bert", "--method", "zero-shot", "--data", str(data_dir), "--test-size", "8",
                "--cache-dir", str(cache_dir), "--out", str(tmp_path / "z"), "--quiet")
     assert out.returncode == 3 and "skipped" in out.stdout
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["new folder", "over an earlier trial"])
+def test_ctrl_c_ends_in_one_line_and_leaves_what_was_there(earlier, data_dir, cache_dir, tmp_path):
+    out = tmp_path / "t"
+    common = ["--model", "tiny-bert", "--data", str(data_dir), "--max-length", "32", "--batch-size", "2",
+              "--cache-dir", str(cache_dir), "--out", str(out), "--quiet"]
+    if earlier:
+        assert _run(*common, "--method", "head-only", "--max-steps", "1").returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} if earlier else None
+    # its own process group, as a terminal's Ctrl-C reaches it (a background job ignores SIGINT)
+    trial = subprocess.Popen([sys.executable, "-m", "sentisweep.train", *common, "--method", "full",
+                              "--max-steps", "100000", "--overwrite"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not (out / "trainer").exists() and time.monotonic() < deadline:  # training has started
+        time.sleep(0.2)
+    time.sleep(1)
+    trial.send_signal(signal.SIGINT)
+    _, err = trial.communicate(timeout=120)
+    assert trial.returncode == 130, err[-2000:]
+    assert "interrupted: nothing was written" in err and "Traceback" not in err
+    if earlier:  # the earlier trial's files are back, byte for byte, and nothing beside them
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+        assert not (out / "trainer").exists()
+    else:
+        assert not out.exists()
+    assert not any(p.name.endswith(".replaced") for p in tmp_path.iterdir())

@@ -154,3 +154,15 @@ def test_predictions_match_the_saved_checkpoint_row_by_row(method, data_dir, cac
             logits = model(**tokenizer(text, truncation=True, max_length=64, return_tensors="pt")).logits
             expected = torch.softmax(logits, dim=-1)[0, 1].item()
             assert predictions.loc[row_id, "probability_positive"] == pytest.approx(expected, abs=1e-4), row_id
+
+
+def test_overwrite_replaces_the_folder_whole(data_dir, cache_dir, tmp_path):
+    """A full fine-tune overwritten by a LoRA trial leaves no full model beside the adapter."""
+    full = run_trial(parse_trial_config(tiny_trial("tiny-bert", "full", data_dir, cache_dir, tmp_path / "t")))
+    assert (tmp_path / "t" / "checkpoint" / "model.safetensors").is_file()
+    lora = run_trial(parse_trial_config(tiny_trial("tiny-bert", "lora", data_dir, cache_dir, tmp_path / "t")),
+                     overwrite=True)
+    assert lora.status == "ok" and not (tmp_path / "t" / "checkpoint" / "model.safetensors").exists()
+    assert (tmp_path / "t" / "checkpoint" / "adapter_model.safetensors").is_file()
+    assert lora.adapter_bytes < full.adapter_bytes / 10
+    assert [p.name for p in tmp_path.iterdir()] == ["t"]  # nothing set aside is left

@@ -15,6 +15,7 @@ import sys
 
 import pandas as pd
 
+from sentisweep import exit_codes
 from sentisweep.serve.predict import (
     Classifier,
     PredictError,
@@ -89,18 +90,18 @@ def main(argv: list[str] | None = None) -> int:
         import gradio  # noqa: F401
     except ImportError:
         print("error: the demo needs Gradio: pip install 'sentisweep[demo]'", file=sys.stderr)
-        return 2
+        return exit_codes.BAD_INPUT
     try:
         if args.top_k < 1:
             raise PredictError(f"--top-k = {args.top_k}: must be at least 1")
         trials = load_trials(args.results, args.select, args.metric, args.top_k)
     except PredictError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_codes.BAD_INPUT
     print(f"demo on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     build_app(trials).launch(server_name=args.host, server_port=args.port, show_error=True)
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(exit_codes.run(main))

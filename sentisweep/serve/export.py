@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from sentisweep import exit_codes
 from sentisweep.results import TRIAL_INFO_FILE
 from sentisweep.serve.predict import (
     SELECTION_METRIC,
@@ -29,6 +30,13 @@ from sentisweep.serve.predict import (
 def export(results: str, out: str | Path, select: str = "best", metric: str = SELECTION_METRIC,
            overwrite: bool = False) -> Path:
     target = Path(out)
+    if target.exists() and not target.is_dir():
+        raise PredictError(f"--out = {str(target)!r}: a file, not a folder")
+    source, written = Path(results).resolve(), target.resolve()
+    if written == source or written in source.parents or source in written.parents:
+        # --overwrite replaces --out whole: it must never hold, or be, what is exported from
+        raise PredictError(f"--out = {str(target)!r}: it is, holds or lies inside --results ({str(results)!r}); "
+                           "export to a folder of its own")
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise PredictError(f"--out = {str(target)!r} exists and is not empty; pass --overwrite to replace it")
     row, classifier = load_selected(results, select, metric)
@@ -61,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         export(args.results, args.out, args.select, args.metric, args.overwrite)
     except PredictError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        return exit_codes.BAD_INPUT
+    return exit_codes.OK
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(exit_codes.run(main))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sentisweep import exit_codes
 from sentisweep.config import DEFAULT_MAX_LENGTH
 from sentisweep.results import TRIAL_INFO_FILE, ResultsError, read_results, trial_info
 
@@ -163,6 +164,15 @@ class Classifier:
         return frame
 
 
+def check_device(device: str) -> None:
+    import torch
+
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise PredictError(f"--device = {device!r}: allowed: cpu, cuda, cuda:N")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PredictError(f"--device = {device!r}: no CUDA GPU is visible here; use --device cpu")
+
+
 def check_texts(texts: list[str]) -> None:
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
@@ -235,12 +245,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.output and Path(args.output).suffix.lower() not in (".parquet", ".csv"):
             raise PredictError(f"--output = {args.output!r}: allowed: a .parquet or .csv file")
         check_texts(texts)  # before the model loads
+        if args.batch_size < 1:
+            raise PredictError(f"--batch-size = {args.batch_size}: must be at least 1")
+        check_device(args.device)
         row, classifier = load_selected(args.results, args.select, args.metric, args.device)
         print(f"using {describe(row)}", file=sys.stderr)
         predictions = classifier.predict(texts, args.batch_size, progress=len(texts) > 256)
     except PredictError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_codes.BAD_INPUT
     predictions.insert(0, "trial_id", row["trial_id"])
     if args.output:
         from sentisweep.storage import write_parquet_atomic
@@ -254,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         for _, p in predictions.iterrows():
             text = p["text"] if len(p["text"]) <= 70 else p["text"][:67] + "..."
             print(f"{p['label'].upper():>9}  {p['probability']:.3f}  {text}")
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(exit_codes.run(main))

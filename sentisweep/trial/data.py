@@ -241,6 +241,10 @@ def _select_columns(frame: pd.DataFrame, cfg: DataConfig, split: str, where: str
 
 
 def _encode_labels(frames: dict[str, pd.DataFrame], cfg: DataConfig, report: list[str]) -> list[str]:
+    for split, frame in frames.items():
+        if frame["label"].isna().all():
+            raise DataError(f"data.label_column = {cfg.label_column!r}: every label of {cfg.source} [{split}] "
+                            f"is empty ({len(frame)} rows)")
     labels = pd.concat([f["label"].dropna() for f in frames.values()])
     classes = sorted(labels.unique().tolist(), key=lambda v: (str(type(v)), v))
     if len(classes) < 2:
@@ -254,6 +258,7 @@ def _encode_labels(frames: dict[str, pd.DataFrame], cfg: DataConfig, report: lis
         null = frame["label"].isna()
         if null.any():
             frame.drop(index=frame.index[null], inplace=True)
+            log.warning("data.label_column = %r: dropping %d rows with no label", cfg.label_column, int(null.sum()))
             report.append(f"dropped {int(null.sum())} rows with no label")
         frame["label"] = frame["label"].map(index).astype("int64")
     names = [str(c) for c in classes]

@@ -7,6 +7,14 @@ from pathlib import Path
 from sentisweep.trial.methods import IncompatibleMethodError
 
 
+def precision_problem(device: str, requested: str) -> str | None:
+    """Why `requested` cannot run on `device`, or None (the dry run and the trial ask alike)."""
+    if device == "cpu" and requested in ("fp16", "bf16"):
+        return (f"training.precision = {requested!r}: half precision is for CUDA; on CPU use fp32 or "
+                "auto (these CPUs have no bf16 matrix units: bf16 runs 2.5-4x slower than fp32)")
+    return None
+
+
 def resolve_device_and_precision(requested: str) -> tuple[str, str]:
     import torch
 
@@ -14,10 +22,9 @@ def resolve_device_and_precision(requested: str) -> tuple[str, str]:
         if requested == "auto":
             return "cuda", "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return "cuda", requested
-    if requested in ("fp16", "bf16"):
-        raise IncompatibleMethodError(
-            f"training.precision = {requested!r}: half precision is for CUDA; on CPU use fp32 or "
-            "auto (these CPUs have no bf16 matrix units: bf16 runs 2.5-4x slower than fp32)")
+    problem = precision_problem("cpu", requested)
+    if problem:
+        raise IncompatibleMethodError(problem)
     return "cpu", "fp32"
 
 

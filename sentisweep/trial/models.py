@@ -9,6 +9,7 @@ family and head are read from its config and module tree.
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import tempfile
@@ -172,6 +173,57 @@ def get_model_spec(name: str) -> ModelSpec:
     return ModelSpec(name, name, family, "last" if family == "decoder" else "cls")
 
 
+@functools.lru_cache(maxsize=64)
+def model_config(name: str):
+    """The model's transformers config without its weights, or None where it cannot be had
+    here (a hub id offline): what config-time checks read."""
+    from transformers import AutoConfig
+
+    try:
+        spec = get_model_spec(name)
+        if spec.tiny_config is not None:
+            return spec.tiny_config(30522)  # the shared WordPiece vocabulary's size
+        return AutoConfig.from_pretrained(spec.resolve_source())
+    except Exception:  # offline, gated, not a model folder: the load itself will say why
+        return None
+
+
+# Absolute position embeddings with an offset: RoBERTa's positions start after padding_idx + 1.
+POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}
+
+
+def max_positions(config) -> int | None:
+    """The longest input (in tokens) the model takes, where its position embeddings limit it."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None or config.model_type in ("deberta-v2",) and not getattr(config, "position_biased_input", True):
+        return None  # DeBERTa-v3's relative positions take any length
+    return int(limit) - POSITION_OFFSET.get(config.model_type, 0)
+
+
+def architecture_problems(name: str, max_length: int, placement, field: str = "training.max_length") -> list[str]:
+    """What the model's own config says cannot work, before it loads: a max_length past its
+    position embeddings; adapter module names it does not have (a model built on the meta
+    device: its module tree, no weights)."""
+    config = model_config(name)
+    if config is None:
+        return []
+    problems = []
+    limit = max_positions(config)
+    if limit is not None and max_length > limit:
+        problems.append(f"{field} = {max_length}: {name} takes at most {limit} tokens (its position embeddings)")
+    if isinstance(placement, list):
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        with torch.device("meta"):
+            skeleton = AutoModelForSequenceClassification.from_config(config)
+        try:
+            linear_layout(skeleton, config.model_type).resolve(placement)
+        except ValueError as err:
+            problems.append(str(err))
+    return problems
+
+
 def _is_decoder(config) -> bool:
     archs = " ".join(getattr(config, "architectures", None) or [])
     return bool(getattr(config, "is_decoder", False)) or "CausalLM" in archs
@@ -219,12 +271,15 @@ class LinearLayout:
     def resolve(self, placement: str | list[str]) -> list[str]:
         body = self.attention + self.ffn
         if isinstance(placement, list):
-            chosen = [n for n in body if any(n == s or n.endswith("." + s) for s in placement)]
-            if not chosen:
+            def matches(name: str, wanted: str) -> bool:
+                return name == wanted or name.endswith("." + wanted)
+
+            unmatched = [s for s in placement if not any(matches(n, s) for n in body)]
+            if unmatched:
                 short = sorted({n.rsplit(".", 1)[-1] for n in body})
-                raise ValueError(f"method.placement = {placement!r}: matches no adapter-able "
+                raise ValueError(f"method.placement = {placement!r}: {unmatched} match no adapter-able "
                                  f"linear layer; this model has: {', '.join(short)}")
-            return chosen
+            return [n for n in body if any(matches(n, s) for s in placement)]
         table = {"attention": self.attention, "ffn": self.ffn,
                  "attention+ffn": body, "all-linear": body}
         if placement not in table:

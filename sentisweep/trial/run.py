@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from sentisweep.results import (
     write_results,
 )
 from sentisweep.storage import dir_bytes, write_parquet_atomic
-from sentisweep.trial.data import load_task_data
+from sentisweep.trial.data import TaskData, load_task_data
 from sentisweep.trial.device import cpu_name, release_accelerator_memory, resolve_device_and_precision
 from sentisweep.trial.methods import (
     METHODS,
@@ -64,30 +65,57 @@ def identity(config: TrialConfig) -> TrialResult:
 
 def run_trial(config: TrialConfig, quiet: bool = True, overwrite: bool = False,
               callbacks: list | None = None) -> TrialResult:
-    """Train and evaluate one trial; never raises for a failure inside the trial.
+    """Train and evaluate one trial; never raises for a failure inside the trial. Bad data is
+    bad input, not a trial's failure: DataError is raised before anything is written.
     `callbacks` are extra transformers TrainerCallbacks (a sweep reports evaluations with one)."""
     out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output_dir = {str(out)!r}: a file, not a folder")
     if (out / RESULT_FILE).exists() and not overwrite:
         raise FileExistsError(f"{out / RESULT_FILE} exists: this trial already ran "
                               "(pass overwrite=True / --overwrite to replace it)")
+    data = load_task_data(config.data)
     set_quiet(quiet)
     result = identity(config)
-    try:
-        _run(config, result, out, quiet, callbacks or [])
-        result.status = "ok"
-    except IncompatibleMethodError as err:
-        result.status, result.error, result.error_type = "skipped", str(err), type(err).__name__
-    except Exception as err:  # out of memory included: failed trials are data
-        result.status, result.error_type = "failed", type(err).__name__
-        result.error = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-3)}"[:4000]
-        log.error("trial %s failed: %s", result.trial_id, err)
-        release_accelerator_memory()
-    result.end_time = now_iso()
-    write_results([result], out / RESULT_FILE)
+    with fresh_folder(out):
+        try:
+            _run(config, data, result, out, quiet, callbacks or [])
+            result.status = "ok"
+        except IncompatibleMethodError as err:
+            result.status, result.error, result.error_type = "skipped", str(err), type(err).__name__
+        except Exception as err:  # out of memory included: failed trials are data
+            result.status, result.error_type = "failed", type(err).__name__
+            result.error = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-3)}"[:4000]
+            log.error("trial %s failed: %s", result.trial_id, err)
+            release_accelerator_memory()
+        result.end_time = now_iso()
+        write_results([result], out / RESULT_FILE)
     return result
 
 
-def _run(config: TrialConfig, result: TrialResult, out: Path, quiet: bool, callbacks: list) -> None:
+@contextmanager
+def fresh_folder(out: Path):
+    """The trial writes into an empty `out`. What was there is set aside first and deleted once
+    the new row is written, so nothing of an old trial survives beside a new one (an old full
+    model's weights beside a new adapter). Interrupted (Ctrl-C), the partial folder goes and
+    the old one comes back: nothing half-written is left looking like a trial."""
+    aside = out.with_name(f".{out.name}.replaced") if out.exists() else None
+    if aside:
+        shutil.rmtree(aside, ignore_errors=True)  # from a run killed before it could clean up
+        out.rename(aside)
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        if aside:
+            aside.rename(out)
+        raise
+    if aside:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, quiet: bool,
+         callbacks: list) -> None:
     import torch
     import transformers
 
@@ -98,8 +126,6 @@ def _run(config: TrialConfig, result: TrialResult, out: Path, quiet: bool, callb
     result.device, result.precision_mode = device, precision
     result.device_name = torch.cuda.get_device_name(0) if device == "cuda" else cpu_name()
     spec = get_model_spec(config.model)
-
-    data = load_task_data(config.data)
     result.train_rows, result.validation_rows, result.test_rows = (
         len(data.splits[s]) for s in ("train", "validation", "test"))
     transformers.set_seed(config.seed)  # the head's initialisation depends on it
