@@ -241,3 +241,21 @@ def test_report_counts_every_adhoc_trial(world, tmp_path, cache_dir):
 
     assert len(read_results(tmp_path)) == 4 and len(load_results([tmp_path])) == 4
     assert pd.Series(read_results(tmp_path)["trial_id"]).is_unique
+
+
+def test_the_main_command_offline_without_a_mirror_is_one_line(capsys, monkeypatch, tmp_path):
+    """A clone with no ../shared beside it and no Hub: `python sweeps/ablation.py --dry-run`
+    (the quick config, data `imdb`) stops at the data step and says what to set."""
+    import datasets
+
+    def offline(source, *args, **kwargs):
+        raise ConnectionError(f"Couldn't reach '{source}' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.delenv("SENTISWEEP_DATA_MIRROR", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset_builder", offline)
+    monkeypatch.chdir(ROOT)
+    assert run_main(SWEEP, ["--dry-run", "--storage", str(tmp_path)]) == exit_codes.BAD_INPUT
+    captured = capsys.readouterr()
+    assert "10 trials: 10 to run" in captured.out  # the matrix came first
+    (line,) = [line for line in captured.err.splitlines() if line.strip()]
+    assert line.startswith("error: data.source = 'imdb': not in a local mirror") and "SENTISWEEP_DATA_MIRROR" in line

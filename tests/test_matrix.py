@@ -112,11 +112,15 @@ def test_refuses_to_overwrite_a_finished_trial(data_dir, cache_dir, tmp_path):
 
 
 def test_unknown_placement_module_fails_with_the_modules_it_has(data_dir, cache_dir, tmp_path):
-    config = parse_trial_config(tiny_trial("tiny-bert", {"name": "lora", "placement": ["q_proj"]},
-                                           data_dir, cache_dir, tmp_path))
-    result = run_trial(config)
+    from sentisweep.config import ConfigError, TrialConfig
+
+    raw = tiny_trial("tiny-bert", {"name": "lora", "placement": ["q_proj"]}, data_dir, cache_dir, tmp_path)
+    with pytest.raises(ConfigError, match=r"\['q_proj'\] match no adapter-able linear layer; this model has: "
+                                          r"dense, key, query, value"):
+        parse_trial_config(raw)  # at config time, from the model's config: nothing loaded
+    result = run_trial(TrialConfig.model_validate(raw))  # past the check, the trial itself says the same
     assert result.status == "failed"
-    assert "matches no adapter-able linear layer" in result.error and "query" in result.error
+    assert "match no adapter-able linear layer" in result.error and "query" in result.error
 
 
 def test_tokenization_is_cached_across_trials(data_dir, cache_dir, tmp_path):
