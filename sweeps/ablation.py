@@ -85,11 +85,16 @@ def pretokenize(planned: list[PlannedTrial]) -> None:
         tokenizer_source = get_model_spec(c.model).resolve_tokenizer()
         if (tokenizer_source, c.training.max_length) in done:
             continue
-        data = data or load_task_data(c.data)
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-        for frame in data.splits.values():
-            tokenize_frame(frame, tokenizer, tokenizer_source, c.training.max_length, c.data.cache_dir)
+        data = data or load_task_data(c.data)  # bad data stops the sweep: every trial needs it
         done.add((tokenizer_source, c.training.max_length))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+            for frame in data.splits.values():
+                tokenize_frame(frame, tokenizer, tokenizer_source, c.training.max_length, c.data.cache_dir)
+        except Exception as err:  # one model's tokenizer (a missing library, no access) stops only its trials
+            print(f"warning: could not tokenize for {tokenizer_source}: {type(err).__name__}: "
+                  f"{str(err).splitlines()[0][:300]}; its trials will fail with this error", file=sys.stderr)
+            continue
         print(f"tokenized for {tokenizer_source} at max_length {c.training.max_length}", flush=True)
 
 

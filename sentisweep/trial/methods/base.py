@@ -138,11 +138,16 @@ def model_config(model: ModelSpec, opts: LoadOptions, **overrides):
 
 
 def load_classifier(model: ModelSpec, num_labels: int, opts: LoadOptions, **kwargs):
+    """The model with a fresh classification head, in fp32 unless `dtype` says otherwise:
+    transformers 5 otherwise loads a checkpoint in the dtype it was stored in (fp16 for some
+    Hub repos), and full fine-tuning would then train without fp32 master weights."""
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = materialize(model, opts.cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(model.resolve_tokenizer())
     config = model_config(model, opts, num_labels=num_labels)
+    kwargs.setdefault("dtype", torch.float32)
     net = AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
     if tokenizer.pad_token is None:  # decoders (Qwen3, GPT-style) often ship without one
         tokenizer.pad_token = tokenizer.eos_token
@@ -162,4 +167,18 @@ def body_dtype(opts: LoadOptions):
 
 def build(method: MethodConfig, model: ModelSpec, num_labels: int, opts: LoadOptions) -> BuiltModel:
     check_compatible(method, model, opts.device)
-    return get_method(method.name).build(model, resolved_params(method), num_labels, opts)
+    built = get_method(method.name).build(model, resolved_params(method), num_labels, opts)
+    trainables_to_fp32(built.model)
+    return built
+
+
+def trainables_to_fp32(model) -> None:
+    """Every trainable parameter in fp32, whatever the frozen body is held in: mixed precision
+    computes in bf16/fp16 but keeps fp32 master weights (the optimizer's update of a bf16
+    weight rounds most small steps away; the fp16 grad scaler refuses fp16 gradients). peft
+    copies the classifier head in the body's dtype; adapters are created in fp32."""
+    import torch
+
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()

@@ -1,0 +1,98 @@
+"""Model folders laid out as the Hub repos the registry names are (tokenizer files included),
+loaded through the registry's own code paths for every method that applies: what a user's
+first run on a GPU cluster meets, checked here on CPU (benchmarks/hub_shaped.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from helpers import synthetic_reviews, tiny_trial
+
+from benchmarks.hub_shaped import FAMILIES, build_folders
+from sentisweep.plan import parse_trial_config
+from sentisweep.trial.models import get_model_spec
+from sentisweep.trial.run import run_trial
+
+pytestmark = pytest.mark.integration
+METHODS = ["full", "head-only", {"name": "lora", "r": 4}, "ia3", {"name": "qlora", "r": 4}]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    texts = synthetic_reviews(400, seed=9)["text"].tolist()
+    return build_folders(tmp_path_factory.mktemp("hub"), texts)
+
+
+def test_each_folder_has_its_hub_repos_tokenizer_files(folders):
+    expected = {"bert": {"vocab.txt"}, "distilbert": {"vocab.txt"}, "roberta": {"vocab.json", "merges.txt"},
+                "deberta-v3": {"spm.model"}, "qwen3": {"tokenizer.json"}}
+    for family, folder in folders.items():
+        names = {p.name for p in folder.iterdir()}
+        assert expected[family] <= names, family
+        assert family != "deberta-v3" or "tokenizer.json" not in names  # as microsoft/deberta-v3-base
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m if isinstance(m, str) else m["name"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_trains_with_every_method(family, method, folders, data_dir, cache_dir, tmp_path):
+    name = method if isinstance(method, str) else method["name"]
+    if name == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
+        pytest.skip("bitsandbytes is not installed")
+    folder = str(folders[family])
+    assert get_model_spec(folder).family == ("decoder" if family == "qwen3" else "encoder")
+    result = run_trial(parse_trial_config(tiny_trial(folder, method, data_dir, cache_dir, tmp_path / "t")))
+    assert result.status == "ok", result.error
+    assert result.trainable_params > 0 and 0 <= result.accuracy <= 1
+
+
+def test_zero_shot_on_the_decoder(folders, data_dir, cache_dir, tmp_path):
+    result = run_trial(parse_trial_config(tiny_trial(str(folders["qwen3"]), "zero-shot", data_dir, cache_dir,
+                                                     tmp_path / "t")))
+    assert result.status == "ok", result.error
+
+
+@pytest.fixture(scope="module")
+def half_folders(tmp_path_factory):
+    """Checkpoints stored in half precision, as some Hub repos are (transformers 5 loads a
+    checkpoint in its stored dtype unless told otherwise)."""
+    texts = synthetic_reviews(400, seed=9)["text"].tolist()
+    root = tmp_path_factory.mktemp("hub-half")
+    return {**build_folders(root, texts, "float16", ["deberta-v3"]), "qwen3": build_folders(
+        root, texts, "bfloat16", ["qwen3"])["qwen3"]}
+
+
+@pytest.mark.parametrize("method", ["full", "head-only", "lora", "dora", "ia3", "qlora"])
+@pytest.mark.parametrize("family", ["deberta-v3", "qwen3"])
+def test_every_trainable_parameter_is_fp32_whatever_the_checkpoint_stores(family, method, half_folders,
+                                                                         cache_dir):
+    import torch
+
+    from sentisweep.trial.methods import LoadOptions, build
+
+    if method == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
+        pytest.skip("bitsandbytes is not installed")
+    config = parse_trial_config({"model": str(half_folders[family]), "method": method})
+    built = build(config.method, get_model_spec(config.model), 2, LoadOptions(str(cache_dir)))
+    trainable = {name: p.dtype for name, p in built.model.named_parameters() if p.requires_grad}
+    assert trainable and set(trainable.values()) == {torch.float32}, trainable
+    if method in ("full", "head-only"):  # no adapter: the whole model in fp32 on CPU
+        assert {p.dtype for p in built.model.parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "ia3"])
+def test_adapters_over_a_half_precision_body_train_in_fp32(method, half_folders, cache_dir):
+    """On a GPU with bf16, adapter methods hold the frozen body in bf16; the adapters and the
+    classifier head (which peft copies to train) must still be fp32 master weights. Built here
+    as for CUDA (nothing in `build` moves to the device)."""
+    import torch
+
+    from sentisweep.trial.methods import LoadOptions, build
+
+    config = parse_trial_config({"model": str(half_folders["deberta-v3"]), "method": method})
+    built = build(config.method, get_model_spec(config.model), 2,
+                  LoadOptions(str(cache_dir), device="cuda", precision="bf16"))
+    trainable = {name: p.dtype for name, p in built.model.named_parameters() if p.requires_grad}
+    assert set(trainable.values()) == {torch.float32}, trainable
+    frozen = {p.dtype for p in built.model.parameters() if not p.requires_grad}
+    assert frozen == {torch.bfloat16}  # the body stays in half precision: that is the memory saving
