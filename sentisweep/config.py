@@ -101,6 +101,12 @@ class TrainingConfig(Strict):
     # auto: fp32 on CPU (these CPUs have no bf16 units: bf16 is 2.5-4x slower),
     # bf16 on CUDA devices that support it, else fp16.
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    # auto: CUDA when it is there, else CPU. A sweep sets it from what Ray assigned the trial:
+    # cuda (a GPU was assigned: no CUDA is an error, not a silent CPU run) or cpu.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Recompute activations in the backward pass: less memory, about a third more time. Off by
+    # default and the same for every method (QLoRA included), so a cost comparison compares methods.
+    gradient_checkpointing: bool = False
     # Length-grouped batches: little padding (1.2% at 256 instead of 20%), served in
     # shuffled order, but off by default: measured on MiniLM-L6 (2,000 IMDb rows, length 256,
     # 1 epoch, 3 seeds; benchmarks/README.md) grouping cost 1.1-1.2 accuracy points with both
@@ -135,6 +141,7 @@ class MethodConfig(Strict):
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
     prompt: str | None = None
     label_words: list[str] | None = None
+    chat: bool | None = None  # zero-shot: use the tokenizer's chat template when it has one
 
     def params(self) -> dict[str, Any]:
         """The parameters that were set (the name excluded)."""

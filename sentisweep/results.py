@@ -92,6 +92,7 @@ class TrialResult:
     trainable_percent: float | None = None
     adapter_bytes: int | None = None
     torch_threads: int | None = None
+    gradient_checkpointing: int | None = None  # 1 when activations were recomputed (less memory, more time)
     # provenance
     device: str | None = None
     device_name: str | None = None

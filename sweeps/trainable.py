@@ -15,6 +15,10 @@ from sentisweep.results import RESULT_FILE, now_iso, write_results
 from sentisweep.storage import Store
 from sentisweep.trial.run import run_trial
 
+# Set on a test cluster whose nodes declare GPUs they do not have (`ray start --num-gpus 1` on a
+# CPU machine): Ray schedules GPU trials there, and they run on the CPU.
+DECLARED_GPUS_ONLY = "SENTISWEEP_DECLARED_GPUS_ONLY"
+
 # The numbers a scheduler or Tune's progress table needs; the whole row is in result.parquet
 # (names such as trial_id, hostname and done mean something else to Tune).
 REPORTED = ("status", "accuracy", "f1", "eval_loss", "train_seconds", "train_samples_per_second",
@@ -41,11 +45,17 @@ def execute_trial(config: TrialConfig, store_location: str) -> None:
     store the trial runs in a local folder and its outputs are uploaded when it ends."""
     from ray import tune  # [Ray]
 
+    given = tune.get_context().get_trial_resources().required_resources  # [Ray]
+    training = {}
     if config.training.threads is None:
         # Ray sets OMP_NUM_THREADS from num_cpus, but a reused worker keeps its first value:
         # set torch's threads from what this trial was given.
-        cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)  # [Ray]
-        config = config.model_copy(update={"training": config.training.model_copy(update={"threads": max(1, int(cpus))})})
+        training["threads"] = max(1, int(given.get("CPU", 1)))
+    if config.training.device == "auto" and not os.environ.get(DECLARED_GPUS_ONLY):
+        # the device Ray assigned: a GPU trial without CUDA fails instead of training on the CPU
+        # for days, and a CPU trial on a GPU node stays off the GPU
+        training["device"] = "cuda" if given.get("GPU", 0) else "cpu"
+    config = config.model_copy(update={"training": config.training.model_copy(update=training)})
     store = Store(store_location)
     trial = config.resolved_trial_id()
     parts = trial_parts(config.sweep, trial)

@@ -26,8 +26,9 @@ def _env():
     return env
 
 
-def _ablation(*args, timeout=900):
-    return subprocess.run([*ABLATION, *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=_env())
+def _ablation(*args, timeout=900, **env):
+    return subprocess.run([*ABLATION, *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+                          env={**_env(), **env})
 
 
 def _wait_for(predicate, timeout=300, what="condition"):
@@ -249,13 +250,24 @@ def _spans(results: pd.DataFrame) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
 @pytest.mark.parametrize("gpus_per_trial,overlap", [(1.0, False), (0.5, True)])
 def test_declared_gpu_queues_whole_gpu_trials_and_shares_fractions(tmp_path, gpus_per_trial, overlap):
     config = _gpu_sweep(tmp_path, gpus_per_trial)
-    out = _ablation("--config", str(config), "--storage", str(tmp_path), "--local", "--num-gpus", "1")
+    # this machine's "GPU" is declared only: its GPU trials may run on the CPU
+    out = _ablation("--config", str(config), "--storage", str(tmp_path), "--local", "--num-gpus", "1",
+                    SENTISWEEP_DECLARED_GPUS_ONLY="1")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = pd.read_parquet(next(tmp_path.glob("*/results.parquet")))
     assert (results["status"] == "ok").all() and len(results) == 2
     assert (results["device"] == "cpu").all()  # Ray scheduled a GPU; the trial found no CUDA and says so
     (first_start, first_end), (second_start, _) = _spans(results)
     assert (second_start < first_end) == overlap
+
+
+def test_a_gpu_trial_without_cuda_fails_instead_of_running_on_cpu(tmp_path):
+    config = _gpu_sweep(tmp_path, 1.0)
+    out = _ablation("--config", str(config), "--storage", str(tmp_path), "--local", "--num-gpus", "1")
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    results = pd.read_parquet(next(tmp_path.glob("*/results.parquet")))
+    assert (results["status"] == "failed").all() and len(results) == 2
+    assert results["error"].str.contains("this trial was given a GPU, but CUDA is not available").all()
 
 
 def test_resources_no_node_can_satisfy(tmp_path):

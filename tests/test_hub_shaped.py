@@ -96,3 +96,49 @@ def test_adapters_over_a_half_precision_body_train_in_fp32(method, half_folders,
     assert set(trainable.values()) == {torch.float32}, trainable
     frozen = {p.dtype for p in built.model.parameters() if not p.requires_grad}
     assert frozen == {torch.bfloat16}  # the body stays in half precision: that is the memory saving
+
+
+def test_zero_shot_scores_only_the_last_position_in_the_chat_template(folders, cache_dir):
+    """The output layer sees one position per text (not the whole vocabulary at every position),
+    the probabilities equal the full computation's, the chat model's template frames the prompt,
+    and no key-value cache is kept."""
+    import numpy as np
+    import torch
+
+    from sentisweep.trial.methods import LoadOptions, build, resolved_params
+    from sentisweep.trial.methods.zero_shot import encode_prompts, evaluate_zero_shot
+
+    config = parse_trial_config({"model": str(folders["qwen3"]), "method": "zero-shot"})
+    built = build(config.method, get_model_spec(config.model), 2, LoadOptions(str(cache_dir)))
+    params = resolved_params(config.method)
+    texts = synthetic_reviews(6, seed=3)["text"].tolist()
+    assert built.model.config.use_cache is False
+    encoded, word_ids = encode_prompts(built.tokenizer, params, texts, 64)
+    assert "<|im_start|>assistant" in built.tokenizer.decode(encoded[0])
+    shapes = []
+    built.model.get_output_embeddings().register_forward_hook(lambda m, args, out: shapes.append(args[0].shape))
+    probabilities = evaluate_zero_shot(built, params, texts, ["negative", "positive"], 64, 4, "cpu")
+    assert shapes and all(len(shape) == 2 for shape in shapes)  # (rows, hidden): the last position only
+    with torch.inference_mode():  # the whole-sequence way, text by text
+        full = [torch.softmax(built.model(torch.tensor([ids])).logits[0, -1, word_ids], -1).numpy() for ids in encoded]
+    np.testing.assert_allclose(probabilities, np.stack(full), atol=1e-5)
+
+
+def test_qlora_counts_its_packed_weights_in_full(data_dir, cache_dir, tmp_path):
+    """A 4-bit weight is stored two to a byte; the total counts the weights, not the bytes."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        pytest.skip("bitsandbytes is not installed")
+    rows = {name: run_trial(parse_trial_config(tiny_trial("tiny-bert", {"name": name, "r": 4}, data_dir, cache_dir,
+                                                          tmp_path / name))) for name in ("lora", "qlora")}
+    assert rows["qlora"].status == "ok", rows["qlora"].error
+    assert rows["qlora"].total_params == rows["lora"].total_params
+    assert rows["qlora"].trainable_params == rows["lora"].trainable_params
+
+
+def test_gradient_checkpointing_is_an_option_for_every_method(data_dir, cache_dir, tmp_path):
+    for method in ("full", "lora"):
+        result = run_trial(parse_trial_config(tiny_trial("tiny-bert", method, data_dir, cache_dir, tmp_path / method,
+                                                         gradient_checkpointing=True)))
+        assert result.status == "ok" and result.gradient_checkpointing == 1, result.error
+    plain = run_trial(parse_trial_config(tiny_trial("tiny-bert", "lora", data_dir, cache_dir, tmp_path / "plain")))
+    assert plain.gradient_checkpointing == 0

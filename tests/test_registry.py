@@ -116,24 +116,29 @@ def test_attention_dropout_override(name, key, cache_dir):
 
 
 def test_gpu_precision_choice_is_guarded(monkeypatch):
-    """The CUDA branch, checked without a GPU: auto picks bf16 where supported, else fp16;
-    adapter methods then hold the frozen body in that dtype. On CPU half precision is refused."""
+    """The CUDA branch, checked without a GPU (mocked at torch's boundary): auto picks bf16 only
+    on GPUs with bf16 units (compute capability 8+), not on a T4 or V100 that emulates it; a
+    trial that needs CUDA and has none fails; a CPU trial stays on the CPU where CUDA is."""
     import torch
 
-    from sentisweep.trial.device import resolve_device_and_precision
+    from sentisweep.trial.device import inference_autocast, resolve_device_and_precision
     from sentisweep.trial.methods import LoadOptions
     from sentisweep.trial.methods.base import body_dtype
 
     assert resolve_device_and_precision("auto") == ("cpu", "fp32")
     with pytest.raises(IncompatibleMethodError, match="half precision is for CUDA"):
         resolve_device_and_precision("fp16")
+    with pytest.raises(RuntimeError, match="given a GPU, but CUDA is not available"):
+        resolve_device_and_precision("auto", device="cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert resolve_device_and_precision("auto") == ("cuda", "fp16")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert resolve_device_and_precision("auto") == ("cuda", "bf16")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # as a T4 says
+    for capability, precision in (((7, 5), "fp16"), ((7, 0), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert resolve_device_and_precision("auto") == ("cuda", precision), capability
+    assert resolve_device_and_precision("auto", device="cpu") == ("cpu", "fp32")  # a CPU trial on a GPU node
     assert body_dtype(LoadOptions(device="cuda", precision="bf16")) == torch.bfloat16
     assert body_dtype(LoadOptions(device="cpu", precision="fp32")) == torch.float32
+    assert type(inference_autocast("cpu")).__name__ == "nullcontext"
 
 
 def test_a_name_is_registered_once_and_a_typo_gets_a_suggestion():

@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 
 from sentisweep.config import DEFAULT_MAX_LENGTH, POOLINGS
 from sentisweep.results import trial_info
+from sentisweep.trial.device import inference_autocast
+from sentisweep.trial.methods.base import no_kv_cache
 from sentisweep.trial.models import ModelSpec, get_model_spec, materialize
 
 # CLS is the first token of an encoder; a decoder's first token has seen nothing else.
@@ -97,6 +99,7 @@ def load_backbone(spec: ModelSpec, checkpoint: Path | None, cache_dir: str, devi
         model = AutoModelForSequenceClassification.from_pretrained(str(checkpoint), **load_kwargs).base_model
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    no_kv_cache(model)
     if not quantize:
         model = model.to(device)
     return model.eval(), tokenizer
@@ -171,7 +174,7 @@ class Embedder:
         start = time.perf_counter()
         ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
         out = np.empty((len(ids), self.dim), dtype=np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), inference_autocast(self.device):
             for rows, input_ids, mask in length_sorted_batches(ids, self.batch_size, self.tokenizer.pad_token_id):
                 # A batch without padding (texts cut at max_length, the longest) needs no mask:
                 # attention runs faster without one (600 IMDb reviews at 512: +3-5%, identical).

@@ -23,6 +23,8 @@ import pandas as pd
 from sentisweep import exit_codes
 from sentisweep.config import DEFAULT_MAX_LENGTH
 from sentisweep.results import TRIAL_INFO_FILE, ResultsError, read_results, trial_info
+from sentisweep.trial.device import inference_autocast
+from sentisweep.trial.methods.base import no_kv_cache
 
 # "best" is chosen on the validation split, as the search's best_trial.yaml and embed_xgb's
 # checkpoints are: picking on test accuracy and then quoting it would overstate the winner
@@ -125,6 +127,7 @@ class Classifier:
             self.model = AutoModelForSequenceClassification.from_pretrained(str(folder), **labels)
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        no_kv_cache(self.model)
         self.device, self.packed = device, False
         self.model = self.model.to(device).eval()
 
@@ -144,7 +147,7 @@ class Classifier:
         ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
         out = np.empty((len(ids), len(self.label_names)))
         start, done = time.perf_counter(), 0
-        with torch.inference_mode():
+        with torch.inference_mode(), inference_autocast(self.device):
             for rows, input_ids, mask in length_sorted_batches(ids, batch_size, self.tokenizer.pad_token_id):
                 logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
                 out[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()

@@ -15,17 +15,38 @@ def precision_problem(device: str, requested: str) -> str | None:
     return None
 
 
-def resolve_device_and_precision(requested: str) -> tuple[str, str]:
+def resolve_device_and_precision(requested: str, device: str = "auto") -> tuple[str, str]:
+    """(device, precision) for a trial. `auto` precision on CUDA is bf16 where the GPU has bf16
+    units (compute capability 8.0 and later: A100, L4, H100), else fp16: T4 and V100 report
+    bf16 as supported through emulation, which runs far slower than fp16."""
     import torch
 
-    if torch.cuda.is_available():  # pragma: no cover - GPU only
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device = 'cuda': this trial was given a GPU, but CUDA is not available in "
+                           "its process (no driver, or CUDA_VISIBLE_DEVICES hides it); it would have trained on CPU")
+    if device != "cpu" and torch.cuda.is_available():
         if requested == "auto":
-            return "cuda", "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            major, _ = torch.cuda.get_device_capability()
+            return "cuda", "bf16" if major >= 8 else "fp16"
         return "cuda", requested
     problem = precision_problem("cpu", requested)
     if problem:
         raise IncompatibleMethodError(problem)
     return "cpu", "fp32"
+
+
+def inference_autocast(device: str):
+    """How fp32 weights run inference: on CUDA in bf16 (where the GPU has bf16 units) or fp16
+    autocast, with TF32 matmuls for what stays fp32; on CPU as they are (no bf16 units here)."""
+    import contextlib
+
+    import torch
+
+    if not str(device).startswith("cuda"):
+        return contextlib.nullcontext()
+    torch.backends.cuda.matmul.allow_tf32 = True  # pragma: no cover - GPU only
+    major, _ = torch.cuda.get_device_capability()  # pragma: no cover - GPU only
+    return torch.autocast("cuda", dtype=torch.bfloat16 if major >= 8 else torch.float16)  # pragma: no cover
 
 
 def release_accelerator_memory() -> None:

@@ -57,6 +57,7 @@ def identity(config: TrialConfig) -> TrialResult:
         method=config.method.name, variant=config.resolved_variant(), seed=config.seed, learning_rate=t.learning_rate, epochs=t.epochs,
         max_steps=t.max_steps, batch_size=t.batch_size, gradient_accumulation=t.gradient_accumulation,
         max_length=t.max_length, weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio,
+        gradient_checkpointing=int(t.gradient_checkpointing),
         lora_r=params.get("r"), lora_alpha=params.get("alpha"), lora_dropout=params.get("dropout"),
         placement=",".join(placement) if isinstance(placement, list) else placement,
         method_params=json.dumps(params, sort_keys=True), data_source=config.data.source,
@@ -122,7 +123,7 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
     if config.training.threads:
         torch.set_num_threads(config.training.threads)  # Ray's OMP_NUM_THREADS is not reliable
     result.torch_threads = torch.get_num_threads()
-    device, precision = resolve_device_and_precision(config.training.precision)
+    device, precision = resolve_device_and_precision(config.training.precision, config.training.device)
     result.device, result.precision_mode = device, precision
     result.device_name = torch.cuda.get_device_name(0) if device == "cuda" else cpu_name()
     spec = get_model_spec(config.model)
@@ -130,10 +131,11 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
         len(data.splits[s]) for s in ("train", "validation", "test"))
     transformers.set_seed(config.seed)  # the head's initialisation depends on it
     with PeakMemory(device) as memory:
-        options = LoadOptions(config.data.cache_dir, device, precision, config.training.attention_dropout)
+        options = LoadOptions(config.data.cache_dir, device, precision, config.training.attention_dropout,
+                              config.training.gradient_checkpointing)
         built = build(config.method, spec, len(data.label_names), options)
         model = built.model
-        result.total_params = sum(p.numel() for p in model.parameters())
+        result.total_params = sum(parameter_count(p) for p in model.parameters())
         result.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         result.trainable_percent = 100.0 * result.trainable_params / max(1, result.total_params)
         method = get_method(config.method.name)
@@ -222,6 +224,8 @@ def _training_args(config: TrialConfig, out: Path, device: str, precision: str, 
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
         dataloader_pin_memory=device == "cuda", remove_unused_columns=False,
         logging_steps=t.logging_steps, report_to="none", disable_tqdm=quiet,
+        # the non-reentrant variant: it works with frozen inputs (adapters) and is torch's advice
+        gradient_checkpointing=t.gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
     )
 
 
@@ -296,6 +300,13 @@ def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult
         result.checkpoint_path = str(checkpoint)
         result.adapter_bytes = dir_bytes(checkpoint) - _tokenizer_bytes(checkpoint)
     return probabilities
+
+
+def parameter_count(parameter) -> int:
+    """How many weights a parameter holds: a 4-bit one is stored packed, two to a byte, so its
+    own numel is half its weights; its quantization state knows the real shape."""
+    state = getattr(parameter, "quant_state", None)
+    return int(state.shape.numel()) if state is not None and hasattr(state, "shape") else parameter.numel()
 
 
 def _tokenizer_bytes(folder: Path) -> int:

@@ -65,7 +65,8 @@ def build_qlora(model, params, num_labels, opts):
     )
     net, tok = load_classifier(model, num_labels, opts, quantization_config=quant,
                                device_map={"": 0} if opts.device == "cuda" else {"": "cpu"})
-    net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=opts.device == "cuda")
+    # gradient checkpointing is a training option like any other (training.gradient_checkpointing)
+    net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=False)
     return peft_wrap(net, tok, LoraConfig, params["placement"], lora_kwargs(params, dora=False))
 
 

@@ -37,6 +37,7 @@ class LoadOptions:
     # None keeps the model's own value. 0 lets torch's fused SDPA kernel run in training:
     # dropout on the attention probabilities forces the materialised (bmm + softmax) path.
     attention_dropout: float | None = None
+    gradient_checkpointing: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,15 @@ def load_classifier(model: ModelSpec, num_labels: int, opts: LoadOptions, **kwar
         tokenizer.pad_token = tokenizer.eos_token
     if net.config.pad_token_id is None:  # sequence classification finds the last token by it
         net.config.pad_token_id = tokenizer.pad_token_id
+    no_kv_cache(net)
     return net, tokenizer
+
+
+def no_kv_cache(net) -> None:
+    """A decoder keeps every layer's keys and values for generating the next token (gigabytes for
+    Qwen3-4B at batch 64 x 512); classifying, probing or scoring one next token never reuses them."""
+    if hasattr(net.config, "use_cache"):
+        net.config.use_cache = False
 
 
 def body_dtype(opts: LoadOptions):
