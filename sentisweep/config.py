@@ -268,9 +268,16 @@ def short(value: Any) -> str:
 
 class Resources(Strict):
     cpus_per_trial: float = Field(1.0, gt=0)
-    # 1 = a whole GPU per trial; a fraction lets small models share one (0.5 = two at once).
-    gpus_per_trial: float = Field(0.0, ge=0)
+    # 1 = a whole GPU per trial; a fraction lets small models share one (0.5 = two at once);
+    # auto = each trial's share from its memory estimate, in eighths of the GPU (one GPU, --local)
+    gpus_per_trial: Annotated[float, Field(ge=0)] | Literal["auto"] = 0.0
+    # the memory of the GPU a trial gets; default: the driver's own GPU where it has one
+    gpu_memory_gib: float | None = Field(None, gt=0)
     max_concurrent: int | None = Field(None, gt=0)
+
+    @property
+    def uses_gpus(self) -> bool:
+        return self.gpus_per_trial == "auto" or self.gpus_per_trial > 0
 
 
 class SweepConfig(Strict):

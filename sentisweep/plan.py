@@ -10,6 +10,7 @@ Ray starts. A sweep's trial runs in `<storage>/<name>/trials/<trial_id>`.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from sentisweep.results import RESULT_FILE, SCHEMA
 from sentisweep.storage import Store
 from sentisweep.trial.data import resolve_source
 from sentisweep.trial.device import precision_problem
+from sentisweep.trial.memory import MemoryEstimate, estimate_trial_memory
 from sentisweep.trial.methods import (
     METHODS,
     IncompatibleMethodError,
@@ -174,6 +176,9 @@ def parse_search_config(raw: dict[str, Any], source: str | None = None) -> Searc
     if not problems:
         problems += _architecture_problems(search.model, search.training.max_length,
                                            MethodConfig(name=search.method, placement=search.placement))
+    if search.resources.gpus_per_trial == "auto":
+        problems.append("resources.gpus_per_trial = 'auto': a search's trials differ only in their sampled "
+                        "values; give the share of a GPU each gets (e.g. 1 or 0.5)")
     if search.training.eval_steps is None and search.training.epochs < 2:
         problems.append("training.eval_steps = None with fewer than 2 epochs: the scheduler would see one "
                         "validation report per trial; set eval_steps")
@@ -191,6 +196,31 @@ PARSERS = {"trial": parse_trial_config, "sweep": parse_sweep_config, "search": p
 class PlannedTrial:
     config: TrialConfig
     skip_reason: str | None = None
+    memory: MemoryEstimate | None = None  # set by plan_memory
+    gpus: float = 0.0  # the trial's share of a GPU (Ray's resource request)
+
+
+def plan_memory(planned: list[PlannedTrial], resources: Resources, gpu_memory_bytes: int | None) -> list[str]:
+    """Each runnable trial's memory estimate and GPU share; the trials that cannot fit theirs.
+    `gpus_per_trial: auto` gives each the eighths of the GPU its estimate needs (at least one)."""
+    device = "cuda" if resources.uses_gpus else "cpu"
+    problems = []
+    for trial in (t for t in planned if t.skip_reason is None):
+        precision = trial.config.training.precision
+        precision = precision if precision != "auto" else ("bf16" if device == "cuda" else "fp32")
+        trial.memory = estimate_trial_memory(trial.config, device, precision)
+        if resources.gpus_per_trial != "auto":
+            trial.gpus = resources.gpus_per_trial
+        elif trial.memory and gpu_memory_bytes:
+            trial.gpus = min(1.0, max(1, math.ceil(8 * trial.memory.total / gpu_memory_bytes)) / 8)
+        else:
+            trial.gpus = 1.0  # nothing to size it by: a whole GPU
+        if device == "cuda" and trial.memory and gpu_memory_bytes and trial.memory.total > gpu_memory_bytes * trial.gpus:
+            problems.append(f"{trial.config.trial_id}: needs about {trial.memory.describe()}; its GPU share holds "
+                            f"{gpu_memory_bytes * trial.gpus / 2**30:.1f} GiB ({trial.gpus:g} of "
+                            f"{gpu_memory_bytes / 2**30:.1f} GiB). Use a smaller batch_size (with "
+                            "gradient_accumulation), gradient_checkpointing, an adapter method, or a larger GPU")
+    return problems
 
 
 def expand(sweep: SweepConfig, store: Store, device: str) -> list[PlannedTrial]:
@@ -258,15 +288,17 @@ def absolute_paths(data: DataConfig) -> DataConfig:
 
 
 def matrix_table(planned: list[PlannedTrial], resources: Resources, baselines: list[str] = ()) -> str:
-    """The trial matrix as a Markdown table (the --dry-run output)."""
-    rows = ["| # | trial | model | method | seed | lr | resources | status |", "|---|---|---|---|---|---|---|---|"]
+    """The trial matrix as a Markdown table (the --dry-run output), with each trial's memory estimate."""
+    rows = ["| # | trial | model | method | seed | lr | resources | memory (est.) | status |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for i, trial in enumerate(planned, 1):
         c = trial.config
-        res = f"{resources.cpus_per_trial:g} CPU" + (f", {resources.gpus_per_trial:g} GPU" if resources.gpus_per_trial else "")
+        res = f"{resources.cpus_per_trial:g} CPU" + (f", {trial.gpus:g} GPU" if trial.gpus else "")
+        memory = f"{trial.memory.total / 2**30:.2f} GiB" if trial.memory else "-"
         status = f"skip: {trial.skip_reason}" if trial.skip_reason else "run"
         params = " ".join(f"{k}={short(v)}" for k, v in sorted(c.method.params().items()))
         rows.append(f"| {i} | {c.trial_id} | {c.model} | {c.method.name} {params} | {c.seed} | "
-                    f"{c.training.learning_rate:g} | {res} | {status} |")
+                    f"{c.training.learning_rate:g} | {res} | {memory} | {status} |")
     runnable = sum(t.skip_reason is None for t in planned)
     rows.append(f"\n{len(planned)} trials: {runnable} to run, {len(planned) - runnable} skipped")
     if baselines:

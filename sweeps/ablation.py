@@ -21,7 +21,15 @@ from ray_session import guard, tracking
 from ray_session.connect import connect, unsatisfiable
 from sentisweep import exit_codes
 from sentisweep.config import ConfigError, SweepConfig
-from sentisweep.plan import PlannedTrial, expand, gather_results, load_config, matrix_table, summary_table
+from sentisweep.plan import (
+    PlannedTrial,
+    expand,
+    gather_results,
+    load_config,
+    matrix_table,
+    plan_memory,
+    summary_table,
+)
 from sentisweep.storage import Store
 from sentisweep.trial.data import DataError, check_source, resolve_source
 from sweeps import trainable
@@ -48,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-gpus", type=float, default=None,
                    help="GPUs Ray may schedule on with --local (default: what torch sees)")
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    p.add_argument("--gpu-memory", type=float, metavar="GIB",
+                   help="memory of the GPU each trial gets, for the memory check and gpus_per_trial: auto "
+                        "(default: resources.gpu_memory_gib, else this machine's GPU)")
     p.add_argument("--mlflow-uri", help="also log every trial to MLflow (e.g. sqlite:///abs/path/mlflow.db or "
                                         "http://host:5000; needs the mlflow extra)")
     return p
@@ -62,8 +73,21 @@ def plan(args) -> tuple[SweepConfig, Store, list[PlannedTrial]]:
         store = Store(args.storage)
     except Exception as err:  # pyarrow: unknown scheme, missing credentials, ...
         raise ConfigError([f"--storage = {args.storage!r}: {err}"]) from None
-    device = "cuda" if sweep.resources.gpus_per_trial > 0 else "cpu"
-    return sweep, store, expand(sweep, store, device)
+    planned = expand(sweep, store, "cuda" if sweep.resources.uses_gpus else "cpu")
+    problems = plan_memory(planned, sweep.resources, gpu_memory_bytes(args.gpu_memory, sweep.resources.gpu_memory_gib))
+    if problems:  # before Ray starts: a trial that cannot fit its GPU would die when it is its turn
+        raise ConfigError(problems, "memory check")
+    return sweep, store, planned
+
+
+def gpu_memory_bytes(flag_gib: float | None, config_gib: float | None) -> int | None:
+    """The GPU a trial gets: --gpu-memory, else the config's, else this machine's first GPU."""
+    gib = flag_gib or config_gib
+    if gib:
+        return int(gib * 2**30)
+    import torch
+
+    return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
 
 
 def pretokenize(planned: list[PlannedTrial]) -> None:
@@ -130,7 +154,8 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
         return exit_codes.BAD_INPUT
 
     connect(args.local, args.num_gpus)  # [Ray]
-    problem = unsatisfiable(sweep.resources.cpus_per_trial, sweep.resources.gpus_per_trial)
+    gpus_of = {row: t.gpus for row, t in enumerate(planned, 1) if t.skip_reason is None}
+    problem = unsatisfiable(sweep.resources.cpus_per_trial, max(gpus_of.values(), default=0))
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return exit_codes.BAD_INPUT
@@ -140,8 +165,8 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
     configs = {row: t.config.model_dump(mode="json") for row, t in enumerate(planned, 1) if t.skip_reason is None}
     trial_id_of = trainable.AblationTrialId(configs)
     trial_fn = tune.with_parameters(trainable.run_ablation_trial, trials=configs, store=args.storage)  # [Ray]
-    trial_fn = tune.with_resources(trial_fn, {  # [Ray]
-        "cpu": sweep.resources.cpus_per_trial, "gpu": sweep.resources.gpus_per_trial})
+    trial_fn = tune.with_resources(trial_fn, lambda config: {  # [Ray] each trial its own share of a GPU
+        "cpu": sweep.resources.cpus_per_trial, "gpu": gpus_of[config["matrix_row"]]})
     if args.resume:
         tuner = tune.Tuner.restore(store.path(sweep.name, "tune"), trainable=trial_fn,  # [Ray]
                                    resume_unfinished=True, restart_errored=True, storage_filesystem=store.fs)

@@ -141,3 +141,25 @@ def test_sweep_overhead_report_one_at_a_time(capsys):
     assert "overhead: +10% (+5.0 s per trial)" in printed
     assert "overhead outside the trials' training and evaluation: +8% of the loop (+4.0 s per trial)" in printed
 
+
+
+@pytest.mark.integration
+def test_gpu_check_runs_on_cpu(tmp_path):
+    """The one-command GPU check, on CPU: every method on every Hub-shaped family, zero-shot and
+    the embedder, one table, exit 0."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu",
+                          "--work", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    table = [line for line in out.stdout.splitlines() if line.startswith("| ")]
+    assert any("| qwen3 " in row and "| zero-shot " in row and "| ok " in row for row in table)
+    assert any("| deberta-v3 " in row and "| qlora " in row for row in table)
+    assert " 0 failed" in out.stdout and "on cpu" in out.stdout
+
+
+@pytest.mark.integration
+def test_memory_estimate_smoke():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "memory_estimate.py"), "--smoke-test"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (row,) = [line for line in out.stdout.splitlines() if line.startswith("| tiny-bert | lora |")]
+    assert float(row.split("|")[3]) > 0 and float(row.split("|")[4]) > 0

@@ -142,3 +142,29 @@ def test_gradient_checkpointing_is_an_option_for_every_method(data_dir, cache_di
         assert result.status == "ok" and result.gradient_checkpointing == 1, result.error
     plain = run_trial(parse_trial_config(tiny_trial("tiny-bert", "lora", data_dir, cache_dir, tmp_path / "plain")))
     assert plain.gradient_checkpointing == 0
+
+
+@pytest.mark.parametrize("name", ["distilbert_vs_qwen3.yaml", "imdb_peft_ablation.yaml", "roberta_methods.yaml"])
+def test_every_trial_of_the_shipped_gpu_configs_builds(name, folders, cache_dir, tmp_path):
+    """Each GPU study's model x method, built on CPU with the Hub-shaped folder of the same
+    family standing in for the hub id (its placements must exist in that architecture)."""
+    from pathlib import Path
+
+    from benchmarks.hub_shaped import HUB_IDS
+    from sentisweep.plan import expand, load_config
+    from sentisweep.storage import Store
+    from sentisweep.trial.methods import LoadOptions, build
+
+    root = Path(__file__).resolve().parents[1]
+    sweep = load_config(root / "sweeps" / "configs" / name, "sweep")
+    built = set()
+    for trial in expand(sweep, Store(str(tmp_path)), "cpu"):
+        key = (trial.config.model, trial.config.method.model_dump_json())
+        if trial.skip_reason or key in built or (trial.config.method.name == "qlora"
+                                                 and importlib.util.find_spec("bitsandbytes") is None):
+            continue
+        stand_in = str(folders[HUB_IDS[trial.config.model]])
+        model = build(trial.config.method, get_model_spec(stand_in), 2, LoadOptions(str(cache_dir)))
+        assert any(p.requires_grad for p in model.model.parameters()) or trial.config.method.name == "zero-shot"
+        built.add(key)
+    assert built

@@ -92,10 +92,10 @@ def test_the_ray_layers_do_not_import_each_other(graph):
 
 
 def test_nothing_edits_sys_path():
-    edits = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
-             if ".venv" not in p.parts and ("sys.path.insert" in p.read_text() or "sys.path.append" in p.read_text())
-             and p.name != "test_layout.py"]
-    assert edits == []
+    edits = ("sys.path." + "insert", "sys.path." + "append")  # spelt apart: this file names them, edits neither
+    found = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
+             if ".venv" not in p.parts and any(edit in p.read_text() for edit in edits)]
+    assert found == []
 
 
 def test_readme_layout_names_every_package_and_subpackage():

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sentisweep.config import ConfigError
 from sentisweep.plan import expand, load_config, parse_sweep_config, trial_from_sample
@@ -136,3 +137,96 @@ def test_gather_results_accounts_for_every_trial(tmp_path):
     assert results.loc[ids[1], "status"] == "skipped" and "needs a decoder" in results.loc[ids[1], "error"]
     assert results.loc[ids[2], "status"] == "failed" and "ActorDiedError" in results.loc[ids[2], "error"]
     assert results.loc[ids[3], "status"] == "failed" and "never wrote a result" in results.loc[ids[3], "error"]
+
+
+GPU_CONFIGS = ["distilbert_vs_qwen3.yaml", "imdb_peft_ablation.yaml", "roberta_methods.yaml"]
+
+
+@pytest.fixture
+def imdb_mirror(tmp_path, monkeypatch):
+    """A stand-in for the Hub's IMDb (`data.source: imdb`), wherever the tests run."""
+    from helpers import synthetic_reviews
+
+    (tmp_path / "mirror" / "imdb").mkdir(parents=True)
+    synthetic_reviews(40, 1).to_parquet(tmp_path / "mirror" / "imdb" / "train.parquet")
+    synthetic_reviews(20, 2).to_parquet(tmp_path / "mirror" / "imdb" / "test.parquet")
+    monkeypatch.setenv("SENTISWEEP_DATA_MIRROR", str(tmp_path / "mirror"))
+    monkeypatch.chdir(ROOT)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", GPU_CONFIGS)
+def test_shipped_gpu_configs_build_and_fit_an_80_gib_gpu(name, imdb_mirror, tmp_path, capsys):
+    """Every trial's model x method builds from the registry's architecture (its placements
+    exist there) and its memory estimate fits an 80 GiB GPU: the dry run says so, on CPU."""
+    from sweeps.ablation import main
+
+    assert main(["--config", f"sweeps/configs/{name}", "--dry-run", "--gpu-memory", "80",
+                 "--storage", str(tmp_path / "store")]) == 0, capsys.readouterr().err
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "GiB" in line]
+    assert rows and all(float(row.split("|")[8].split()[0]) < 80 for row in rows)
+
+
+@pytest.mark.unit
+def test_a_trial_too_large_for_its_gpu_is_refused_before_ray(imdb_mirror, tmp_path, capsys):
+    from sweeps.ablation import main
+
+    config = yaml.safe_load((ROOT / "sweeps" / "configs" / "distilbert_vs_qwen3.yaml").read_text())
+    config["methods"].append({"name": "full", "label": "qwen-full", "models": ["Qwen/Qwen3-4B"]})
+    path = tmp_path / "big.yaml"
+    path.write_text("# python sweeps/ablation.py --config big.yaml\n" + yaml.safe_dump(config))
+    assert main(["--config", str(path), "--dry-run", "--gpu-memory", "24", "--storage", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "Qwen_Qwen3-4B__qwen-full__s42: needs about" in err and "holds 24.0 GiB (1 of 24.0 GiB)" in err
+    assert "distilbert" not in err  # the trials that fit are not named
+
+
+@pytest.mark.unit
+def test_auto_gpu_shares_follow_each_trials_estimate(data_dir, tmp_path, capsys, monkeypatch):
+    from sweeps.ablation import main
+
+    monkeypatch.chdir(ROOT)
+    config = yaml.safe_load((ROOT / "sweeps" / "configs" / "smoke.yaml").read_text())
+    config["resources"] = {"cpus_per_trial": 1, "gpus_per_trial": "auto"}
+    config["data"]["source"] = str(data_dir)
+    path = tmp_path / "auto.yaml"
+    path.write_text("# python sweeps/ablation.py --config auto.yaml --local --num-gpus 1\n" + yaml.safe_dump(config))
+    assert main(["--config", str(path), "--dry-run", "--gpu-memory", "1", "--storage", str(tmp_path / "s")]) == 0
+    shares = {row.split("|")[2].strip(): float(row.split("|")[7].split(",")[1].split()[0])
+              for row in capsys.readouterr().out.splitlines() if row.startswith("| ") and " GPU |" in row}
+    assert shares and set(shares.values()) <= {k / 8 for k in range(1, 9)}
+    assert len(set(shares.values())) > 1  # full fine-tuning takes a larger share than LoRA or zero-shot
+
+
+@pytest.mark.unit
+def test_one_models_tokenizer_failing_stops_only_its_trials(data_dir, cache_dir, tmp_path, monkeypatch, capsys):
+    """A missing tokenizer library (DeBERTa-v3 without sentencepiece) used to abort the whole
+    study before Ray started; now the other models are tokenized and only its trials fail."""
+    import transformers
+
+    from sentisweep.trial.tokenization import CACHE_STATS
+    from sweeps.ablation import pretokenize
+
+    from sentisweep.trial.models import get_model_spec, materialize
+
+    # a second model with a tokenizer of its own: tiny-bert's folder (the tiny models share MiniLM's)
+    folder = materialize(get_model_spec("tiny-bert"), tmp_path / "models")
+    sweep = parse_sweep_config({"name": "t", "models": ["tiny-bert", folder], "methods": ["full"],
+                                "data": {"source": str(data_dir), "train_size": 32, "eval_size": 8, "test_size": 8,
+                                         "cache_dir": str(tmp_path / "cache")},
+                                "training": {"max_length": 48}})
+    planned = expand(sweep, Store(str(tmp_path)), "cpu")
+    real = transformers.AutoTokenizer.from_pretrained
+    calls = []
+
+    def tokenizer(source, *args, **kwargs):
+        calls.append(source)
+        if len(calls) == 1:
+            raise ValueError("SentencePieceExtractor requires the SentencePiece library but it was not found")
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tokenizer)
+    misses = CACHE_STATS["misses"]
+    pretokenize(planned)  # does not raise
+    assert "warning: could not tokenize for" in capsys.readouterr().err
+    assert CACHE_STATS["misses"] == misses + 3  # the other model's three splits

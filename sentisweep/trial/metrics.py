@@ -62,6 +62,7 @@ class PeakMemory:
         self.interval_s = interval_s
         self.peak_bytes = 0
         self.reserved_bytes: int | None = None
+        self.start_bytes = 0  # host RSS as the block began: peak - start is what the block added
         self.kind = "cuda_max_allocated" if device == "cuda" else "host_rss_sampled"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -72,7 +73,7 @@ class PeakMemory:
 
             torch.cuda.reset_peak_memory_stats()
         else:
-            self.peak_bytes = host_rss_bytes()
+            self.peak_bytes = self.start_bytes = host_rss_bytes()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self

@@ -89,6 +89,9 @@ class ModelSpec:
     pooling: Pooling
     tokenizer: str | Callable[[], str] | None = None  # defaults to `source`
     tiny_config: Callable[[int], object] | None = None  # random-init model from config
+    # The hub repo's config.json, the fields that shape the model: config-time checks (position
+    # limit, module names, memory estimate) read it without the Hub
+    architecture: dict | None = None
     notes: str = ""
 
     def resolve_source(self) -> str:
@@ -141,15 +144,25 @@ for _name, _family, _pool, _cfg in [
 # -- real models ---------------------------------------------------------------------
 register_model(ModelSpec("minilm-l6", _minilm_path, "encoder", "mean",
                          notes="sentence-transformers/all-MiniLM-L6-v2 from PyPI, offline"))
-for _hub_id, _family, _pool in [
-    ("distilbert-base-uncased", "encoder", "cls"),
-    ("bert-base-uncased", "encoder", "cls"),
-    ("roberta-base", "encoder", "cls"),
-    ("microsoft/deberta-v3-base", "encoder", "cls"),
-    ("Qwen/Qwen3-0.6B", "decoder", "last"),
-    ("Qwen/Qwen3-4B", "decoder", "last"),
+_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+_QWEN3 = dict(model_type="qwen3", vocab_size=151936, head_dim=128, num_key_value_heads=8,
+              max_position_embeddings=40960, tie_word_embeddings=True)
+for _hub_id, _family, _pool, _architecture in [
+    ("distilbert-base-uncased", "encoder", "cls", dict(model_type="distilbert", vocab_size=30522, dim=768,
+                                                       n_layers=6, n_heads=12, hidden_dim=3072)),
+    ("bert-base-uncased", "encoder", "cls", dict(model_type="bert", vocab_size=30522, **_BASE)),
+    ("roberta-base", "encoder", "cls", dict(model_type="roberta", vocab_size=50265, max_position_embeddings=514,
+                                            pad_token_id=1, **_BASE)),
+    ("microsoft/deberta-v3-base", "encoder", "cls", dict(
+        model_type="deberta-v2", vocab_size=128100, relative_attention=True, position_buckets=256,
+        pos_att_type=["p2c", "c2p"], position_biased_input=False, share_att_key=True, norm_rel_ebd="layer_norm",
+        max_relative_positions=-1, **_BASE)),
+    ("Qwen/Qwen3-0.6B", "decoder", "last", dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16,
+                                                 intermediate_size=3072, **_QWEN3)),
+    ("Qwen/Qwen3-4B", "decoder", "last", dict(hidden_size=2560, num_hidden_layers=36, num_attention_heads=32,
+                                              intermediate_size=9728, **_QWEN3)),
 ]:
-    register_model(ModelSpec(_hub_id, _hub_id, _family, _pool))
+    register_model(ModelSpec(_hub_id, _hub_id, _family, _pool, architecture=_architecture))
 
 
 def model_problems(name: str) -> list[str]:
@@ -183,6 +196,9 @@ def model_config(name: str):
         spec = get_model_spec(name)
         if spec.tiny_config is not None:
             return spec.tiny_config(30522)  # the shared WordPiece vocabulary's size
+        if spec.architecture is not None:
+            fields = dict(spec.architecture)
+            return AutoConfig.for_model(fields.pop("model_type"), **fields)
         return AutoConfig.from_pretrained(spec.resolve_source())
     except Exception:  # offline, gated, not a model folder: the load itself will say why
         return None

@@ -31,6 +31,7 @@ from sentisweep.results import (
 from sentisweep.storage import dir_bytes, write_parquet_atomic
 from sentisweep.trial.data import TaskData, load_task_data
 from sentisweep.trial.device import cpu_name, release_accelerator_memory, resolve_device_and_precision
+from sentisweep.trial.memory import estimate_trial_memory
 from sentisweep.trial.methods import (
     METHODS,
     BuiltModel,
@@ -127,6 +128,8 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
     result.device, result.precision_mode = device, precision
     result.device_name = torch.cuda.get_device_name(0) if device == "cuda" else cpu_name()
     spec = get_model_spec(config.model)
+    estimate = estimate_trial_memory(config, device, precision)
+    result.memory_estimate_bytes = estimate.total if estimate else None
     result.train_rows, result.validation_rows, result.test_rows = (
         len(data.splits[s]) for s in ("train", "validation", "test"))
     transformers.set_seed(config.seed)  # the head's initialisation depends on it
@@ -161,6 +164,7 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
             result.eval_samples_per_second = len(test) / clock.seconds
     result.peak_memory_bytes, result.peak_memory_kind = memory.peak_bytes, memory.kind
     result.peak_memory_reserved_bytes = memory.reserved_bytes
+    result.memory_growth_bytes = memory.peak_bytes - memory.start_bytes if device == "cpu" else None
 
     labels = test["label"].to_numpy()
     quality = classification_metrics(labels, probabilities)
@@ -225,7 +229,7 @@ def _training_args(config: TrialConfig, out: Path, device: str, precision: str, 
         dataloader_pin_memory=device == "cuda", remove_unused_columns=False,
         logging_steps=t.logging_steps, report_to="none", disable_tqdm=quiet,
         # the non-reentrant variant: it works with frozen inputs (adapters) and is torch's advice
-        gradient_checkpointing=t.gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
+        activation_checkpointing=t.gradient_checkpointing, activation_checkpointing_kwargs={"use_reentrant": False},
     )
 
 

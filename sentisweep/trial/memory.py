@@ -1,0 +1,105 @@
+"""A trial's peak accelerator memory, estimated before anything loads: from the model's config
+(its module tree built on the meta device: shapes, no weights), the method, the precision and
+the batch. A sweep shows it in its dry run, refuses a trial that cannot fit its GPU, and can size
+each trial's share of one GPU from it (`gpus_per_trial: auto`).
+
+    weights      frozen body at its dtype (4-bit where quantized), trainable weights in fp32
+    gradients    fp32, one per trainable weight
+    optimizer    AdamW: two fp32 moments per trainable weight
+    activations  kept for the backward pass: per layer and token about (16 h + 4 i) values of
+                 the compute dtype (Korthikanti et al. 2022, with fused attention: no s x s scores),
+                 h the hidden and i the feed-forward size; with gradient checkpointing one
+                 layer's worth plus each layer's input
+How close it comes on these CPUs: benchmarks/memory_estimate.py and benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sentisweep.config import TrialConfig
+
+BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+# NF4: half a byte a weight, plus one absmax per 64 weights (fp32, or 8-bit with double quantization)
+FOUR_BIT_BYTES = {True: 0.5 + 1.0 / 64 + 4.0 / (64 * 256), False: 0.5 + 4.0 / 64}
+CUDA_CONTEXT_BYTES = 500 * 2**20  # the CUDA context and cuBLAS workspace, before any tensor
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    overhead: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.overhead
+
+    def describe(self) -> str:
+        gib = 2**30
+        return (f"{self.total / gib:.2f} GiB (weights {self.weights / gib:.2f}, gradients {self.gradients / gib:.2f}, "
+                f"optimizer {self.optimizer / gib:.2f}, activations {self.activations / gib:.2f})")
+
+
+def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> MemoryEstimate | None:
+    """The estimate for this trial on `device` at `precision` (fp32 | bf16 | fp16), or None when the
+    model's config cannot be had here (a hub id offline)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from sentisweep.trial.methods import get_method, resolved_params
+    from sentisweep.trial.models import linear_layout, model_config
+
+    model_cfg = model_config(config.model)
+    if model_cfg is None:
+        return None
+    method = get_method(config.method.name)
+    params = resolved_params(config.method)
+    with torch.device("meta"):
+        skeleton = (AutoModelForCausalLM if not method.trains else AutoModelForSequenceClassification).from_config(
+            model_cfg)
+    total = sum(p.numel() for p in skeleton.parameters())
+    layout = linear_layout(skeleton, model_cfg.model_type)
+    modules = dict(skeleton.named_modules())
+    head = sum(p.numel() for name, p in skeleton.named_parameters() if set(name.split(".")) & set(layout.head_modules))
+    targets = layout.resolve(params["placement"]) if "placement" in params else []
+    if "r" in params:  # LoRA, DoRA, QLoRA: A (r x in) and B (out x r) per target; DoRA a magnitude per output
+        adapters = sum(params["r"] * (modules[t].in_features + modules[t].out_features) for t in targets)
+        adapters += sum(modules[t].out_features for t in targets) if config.method.name == "dora" else 0
+    else:  # IA3: one scale per input (feed-forward) or output feature
+        adapters = sum(modules[t].in_features if t in layout.ffn else modules[t].out_features for t in targets)
+    trainable = {"full": total, "head-only": head}.get(config.method.name, adapters + head if method.trains else 0)
+
+    compute = BYTES[precision]
+    if config.method.name == "full":
+        weights = total * 4  # fp32 master weights (mixed precision computes in bf16/fp16)
+    else:
+        # adapters and zero-shot on CUDA hold the frozen body in the compute dtype; fp32 elsewhere
+        body = compute if device == "cuda" else 4
+        frozen = total - head if method.trains else total
+        quantized = 0
+        if method.needs_bitsandbytes:
+            quantized = sum(modules[n].in_features * modules[n].out_features for n in layout.attention + layout.ffn)
+        weights = (quantized * FOUR_BIT_BYTES[bool(params.get("double_quant", True))] + (frozen - quantized) * body
+                   + (head + adapters) * 4 if method.trains else frozen * body)
+
+    t = config.training
+    layers = getattr(model_cfg, "num_hidden_layers", None) or model_cfg.n_layers
+    hidden = getattr(model_cfg, "hidden_size", None) or model_cfg.dim
+    ffn = getattr(model_cfg, "intermediate_size", None) or getattr(model_cfg, "hidden_dim", 4 * hidden)
+    per_token_layer = (16 * hidden + 4 * ffn) * compute
+    if method.trains:
+        tokens = t.batch_size * t.max_length
+        if t.gradient_checkpointing:
+            activations = tokens * (layers * hidden * compute + per_token_layer)
+        else:
+            activations = tokens * layers * per_token_layer
+        # evaluation batches hold one layer at a time; training's peak is larger unless they are much bigger
+        activations = max(activations, t.eval_batch_size * t.max_length * per_token_layer)
+    else:  # no backward: one layer's worth at a time, and the last position's logits
+        activations = t.eval_batch_size * t.max_length * per_token_layer
+    return MemoryEstimate(weights=int(weights), gradients=int(trainable * 4) if method.trains else 0,
+                          optimizer=int(trainable * 8) if method.trains else 0, activations=int(activations),
+                          overhead=CUDA_CONTEXT_BYTES if device == "cuda" else 0)
