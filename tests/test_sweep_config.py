@@ -204,10 +204,9 @@ def test_one_models_tokenizer_failing_stops_only_its_trials(data_dir, cache_dir,
     study before Ray started; now the other models are tokenized and only its trials fail."""
     import transformers
 
+    from sentisweep.trial.models import get_model_spec, materialize
     from sentisweep.trial.tokenization import CACHE_STATS
     from sweeps.ablation import pretokenize
-
-    from sentisweep.trial.models import get_model_spec, materialize
 
     # a second model with a tokenizer of its own: tiny-bert's folder (the tiny models share MiniLM's)
     folder = materialize(get_model_spec("tiny-bert"), tmp_path / "models")
