@@ -136,6 +136,12 @@ def test_qlora_counts_its_packed_weights_in_full(data_dir, cache_dir, tmp_path):
 
 
 def test_gradient_checkpointing_is_an_option_for_every_method(data_dir, cache_dir, tmp_path):
+    """Off unless asked, QLoRA included (it was always on for QLoRA on CUDA, so a QLoRA-vs-LoRA
+    cost comparison measured checkpointing, not 4 bits), and recorded in the row."""
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        qlora = run_trial(parse_trial_config(tiny_trial("tiny-bert", {"name": "qlora", "r": 4}, data_dir, cache_dir,
+                                                        tmp_path / "qlora")))
+        assert qlora.status == "ok" and qlora.gradient_checkpointing == 0, qlora.error
     for method in ("full", "lora"):
         result = run_trial(parse_trial_config(tiny_trial("tiny-bert", method, data_dir, cache_dir, tmp_path / method,
                                                          gradient_checkpointing=True)))
@@ -168,3 +174,11 @@ def test_every_trial_of_the_shipped_gpu_configs_builds(name, folders, cache_dir,
         assert any(p.requires_grad for p in model.model.parameters()) or trial.config.method.name == "zero-shot"
         built.add(key)
     assert built
+
+
+def test_the_embedder_keeps_no_kv_cache(folders, cache_dir):
+    from sentisweep.probe.embeddings import Embedder
+
+    embedder = Embedder(str(folders["qwen3"]), max_length=32, cache_dir=str(cache_dir))
+    assert embedder.model.config.use_cache is False
+    assert embedder.embed(["a fine film", "a dull one"]).shape == (2, embedder.dim)
