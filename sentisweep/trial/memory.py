@@ -57,9 +57,12 @@ def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> M
         return None
     method = get_method(config.method.name)
     params = resolved_params(config.method)
-    with torch.device("meta"):
-        skeleton = (AutoModelForCausalLM if not method.trains else AutoModelForSequenceClassification).from_config(
-            model_cfg)
+    try:
+        with torch.device("meta"):
+            skeleton = (AutoModelForCausalLM if not method.trains else AutoModelForSequenceClassification).from_config(
+                model_cfg)
+    except ValueError:  # no such head for this architecture (zero-shot on an encoder): the trial says why
+        return None
     total = sum(p.numel() for p in skeleton.parameters())
     layout = linear_layout(skeleton, model_cfg.model_type)
     modules = dict(skeleton.named_modules())
