@@ -30,6 +30,7 @@ COPY --chown=1000:100 ray_jobs ray_jobs
 COPY --chown=1000:100 analysis analysis
 COPY --chown=1000:100 benchmarks benchmarks
 COPY --chown=1000:100 tests/fixtures tests/fixtures
+COPY --chown=1000:100 docker/embed_xgb_study.sh docker/embed_xgb_study.sh
 RUN pip install --no-cache-dir --no-deps -e .
 
 # A smoke check anyone can run on the built image (no GPU needed):

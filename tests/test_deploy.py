@@ -189,12 +189,43 @@ def test_one_image_tag_everywhere():
 
 
 def entrypoint_commands() -> list[tuple[str, list[str]]]:
+    """Each RayJob's entrypoint as the commands it runs: itself, or the python lines of the
+    script in the image it names (with its storage argument)."""
     commands = []
     for path, obj in all_objects():
         if obj["kind"] == "RayJob":
-            for command in obj["spec"]["entrypoint"].split("&&"):
-                commands.append((path.name, shlex.split(command.replace(IMAGE_DIR, str(ROOT)))))
+            command = shlex.split(obj["spec"]["entrypoint"].replace(IMAGE_DIR, str(ROOT)))
+            if command[0] == "bash":
+                script = Path(command[1]).read_text().replace('"$storage"', command[2])
+                commands += [(path.name, ["python", str(ROOT / line.split()[1]), *line.split()[2:]])
+                             for line in script.splitlines() if line.startswith("python ")]
+            else:
+                commands.append((path.name, command))
     return commands
+
+
+def kuberay_submitter_words(entrypoint: str) -> list[str]:
+    """The words bash makes of the submitter's command as KubeRay composes it: the entrypoint
+    pasted unquoted after `ray job submit ... --` (ray-operator's GetK8sJobCommand)."""
+    command = f"ray job submit --address http://head-svc:8265 --no-wait --submission-id job-1 -- {entrypoint}"
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    return list(lexer)
+
+
+@pytest.mark.unit
+def test_every_entrypoint_reaches_ray_job_submit_whole():
+    """Nothing of an entrypoint may run in the submitter pod: no shell operator splits it, and
+    every word of it reaches `ray job submit` as that command's arguments, quoting intact."""
+    jobs = [obj for _, obj in all_objects() if obj["kind"] == "RayJob"]
+    assert len(jobs) == 3
+    for job in jobs:
+        entrypoint = job["spec"]["entrypoint"]
+        words = kuberay_submitter_words(entrypoint)
+        assert not set(words) & {"&&", "||", ";", "|", "&", ">", "<", ">>"}, entrypoint
+        assert words[words.index("--") + 1:] == shlex.split(entrypoint)
+    # the check can fail: the old embed-xgb entrypoint ran its second stage in the submitter
+    assert "&&" in kuberay_submitter_words("python a.py && python b.py")
 
 
 @pytest.mark.integration  # a dry run of each entrypoint in a subprocess
