@@ -13,7 +13,7 @@ from sentisweep import exit_codes
 class Interruption:
     """Ctrl-C during `Tuner.fit()`: Tune stops gracefully and saves its state, but returns
     as if it had finished. We take SIGINT ourselves (TUNE_DISABLE_SIGINT_HANDLER), remember
-    it, and pass it on as SIGUSR1, Tune's other stop signal; `fit_or_interrupt` then
+    it, and pass it on as SIGUSR1, Tune's other stop signal; `fit` then
     raises KeyboardInterrupt so nothing half-done is written as a finished table."""
 
     def __init__(self):
