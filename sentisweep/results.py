@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -211,7 +212,8 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit(start: Path | None = None) -> str | None:
-    """The commit of the checkout sentisweep runs from, with '+dirty' for local changes."""
+    """The commit of the checkout sentisweep runs from, with '+dirty' for local changes; in
+    the image, SENTISWEEP_GIT_COMMIT (the Dockerfile's GIT_COMMIT build argument)."""
     where = start or Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
@@ -220,7 +222,8 @@ def git_commit(start: Path | None = None) -> str | None:
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return None
+        # No checkout (the container image has no .git): the commit the image was built from.
+        return os.environ.get("SENTISWEEP_GIT_COMMIT") or None
 
 
 def provenance() -> dict[str, Any]:

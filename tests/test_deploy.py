@@ -1,11 +1,15 @@
-"""The container and cluster files, checked offline (no Docker engine or Kubernetes here):
-hadolint on the Dockerfile; every manifest against the KubeRay CRD schemas or the core
-Kubernetes schemas; entrypoints that name real scripts and configs that pass --dry-run;
-one image tag everywhere; the single-GPU overlay's patches on the paths they name."""
+"""The container and cluster files, checked offline (no Kubernetes cluster here): hadolint on
+the Dockerfile; the lock file against pyproject; every kustomization rendered by `kubectl
+kustomize` and every rendered object validated (RayCluster/RayJob against the KubeRay CRD
+schemas, core objects and every pod template with kubernetes-validate); what each rendered
+pod must be (hardened, sized, labelled); each overlay's promise (one GPU, no GPU); every
+RayJob entrypoint reaching `ray job submit` whole."""
 
 from __future__ import annotations
 
 import copy
+import functools
+import os
 import re
 import shlex
 import shutil
@@ -25,28 +29,87 @@ ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 SCHEMAS = ROOT.parent / "shared" / "schemas" / "kuberay"
 IMAGE_DIR = "/home/ray/sentisweep"  # where the Dockerfile puts the code
-MANIFESTS = sorted(K8S.glob("*.yaml")) + sorted((K8S / "jobs").glob("*.yaml"))
+IMAGE_NAME = "ghcr.io/sentisweep/sentisweep"
+APP_LABEL = {"app.kubernetes.io/name": "sentisweep"}
+# What the image writes at run time besides the volume: scratch and Ray's session folder under
+# /tmp, Ray's auth token in ~/.ray. The container test runs the smoke sweep with only these
+# (and /dev/shm) writable, as the pods' read-only root filesystem leaves them.
+WRITABLE_PATHS = ("/tmp", "/home/ray/.ray")
 
 
-def documents(path: Path) -> list[dict]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+def _kind(path: Path) -> str:
+    return yaml.safe_load(path.read_text())["kind"]
 
 
-def all_objects() -> list[tuple[Path, dict]]:
-    return [(path, doc) for path in MANIFESTS for doc in documents(path)]
+KUSTOMIZATIONS = sorted(p.parent.relative_to(K8S).as_posix() for p in K8S.rglob("kustomization.yaml")
+                        if _kind(p) == "Kustomization" and p.parent.name != "base")
+OVERLAYS = [k for k in KUSTOMIZATIONS if k.startswith("overlays/")]
+JOB_OVERLAYS = ["overlays/ablation", "overlays/search", "overlays/embed-xgb"]
 
 
-def image_tag() -> str:
-    kustomization = yaml.safe_load((K8S / "Kustomization").read_text())
-    (image,) = kustomization["images"]
-    return f"{image['name']}:{image['newTag']}"
+# --- rendering ------------------------------------------------------------------------------
 
+def kubectl() -> str:
+    found = shutil.which("kubectl")
+    if found:
+        return found
+    if os.environ.get("SENTISWEEP_REQUIRE_KUBECTL"):  # .ci/run sets it: CI must render, not skip
+        pytest.fail("kubectl is not on PATH, and SENTISWEEP_REQUIRE_KUBECTL is set")
+    pytest.skip("kubectl is not on PATH: the manifests are rendered with `kubectl kustomize`")
+
+
+@functools.cache
+def _render(directory: str) -> tuple:
+    done = subprocess.run([kubectl(), "kustomize", directory], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"kubectl kustomize {directory}:\n{done.stderr}"
+    return tuple(d for d in yaml.safe_load_all(done.stdout) if d)
+
+
+def rendered(overlay: str) -> list[dict]:
+    """The objects `kubectl apply -k k8s/<overlay>` would create (copies: tests may edit them)."""
+    return copy.deepcopy(list(_render(str(K8S / overlay))))
+
+
+def of_kind(objects: list[dict], kind: str) -> list[dict]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def ray_cluster_spec(obj: dict) -> dict:
+    return obj["spec"].get("rayClusterSpec", obj["spec"])
+
+
+def pod_templates(obj: dict) -> list[dict]:
+    """Every pod template of a RayCluster or RayJob: head, worker groups, job submitter."""
+    cluster = ray_cluster_spec(obj)
+    templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    if "submitterPodTemplate" in obj["spec"]:
+        templates.append(obj["spec"]["submitterPodTemplate"])
+    return templates
+
+
+def all_ray_objects() -> list[tuple[str, dict]]:
+    return [(overlay, obj) for overlay in OVERLAYS for obj in rendered(overlay) if obj["apiVersion"] == "ray.io/v1"]
+
+
+def quantity_bytes(quantity: str) -> float:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9}
+    number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(quantity)).groups()
+    return float(number) * units.get(unit, 1)
+
+
+def cpus(quantity: str) -> float:
+    quantity = str(quantity)
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+# --- the Dockerfile and its lock -------------------------------------------------------------
 
 @pytest.mark.unit
 def test_dockerfile_passes_hadolint():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    done = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
+    for dockerfile in (ROOT / "Dockerfile", ROOT / "docker" / "base-debian.Dockerfile"):
+        done = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.unit
@@ -62,24 +125,52 @@ def test_dockerfile_runs_as_non_root_and_bakes_in_no_data():
 
 
 @pytest.mark.unit
-def test_pinned_requirements_cover_and_satisfy_pyproject():
+def test_base_image_names_the_cuda_version_torch_was_built_for():
+    """PyPI's torch 2.13.0 for Linux x86_64 is built for CUDA 13.0: the base must carry the same
+    CUDA (a `-gpu` tag moves, and carried CUDA 12)."""
+    text = (ROOT / "Dockerfile").read_text()
+    (base,) = re.findall(r"^ARG BASE_IMAGE=(\S+)", text, flags=re.M)
+    assert re.fullmatch(r"rayproject/ray:2\.60\.0-py311-cu130", base), base
+    lock = (ROOT / "docker" / "requirements.lock").read_text()
+    assert re.search(r"^torch==2\.13\.0 ", lock, flags=re.M)
+    assert re.search(r"^nvidia-cuda-runtime==13\.|^nvidia-cuda-runtime-cu13==", lock, flags=re.M)
+
+
+def lock_pins(path: Path) -> dict[str, str]:
+    """name -> version of a lock file made by `uv pip compile --generate-hashes`, checking that
+    every pin has its hashes."""
+    pins = {}
+    for entry in re.split(r"\n(?=\S)", path.read_text()):
+        line = entry.strip()
+        if not line or line.startswith(("#", "--")):
+            continue
+        name, version = re.match(r"([A-Za-z0-9_.\-\[\]]+)==(\S+)", line).groups()
+        assert "--hash=sha256:" in entry, f"{path.name}: {name} has no hash"
+        pins[re.sub(r"\[.*\]", "", name).lower().replace("_", "-")] = version
+    return pins
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-cpu.lock"])
+def test_lock_file_pins_every_dependency_with_hashes_and_satisfies_pyproject(lock):
     from packaging.requirements import Requirement
 
+    pins = lock_pins(ROOT / "docker" / lock)
+    assert len(pins) > 80, "a lock holds the transitive dependencies too"  # ray alone brings dozens
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pins = {}
-    for line in (ROOT / "docker" / "requirements.txt").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            requirement = Requirement(line)
-            pins[requirement.name.lower()] = next(iter(requirement.specifier)).version
-    for dependency in project["dependencies"]:
+    for dependency in project["dependencies"] + ["ray==2.60.0"]:
         requirement = Requirement(dependency)
         name = requirement.name.lower()
-        if name == "torch":
-            assert "torch==2.13.0" in (ROOT / "Dockerfile").read_text()
-            continue
-        assert name in pins, f"{name} is not pinned in docker/requirements.txt"
-        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} outside {requirement.specifier}"
+        assert name in pins, f"{name} is not in docker/{lock}"
+        version = pins[name].split("+")[0]
+        assert requirement.specifier.contains(version), f"{name}=={pins[name]} outside {requirement.specifier}"
+    direct = [Requirement(line).name.lower() for line in (ROOT / "docker" / "requirements.in").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert set(direct) <= set(pins)
+    assert ("nvidia-cublas" in pins or "nvidia-cublas-cu13" in pins) == (lock == "requirements.lock")
 
+
+# --- every kustomization renders and validates ---------------------------------------------
 
 def _closed(schema):
     """A JSON-Schema copy of a CRD schema, as the API server reads it: int-or-string
@@ -99,6 +190,7 @@ def _closed(schema):
     return out
 
 
+@functools.cache
 def crd_validator(kind: str):
     import jsonschema
 
@@ -109,9 +201,7 @@ def crd_validator(kind: str):
     return jsonschema.Draft7Validator(_closed(version["schema"]["openAPIV3Schema"]))
 
 
-def schema_errors(obj: dict) -> list[str]:
-    if obj["apiVersion"] == "ray.io/v1":
-        return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in crd_validator(obj["kind"]).iter_errors(obj)]
+def core_errors(obj: dict) -> list[str]:
     import kubernetes_validate
 
     try:
@@ -121,86 +211,246 @@ def schema_errors(obj: dict) -> list[str]:
     return []
 
 
+def schema_errors(obj: dict) -> list[str]:
+    if obj["apiVersion"] != "ray.io/v1":
+        return core_errors(obj)
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in crd_validator(obj["kind"]).iter_errors(obj)]
+    # The CRDs embed the pod template; the core schema knows it more strictly.
+    for template in pod_templates(obj):
+        errors += core_errors({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template})
+    return errors
+
+
 @pytest.mark.unit
-@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: str(p.relative_to(K8S)))
-def test_manifest_validates_against_its_schema(path):
-    for obj in documents(path):
-        assert schema_errors(obj) == [], path
+@pytest.mark.parametrize("overlay", KUSTOMIZATIONS)
+def test_kustomization_renders_and_every_object_validates(overlay):
+    objects = rendered(overlay)
+    assert objects
+    for obj in objects:
+        assert schema_errors(obj) == [], f"{overlay}: {obj['kind']}/{obj['metadata']['name']}"
+
+
+@pytest.mark.unit
+def test_overlays_are_the_documented_ones():
+    assert set(OVERLAYS) == {f"overlays/{n}" for n in ("cluster", "ablation", "search", "embed-xgb", "single-gpu", "cpu-only")}
+    guide = (K8S / "README.md").read_text()
+    for overlay in OVERLAYS:
+        assert f"kubectl apply -k k8s/{overlay}" in guide, overlay
 
 
 @pytest.mark.unit
 def test_schema_check_catches_a_misspelt_field():
-    _, cluster = next((p, o) for p, o in all_objects() if o["kind"] == "RayCluster")
+    (cluster,) = of_kind(rendered("overlays/cluster"), "RayCluster")
     broken = copy.deepcopy(cluster)
     broken["spec"]["workerGroupSpecs"][0]["maxReplica"] = 3  # should be maxReplicas
     assert any("maxReplica" in e for e in schema_errors(broken))
+    broken = copy.deepcopy(cluster)
+    broken["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFileSystem"] = True
+    assert schema_errors(broken)
 
 
-def pod_specs(obj: dict) -> list[dict]:
-    cluster = obj["spec"].get("rayClusterSpec", obj["spec"])
-    specs = [cluster["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
-    if "submitterPodTemplate" in obj["spec"]:
-        specs.append(obj["spec"]["submitterPodTemplate"]["spec"])
-    return specs
+# --- what every rendered pod must be --------------------------------------------------------
 
-
-@pytest.mark.unit
-def test_security_resources_gpus_and_head_placement():
-    for path, obj in all_objects():
-        if obj["apiVersion"] != "ray.io/v1":
-            continue
-        cluster = obj["spec"].get("rayClusterSpec", obj["spec"])
-        head = cluster["headGroupSpec"]
-        assert head["rayStartParams"]["num-gpus"] == "0" and head["rayStartParams"]["num-cpus"] == "0", path
-        assert head.get("serviceType", "ClusterIP") == "ClusterIP", path  # dashboard inside the cluster only
-        assert cluster.get("authOptions", {}).get("mode") == "token", path
-        for spec in pod_specs(obj):
-            assert spec["securityContext"]["runAsNonRoot"] is True, path
-            for container in spec["containers"]:
-                assert container["securityContext"]["allowPrivilegeEscalation"] is False, path
-                assert container["resources"]["requests"] and container["resources"]["limits"], path
-        for group in cluster["workerGroupSpecs"]:
-            (container,) = group["template"]["spec"]["containers"]
-            resources = container["resources"]
-            assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "1"
-            assert any(t["key"] == "nvidia.com/gpu" for t in group["template"]["spec"]["tolerations"])
-            assert group["minReplicas"] <= group["maxReplicas"]
-            env = {e["name"]: e for e in container["env"]}
-            assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "hf-token"
-        if obj["kind"] == "RayJob":
-            spec = obj["spec"]
-            assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0
-            assert spec["activeDeadlineSeconds"] > 0 and spec["backoffLimit"] >= 1
-            assert "runtimeEnvYAML" not in spec  # nothing to upload: the code is in the image
+def image_tag() -> str:
+    component = yaml.safe_load((K8S / "components" / "image" / "kustomization.yaml").read_text())
+    (image,) = component["images"]
+    return image["newTag"]
 
 
 @pytest.mark.unit
-def test_one_image_tag_everywhere():
+def test_image_tag_is_version_and_commit_and_every_pod_runs_it():
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     tag = image_tag()
-    assert tag.endswith(f":{version}")
-    for path, obj in all_objects():
-        if obj["apiVersion"] == "ray.io/v1":
-            for spec in pod_specs(obj):
-                assert all(c["image"] == tag for c in spec["containers"]), path
-    assert f"docker build -t {tag} ." in (ROOT / "Dockerfile").read_text()
-    assert f"docker build -t {tag} ." in (K8S / "README.md").read_text()
-    assert yaml.safe_load((K8S / "jobs" / "Kustomization").read_text())["images"][0]["newTag"] == tag.split(":")[-1]
+    assert re.fullmatch(rf"{re.escape(version)}-[0-9a-f]{{7,40}}", tag), tag
+    for overlay, obj in all_ray_objects():
+        expected = f"{IMAGE_NAME}:{tag}-cpu" if overlay == "overlays/cpu-only" else f"{IMAGE_NAME}:{tag}"
+        for template in pod_templates(obj):
+            for container in template["spec"]["containers"]:
+                assert container["image"] == expected, overlay
+                assert container["imagePullPolicy"] == "IfNotPresent", overlay
 
 
-def entrypoint_commands() -> list[tuple[str, list[str]]]:
+@pytest.mark.unit
+def test_every_pod_is_hardened_labelled_and_sized():
+    (policy,) = of_kind(rendered("overlays/cluster"), "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == APP_LABEL
+    for overlay, obj in all_ray_objects():
+        for template in pod_templates(obj):
+            where = f"{overlay} {obj['kind']}"
+            assert template["metadata"]["labels"] == APP_LABEL, where  # or the NetworkPolicy misses it
+            spec = template["spec"]
+            assert spec["securityContext"]["runAsNonRoot"] is True, where
+            assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, where
+            assert spec["serviceAccountName"] == "sentisweep", where  # credentials, pull secrets
+            mounts_of = {v["name"]: v for v in spec.get("volumes", [])}
+            for container in spec["containers"]:
+                context = container["securityContext"]
+                assert context["allowPrivilegeEscalation"] is False and context["capabilities"]["drop"] == ["ALL"], where
+                assert context["readOnlyRootFilesystem"] is True, where
+                mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+                for path in WRITABLE_PATHS:  # what the image writes at run time
+                    assert path in mounts and "emptyDir" in mounts_of[mounts[path]], (where, path)
+                resources = container["resources"]
+                assert resources["requests"] == resources["limits"], where  # Ray is sized from the limits
+                assert all(p["containerPort"] != 10001 for p in container.get("ports", [])), where
+                env = {e["name"]: e for e in container.get("env", [])}
+                gpus = int(resources["limits"].get("nvidia.com/gpu", 0))
+                # a container that wants no GPU must not see the node's GPUs
+                assert (env.get("NVIDIA_VISIBLE_DEVICES", {}).get("value") == "void") == (gpus == 0), where
+                if container["name"] == "ray-job-submitter":
+                    continue
+                assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "token", "optional": True}
+                assert mounts["/tmp/ray"] == "ray-logs", where  # the name KubeRay shares with the autoscaler
+                # Ray's object store takes 30% of memory; the shm volume must hold it and fit in memory
+                shm = quantity_bytes(mounts_of[mounts["/dev/shm"]]["emptyDir"]["sizeLimit"])
+                memory = quantity_bytes(resources["limits"]["memory"])
+                assert 0.3 * memory <= shm < memory, where
+
+
+@pytest.mark.unit
+def test_container_test_writes_only_where_the_pods_can():
+    script = (ROOT / "docker" / "build_and_smoke.sh").read_text()
+    assert "--read-only" in script and "--user 1000:100" in script
+    assert sorted(re.findall(r"--tmpfs (\S+?):", script)) == sorted(WRITABLE_PATHS)
+
+
+@pytest.mark.unit
+def test_heads_schedule_nothing_and_stay_inside_the_cluster():
+    for overlay, obj in all_ray_objects():
+        cluster = ray_cluster_spec(obj)
+        head = cluster["headGroupSpec"]
+        assert head["rayStartParams"]["num-gpus"] == "0" and head["rayStartParams"]["num-cpus"] == "0", overlay
+        assert head.get("serviceType", "ClusterIP") == "ClusterIP", overlay  # dashboard inside the cluster only
+        assert cluster["authOptions"] == {"mode": "token"}, overlay
+        # Only an autoscaled head gets a Kubernetes API token (the ServiceAccount gives none).
+        automount = head["template"]["spec"].get("automountServiceAccountToken", False)
+        assert automount == bool(cluster.get("enableInTreeAutoscaling")), overlay
+    (account,) = of_kind(rendered("overlays/cluster"), "ServiceAccount")
+    assert account["automountServiceAccountToken"] is False
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("overlay", JOB_OVERLAYS)
+def test_rayjob_frees_its_gpus_first_and_fails_when_it_cannot_start(overlay):
+    (job,) = of_kind(rendered(overlay), "RayJob")
+    spec = job["spec"]
+    # KubeRay refuses deletionRules beside shutdownAfterJobFinishes or a global TTL.
+    assert "shutdownAfterJobFinishes" not in spec and "ttlSecondsAfterFinished" not in spec
+    rules = spec["deletionStrategy"]["deletionRules"]
+    conditions = {tuple(sorted((k, v) for k, v in r["condition"].items() if k != "ttlSeconds")) for r in rules}
+    assert len(conditions) == 3  # succeeded, failed, never ran
+    for condition in conditions:
+        ttl = {r["policy"]: r["condition"]["ttlSeconds"] for r in rules
+               if tuple(sorted((k, v) for k, v in r["condition"].items() if k != "ttlSeconds")) == condition}
+        assert ttl["DeleteWorkers"] == 0 and ttl["DeleteCluster"] > 0, condition  # GPUs at once, head for logs
+        assert "DeleteSelf" not in ttl  # the RayJob's status stays
+    assert spec["preRunningDeadlineSeconds"] > 0 and spec["activeDeadlineSeconds"] > spec["preRunningDeadlineSeconds"]
+    assert spec["backoffLimit"] >= 1 and "--resume" in spec["entrypoint"] + _script_text(spec["entrypoint"])
+    assert "runtimeEnvYAML" not in spec  # nothing to upload: the code is in the image
+
+
+def _script_text(entrypoint: str) -> str:
+    words = shlex.split(entrypoint)
+    return Path(words[1].replace(IMAGE_DIR, str(ROOT))).read_text() if words[0] == "bash" else ""
+
+
+def _without_autoscaling(cluster: dict) -> dict:
+    cluster = copy.deepcopy(cluster)
+    for key in ("enableInTreeAutoscaling", "autoscalerOptions"):
+        cluster.pop(key, None)
+    cluster["headGroupSpec"]["template"]["spec"].pop("automountServiceAccountToken", None)
+    for group in cluster["workerGroupSpecs"]:
+        for key in ("replicas", "minReplicas", "maxReplicas"):
+            group.pop(key)
+    return cluster
+
+
+@pytest.mark.unit
+def test_job_clusters_are_the_interactive_cluster_without_autoscaling():
+    """The pods are written twice (k8s/overlays/cluster/raycluster.yaml and the job-cluster
+    component, for RayCluster's and RayJob's different nesting): they must not drift."""
+    (interactive,) = of_kind(rendered("overlays/cluster"), "RayCluster")
+    for overlay in JOB_OVERLAYS:
+        (job,) = of_kind(rendered(overlay), "RayJob")
+        assert _without_autoscaling(job["spec"]["rayClusterSpec"]) == _without_autoscaling(interactive["spec"]), overlay
+
+
+def total_memory_and_gpus(cluster: dict) -> tuple[float, int]:
+    """The most the cluster can hold at once: the head, the autoscaler and every worker group
+    at its maximum."""
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    memory = quantity_bytes(head["memory"])
+    memory += quantity_bytes(cluster.get("autoscalerOptions", {}).get("resources", {}).get("limits", {}).get("memory", 0))
+    gpus = 0
+    for group in cluster["workerGroupSpecs"]:
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        memory += group["maxReplicas"] * quantity_bytes(limits["memory"])
+        gpus += group["maxReplicas"] * int(limits.get("nvidia.com/gpu", 0))
+    return memory, gpus
+
+
+@pytest.mark.unit
+def test_single_gpu_overlay_starts_only_what_one_gpu_and_a_workstation_hold():
+    objects = rendered("overlays/single-gpu")
+    assert not of_kind(objects, "RayJob")  # each RayJob brings 4 GPU workers of its own
+    (cluster,) = of_kind(objects, "RayCluster")
+    memory, gpus = total_memory_and_gpus(cluster["spec"])
+    assert gpus == 1
+    assert memory <= 32 * 2**30, memory / 2**30
+    (claim,) = of_kind(objects, "PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]  # one node: what local-path offers
+    # and it changed what it meant to: the cluster overlay holds 4 GPUs
+    (full,) = of_kind(rendered("overlays/cluster"), "RayCluster")
+    assert total_memory_and_gpus(full["spec"])[1] == 4
+
+
+@pytest.mark.unit
+def test_cpu_only_overlay_asks_for_no_gpu_and_fits_a_laptop():
+    objects = rendered("overlays/cpu-only")
+    (cluster,) = of_kind(objects, "RayCluster")
+    assert "nvidia.com/gpu" not in yaml.safe_dump(objects)  # no request, no toleration
+    memory, gpus = total_memory_and_gpus(cluster["spec"])
+    assert gpus == 0 and memory <= 12 * 2**30, memory / 2**30
+    requested = cpus(cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
+    requested += cpus(cluster["spec"]["autoscalerOptions"]["resources"]["limits"]["cpu"])
+    requested += sum(g["maxReplicas"] * cpus(g["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
+                     for g in cluster["spec"]["workerGroupSpecs"])
+    assert requested <= 4
+
+
+@pytest.mark.unit
+def test_storage_class_patch_in_the_guide_renders(tmp_path):
+    """The guide's overlay for naming a storage class, rendered as a user would write it."""
+    guide = (K8S / "README.md").read_text()
+    (snippet,) = re.findall(r"```yaml\n(# k8s/overlays/my-cluster/kustomization.yaml[^\n]*\n.*?)```", guide, flags=re.S)
+    overlay = tmp_path / "my-cluster"
+    overlay.mkdir()
+    relative = os.path.relpath(K8S / "overlays" / "cluster", overlay)
+    (overlay / "kustomization.yaml").write_text(snippet.replace("../cluster", relative))
+    (claim,) = of_kind(list(_render(str(overlay))), "PersistentVolumeClaim")
+    assert claim["spec"]["storageClassName"] == "efs-sc"
+
+
+# --- RayJob entrypoints ---------------------------------------------------------------------
+
+def rayjobs() -> list[tuple[str, dict]]:
+    return [(overlay, job) for overlay in JOB_OVERLAYS for job in of_kind(rendered(overlay), "RayJob")]
+
+
+def _entrypoint_commands() -> list[tuple[str, list[str]]]:
     """Each RayJob's entrypoint as the commands it runs: itself, or the python lines of the
-    script in the image it names (with its storage argument)."""
+    script in the image it names (with its storage argument). Read from the job files, not
+    rendered: parametrization happens at collection, before kubectl can be checked."""
     commands = []
-    for path, obj in all_objects():
-        if obj["kind"] == "RayJob":
-            command = shlex.split(obj["spec"]["entrypoint"].replace(IMAGE_DIR, str(ROOT)))
-            if command[0] == "bash":
-                script = Path(command[1]).read_text().replace('"$storage"', command[2])
-                commands += [(path.name, ["python", str(ROOT / line.split()[1]), *line.split()[2:]])
-                             for line in script.splitlines() if line.startswith("python ")]
-            else:
-                commands.append((path.name, command))
+    for overlay in JOB_OVERLAYS:
+        job = yaml.safe_load((K8S / overlay / "rayjob.yaml").read_text())
+        command = shlex.split(job["spec"]["entrypoint"].replace(IMAGE_DIR, str(ROOT)))
+        if command[0] == "bash":
+            script = Path(command[1]).read_text().replace('"$storage"', command[2])
+            commands += [(overlay, ["python", str(ROOT / line.split()[1]), *line.split()[2:]])
+                         for line in script.splitlines() if line.startswith("python ")]
+        else:
+            commands.append((overlay, command))
     return commands
 
 
@@ -217,9 +467,9 @@ def kuberay_submitter_words(entrypoint: str) -> list[str]:
 def test_every_entrypoint_reaches_ray_job_submit_whole():
     """Nothing of an entrypoint may run in the submitter pod: no shell operator splits it, and
     every word of it reaches `ray job submit` as that command's arguments, quoting intact."""
-    jobs = [obj for _, obj in all_objects() if obj["kind"] == "RayJob"]
+    jobs = rayjobs()
     assert len(jobs) == 3
-    for job in jobs:
+    for _, job in jobs:
         entrypoint = job["spec"]["entrypoint"]
         words = kuberay_submitter_words(entrypoint)
         assert not set(words) & {"&&", "||", ";", "|", "&", ">", "<", ">>"}, entrypoint
@@ -229,7 +479,7 @@ def test_every_entrypoint_reaches_ray_job_submit_whole():
 
 
 @pytest.mark.integration  # a dry run of each entrypoint in a subprocess
-@pytest.mark.parametrize("name,command", entrypoint_commands(), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize("name,command", _entrypoint_commands(), ids=lambda x: x if isinstance(x, str) else "")
 def test_entrypoint_script_exists_and_config_passes_dry_run(name, command, tmp_path):
     assert command[0] == "python" and Path(command[1]).is_file(), command
     config = Path(command[command.index("--config") + 1])
@@ -239,32 +489,3 @@ def test_entrypoint_script_exists_and_config_passes_dry_run(name, command, tmp_p
     done = subprocess.run([sys.executable, command[1], *args, "--dry-run"], capture_output=True, text=True,
                           cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-
-
-def _replace(obj: dict, path: str, value) -> None:
-    *parents, last = [int(p) if p.isdigit() else p for p in path.strip("/").split("/")]
-    for part in parents:
-        obj = obj[part]
-    assert last in obj if isinstance(obj, dict) else last < len(obj), f"patch path {path} does not exist"
-    obj[last] = value
-
-
-@pytest.mark.unit
-def test_single_gpu_overlay_patches_existing_fields_and_stays_valid():
-    overlay = yaml.safe_load((K8S / "overlays" / "single-gpu" / "kustomization.yaml").read_text())
-    assert {"../..", "../../jobs"} == set(overlay["resources"])
-    patched = 0
-    for path, obj in all_objects():
-        for patch in overlay["patches"]:
-            target = patch["target"]
-            if obj["kind"] != target["kind"] or target.get("name", obj["metadata"]["name"]) != obj["metadata"]["name"]:
-                continue
-            result = copy.deepcopy(obj)
-            for op in yaml.safe_load(patch["patch"]):
-                assert op["op"] == "replace"
-                _replace(result, op["path"], op["value"])
-            cluster = result["spec"].get("rayClusterSpec", result["spec"])
-            assert cluster["workerGroupSpecs"][0]["maxReplicas"] == 1
-            assert schema_errors(result) == [], path
-            patched += 1
-    assert patched == 4  # the interactive cluster and the three RayJobs
