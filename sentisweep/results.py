@@ -140,22 +140,30 @@ class ResultsError(ValueError):
     """A results input that cannot be read; the message says which file and why."""
 
 
-def result_files(path: str | Path) -> list[Path]:
+def result_files(location: str | Path) -> list[str]:
     """A results file, or every table in a folder: each sweep's results.parquet, plus the
     trial result.parquet files no table covers (a folder holds both a sweep's table and each
-    trial's own row; reading both would count every trial twice)."""
-    path = Path(path)
-    if not path.exists():
-        raise ResultsError(f"{path}: no such file or folder (a sweep's <storage>/<name>, or its results.parquet)")
-    if not path.is_dir():
-        return [path]
-    tables = sorted(path.rglob(RESULTS_TABLE))
-    covered = {table.parent for table in tables}
-    trials = [f for f in sorted(path.rglob(RESULT_FILE)) if not any(parent in covered for parent in f.parents)]
+    trial's own row; reading both would count every trial twice). A local path or a URI
+    (s3://bucket/prefix, gs://, file://)."""
+    import pyarrow.fs as pafs
+
+    from sentisweep.storage import filesystem
+
+    fs, base, prefix = filesystem(location)
+    kind = fs.get_file_info(base).type
+    if kind == pafs.FileType.NotFound:
+        raise ResultsError(f"{location}: no such file or folder (a sweep's <storage>/<name>, or its results.parquet)")
+    if kind == pafs.FileType.File:
+        return [prefix + base]
+    files = [f.path for f in fs.get_file_info(pafs.FileSelector(base, recursive=True)) if f.type == pafs.FileType.File]
+    tables = sorted(f for f in files if f.rsplit("/", 1)[-1] == RESULTS_TABLE)
+    covered = [table.rsplit("/", 1)[0] + "/" for table in tables]
+    trials = sorted(f for f in files if f.rsplit("/", 1)[-1] == RESULT_FILE
+                    and not any(f.startswith(folder) for folder in covered))
     if not tables and not trials:
-        raise ResultsError(f"{path}: no {RESULTS_TABLE} or {RESULT_FILE} inside; point at a sweep's storage "
+        raise ResultsError(f"{location}: no {RESULTS_TABLE} or {RESULT_FILE} inside; point at a sweep's storage "
                            "folder (<storage>/<name>) or its results.parquet")
-    return tables + trials
+    return [prefix + f for f in tables + trials]
 
 
 def read_results(*paths: str | Path) -> pd.DataFrame:

@@ -4,6 +4,7 @@ reads as valid."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,45 @@ def dir_bytes(path: str | Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
+def is_remote(location: str | Path) -> bool:
+    return "://" in str(location)
+
+
+def filesystem(location: str | Path):
+    """(pyarrow filesystem, path in it, prefix) of a local path or a URI (s3://, gs://,
+    file://); prefix + a path is a location again. Endpoint and credentials of s3:// come from
+    the standard AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ..., or a web identity)."""
+    import pyarrow.fs as pafs
+
+    text = str(location)
+    if is_remote(text):
+        fs, path = pafs.FileSystem.from_uri(text)
+        return fs, path.rstrip("/"), text.split("://", 1)[0] + "://"
+    return pafs.LocalFileSystem(), str(Path(text).expanduser().resolve()), ""
+
+
+def local_copy(location: str | Path, cache_root: str | Path) -> Path:
+    """A local folder holding the files at `location`: the folder itself if it is local; else
+    downloaded once into cache_root/remote/<hash of the URI> (a checkpoint in object storage,
+    for predict and export)."""
+    import hashlib
+
+    import pyarrow.fs as pafs
+
+    if not is_remote(location):
+        return Path(location)
+    target = Path(cache_root) / "remote" / hashlib.sha256(str(location).encode()).hexdigest()[:16]
+    if not (target / ".complete").is_file():
+        fs, path, _ = filesystem(location)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(dir=target.parent, prefix=".download-"))
+        pafs.copy_files(path, str(partial), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        (partial / ".complete").write_text(str(location))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(partial, target)  # whole or not at all, as the atomic writes above
+    return target
+
+
 class Store:
     """Where a sweep's results live: a local folder, or a URI pyarrow understands (s3://,
     gs://, file://). Trials always run in a local folder; with a URI, the sweep layer
@@ -39,19 +79,11 @@ class Store:
     remote write is atomic too."""
 
     def __init__(self, location: str):
-        import pyarrow.fs as pafs
-
-        self.remote = "://" in location
-        if self.remote:
-            self.fs, base = pafs.FileSystem.from_uri(location)
-            self.scheme = location.split("://", 1)[0]
-        else:
-            local = Path(location).expanduser().resolve()
-            if local.exists() and not local.is_dir():
-                raise ValueError(f"{location!r} is a file, not a folder")
-            self.fs, base = pafs.LocalFileSystem(), str(local)
-            self.scheme = ""
-        self.base = base.rstrip("/")
+        self.remote = is_remote(location)
+        if not self.remote and Path(location).expanduser().resolve().is_file():
+            raise ValueError(f"{location!r} is a file, not a folder")
+        self.fs, self.base, prefix = filesystem(location)
+        self.scheme = prefix.removesuffix("://")
 
     def path(self, *parts: str) -> str:
         """The filesystem path (what pyarrow and Ray Tune's storage_filesystem take)."""

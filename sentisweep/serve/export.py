@@ -25,6 +25,7 @@ from sentisweep.serve.predict import (
     describe,
     load_selected,
 )
+from sentisweep.storage import is_remote
 
 
 def export(results: str, out: str | Path, select: str = "best", metric: str = SELECTION_METRIC,
@@ -33,7 +34,7 @@ def export(results: str, out: str | Path, select: str = "best", metric: str = SE
     if target.exists() and not target.is_dir():
         raise PredictError(f"--out = {str(target)!r}: a file, not a folder")
     source, written = Path(results).resolve(), target.resolve()
-    if written == source or written in source.parents or source in written.parents:
+    if not is_remote(results) and (written == source or written in source.parents or source in written.parents):
         # --overwrite replaces --out whole: it must never hold, or be, what is exported from
         raise PredictError(f"--out = {str(target)!r}: it is, holds or lies inside --results ({str(results)!r}); "
                            "export to a folder of its own")

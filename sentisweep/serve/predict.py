@@ -23,6 +23,7 @@ import pandas as pd
 from sentisweep import exit_codes
 from sentisweep.config import DEFAULT_MAX_LENGTH
 from sentisweep.results import TRIAL_INFO_FILE, ResultsError, read_results, trial_info
+from sentisweep.storage import filesystem, local_copy
 from sentisweep.trial.device import inference_autocast
 from sentisweep.trial.methods.base import no_kv_cache
 
@@ -37,10 +38,14 @@ class PredictError(ValueError):
 
 
 def is_model_checkpoint(path) -> bool:
-    if not isinstance(path, str) or "://" in path:
+    """A folder (local, or in object storage: s3://...) with a model or a peft adapter."""
+    if not isinstance(path, str):
         return False
-    folder = Path(path)
-    return (folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()
+    import pyarrow.fs as pafs
+
+    fs, folder, _ = filesystem(path)
+    return any(fs.get_file_info(f"{folder}/{name}").type == pafs.FileType.File
+               for name in ("adapter_config.json", "config.json"))
 
 
 def load_store(location: str | Path) -> pd.DataFrame:
@@ -98,7 +103,7 @@ class Classifier:
     def __init__(self, checkpoint: str | Path, cache_dir: str = ".sentisweep_cache", device: str = "cpu"):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        folder = Path(checkpoint)
+        folder = local_copy(checkpoint, cache_dir)  # a checkpoint in object storage: downloaded once
         info = trial_info(folder)
         self.info = info
         self.label_names = list(info.get("label_names") or ["0", "1"])
