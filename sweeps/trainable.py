@@ -55,7 +55,12 @@ def execute_trial(config: TrialConfig, store_location: str) -> None:
         # the device Ray assigned: a GPU trial without CUDA fails instead of training on the CPU
         # for days, and a CPU trial on a GPU node stays off the GPU
         training["device"] = "cuda" if given.get("GPU", 0) else "cpu"
-    config = config.model_copy(update={"training": config.training.model_copy(update=training)})
+    update = {"training": config.training.model_copy(update=training)}
+    if os.environ.get("SENTISWEEP_CACHE_DIR"):
+        # this node's own cache (the driver's path may not exist here: object storage, no shared
+        # volume); on KubeRay every node sets the same shared path, so nothing changes there
+        update["data"] = config.data.model_copy(update={"cache_dir": os.environ["SENTISWEEP_CACHE_DIR"]})
+    config = config.model_copy(update=update)
     store = Store(store_location)
     trial = config.resolved_trial_id()
     parts = trial_parts(config.sweep, trial)
@@ -63,7 +68,11 @@ def execute_trial(config: TrialConfig, store_location: str) -> None:
         row = store.read_frame(*parts, RESULT_FILE).iloc[0].to_dict()
     else:
         # every start counted (and where it ran), so a row says how often its trial was retried
-        store.append_line(json.dumps({"start": now_iso(), "host": socket.gethostname(), "pid": os.getpid()}),
+        import ray  # [Ray]
+
+        # the node by its address: several nodes may share a host name (pods of one host, test nodes)
+        host = f"{socket.gethostname()}/{ray.util.get_node_ip_address()}"  # [Ray]
+        store.append_line(json.dumps({"start": now_iso(), "host": host, "pid": os.getpid()}),
                           *attempts_parts(config.sweep, trial))
         local = str(Path.cwd() / "output") if store.remote else config.output_dir  # remote: the trial's own folder
         result = run_trial(config.model_copy(update={"output_dir": local}), callbacks=[evaluation_reporter()])

@@ -28,7 +28,7 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-TIERS = ("unit", "integration", "ray", "gpu", "container")
+TIERS = ("unit", "integration", "ray", "gpu", "cluster", "container")
 
 
 def pytest_collection_modifyitems(config, items):
