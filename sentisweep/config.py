@@ -121,9 +121,21 @@ class TrainingConfig(Strict):
     # Evaluate (and keep the best) every N optimizer steps instead of each epoch: gives a
     # search scheduler (ASHA) several validation points within one epoch.
     eval_steps: int | None = Field(None, gt=0)
+    # Save the optimizer's and scheduler's state with each evaluation's checkpoint, so that a
+    # trial started again (a sweep's retry after a lost node) resumes at that step instead of
+    # step 0. Costs each checkpoint the optimizer's state too (Adam: 2 x the trainable
+    # weights); benchmarks/checkpoint_cost.py measures it. Needs evaluations to save at.
+    resumable: bool = False
     keep_checkpoint: bool = True
     threads: int | None = Field(None, gt=0, description="torch threads; None = leave as is")
     logging_steps: int = Field(10, gt=0)
+
+    @model_validator(mode="after")
+    def _resumable_needs_evaluations(self):
+        if self.resumable and not (self.eval_steps or self.eval_each_epoch):
+            raise ValueError("resumable = true saves its state at each evaluation, and eval_each_epoch = false "
+                             "with no eval_steps evaluates never; set eval_steps (e.g. 50)")
+        return self
 
 
 class MethodConfig(Strict):

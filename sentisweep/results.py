@@ -101,6 +101,7 @@ class TrialResult:
     device_name: str | None = None
     precision_mode: str | None = None
     hostname: str | None = None
+    resumed_from_step: int | None = None  # a resumable trial started again: the checkpoint's optimizer step
     attempts: int | None = None  # how many times a sweep started this trial (retries after a lost worker)
     attempt_hosts: str | None = None  # JSON list: the host of each attempt, in order
     git_commit: str | None = None

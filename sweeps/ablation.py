@@ -184,7 +184,9 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
                                       # reports as well (Tune's default when unset, verbose=2, prints those too)
                                       verbose=1,
                                       callbacks=tracking.logger_callbacks(args.mlflow_uri, sweep.name),
-                                      failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
+                                      failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                                      # a resumable trial's latest checkpoint only: a retry needs no other
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
     grid = guard.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
     trials = gather_results(planned, store, trainable.outcomes(grid, trial_id_of))

@@ -129,7 +129,9 @@ def run(args, search: SearchConfig, store: Store) -> int:
                                       # reports as well (Tune's default when unset, verbose=2, prints those too)
                                       verbose=1,
                                       callbacks=tracking.logger_callbacks(args.mlflow_uri, search.name),
-                                      failure_config=tune.FailureConfig(max_failures=search.max_failures)),
+                                      failure_config=tune.FailureConfig(max_failures=search.max_failures),
+                                      # a resumable trial's latest checkpoint only: a retry needs no other
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
     grid = guard.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
 

@@ -25,17 +25,28 @@ REPORTED = ("status", "accuracy", "f1", "eval_loss", "train_seconds", "train_sam
             "peak_memory_bytes", "trainable_params")
 
 
-def evaluation_reporter():
-    """A TrainerCallback that reports each validation accuracy to Tune, so a scheduler
-    such as ASHA can stop a weak trial early (the trial process then ends mid-training)."""
+def evaluation_reporter(resumable: bool):
+    """A TrainerCallback that reports each validation accuracy to Tune, so a scheduler such as
+    ASHA can stop a weak trial early (the trial process then ends mid-training). A resumable
+    trial reports it with the checkpoint saved right after (optimizer state included): Tune
+    keeps that in the trial's storage, and a retry resumes from it (`execute_trial`)."""
     from ray import tune  # [Ray]
     from transformers import TrainerCallback
 
     class ReportEvaluations(TrainerCallback):
+        metrics: dict | None = None
+
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             if metrics and "eval_accuracy" in metrics:
-                tune.report({"val_accuracy": float(metrics["eval_accuracy"]),  # [Ray]
-                             "step": int(state.global_step), "final": False})
+                self.metrics = {"val_accuracy": float(metrics["eval_accuracy"]), "step": int(state.global_step),
+                                "final": False}
+                if not resumable:
+                    tune.report(self.metrics)  # [Ray]
+
+        def on_save(self, args, state, control, **kwargs):
+            if resumable and self.metrics:  # the Trainer saves right after it evaluates
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                tune.report(self.metrics, checkpoint=tune.Checkpoint.from_directory(folder))  # [Ray] uploads it
 
     return ReportEvaluations()
 
@@ -75,7 +86,12 @@ def execute_trial(config: TrialConfig, store_location: str) -> None:
         store.append_line(json.dumps({"start": now_iso(), "host": host, "pid": os.getpid()}),
                           *attempts_parts(config.sweep, trial))
         local = str(Path.cwd() / "output") if store.remote else config.output_dir  # remote: the trial's own folder
-        result = run_trial(config.model_copy(update={"output_dir": local}), callbacks=[evaluation_reporter()])
+        resume_from = None
+        saved = tune.get_checkpoint()  # [Ray] this trial's last checkpoint, if an earlier attempt saved one
+        if saved is not None and config.training.resumable:
+            resume_from = saved.to_directory(str(Path.cwd() / "resume"))  # [Ray] downloaded from the trial's storage
+        result = run_trial(config.model_copy(update={"output_dir": local}), resume_from=resume_from,
+                           callbacks=[evaluation_reporter(config.training.resumable)])
         result.attempts, result.attempt_hosts = attempts_of(store, config.sweep, trial)
         if store.remote:
             for field in ("output_dir", "checkpoint_path", "predictions_path", "history_path"):

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.cluster import SimulatedCluster
-from tests.helpers import write_config
+from cluster import SimulatedCluster
+from helpers import write_config
 
 pytestmark = pytest.mark.cluster
 
@@ -45,14 +46,14 @@ def s3_env(cluster, monkeypatch):
     return {k: v for k, v in cluster.env.items() if k.startswith("AWS_")}
 
 
-def _sweep_config(tmp_path: Path, name: str) -> Path:
+def _sweep_config(tmp_path: Path, name: str, methods=("full", {"name": "lora", "r": 4, "placement": "attention"}),
+                  seeds=(1, 2), **training) -> Path:
     return write_config(tmp_path / f"{name}.yaml", {
-        "name": name, "models": ["tiny-bert"],
-        "methods": ["full", {"name": "lora", "r": 4, "placement": "attention"}], "seeds": [1, 2],
+        "name": name, "models": ["tiny-bert"], "methods": list(methods), "seeds": list(seeds), "max_failures": 2,
         "data": {"source": str(ROOT / "tests" / "fixtures" / "tiny_reviews"),
                  "train_size": 64, "eval_size": 16, "test_size": 32},
         "training": {"max_steps": 4, "batch_size": 8, "eval_batch_size": 16, "max_length": 64,
-                     "learning_rate": 1e-3, "logging_steps": 1},
+                     "learning_rate": 1e-3, "logging_steps": 1, **training},
         "resources": {"cpus_per_trial": 1, "gpus_per_trial": 1},
     }, f"python sweeps/ablation.py --config {tmp_path / name}.yaml --storage s3://{BUCKET}/results")
 
@@ -90,3 +91,60 @@ def test_sweep_over_two_nodes_on_s3_then_report_predict_export(cluster, s3_env, 
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert (tmp_path / "exported" / "model.safetensors").is_file()
 
+
+
+def _wait_for(condition, what: str, timeout: float, driver=None):
+    deadline = time.time() + timeout
+    while not condition():
+        if driver is not None and driver.poll() is not None:
+            raise AssertionError(f"the sweep ended (exit {driver.returncode}) while waiting for {what}")
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_worker_node_killed_mid_trial_resumes_from_its_checkpoint(cluster, s3_env, tmp_path, record_property):
+    """Preemption: the node running a resumable trial is SIGKILLed (raylet, object store,
+    workers) after the trial saved a checkpoint to the store; Tune retries the trial on the
+    other node, which resumes at that step. Runs last in this module: it takes a node away."""
+    import pyarrow.fs as pafs
+
+    record_property("cluster_mode", cluster.mode)
+    store = f"s3://{BUCKET}/results"
+    config = _sweep_config(tmp_path, "preempt", methods=["full"], seeds=[1], max_steps=400, eval_steps=40,
+                           resumable=True, logging_steps=10)
+    driver = cluster.popen_on_head([sys.executable, str(ROOT / "sweeps" / "ablation.py"), "--config", str(config),
+                                    "--storage", store], tmp_path / "driver.log")
+    fs, _ = pafs.FileSystem.from_uri(store)
+    try:
+        def files(prefix):
+            return [f.path for f in fs.get_file_info(pafs.FileSelector(f"{BUCKET}/results/preempt/{prefix}",
+                                                                       recursive=True, allow_not_found=True))]
+
+        # the second checkpoint: the first is then registered with Tune, not only uploaded
+        _wait_for(lambda: any("/checkpoint_000001" in f for f in files("tune")), "checkpoints in the store", 300,
+                  driver)
+        (attempt_log,) = [f for f in files("attempts") if f.endswith(".jsonl")]
+        with fs.open_input_stream(attempt_log) as stream:
+            first_host = json.loads(stream.read().decode().splitlines()[0])["host"].split("/")[-1]
+        (victim,) = [name for name, node in cluster.nodes.items() if node.ip == first_host and name != "h"] \
+            if cluster.mode == "netns" else ["w1"]
+        killed = cluster.kill_node(victim)
+        assert killed > 0
+        driver.wait(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    log = (tmp_path / "driver.log").read_text()
+    assert driver.returncode == 0, log[-4000:]
+    results = pd.read_parquet(f"{store}/preempt/results.parquet")
+    assert len(results) == 1, results  # exactly one row for the trial
+    row = results.iloc[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["attempts"] == 2
+    hosts = [h.split("/")[-1] for h in json.loads(row["attempt_hosts"])]
+    if cluster.mode == "netns":
+        assert hosts[0] == first_host and hosts[1] != first_host, hosts  # the retry ran on the other node
+    assert row["resumed_from_step"] >= 40, row["resumed_from_step"]  # from a checkpoint (every 40 steps), not 0
+    history = pd.read_parquet(f"{row['output_dir']}/history.parquet")
+    assert history["step"].max() == 400

@@ -263,8 +263,12 @@ def materialize(spec: ModelSpec, cache_dir: str | Path) -> str:
 
     tokenizer = AutoTokenizer.from_pretrained(spec.resolve_tokenizer())
     config = spec.tiny_config(len(tokenizer))
-    torch.manual_seed(0)
-    model = AutoModel.from_config(config)
+    # Seed 0 for the weights, without touching the caller's random state: the trial seeded it
+    # for its own head, which would otherwise differ between a first trial (that builds the
+    # model here) and a later one with the same seed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModel.from_config(config)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{spec.name}-"))
     model.save_pretrained(tmp)

@@ -66,10 +66,12 @@ def identity(config: TrialConfig) -> TrialResult:
 
 
 def run_trial(config: TrialConfig, quiet: bool = True, overwrite: bool = False,
-              callbacks: list | None = None) -> TrialResult:
+              callbacks: list | None = None, resume_from: str | Path | None = None) -> TrialResult:
     """Train and evaluate one trial; never raises for a failure inside the trial. Bad data is
     bad input, not a trial's failure: DataError is raised before anything is written.
-    `callbacks` are extra transformers TrainerCallbacks (a sweep reports evaluations with one)."""
+    `callbacks` are extra transformers TrainerCallbacks (a sweep reports evaluations with one).
+    `resume_from`: a checkpoint this trial saved with `training.resumable` (a Trainer
+    checkpoint folder): training continues at its step, with its optimizer and scheduler."""
     out = Path(config.output_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output_dir = {str(out)!r}: a file, not a folder")
@@ -81,7 +83,7 @@ def run_trial(config: TrialConfig, quiet: bool = True, overwrite: bool = False,
     result = identity(config)
     with fresh_folder(out):
         try:
-            _run(config, data, result, out, quiet, callbacks or [])
+            _run(config, data, result, out, quiet, callbacks or [], resume_from)
             result.status = "ok"
         except IncompatibleMethodError as err:
             result.status, result.error, result.error_type = "skipped", str(err), type(err).__name__
@@ -117,7 +119,7 @@ def fresh_folder(out: Path):
 
 
 def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, quiet: bool,
-         callbacks: list) -> None:
+         callbacks: list, resume_from: str | Path | None = None) -> None:
     import torch
     import transformers
 
@@ -148,7 +150,7 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
                                               config.training.max_length, config.data.cache_dir)
                          for name, frame in data.splits.items()}
             probabilities = _train_and_predict(config, built, tokenized, result, out, device, precision, quiet,
-                                               callbacks)
+                                               callbacks, resume_from)
             if result.checkpoint_path:  # what predict / export / embed need to use it alone
                 info = {"model": config.model, "method": config.method.name, "variant": config.resolved_variant(),
                         "is_peft": built.is_peft,
@@ -224,7 +226,8 @@ def _training_args(config: TrialConfig, out: Path, device: str, precision: str, 
         gradient_accumulation_steps=t.gradient_accumulation,
         eval_strategy=evaluate, eval_steps=eval_steps, save_strategy=evaluate, save_steps=eval_steps,
         load_best_model_at_end=evaluate != "no", metric_for_best_model="accuracy",
-        greater_is_better=True, save_total_limit=1, save_only_model=True,
+        # resumable: the optimizer's and scheduler's state too, else the model alone
+        greater_is_better=True, save_total_limit=1, save_only_model=not t.resumable,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
         dataloader_pin_memory=device == "cuda", remove_unused_columns=False,
         logging_steps=t.logging_steps, report_to="none", disable_tqdm=quiet,
@@ -239,7 +242,7 @@ def _validation_accuracy(prediction) -> dict[str, float]:
 
 
 def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult, out: Path,
-                       device: str, precision: str, quiet: bool, callbacks: list):
+                       device: str, precision: str, quiet: bool, callbacks: list, resume_from=None):
     from scipy.special import softmax
     from transformers import DataCollatorWithPadding, Trainer
 
@@ -273,8 +276,11 @@ def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult
         from transformers import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
+    if resume_from:
+        state = json.loads((Path(resume_from) / "trainer_state.json").read_text())
+        result.resumed_from_step = int(state["global_step"])
     with Stopwatch() as train_clock:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     history = pd.DataFrame(trainer.state.log_history)
     validation_seconds = float(history["eval_runtime"].sum()) if "eval_runtime" in history else 0.0
     result.train_seconds = train_clock.seconds - validation_seconds  # validation passes excluded
