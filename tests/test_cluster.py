@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from cluster import SimulatedCluster
 from helpers import write_config
 
