@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from ray_session import guard, tracking
-from ray_session.connect import connect, unsatisfiable
+from ray_session.connect import ask_autoscaler, connect, unsatisfiable
 from sentisweep import exit_codes
 from sentisweep.config import ConfigError, SweepConfig
 from sentisweep.plan import (
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-gpus", type=float, default=None,
                    help="GPUs Ray may schedule on with --local (default: what torch sees)")
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    p.add_argument("--expect-gpus", type=float, default=0, metavar="N",
+                   help="an autoscaler will add nodes with N GPUs each: wait for them (and ask for them) "
+                        "instead of refusing a GPU sweep on a cluster that has no GPU now")
     p.add_argument("--gpu-memory", type=float, metavar="GIB",
                    help="memory of the GPU each trial gets, for the memory check and gpus_per_trial: auto "
                         "(default: resources.gpu_memory_gib, else this machine's GPU)")
@@ -155,10 +158,16 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
 
     connect(args.local, args.num_gpus)  # [Ray]
     gpus_of = {row: t.gpus for row, t in enumerate(planned, 1) if t.skip_reason is None}
-    problem = unsatisfiable(sweep.resources.cpus_per_trial, max(gpus_of.values(), default=0))
+    gpus_per_trial = max(gpus_of.values(), default=0)
+    problem = unsatisfiable(sweep.resources.cpus_per_trial, gpus_per_trial, args.expect_gpus)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return exit_codes.BAD_INPUT
+    asked = ask_autoscaler(sweep.resources.cpus_per_trial, gpus_per_trial,  # [Ray]
+                           min(len(gpus_of), sweep.resources.max_concurrent or len(gpus_of)))
+    if asked:
+        print(f"the cluster lacks what the trials need now: asked the autoscaler for {asked}; trials wait "
+              "for those nodes", flush=True)
     # Tune's config of a trial is its row in the dry-run matrix, and its name our trial id: the
     # status table shows both whole, not the nested trial config cut short. The configs go
     # with the trainable.

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from ray_session import guard, tracking
-from ray_session.connect import connect, unsatisfiable
+from ray_session.connect import ask_autoscaler, connect, unsatisfiable
 from sentisweep import exit_codes
 from sentisweep.config import ConfigError, SearchConfig
 from sentisweep.plan import (
@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local", action="store_true", help="start Ray here even if RAY_ADDRESS is set")
     p.add_argument("--num-gpus", type=float, default=None, help="GPUs Ray may schedule on with --local")
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    p.add_argument("--expect-gpus", type=float, default=0, metavar="N",
+                   help="an autoscaler will add nodes with N GPUs each: wait for them (and ask for them) "
+                        "instead of refusing a GPU search on a cluster that has no GPU now")
     p.add_argument("--mlflow-uri", help="also log every trial to MLflow (e.g. sqlite:///abs/path/mlflow.db or "
                                         "http://host:5000; needs the mlflow extra)")
     return p
@@ -93,10 +96,15 @@ def run(args, search: SearchConfig, store: Store) -> int:
     root = Path(store.path(search.name))
     root.mkdir(parents=True, exist_ok=True)
     connect(args.local, args.num_gpus)  # [Ray]
-    problem = unsatisfiable(search.resources.cpus_per_trial, search.resources.gpus_per_trial)
+    problem = unsatisfiable(search.resources.cpus_per_trial, search.resources.gpus_per_trial, args.expect_gpus)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return exit_codes.BAD_INPUT
+    asked = ask_autoscaler(search.resources.cpus_per_trial, search.resources.gpus_per_trial,  # [Ray]
+                           min(search.num_samples, search.resources.max_concurrent or search.num_samples))
+    if asked:
+        print(f"the cluster lacks what the trials need now: asked the autoscaler for {asked}; trials wait "
+              "for those nodes", flush=True)
     # the search's own config goes with the trainable, not into the sampled config: Tune prints a
     # trial's config as it starts and beside the best trial, and it is only these 4 sampled values
     trial_fn = tune.with_parameters(run_search_trial, search=search.model_dump(mode="json"),  # [Ray]

@@ -92,6 +92,48 @@ def test_sweep_over_two_nodes_on_s3_then_report_predict_export(cluster, s3_env, 
 
 
 
+@pytest.fixture(scope="module")
+def cpu_only_cluster(tmp_path_factory):
+    """A head and one CPU worker: a cluster whose GPU group an autoscaler has scaled to zero."""
+    sim = SimulatedCluster(tmp_path_factory.mktemp("growing"))
+    try:
+        sim.start_s3(BUCKET)
+        sim.start_head()
+        sim.add_worker("c1", cpus=1, gpus=0)
+        yield sim
+    finally:
+        sim.stop()
+
+
+def test_gpu_node_that_joins_late_runs_the_waiting_trials(cpu_only_cluster, tmp_path, record_property, monkeypatch):
+    cluster = cpu_only_cluster
+    for key, value in cluster.env.items():
+        if key.startswith("AWS_"):
+            monkeypatch.setenv(key, value)
+    record_property("cluster_mode", cluster.mode)
+    store = f"s3://{BUCKET}/results"
+    config = _sweep_config(tmp_path, "late-gpu")
+    sweep = [sys.executable, str(ROOT / "sweeps" / "ablation.py"), "--config", str(config), "--storage", store]
+    refused = cluster.run_on_head(sweep, timeout=300)  # no GPU now, none declared: refused at once
+    assert refused.returncode == 2 and "--expect-gpus" in refused.stderr, refused.stderr[-2000:]
+
+    driver = cluster.popen_on_head([*sweep, "--expect-gpus", "1"], tmp_path / "driver.log")
+    try:
+        _wait_for(lambda: "asked the autoscaler" in (tmp_path / "driver.log").read_text(), "the request", 300, driver)
+        time.sleep(3)  # the driver is waiting, not failing
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        late = cluster.add_worker("g1", cpus=1, gpus=1)
+        driver.wait(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    results = pd.read_parquet(f"{store}/late-gpu/results.parquet")
+    assert len(results) == 4 and (results["status"] == "ok").all()
+    if cluster.mode == "netns":
+        assert {json.loads(h)[0].split("/")[-1] for h in results["attempt_hosts"]} == {late.ip}
+
+
 def _wait_for(condition, what: str, timeout: float, driver=None):
     deadline = time.time() + timeout
     while not condition():
