@@ -241,7 +241,12 @@ def optuna_study(study_path: Path, out: Path) -> list[Path]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # matplotlib backend
-    storage = f"sqlite:///{study_path}"
+    if study_path.suffix == ".db":  # searches before the journal kept a sqlite file
+        storage = f"sqlite:///{study_path}"
+    else:
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = optuna.storages.JournalStorage(JournalFileBackend(str(study_path)))
     made = []
     for summary in optuna.study.get_all_study_summaries(storage):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)

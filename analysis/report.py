@@ -101,6 +101,28 @@ def _markdown(frame: pd.DataFrame) -> str:
     return cells.to_markdown(index=False, tablefmt="pipe", disable_numparse=True) + "\n"
 
 
+def study_file(location: str, out: Path) -> Path | None:
+    """A search's Optuna study file at `location` (local, or copied here from object storage),
+    or None: its journal, or the sqlite file searches kept before."""
+    import pyarrow.fs as pafs
+
+    from sentisweep.results import STUDY_JOURNAL
+    from sentisweep.storage import filesystem
+
+    fs, base, prefix = filesystem(location)
+    for name in (STUDY_JOURNAL, "optuna.db"):
+        if fs.get_file_info(f"{base}/{name}").type != pafs.FileType.File:
+            continue
+        if not prefix:
+            return Path(base) / name
+        local = out / ".study" / name
+        local.parent.mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(f"{base}/{name}", str(local), source_filesystem=fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+        return local
+    return None
+
+
 def build_report(locations: list[str], out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise ResultsError(f"--out = {str(out)!r}: a file, not a folder")
@@ -135,8 +157,8 @@ def build_report(locations: list[str], out: Path) -> Path:
         "Pretrained vs fine-tuned": plots.pretrained_vs_finetuned(table, out / "pretrained_vs_finetuned.png"),
     }
     for location in locations:  # a search's Optuna study, when one is there
-        study = Path(location) / "optuna.db"
-        for png in plots.optuna_study(study, out) if study.is_file() else []:
+        study = study_file(location, out)
+        for png in plots.optuna_study(study, out) if study else []:
             figures[f"Optuna: {png.stem.split('_')[-1]} ({png.stem.split('_', 1)[1].rsplit('_', 1)[0]})"] = png
     figures = {title: path for title, path in figures.items() if path is not None}
     tests = comparisons(ok, table)

@@ -28,6 +28,7 @@ from sentisweep.storage import write_parquet_atomic
 
 RESULT_FILE = "result.parquet"  # one trial's row, in its folder
 RESULTS_TABLE = "results.parquet"  # a sweep's, search's or study's rows, in its folder
+STUDY_JOURNAL = "optuna.journal"  # a search's Optuna study (sweeps/study.py)
 TRIAL_INFO_FILE = "sentisweep_trial.json"  # written beside every trial checkpoint by run_trial
 STATUSES = ("ok", "failed", "skipped", "stopped")  # stopped: ended early by a search scheduler
 PACKAGES = ("sentisweep", "torch", "transformers", "peft", "accelerate", "datasets", "bitsandbytes",

@@ -124,6 +124,30 @@ class Store:
         with self.fs.open_input_stream(self.path(*parts)) as stream:
             return stream.read().decode().splitlines()
 
+    def put_file(self, local_file: str | Path, *parts: str) -> str:
+        return self.write_bytes(Path(local_file).read_bytes(), *parts)
+
+    def write_bytes(self, data: bytes, *parts: str) -> str:
+        """A small file, whole (written aside and renamed where local; an object is whole)."""
+        if not self.remote:
+            target = Path(self.path(*parts))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            aside = target.with_name(f".{target.name}.tmp")
+            aside.write_bytes(data)
+            os.replace(aside, target)
+            return str(target)
+        self.fs.create_dir(self.path(*parts[:-1]), recursive=True)
+        with self.fs.open_output_stream(self.path(*parts)) as stream:
+            stream.write(data)
+        return self.uri(*parts)
+
+    def get_file(self, local_file: str | Path, *parts: str) -> None:
+        with self.fs.open_input_stream(self.path(*parts)) as stream:
+            data = stream.read()
+        aside = Path(local_file).with_name(f".{Path(local_file).name}.tmp")
+        aside.write_bytes(data)
+        os.replace(aside, local_file)
+
     def upload(self, local_dir: str | Path, *parts: str) -> None:
         import pyarrow.fs as pafs
 

@@ -2,12 +2,13 @@
 
     python sweeps/search.py                                     # the quick CPU search
     python sweeps/search.py --config sweeps/configs/lora_search_quick.yaml --dry-run
-    optuna-dashboard sqlite:///results/<name>/optuna.db         # the study, while or after it runs
+    optuna-dashboard results/<name>/optuna.journal              # the study, while or after it runs
 
 Ray-specific lines are marked `# [Ray]`. Trials report validation accuracy at every
 evaluation, so ASHA stops weak ones early (status `stopped`). The Optuna study lives in
-`<storage>/<name>/optuna.db`; the best trial (by validation accuracy, never test) is saved
-as a ready-to-run trial config, `<storage>/<name>/best_trial.yaml`.
+`<storage>/<name>/optuna.journal`, owned by the driver (or in a database: --study-storage;
+sweeps/study.py). The best trial (by validation accuracy, never test) is saved as a
+ready-to-run trial config, `<storage>/<name>/best_trial.yaml`. --storage may be s3://.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from sentisweep.plan import (
     trial_from_sample,
 )
 from sentisweep.results import RESULTS_TABLE
-from sentisweep.storage import Store, write_parquet_atomic
+from sentisweep.storage import Store
 from sentisweep.trial.data import check_source
 from sweeps import trainable
+from sweeps.study import JOURNAL, StudyStorage, resumable_optuna_search, saving_callback
 
 DEFAULT_CONFIG = "sweeps/configs/lora_search_quick.yaml"
 
@@ -62,12 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expect-gpus", type=float, default=0, metavar="N",
                    help="an autoscaler will add nodes with N GPUs each: wait for them (and ask for them) "
                         "instead of refusing a GPU search on a cluster that has no GPU now")
+    p.add_argument("--study-storage", metavar="URL",
+                   help="keep the Optuna study in this database (e.g. postgresql://user:pass@host/db) instead "
+                        "of a journal file on the driver, copied to the store after each trial")
     p.add_argument("--mlflow-uri", help="also log every trial to MLflow (e.g. sqlite:///abs/path/mlflow.db or "
                                         "http://host:5000; needs the mlflow extra)")
     return p
 
 
-def save_best(results, search: SearchConfig, root: Path) -> Path | None:
+def save_best(results, search: SearchConfig, store: Store) -> str | None:
     """The best finished trial by validation accuracy as a trial config people can run."""
     import json
 
@@ -78,23 +83,23 @@ def save_best(results, search: SearchConfig, root: Path) -> Path | None:
     config = json.loads(best["config_json"])
     for key in ("output_dir", "trial_id", "sweep"):
         config.pop(key, None)
-    path = root / "best_trial.yaml"
-    header = (f"# python -m sentisweep.train --config {path} --out runs/{search.name}-best\n"
+    where = store.uri(search.name, "best_trial.yaml")
+    command = f"python -m sentisweep.train --config {'best_trial.yaml' if store.remote else where}"
+    note = f"   (a local copy of {where})" if store.remote else ""  # train reads a local file
+    header = (f"# {command} --out runs/{search.name}-best{note}\n"
               f"# best of search {search.name!r} by validation accuracy {best['best_val_accuracy']:.4f} "
               f"(test accuracy {best['accuracy']:.4f}), trial {best['trial_id']}\n")
-    path.write_text(header + yaml.safe_dump(config, sort_keys=False))
-    return path
+    return store.write_bytes((header + yaml.safe_dump(config, sort_keys=False)).encode(), search.name,
+                             "best_trial.yaml")
 
 
 def run(args, search: SearchConfig, store: Store) -> int:
-    import optuna
     from ray import tune  # [Ray]
     from ray.tune.schedulers import ASHAScheduler  # [Ray]
     from ray.tune.search import ConcurrencyLimiter  # [Ray]
-    from ray.tune.search.optuna import OptunaSearch  # [Ray]
 
-    root = Path(store.path(search.name))
-    root.mkdir(parents=True, exist_ok=True)
+    study = StudyStorage(store, search.name, args.study_storage)
+    print(study.describe(), flush=True)
     connect(args.local, args.num_gpus)  # [Ray]
     problem = unsatisfiable(search.resources.cpus_per_trial, search.resources.gpus_per_trial, args.expect_gpus)
     if problem:
@@ -112,12 +117,15 @@ def run(args, search: SearchConfig, store: Store) -> int:
     trial_fn = tune.with_resources(trial_fn, {  # [Ray]
         "cpu": search.resources.cpus_per_trial, "gpu": search.resources.gpus_per_trial})
     if args.resume:
-        tuner = tune.Tuner.restore(str(root / "tune"), trainable=trial_fn,  # [Ray]
-                                   resume_unfinished=True, restart_errored=True)
+        # the study first: the restored searcher (Optuna's TPE with every finished trial) reads it
+        if study.restore():
+            print(f"study restored from {store.uri(search.name, JOURNAL)}", flush=True)
+        tuner = tune.Tuner.restore(store.path(search.name, "tune"), trainable=trial_fn,  # [Ray]
+                                   resume_unfinished=True, restart_errored=True, storage_filesystem=store.fs)
     else:
         space = search.space
-        study = optuna.storages.RDBStorage(f"sqlite:///{root / 'optuna.db'}")
-        searcher = OptunaSearch(seed=search.search_seed, storage=study, study_name=search.name)  # [Ray]
+        searcher = resumable_optuna_search(seed=search.search_seed, storage=study.optuna_storage(),  # [Ray]
+                                           study_name=search.name)
         if search.resources.max_concurrent:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=search.resources.max_concurrent)  # [Ray]
         tuner = tune.Tuner(  # [Ray]
@@ -132,16 +140,19 @@ def run(args, search: SearchConfig, store: Store) -> int:
                                         grace_period=search.scheduler.grace_period,
                                         reduction_factor=search.scheduler.reduction_factor),
                 reuse_actors=False),
-            run_config=tune.RunConfig(name="tune", storage_path=str(root),
+            run_config=tune.RunConfig(name="tune", storage_path=store.path(search.name),  # [Ray]
+                                      storage_filesystem=store.fs,
                                       # a status table every 30 s and each trial's config as it starts, not each of its
                                       # reports as well (Tune's default when unset, verbose=2, prints those too)
                                       verbose=1,
-                                      callbacks=tracking.logger_callbacks(args.mlflow_uri, search.name),
+                                      callbacks=[*tracking.logger_callbacks(args.mlflow_uri, search.name),
+                                                 saving_callback(study)],
                                       failure_config=tune.FailureConfig(max_failures=search.max_failures),
                                       # a resumable trial's latest checkpoint only: a retry needs no other
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
     grid = guard.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
+    study.save()
 
     def trial_of(result):  # our TrialConfig from Tune's sampled config and its trial id
         return trial_from_sample(search, result.config, result.metrics.get("trial_id") or Path(result.path).name,
@@ -149,12 +160,12 @@ def run(args, search: SearchConfig, store: Store) -> int:
 
     planned = [PlannedTrial(trial_of(r)) for r in grid if r.config]
     results = gather_results(planned, store, trainable.outcomes(grid, lambda r: trial_of(r).trial_id))
-    write_parquet_atomic(results, root / RESULTS_TABLE)
+    where = store.write_frame(results, search.name, RESULTS_TABLE)
     print(summary_table(results))
-    best = save_best(results, search, root)
+    best = save_best(results, search, store)
     if best:
-        print(f"best trial config: {best}\n" + best.read_text().splitlines()[1])
-    print(f"results: {root / 'results.parquet'} ({len(results)} rows); Optuna study: {root / 'optuna.db'}")
+        print(f"best trial config: {best}")
+    print(f"results: {where} ({len(results)} rows); {study.describe()}")
     return exit_codes.FAILED if (results["status"] == "failed").any() else exit_codes.OK
 
 
@@ -173,10 +184,6 @@ def main(argv: list[str] | None = None) -> int:
         store = Store(args.storage)
     except Exception as err:  # pyarrow: unknown scheme, missing credentials; a file, not a folder
         print(f"error: --storage = {args.storage!r}: {err}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
-    if store.remote:  # the Optuna study is a sqlite file: it needs a local or shared folder
-        print(f"error: --storage = {args.storage!r}: a search needs a local folder or a shared volume",
-              file=sys.stderr)
         return exit_codes.BAD_INPUT
     root = store.uri(search.name)
     print(f"search {search.name}: {search.num_samples} trials of {search.model} / {search.method} "

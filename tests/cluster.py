@@ -3,7 +3,7 @@ nodes as separate raylets (`ray start --head`, `ray start --address`), and an S3
 server) beside them.
 
 As root with iproute2, every node is a host of its own: a network namespace with its own
-address on a bridge (10.77.N.0/24), so nodes share no loopback; otherwise (`mode` says which
+address on a bridge (10.7x.N.0/24), so nodes share no loopback; otherwise (`mode` says which
 ran) separate raylets on loopback with their own ports. Either way each node has its own
 temp folder, HOME and caches, and nothing tells a worker where the driver's files are: what
 it needs comes from the store or is built on the node. Worker nodes may declare GPUs they
@@ -59,11 +59,14 @@ class Node:
 
 
 class SimulatedCluster:
+    started = 0
     def __init__(self, root: Path, env: dict[str, str] | None = None):
         # SENTISWEEP_CLUSTER_MODE=loopback runs the fallback where namespaces could be made
         self.mode = os.environ.get("SENTISWEEP_CLUSTER_MODE") or ("netns" if netns_possible() else "loopback")
-        self.tag = f"ss{os.getpid() % 100000}"  # interface and namespace names: at most 15 characters
-        self.subnet = f"10.77.{os.getpid() % 250}"
+        SimulatedCluster.started += 1  # several clusters at once (a module's fixtures) must not collide
+        n = SimulatedCluster.started % 10
+        self.tag = f"ss{os.getpid() % 10000}{n}"  # interface and namespace names: at most 15 characters
+        self.subnet = f"10.{70 + n}.{os.getpid() % 250}"
         self.root = root
         self.nodes: dict[str, Node] = {}
         self.env = {
@@ -172,19 +175,16 @@ class SimulatedCluster:
     def address(self) -> str:
         return f"{self.head.ip}:{self.gcs_port}"
 
-    def run_on_head(self, argv: list[str], timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
+    def run_on_head(self, argv: list[str], timeout: float = 900, cwd: Path | None = None) -> subprocess.CompletedProcess:
         """A driver on the head node (as a RayJob's entrypoint runs), joining the cluster."""
-        head = self.head
-        head.env["RAY_ADDRESS"] = self.address
-        try:
-            return subprocess.run(head.command(argv), capture_output=True, text=True, timeout=timeout, **kwargs)
-        finally:
-            head.env.pop("RAY_ADDRESS")
+        command = self.head.command(["env", f"RAY_ADDRESS={self.address}", *argv])
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
-    def popen_on_head(self, argv: list[str], log: Path) -> subprocess.Popen:
-        head = self.head
-        command = head.command(["env", f"RAY_ADDRESS={self.address}", *argv])
-        return subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    def popen_on_head(self, argv: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
+        """The same, in the background, in a process group of its own (to kill the driver alone)."""
+        command = self.head.command(["env", f"RAY_ADDRESS={self.address}", *argv])
+        return subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=cwd)
 
     def kill_node(self, name: str) -> int:
         """SIGKILL every process of a node (its raylet, object store and workers): a preempted

@@ -163,3 +163,13 @@ def test_memory_estimate_smoke():
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     (row,) = [line for line in out.stdout.splitlines() if line.startswith("| tiny-bert | lora |")]
     assert float(row.split("|")[3]) > 0 and float(row.split("|")[4]) > 0
+
+
+@pytest.mark.integration
+def test_checkpoint_cost_smoke():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "checkpoint_cost.py"), "--smoke-test"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (row,) = [line for line in out.stdout.splitlines() if line.startswith("| tiny-bert | lora |")]
+    bytes_ratio = float(row.split("|")[6])
+    assert bytes_ratio > 1  # the optimizer's state is in the resumable checkpoint, not in the plain one

@@ -92,6 +92,61 @@ def test_sweep_over_two_nodes_on_s3_then_report_predict_export(cluster, s3_env, 
 
 
 
+def _study_in_store(fs, journal: str, local: Path):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    with fs.open_input_stream(journal) as stream:
+        local.write_bytes(stream.read())
+    study = optuna.load_study(study_name="search-smoke",
+                              storage=optuna.storages.JournalStorage(JournalFileBackend(str(local))))
+    finished = {t.number: (t.params, t.value) for t in study.trials if t.state.is_finished()}
+    return study, finished
+
+
+def test_search_on_s3_resumes_after_its_driver_is_killed(cluster, s3_env, tmp_path, record_property):
+    """The study without a shared volume: its journal on the driver's disk, copied to S3 after
+    each trial. The driver is SIGKILLed, its disk lost (a new driver pod), and --resume goes on
+    with the same study from the store's copy."""
+    import os
+    import shutil
+    import signal
+
+    import pyarrow.fs as pafs
+
+    record_property("cluster_mode", cluster.mode)
+    store = f"s3://{BUCKET}/results"
+    command = [sys.executable, str(ROOT / "sweeps" / "search.py"), "--config", "sweeps/configs/search_smoke.yaml",
+               "--storage", store, "--num-samples", "4", "--max-concurrent", "1"]
+    fs, _ = pafs.FileSystem.from_uri(store)
+    journal = f"{BUCKET}/results/search-smoke/optuna.journal"
+    driver = cluster.popen_on_head(command, tmp_path / "driver.log", cwd=ROOT)
+    try:
+        _wait_for(lambda: fs.get_file_info(journal).type == pafs.FileType.File
+                  and len(_study_in_store(fs, journal, tmp_path / "seen.journal")[1]) >= 1,
+                  "a finished trial in the study's copy", 400, driver)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    _, before = _study_in_store(fs, journal, tmp_path / "before.journal")
+    shutil.rmtree(Path(cluster.head.env["TMPDIR"]) / "sentisweep-studies")  # the driver's disk is gone
+
+    resumed = cluster.run_on_head([*command, "--resume"], cwd=ROOT)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "study restored from s3://" in resumed.stdout
+    study, after = _study_in_store(fs, journal, tmp_path / "after.journal")
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))  # no trial number twice
+    assert all(after[n] == before[n] for n in before)  # the finished trials, as they were
+    assert len(after) > len(before)
+    results = pd.read_parquet(f"{store}/search-smoke/results.parquet")
+    assert len(results) == 4 and results["trial_id"].is_unique
+    best = fs.open_input_stream(f"{BUCKET}/results/search-smoke/best_trial.yaml").read().decode()
+    assert best.startswith("# python -m sentisweep.train --config best_trial.yaml")
+
+
 @pytest.fixture(scope="module")
 def cpu_only_cluster(tmp_path_factory):
     """A head and one CPU worker: a cluster whose GPU group an autoscaler has scaled to zero."""

@@ -40,10 +40,8 @@ def test_search_with_asha_saves_study_and_best_config(tmp_path):
     for params in (root / "tune").glob("*/params.json"):
         assert set(json.loads(params.read_text())) == {"r", "alpha_multiple", "learning_rate", "dropout"}, params
     assert len(list((root / "tune").glob("*/params.json"))) == 4
-    # the study is in sqlite, openable with optuna (and optuna-dashboard)
-    import optuna
-
-    study = optuna.load_study(study_name="search-smoke", storage=f"sqlite:///{root / 'optuna.db'}")
+    # the study is Optuna's journal on the driver's disk, openable with optuna (and optuna-dashboard)
+    study = _study(root / "optuna.journal")
     assert len(study.trials) == 4
     best = root / "best_trial.yaml"
     text = best.read_text()
@@ -62,6 +60,14 @@ def test_search_with_asha_saves_study_and_best_config(tmp_path):
     assert "<img alt='Optuna: history (search-smoke)' src='data:image/png;base64," in page
 
 
+def _study(journal: Path):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.load_study(study_name="search-smoke",
+                             storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal))))
+
+
 def test_search_resumes_after_interrupt(tmp_path):
     root = tmp_path / "search-smoke"
     driver = subprocess.Popen([*SEARCH, "--config", "sweeps/configs/search_smoke.yaml", "--storage", str(tmp_path)],
@@ -77,3 +83,43 @@ def test_search_resumes_after_interrupt(tmp_path):
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     results = pd.read_parquet(root / "results.parquet")
     assert len(results) == 4 and results["trial_id"].is_unique
+
+
+def test_search_driver_killed_then_resumed_keeps_its_study(tmp_path):
+    """SIGKILL (no chance to clean up) of the driver and its local Ray mid-search, then
+    --resume: the same study goes on, its finished trials kept as they were (TPE's history),
+    and no trial number of the study is used twice."""
+    root = tmp_path / "search-smoke"
+    command = [*SEARCH, "--config", "sweeps/configs/search_smoke.yaml", "--storage", str(tmp_path),
+               "--num-samples", "6", "--max-concurrent", "1"]
+    driver = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)  # its own process group: the local Ray dies with it
+    journal = root / "optuna.journal"
+
+    def finished():
+        import optuna
+
+        return [t for t in _study(journal).trials if t.state == optuna.trial.TrialState.COMPLETE] \
+            if journal.is_file() else []
+
+    deadline = time.monotonic() + 400
+    while len(finished()) < 2 and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+    before = {t.number: (t.params, t.value) for t in finished()}
+    assert len(before) >= 2 and driver.poll() is None
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=60)
+
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, cwd=ROOT, timeout=900,
+                             env=_env())
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    import optuna
+
+    study = _study(journal)
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))  # no trial number twice
+    complete = {t.number: (t.params, t.value) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert all(complete[n] == before[n] for n in before)  # the history TPE samples from, as it was
+    assert len(complete) > len(before)  # the search went on after the kill
+    results = pd.read_parquet(root / "results.parquet")
+    assert len(results) == 6 and results["trial_id"].is_unique

@@ -1,0 +1,97 @@
+"""Where a search's Optuna study lives. The driver owns it: no file is shared between
+machines, so nothing depends on file locking over NFS or SMB (unreliable for sqlite).
+
+- default: Optuna's journal (an append-only log of the study's operations) on the driver's
+  own disk. With a local store it is `<storage>/<name>/optuna.journal` itself. With object
+  storage (s3://...) it is a file in the driver's temp folder, copied to
+  `<storage>/<name>/optuna.journal` after every finished trial and brought back by `--resume`,
+  so a driver that starts again on another machine continues the same study.
+- `--study-storage postgresql://user:pass@host/db` (any SQLAlchemy URL Optuna takes): a
+  database a team runs; then the study is there and nothing is copied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+from sentisweep.results import STUDY_JOURNAL as JOURNAL
+from sentisweep.storage import Store
+
+
+class StudyStorage:
+    def __init__(self, store: Store, name: str, url: str | None = None):
+        self.store, self.name, self.url = store, name, url
+        if url:
+            self.local = None
+        elif not store.remote:
+            self.local = Path(store.path(name, JOURNAL))
+        else:  # the same path for any driver of this search: its pickled searcher names it
+            digest = hashlib.sha256(store.uri(name).encode()).hexdigest()[:16]
+            self.local = Path(tempfile.gettempdir()) / "sentisweep-studies" / digest / JOURNAL
+
+    def optuna_storage(self):
+        import optuna
+        from optuna.storages.journal import JournalFileBackend
+
+        if self.url:
+            return optuna.storages.RDBStorage(self.url)
+        self.local.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(self.local)))
+
+    @property
+    def copied(self) -> bool:
+        """The journal lives on the driver's disk and its copy in the store."""
+        return self.local is not None and self.store.remote
+
+    def restore(self) -> bool:
+        """Before --resume: the store's copy of the journal onto this driver's disk."""
+        if not self.copied or not self.store.exists(self.name, JOURNAL):
+            return False
+        self.local.parent.mkdir(parents=True, exist_ok=True)
+        self.store.get_file(self.local, self.name, JOURNAL)
+        return True
+
+    def save(self) -> None:
+        """The journal to the store (after each finished trial, and at the end)."""
+        if self.copied and self.local.is_file():
+            self.store.put_file(self.local, self.name, JOURNAL)
+
+    def describe(self) -> str:
+        if self.url:
+            return f"Optuna study in {self.url.split('@')[-1]} (a database: the password is not shown)"
+        if self.copied:
+            return f"Optuna study: {self.local} on this driver, copied to {self.store.uri(self.name, JOURNAL)}"
+        return f"Optuna study: {self.local}"
+
+
+def saving_callback(study: StudyStorage):
+    """A Tune callback that copies the journal to the store as each trial finishes."""
+    from ray import tune  # [Ray]
+
+    class SaveStudy(tune.Callback):  # [Ray]
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            study.save()
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            study.save()
+
+    return SaveStudy()
+
+
+def resumable_optuna_search(**kwargs):
+    """Ray Tune's OptunaSearch that a driver killed mid-search can resume. Tune's saved state of
+    the search may be older than the study (a trial finished between Tune's last snapshot and
+    the kill): Tune then runs that trial again, and Optuna refuses results for a trial it has
+    finished. Those are dropped: the study keeps the trial as it finished, once."""
+    from ray.tune.search.optuna import OptunaSearch  # [Ray]
+
+    class ResumableOptunaSearch(OptunaSearch):  # [Ray]
+        def on_trial_result(self, trial_id: str, result: dict):
+            ot_trial = self._ot_trials.get(trial_id)
+            if ot_trial is not None and self._ot_study.trials[ot_trial.number].state.is_finished():
+                return
+            super().on_trial_result(trial_id, result)
+
+    return ResumableOptunaSearch(**kwargs)
