@@ -69,3 +69,44 @@ def separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     labels = rng.integers(0, 2, n)
     shift = np.array([3.0, -2.0, 0, 0, 0, 0, 1.0, 0])  # margin |shift| / 2 = 1.8 sd: Bayes accuracy ~96%
     return rng.normal(size=(n, 8)) + labels[:, None] * shift, labels
+
+
+def start_postgres():
+    """A PostgreSQL server of its own on loopback (Debian's package: initdb, pg_ctl), for a
+    search's study: (its SQLAlchemy URL, a function that stops it), or None if not installed.
+    As root, the server runs as the user postgres (it refuses root), in a folder of its own
+    (pytest's are closed to other users)."""
+    import glob
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    initdb = binaries[-1] if binaries else shutil.which("initdb")
+    if not initdb:
+        return None
+    bin_dir = Path(initdb).parent
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    folder = Path(tempfile.mkdtemp(prefix="sentisweep-postgres-"))
+    if as_user:
+        shutil.chown(folder, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = folder / "data"
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "sentisweep"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w",
+                    "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "sentisweep", "studies"],
+                   check=True, capture_output=True)
+    url = f"postgresql+psycopg2://sentisweep@127.0.0.1:{port}/studies"
+
+    def stop():
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    return url, stop

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cluster import SimulatedCluster
 from helpers import write_config
+
+from benchmarks.simcluster import SimulatedCluster
 
 pytestmark = pytest.mark.cluster
 

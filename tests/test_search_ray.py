@@ -60,12 +60,28 @@ def test_search_with_asha_saves_study_and_best_config(tmp_path):
     assert "<img alt='Optuna: history (search-smoke)' src='data:image/png;base64," in page
 
 
-def _study(journal: Path):
+def _study(storage):
+    """The search's study from its journal file, or from a database URL."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.load_study(study_name="search-smoke",
-                             storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal))))
+    if isinstance(storage, Path):
+        storage = optuna.storages.JournalStorage(JournalFileBackend(str(storage)))
+    return optuna.load_study(study_name="search-smoke", storage=storage)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    from helpers import start_postgres
+
+    started = start_postgres()
+    if started is None:
+        if os.environ.get("SENTISWEEP_REQUIRE_POSTGRES"):  # .ci/run installs it: CI must not skip
+            pytest.fail("PostgreSQL's initdb is not installed, and SENTISWEEP_REQUIRE_POSTGRES is set")
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    url, stop = started
+    yield url
+    stop()
 
 
 def test_search_resumes_after_interrupt(tmp_path):
@@ -85,22 +101,29 @@ def test_search_resumes_after_interrupt(tmp_path):
     assert len(results) == 4 and results["trial_id"].is_unique
 
 
-def test_search_driver_killed_then_resumed_keeps_its_study(tmp_path):
+@pytest.mark.parametrize("where", ["journal", "postgresql"])
+def test_search_driver_killed_then_resumed_keeps_its_study(where, tmp_path, request):
     """SIGKILL (no chance to clean up) of the driver and its local Ray mid-search, then
     --resume: the same study goes on, its finished trials kept as they were (TPE's history),
-    and no trial number of the study is used twice."""
+    and no trial number of the study is used twice. The study in the driver's journal (the
+    default) or in a PostgreSQL database (--study-storage)."""
+    import optuna
+
     root = tmp_path / "search-smoke"
     command = [*SEARCH, "--config", "sweeps/configs/search_smoke.yaml", "--storage", str(tmp_path),
                "--num-samples", "6", "--max-concurrent", "1"]
+    storage = root / "optuna.journal"
+    if where == "postgresql":
+        storage = request.getfixturevalue("postgres")
+        command += ["--study-storage", storage]
     driver = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)  # its own process group: the local Ray dies with it
-    journal = root / "optuna.journal"
 
     def finished():
-        import optuna
-
-        return [t for t in _study(journal).trials if t.state == optuna.trial.TrialState.COMPLETE] \
-            if journal.is_file() else []
+        try:
+            return [t for t in _study(storage).trials if t.state == optuna.trial.TrialState.COMPLETE]
+        except (KeyError, FileNotFoundError):  # the study is not there yet
+            return []
 
     deadline = time.monotonic() + 400
     while len(finished()) < 2 and time.monotonic() < deadline and driver.poll() is None:
@@ -113,9 +136,7 @@ def test_search_driver_killed_then_resumed_keeps_its_study(tmp_path):
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, cwd=ROOT, timeout=900,
                              env=_env())
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    import optuna
-
-    study = _study(journal)
+    study = _study(storage)
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers))  # no trial number twice
     complete = {t.number: (t.params, t.value) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
@@ -123,3 +144,4 @@ def test_search_driver_killed_then_resumed_keeps_its_study(tmp_path):
     assert len(complete) > len(before)  # the search went on after the kill
     results = pd.read_parquet(root / "results.parquet")
     assert len(results) == 6 and results["trial_id"].is_unique
+    assert (storage.split("@")[-1] if where == "postgresql" else str(storage)) in resumed.stdout
