@@ -173,3 +173,12 @@ def test_checkpoint_cost_smoke():
     (row,) = [line for line in out.stdout.splitlines() if line.startswith("| tiny-bert | lora |")]
     bytes_ratio = float(row.split("|")[6])
     assert bytes_ratio > 1  # the optimizer's state is in the resumable checkpoint, not in the plain one
+
+
+@pytest.mark.cluster
+def test_multinode_smoke():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "multinode.py"), "--smoke-test"],
+                         capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (row,) = [line for line in out.stdout.splitlines() if line.startswith("| two worker nodes")]
+    assert float(row.split("|")[2]) > 0 and float(row.split("|")[3]) > 0
