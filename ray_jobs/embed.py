@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import ValidationError
 
-from ray_session.connect import connect
+from ray_session.connect import ask_autoscaler, connect
 from sentisweep import exit_codes
 from sentisweep.config import DEFAULT_MAX_LENGTH, POOLINGS, ConfigError, DataConfig, format_pydantic
 from sentisweep.probe.embeddings import (
@@ -246,8 +246,14 @@ def run(job: EmbedJob) -> dict[str, dict]:
 
     a = job
     data = load_task_data(job.data)
-    gpus = a.gpus_per_actor if a.gpus_per_actor is not None else (
-        1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0)  # [Ray]
+    have_gpus = ray.cluster_resources().get("GPU", 0)  # [Ray]
+    gpus = a.gpus_per_actor if a.gpus_per_actor is not None else (1.0 if have_gpus >= 1 else 0.0)
+    if a.gpus_per_actor is None and not gpus:  # said aloud: a GPU study must not become a CPU run unnoticed
+        print("no GPU in the cluster now: embedding on CPU actors (pass --gpus-per-actor 1 to wait for the GPU "
+              "nodes an autoscaler adds)", flush=True)
+    elif gpus and have_gpus < gpus:
+        asked = ask_autoscaler(1, gpus, a.concurrency)  # [Ray]
+        print(f"no GPU in the cluster now: asked the autoscaler for {asked}; the actors wait for it", flush=True)
     meta = {"model": a.model, "checkpoint": str(Path(a.checkpoint).resolve()) if a.checkpoint else "pretrained",
             "pooling": a.pooling or get_model_spec(a.model).pooling, "max_length": a.max_length,
             "label_names": [str(n) for n in data.label_names], "data": job.data.model_dump(mode="json")}
