@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import ValidationError
 
-from ray_session.connect import ask_autoscaler, connect
+from ray_session.connect import DECLARED_GPUS_ONLY, ask_autoscaler, connect
 from sentisweep import exit_codes
 from sentisweep.config import DEFAULT_MAX_LENGTH, POOLINGS, ConfigError, DataConfig, format_pydantic
 from sentisweep.probe.embeddings import (
@@ -39,7 +39,7 @@ from sentisweep.probe.embeddings import (
 )
 from sentisweep.registry import UnknownNameError
 from sentisweep.results import now_iso
-from sentisweep.storage import write_parquet_atomic
+from sentisweep.storage import Store
 from sentisweep.trial.models import get_model_spec
 
 SPLITS = ("train", "validation", "test")
@@ -114,12 +114,15 @@ class EmbedJob:
         except (UnknownNameError, EmbeddingError, OSError) as err:
             problems.append(f"--model/--pooling: {err}")
         try:
-            check_checkpoint(self.checkpoint)
+            check_checkpoint(self.checkpoint, self.data.cache_dir)
         except EmbeddingError as err:
             problems.append(f"--{err}")
+        try:
+            out = Store(self.out)
+        except (OSError, ValueError) as err:  # a file, an unknown scheme, no credentials
+            return [*problems, f"--out = {self.out!r}: {err}"]
         if not self.overwrite:
-            existing = [str(Path(self.out) / f"{s}.parquet") for s in self.splits
-                        if (Path(self.out) / f"{s}.parquet").exists()]
+            existing = [out.uri(f"{s}.parquet") for s in self.splits if out.exists(f"{s}.parquet")]
             if existing:
                 problems.append(f"--out: {', '.join(existing)} exist; pass --overwrite to replace them "
                                 "(nothing was changed)")
@@ -183,9 +186,10 @@ class EmbedActor:
                 "position": batch["position"], "embedding": vectors, "peak_rss_bytes": peak}
 
 
-def embed_splits(frames: dict, job: EmbedJob, out: Path, gpus_per_actor: float, extra_meta: dict) -> dict[str, dict]:
+def embed_splits(frames: dict, job: EmbedJob, out: Store, gpus_per_actor: float, extra_meta: dict) -> dict[str, dict]:
     """Embed every split's rows in one Ray Data pipeline (each actor loads the model once)
-    and write `<out>/<split>.parquet` atomically, each only once all its rows are in."""
+    and write `<out>/<split>.parquet` whole (a folder or object storage), each only once all
+    its rows are in."""
     import pandas as pd
     import ray  # [Ray]
 
@@ -206,7 +210,8 @@ def embed_splits(frames: dict, job: EmbedJob, out: Path, gpus_per_actor: float, 
                                     for i in range(0, len(rows), a.rows_per_call)])
     embedded = dataset.map_batches(  # [Ray]
         EmbedActor, fn_constructor_kwargs={"embedder_kwargs": job.embedder_kwargs(threads),
-                                           "device": "cuda" if gpus_per_actor else "cpu"},
+                                           "device": "cuda" if gpus_per_actor and not os.environ.get(
+                                               DECLARED_GPUS_ONLY) else "cpu"},
         batch_size=a.rows_per_call, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=a.concurrency),
         num_cpus=a.cpus_per_actor if not gpus_per_actor else 1, num_gpus=gpus_per_actor or None)
     parts: dict[str, list] = {split: [] for split in frames}
@@ -233,8 +238,7 @@ def embed_splits(frames: dict, job: EmbedJob, out: Path, gpus_per_actor: float, 
                         "peak_rss_bytes": peak_rss_bytes,  # the largest embedding actor's
                         # one pipeline embeds all splits: each split's share of the time, by rows
                         "seconds": seconds * len(table) / len(rows), "created": now_iso()}
-        write_parquet_atomic(table.replace_schema_metadata({META_KEY: json.dumps(metas[split])}),
-                             out / f"{split}.parquet")
+        out.write_table(table.replace_schema_metadata({META_KEY: json.dumps(metas[split])}), f"{split}.parquet")
     return metas
 
 
@@ -254,13 +258,13 @@ def run(job: EmbedJob) -> dict[str, dict]:
     elif gpus and have_gpus < gpus:
         asked = ask_autoscaler(1, gpus, a.concurrency)  # [Ray]
         print(f"no GPU in the cluster now: asked the autoscaler for {asked}; the actors wait for it", flush=True)
-    meta = {"model": a.model, "checkpoint": str(Path(a.checkpoint).resolve()) if a.checkpoint else "pretrained",
+    meta = {"model": a.model, "checkpoint": Store(a.checkpoint).uri() if a.checkpoint else "pretrained",
             "pooling": a.pooling or get_model_spec(a.model).pooling, "max_length": a.max_length,
             "label_names": [str(n) for n in data.label_names], "data": job.data.model_dump(mode="json")}
     print(f"embedding {', '.join(f'{s} {len(data.splits[s])}' for s in job.splits)} texts with {a.model} "
           f"({meta['checkpoint']}, {meta['pooling']} pooling, max_length {a.max_length}) on "
           f"{a.concurrency} actor(s), {'1 GPU' if gpus else f'{a.cpus_per_actor:g} CPU'} each", flush=True)
-    return embed_splits({s: data.splits[s] for s in job.splits}, job, Path(a.out), gpus, meta)
+    return embed_splits({s: data.splits[s] for s in job.splits}, job, Store(a.out), gpus, meta)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return exit_codes.BAD_INPUT
     for split, meta in metas.items():
-        print(f"{split}: {meta['rows']} x {meta['dim']} in {meta['seconds']:.1f} s -> {Path(job.out) / split}.parquet")
+        print(f"{split}: {meta['rows']} x {meta['dim']} in {meta['seconds']:.1f} s -> {Store(job.out).uri(split)}.parquet")
     return exit_codes.OK
 
 

@@ -26,6 +26,7 @@ from sentisweep.plan import load_config
 from sentisweep.probe.embeddings import EmbeddingError
 from sentisweep.probe.study import EmbedXgbConfig, best_checkpoint
 from sentisweep.results import RESULTS_TABLE, ResultsError, read_results
+from sentisweep.storage import Store, exists, is_remote
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,17 +44,19 @@ def plan(config: EmbedXgbConfig, strict: bool = True) -> list[dict]:
     finetuned_from is resolved here, before anything runs; all problems at once. Not strict
     (--dry-run): a sweep that is not there yet is shown as waited for, not an error."""
     runs, problems = [], []
+    store = Store(config.storage)  # a folder, or object storage (s3://...)
     for i, entry in enumerate(config.models):
         sources = [("pretrained", None, None)] if entry.pretrained else []
         if entry.finetuned_from:
-            where = Path(entry.finetuned_from)
-            location = where if where.exists() else Path(config.storage) / entry.finetuned_from
+            named = entry.finetuned_from  # a results location itself, or a sweep's name in this storage
+            location = named if is_remote(named) else str(Path(named).resolve()) if Path(named).exists() \
+                else store.uri(named)
             try:
-                if not location.exists():
+                if not exists(location):
                     raise ConfigError([f"no results at {location} yet; run that sweep first, into the same "
                                        f"storage ({config.storage})"])
-                trial_id, checkpoint = best_checkpoint(read_results(location), entry.model, str(location))
-                sources.append(("finetuned", trial_id, str(Path(checkpoint).resolve())))
+                trial_id, checkpoint = best_checkpoint(read_results(location), entry.model, location)
+                sources.append(("finetuned", trial_id, checkpoint))
             except ConfigError as err:
                 problems += [f"models[{i}].finetuned_from = {entry.finetuned_from!r}: {p}" for p in err.problems]
                 sources.append(("finetuned", None, None))
@@ -61,8 +64,7 @@ def plan(config: EmbedXgbConfig, strict: bool = True) -> list[dict]:
                 problems.append(f"models[{i}].finetuned_from = {entry.finetuned_from!r}: {err}")
                 sources.append(("finetuned", None, None))
         for source, trial_id, checkpoint in sources:
-            folder = Path(config.storage, config.name, "embeddings",
-                          f"{entry.model.replace('/', '_')}-{source}").resolve()
+            folder = store.uri(config.name, "embeddings", f"{entry.model.replace('/', '_')}-{source}")
             runs.append({"entry": entry, "source": source, "trial_id": trial_id, "checkpoint": checkpoint,
                          "embeddings": folder})
     if problems and strict:
@@ -72,8 +74,8 @@ def plan(config: EmbedXgbConfig, strict: bool = True) -> list[dict]:
     return [run for run in runs if run["source"] == "pretrained" or run["checkpoint"]] if strict else runs
 
 
-def embedded(folder: Path) -> bool:
-    return all((folder / f"{split}.parquet").is_file() for split in embed.SPLITS)
+def embedded(folder: str) -> bool:
+    return all(Store(folder).is_file(f"{split}.parquet") for split in embed.SPLITS)
 
 
 def run_embedding(config: EmbedXgbConfig, run: dict) -> None:
@@ -103,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return exit_codes.BAD_INPUT
-    results_table = Path(config.storage, config.name, RESULTS_TABLE)
-    done_rows = set(read_results(results_table)["method_params"].map(_source_of)) if results_table.exists() else set()
+    store = Store(config.storage)
+    results_table = store.uri(config.name, RESULTS_TABLE)
+    done_rows = set(read_results(results_table)["method_params"].map(_source_of)) \
+        if store.exists(config.name, RESULTS_TABLE) else set()
     print(f"{config.name}: {len(runs)} embed + XGBoost runs ({config.workers or 'single-process'} "
           f"{'workers' if config.workers else ''}), results -> {results_table}")
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,14 +32,14 @@ from sentisweep.config import ConfigError, safe_name
 from sentisweep.plan import trial_parts
 from sentisweep.probe.booster import XGBoostConfig, fit_single_process, load_splits, probe_trial_id, run_probe
 from sentisweep.probe.embeddings import EmbeddingError
-from sentisweep.results import RESULT_FILE, RESULTS_TABLE, SCHEMA, TrialResult
+from sentisweep.results import RESULT_FILE, RESULTS_TABLE, SCHEMA, TrialResult, write_results
 from sentisweep.storage import Store
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--embeddings", help="folder with train/validation/test.parquet from ray_jobs/embed.py")
-    p.add_argument("--storage", default="results", help="results store, a local folder (default ./results)")
+    p.add_argument("--embeddings", help="folder (or s3://...) with train/validation/test.parquet from ray_jobs/embed.py")
+    p.add_argument("--storage", default="results", help="results store: a folder (default ./results) or s3://...")
     p.add_argument("--name", default="embed-xgb", help="results go to <storage>/<name>/")
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers; 0 = single process, no Ray")
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
@@ -117,7 +119,7 @@ def xgboost_worker(config: dict) -> None:
                   callbacks=[ReportRarely(config["report_every"])])
 
 
-def fit_distributed(stage: Stage, embeddings: Path, storage_path: str):
+def fit_distributed(stage: Stage, embeddings: str, storage_path: str):
     def fit(params: dict, train, validation):
         import ray.data  # [Ray]
         from ray.train import RunConfig, ScalingConfig  # [Ray]
@@ -132,7 +134,7 @@ def fit_distributed(stage: Stage, embeddings: Path, storage_path: str):
                                          resources_per_worker={"CPU": stage.cpus_per_worker}),
             # Read before the workers take their CPUs: on a small machine, read tasks queued
             # behind workers that hold every CPU never run (the pipeline hangs).
-            datasets={split: ray.data.read_parquet(str(embeddings / f"{split}.parquet")).materialize()
+            datasets={split: ray.data.read_parquet(f"{embeddings}/{split}.parquet").materialize()  # [Ray] or s3://
                       for split in ("train", "validation")},
             run_config=RunConfig(storage_path=storage_path, name="xgboost_trainer"),
         )
@@ -164,19 +166,21 @@ def run_stage(stage: Stage) -> TrialResult:
         problems.append(f"--name = {stage.name!r}: {err}")
     if stage.workers < 0 or stage.report_every < 0:
         problems.append(f"--workers = {stage.workers}, --report-every = {stage.report_every}: must be 0 or more")
-    store = Store(stage.storage)
-    if store.remote:
-        problems.append(f"--storage = {stage.storage!r}: a local folder (the booster and predictions are "
-                        "written beside the row)")
+    try:
+        store = Store(stage.storage)
+    except (OSError, ValueError) as err:  # a file, an unknown scheme, no credentials
+        problems.append(f"--storage = {stage.storage!r}: {err}")
     if problems:
         raise ConfigError(problems, "xgboost stage")
     splits = load_splits(stage.embeddings)  # checks the files before Ray starts
     trial_id = probe_trial_id(splits["train"].meta, stage.seed)
-    trial_dir = Path(store.path(*trial_parts(stage.name, trial_id)))
-    if (trial_dir / RESULT_FILE).exists() and not stage.overwrite:
-        raise ConfigError([f"{trial_dir / RESULT_FILE} exists: this run already finished (pass --overwrite to "
-                           "replace it; nothing was changed)"])
-    embeddings = Path(stage.embeddings).resolve()
+    parts = trial_parts(stage.name, trial_id)
+    if store.exists(*parts, RESULT_FILE) and not stage.overwrite:
+        raise ConfigError([f"{store.uri(*parts, RESULT_FILE)} exists: this run already finished (pass --overwrite "
+                           "to replace it; nothing was changed)"])
+    # object storage: the row, booster and predictions are written here first, then uploaded
+    trial_dir = Path(tempfile.mkdtemp(prefix="xgboost-")) if store.remote else Path(store.path(*parts))
+    embeddings = Store(stage.embeddings).uri()
     if stage.workers == 0:
         def fit(params, train, validation):
             return fit_single_process(params, stage.xgb.rounds, stage.xgb.early_stopping_rounds, train, validation)
@@ -184,10 +188,15 @@ def run_stage(stage: Stage) -> TrialResult:
     else:
         connect(stage.local, None)  # [Ray]
         # Ray Train's own run folder (its checkpoint of the booster) stays beside the row.
-        fit, threads = fit_distributed(stage, embeddings, str(trial_dir.resolve() / "ray_train")), None
+        fit, threads = fit_distributed(stage, embeddings, store.uri(*parts, "ray_train")), None
     print(f"{trial_id}: XGBoost on {embeddings} ({len(splits['train'].labels)} train rows, "
           f"{'1 process' if stage.workers == 0 else f'{stage.workers} Ray Train workers'}) ...", flush=True)
     result = run_probe(embeddings, stage.xgb, trial_dir, stage.name, stage.seed, fit, stage.workers, threads)
+    if store.remote:
+        result.relocate(str(trial_dir), store.uri(*parts))
+        write_results([result], trial_dir / RESULT_FILE)
+        store.upload(trial_dir, *parts)
+        shutil.rmtree(trial_dir, ignore_errors=True)
     write_table(store, stage.name, result)
     return result
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 
+# Set on a test cluster whose nodes declare GPUs they do not have (`ray start --num-gpus 1` on a
+# CPU machine): Ray schedules GPU trials and actors there, and they run on the CPU.
+DECLARED_GPUS_ONLY = "SENTISWEEP_DECLARED_GPUS_ONLY"
+
 
 def connect(local: bool, num_gpus: float | None) -> None:
     """Join RAY_ADDRESS's cluster (as under `ray job submit`), or start Ray here."""

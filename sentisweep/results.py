@@ -116,6 +116,12 @@ class TrialResult:
     predictions_path: str | None = None
     history_path: str | None = None
 
+    def relocate(self, local: str, remote: str) -> None:
+        """Point the row's file paths at where the trial's folder is uploaded (`local` -> `remote`)."""
+        for name in ("output_dir", "checkpoint_path", "predictions_path", "history_path"):
+            if getattr(self, name):
+                setattr(self, name, getattr(self, name).replace(local, remote, 1))
+
     def to_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

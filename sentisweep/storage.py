@@ -50,6 +50,14 @@ def filesystem(location: str | Path):
     return pafs.LocalFileSystem(), str(Path(text).expanduser().resolve()), ""
 
 
+def exists(location: str | Path) -> bool:
+    """A file or folder at a local path or URI."""
+    import pyarrow.fs as pafs
+
+    fs, path, _ = filesystem(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
 def local_copy(location: str | Path, cache_root: str | Path) -> Path:
     """A local folder holding the files at `location`: the folder itself if it is local; else
     downloaded once into cache_root/remote/<hash of the URI> (a checkpoint in object storage,
@@ -102,12 +110,21 @@ class Store:
         return pq.read_table(self.path(*parts), filesystem=self.fs).to_pandas()
 
     def write_frame(self, frame: pd.DataFrame, *parts: str) -> str:
+        return self.write_table(pa.Table.from_pandas(frame, preserve_index=False), *parts)
+
+    def write_table(self, table: pa.Table, *parts: str) -> str:
+        """A Parquet file, whole (its schema's metadata kept)."""
         if not self.remote:
-            return str(write_parquet_atomic(frame, self.path(*parts)))
+            return str(write_parquet_atomic(table, self.path(*parts)))
         self.fs.create_dir(self.path(*parts[:-1]), recursive=True)
         with self.fs.open_output_stream(self.path(*parts)) as stream:
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), stream)
+            pq.write_table(table, stream)
         return self.uri(*parts)
+
+    def is_file(self, *parts: str) -> bool:
+        import pyarrow.fs as pafs
+
+        return self.fs.get_file_info(self.path(*parts)).type == pafs.FileType.File
 
     def append_line(self, line: str, *parts: str) -> list[str]:
         """Add a line to a small text file (read, add, write whole: an object store has no

@@ -9,15 +9,12 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from ray_session.connect import DECLARED_GPUS_ONLY
 from sentisweep.config import TrialConfig
 from sentisweep.plan import attempts_of, attempts_parts, trial_parts
 from sentisweep.results import RESULT_FILE, now_iso, write_results
 from sentisweep.storage import Store
 from sentisweep.trial.run import run_trial
-
-# Set on a test cluster whose nodes declare GPUs they do not have (`ray start --num-gpus 1` on a
-# CPU machine): Ray schedules GPU trials there, and they run on the CPU.
-DECLARED_GPUS_ONLY = "SENTISWEEP_DECLARED_GPUS_ONLY"
 
 # The numbers a scheduler or Tune's progress table needs; the whole row is in result.parquet
 # (names such as trial_id, hostname and done mean something else to Tune).
@@ -94,9 +91,7 @@ def execute_trial(config: TrialConfig, store_location: str) -> None:
                            callbacks=[evaluation_reporter(config.training.resumable)])
         result.attempts, result.attempt_hosts = attempts_of(store, config.sweep, trial)
         if store.remote:
-            for field in ("output_dir", "checkpoint_path", "predictions_path", "history_path"):
-                if getattr(result, field):  # point the row at where its files will be
-                    setattr(result, field, getattr(result, field).replace(local, store.uri(*parts), 1))
+            result.relocate(local, store.uri(*parts))  # the row names where its files will be
         write_results([result], Path(local) / RESULT_FILE)
         if store.remote:
             store.upload(local, *parts)

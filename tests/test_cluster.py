@@ -93,6 +93,29 @@ def test_sweep_over_two_nodes_on_s3_then_report_predict_export(cluster, s3_env, 
 
 
 
+def test_embeddings_and_xgboost_on_s3_from_the_sweeps_checkpoint(cluster, s3_env, tmp_path):
+    """After the sweep above: embeddings of its best checkpoint (downloaded from S3 by the
+    embedding actor's node) and of the pretrained model, XGBoost on them with Ray Train
+    workers on both nodes reading the embeddings from S3; every file lands in the store."""
+    store = f"s3://{BUCKET}/results"
+    config = write_config(tmp_path / "exgb.yaml", {
+        "name": "exgb", "models": [{"model": "tiny-bert", "finetuned_from": "spread", "pretrained": True}],
+        "data": {"source": str(ROOT / "tests" / "fixtures" / "tiny_reviews"), "train_size": 64, "eval_size": 16,
+                 "test_size": 32},
+        "embedding": {"max_length": 64, "concurrency": 1}, "xgboost": {"rounds": 10}, "workers": 2,
+    }, f"python ray_jobs/embed_xgb.py --config exgb.yaml --storage {store}")
+    done = cluster.run_on_head([sys.executable, str(ROOT / "ray_jobs" / "embed_xgb.py"), "--config", str(config),
+                                "--storage", store], cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = pd.read_parquet(f"{store}/exgb/results.parquet")
+    assert len(results) == 2 and (results["status"] == "ok").all(), results[["trial_id", "status", "error"]]
+    assert results["checkpoint_path"].str.startswith(f"{store}/exgb/trials/").all()  # the boosters
+    sources = {json.loads(p)["checkpoint"] for p in results["method_params"]}
+    assert "pretrained" in sources and any(s.startswith(f"{store}/spread/trials/") for s in sources)
+    for split in ("train", "validation", "test"):
+        assert pd.read_parquet(f"{store}/exgb/embeddings/tiny-bert-finetuned/{split}.parquet").shape[0] > 0
+
+
 def _study_in_store(fs, journal: str, local: Path):
     import optuna
     from optuna.storages.journal import JournalFileBackend

@@ -29,7 +29,7 @@ from sentisweep.results import (
     trial_info,
     write_results,
 )
-from sentisweep.storage import write_parquet_atomic
+from sentisweep.storage import Store, write_parquet_atomic
 from sentisweep.trial.metrics import PeakMemory, Stopwatch, classification_metrics
 
 METHOD = "embed+xgboost"
@@ -71,15 +71,16 @@ class Split:
 
 
 def load_splits(embeddings_dir: str | Path) -> dict[str, Split]:
-    folder = Path(embeddings_dir)
-    missing = [s for s in SPLITS if not (folder / f"{s}.parquet").is_file()]
+    """The three splits of a folder of embeddings, local or in object storage (s3://...)."""
+    folder = Store(str(embeddings_dir))
+    missing = [s for s in SPLITS if not folder.is_file(f"{s}.parquet")]
     if missing:
-        raise EmbeddingError(f"embeddings = {str(folder)!r}: no {', '.join(f'{s}.parquet' for s in missing)} "
-                             "(write them with ray_jobs/embed.py)")
-    splits = {s: Split(*read_embeddings(folder / f"{s}.parquet")) for s in SPLITS}
+        raise EmbeddingError(f"embeddings = {str(embeddings_dir)!r}: no "
+                             f"{', '.join(f'{s}.parquet' for s in missing)} (write them with ray_jobs/embed.py)")
+    splits = {s: Split(*read_embeddings(folder.uri(f"{s}.parquet"))) for s in SPLITS}
     for name, split in splits.items():
         if len(split.labels) == 0:
-            raise EmbeddingError(f"{folder / name}.parquet: no rows")
+            raise EmbeddingError(f"{folder.uri(name)}.parquet: no rows")
     dims = {s.matrix.shape[1] for s in splits.values()}
     models = {(s.meta["model"], s.meta["checkpoint"], s.meta["pooling"]) for s in splits.values()}
     if len(dims) > 1 or len(models) > 1:
@@ -134,7 +135,7 @@ def run_probe(embeddings_dir: str | Path, xgb: XGBoostConfig, output_dir: str | 
     meta = splits["train"].meta
     labels = meta.get("label_names") or sorted({int(x) for x in splits["train"].labels})
     settings = {"pooling": meta["pooling"], "checkpoint": meta["checkpoint"], "source": source_label(meta),
-                "workers": workers, "embeddings": str(Path(embeddings_dir).resolve()), **xgb.model_dump()}
+                "workers": workers, "embeddings": Store(str(embeddings_dir)).uri(), **xgb.model_dump()}
     result = TrialResult(
         sweep=sweep, trial_id=probe_trial_id(meta, seed), model=meta["model"], method=METHOD,
         variant=probe_variant(meta), seed=seed, max_length=meta["max_length"], data_source=meta.get("data_source"),

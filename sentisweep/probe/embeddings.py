@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from sentisweep.config import DEFAULT_MAX_LENGTH, POOLINGS
 from sentisweep.results import trial_info
+from sentisweep.storage import local_copy
 from sentisweep.trial.device import inference_autocast
 from sentisweep.trial.methods.base import no_kv_cache
 from sentisweep.trial.models import ModelSpec, get_model_spec, materialize
@@ -60,10 +61,15 @@ def check_pooling(spec: ModelSpec, pooling: str | None) -> str:
     return pooling
 
 
-def check_checkpoint(checkpoint: str | Path | None) -> Path | None:
+def check_checkpoint(checkpoint: str | Path | None, cache_dir: str | Path = ".sentisweep_cache") -> Path | None:
+    """The checkpoint's local folder (one in object storage, s3://..., is downloaded once into
+    the cache), checked to hold a model or a peft adapter."""
     if checkpoint is None:
         return None
-    path = Path(checkpoint)
+    try:
+        path = local_copy(checkpoint, cache_dir)
+    except (OSError, ValueError) as err:  # pyarrow: no such object, no credentials
+        raise EmbeddingError(f"checkpoint = {str(checkpoint)!r}: {err}") from None
     if not path.is_dir():
         raise EmbeddingError(f"checkpoint = {str(checkpoint)!r}: no such folder (a trial's "
                              "<output_dir>/checkpoint, written when training.keep_checkpoint is true)")
@@ -153,7 +159,7 @@ class Embedder:
                                  "(max_length at least 2)")
         self.spec = get_model_spec(model)
         self.pooling = check_pooling(self.spec, pooling)
-        self.checkpoint = check_checkpoint(checkpoint)
+        self.checkpoint = check_checkpoint(checkpoint, cache_dir)
         self.max_length, self.batch_size, self.device = max_length, batch_size, device
         self.model, self.tokenizer = load_backbone(self.spec, self.checkpoint, cache_dir, device, quantize)
         # On CPU, linears through oneDNN with packed weights (onednn.py: 1.68x here).

@@ -4,7 +4,6 @@ XGBoost, and embeddings after fine-tuning (the best trial of a sweep) -> XGBoost
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
@@ -13,6 +12,7 @@ from pydantic import Field, ValidationError
 from sentisweep.config import DEFAULT_MAX_LENGTH, ConfigError, DataConfig, SafeName, Strict, format_pydantic
 from sentisweep.probe.booster import METHOD, XGBoostConfig
 from sentisweep.probe.embeddings import DEFAULT_BATCH_SIZE, FAMILY_POOLINGS, QUANTIZATIONS
+from sentisweep.storage import exists
 
 
 class ProbeModel(Strict):
@@ -78,7 +78,7 @@ def best_checkpoint(results: pd.DataFrame, model: str, where: str) -> tuple[str,
     validation accuracy: choosing by test accuracy would leak the test set into the choice."""
     candidates = results[(results["status"] == "ok") & (results["model"] == model)
                          & (results["method"] != METHOD) & results["checkpoint_path"].notna()]
-    candidates = candidates[[Path(p).is_dir() for p in candidates["checkpoint_path"]]]
+    candidates = candidates[[exists(p) for p in candidates["checkpoint_path"]]]  # a folder, or in s3://
     if candidates.empty:
         raise ConfigError([f"no ok trial of {model} with a checkpoint folder in {where} "
                            f"(trials of it there: {int((results['model'] == model).sum())})"])
