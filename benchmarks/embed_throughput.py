@@ -80,6 +80,7 @@ def ray_pipeline(args, frame) -> float:
 
     from ray_jobs import embed
     from ray_session.connect import connect
+    from sentisweep.storage import Store
 
     connect(True, 0)
     with tempfile.TemporaryDirectory() as out:
@@ -87,7 +88,7 @@ def ray_pipeline(args, frame) -> float:
                              splits=("test",), concurrency=2,
                              data=DataConfig(source=str(args.data), cache_dir=args.cache_dir))
         start = time.perf_counter()
-        embed.embed_splits({"test": frame}, job, Path(out), 0.0, {"model": args.model})
+        embed.embed_splits({"test": frame}, job, Store(out), 0.0, {"model": args.model})
         return time.perf_counter() - start
 
 
