@@ -104,21 +104,21 @@ def _markdown(frame: pd.DataFrame) -> str:
 def study_file(location: str, out: Path) -> Path | None:
     """A search's Optuna study file at `location` (local, or copied here from object storage),
     or None: its journal, or the sqlite file searches kept before."""
-    import pyarrow.fs as pafs
-
     from sentisweep.results import STUDY_JOURNAL
-    from sentisweep.storage import filesystem
+    from sentisweep.storage import Store
 
-    fs, base, prefix = filesystem(location)
+    try:
+        store = Store(location)
+    except ValueError:  # a results file, not a folder: no study beside it
+        return None
     for name in (STUDY_JOURNAL, "optuna.db"):
-        if fs.get_file_info(f"{base}/{name}").type != pafs.FileType.File:
+        if not store.is_file(name):
             continue
-        if not prefix:
-            return Path(base) / name
+        if not store.remote:
+            return Path(store.path(name))
         local = out / ".study" / name
         local.parent.mkdir(parents=True, exist_ok=True)
-        pafs.copy_files(f"{base}/{name}", str(local), source_filesystem=fs,
-                        destination_filesystem=pafs.LocalFileSystem())
+        store.get_file(local, name)
         return local
     return None
 

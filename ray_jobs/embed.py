@@ -256,8 +256,7 @@ def run(job: EmbedJob) -> dict[str, dict]:
         print("no GPU in the cluster now: embedding on CPU actors (pass --gpus-per-actor 1 to wait for the GPU "
               "nodes an autoscaler adds)", flush=True)
     elif gpus and have_gpus < gpus:
-        asked = ask_autoscaler(1, gpus, a.concurrency)  # [Ray]
-        print(f"no GPU in the cluster now: asked the autoscaler for {asked}; the actors wait for it", flush=True)
+        ask_autoscaler(1, gpus, a.concurrency)  # [Ray] the actors wait for the GPU nodes
     meta = {"model": a.model, "checkpoint": Store(a.checkpoint).uri() if a.checkpoint else "pretrained",
             "pooling": a.pooling or get_model_spec(a.model).pooling, "max_length": a.max_length,
             "label_names": [str(n) for n in data.label_names], "data": job.data.model_dump(mode="json")}

@@ -75,7 +75,8 @@ def plan(config: EmbedXgbConfig, strict: bool = True) -> list[dict]:
 
 
 def embedded(folder: str) -> bool:
-    return all(Store(folder).is_file(f"{split}.parquet") for split in embed.SPLITS)
+    store = Store(folder)
+    return all(store.is_file(f"{split}.parquet") for split in embed.SPLITS)
 
 
 def run_embedding(config: EmbedXgbConfig, run: dict) -> None:

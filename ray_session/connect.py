@@ -61,7 +61,7 @@ def unsatisfiable(cpus_per_trial: float, gpus_per_trial: float, expect_gpus: flo
 def ask_autoscaler(cpus_per_trial: float, gpus_per_trial: float, trials: int) -> str | None:
     """When not even one trial fits the cluster now (a GPU group scaled to zero, spot nodes
     lost), ask an autoscaler for what `trials` concurrent trials need, so that it adds nodes
-    before Tune queues anything. Returns what was asked, to print, or None. (Trials that
+    before Tune queues anything, and say so. Returns what was asked, or None. (Trials that
     merely queue need nothing: an autoscaler also scales up for pending trials.)"""
     import ray  # [Ray]
     from ray.autoscaler.sdk import request_resources  # [Ray]
@@ -71,4 +71,7 @@ def ask_autoscaler(cpus_per_trial: float, gpus_per_trial: float, trials: int) ->
     if all(cluster.get(k, 0) >= v for k, v in bundle.items()):
         return None
     request_resources(bundles=[bundle] * trials)  # [Ray] kept until replaced: the autoscaler holds the nodes
-    return f"{trials} x {bundle}"
+    asked = f"{trials} x {bundle}"
+    print(f"the cluster lacks what the work needs now: asked the autoscaler for {asked}; it waits for those nodes",
+          flush=True)
+    return asked

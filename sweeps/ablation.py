@@ -163,11 +163,8 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return exit_codes.BAD_INPUT
-    asked = ask_autoscaler(sweep.resources.cpus_per_trial, gpus_per_trial,  # [Ray]
-                           min(len(gpus_of), sweep.resources.max_concurrent or len(gpus_of)))
-    if asked:
-        print(f"the cluster lacks what the trials need now: asked the autoscaler for {asked}; trials wait "
-              "for those nodes", flush=True)
+    ask_autoscaler(sweep.resources.cpus_per_trial, gpus_per_trial,  # [Ray]
+                   min(len(gpus_of), sweep.resources.max_concurrent or len(gpus_of)))
     # Tune's config of a trial is its row in the dry-run matrix, and its name our trial id: the
     # status table shows both whole, not the nested trial config cut short. The configs go
     # with the trainable.

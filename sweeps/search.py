@@ -105,11 +105,8 @@ def run(args, search: SearchConfig, store: Store) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return exit_codes.BAD_INPUT
-    asked = ask_autoscaler(search.resources.cpus_per_trial, search.resources.gpus_per_trial,  # [Ray]
-                           min(search.num_samples, search.resources.max_concurrent or search.num_samples))
-    if asked:
-        print(f"the cluster lacks what the trials need now: asked the autoscaler for {asked}; trials wait "
-              "for those nodes", flush=True)
+    ask_autoscaler(search.resources.cpus_per_trial, search.resources.gpus_per_trial,  # [Ray]
+                   min(search.num_samples, search.resources.max_concurrent or search.num_samples))
     # the search's own config goes with the trainable, not into the sampled config: Tune prints a
     # trial's config as it starts and beside the best trial, and it is only these 4 sampled values
     trial_fn = tune.with_parameters(run_search_trial, search=search.model_dump(mode="json"),  # [Ray]

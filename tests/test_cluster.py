@@ -22,28 +22,37 @@ ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "sweeps"
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    sim = SimulatedCluster(tmp_path_factory.mktemp("cluster"))
+def _started(folder: Path, workers: dict[str, int]):
+    """S3, a head and worker nodes (name -> declared GPUs, 1 CPU each), stopped after."""
+    sim = SimulatedCluster(folder)
     try:
         sim.start_s3(BUCKET)
         sim.start_head()
-        sim.add_worker("w1", cpus=1, gpus=1)
-        sim.add_worker("w2", cpus=1, gpus=1)
+        for name, gpus in workers.items():
+            sim.add_worker(name, cpus=1, gpus=gpus)
         print(f"simulated cluster: {sim.mode} (head {sim.head.ip}, workers "
-              f"{sim.nodes['w1'].ip}, {sim.nodes['w2'].ip}; S3 at {sim.env['AWS_ENDPOINT_URL']})")
+              f"{', '.join(sim.nodes[n].ip for n in workers)}; S3 at {sim.env['AWS_ENDPOINT_URL']})")
         yield sim
     finally:
         sim.stop()
 
 
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    yield from _started(tmp_path_factory.mktemp("cluster"), {"w1": 1, "w2": 1})
+
+
+def _read_store_as_the_nodes_do(cluster, monkeypatch) -> dict[str, str]:
+    """This process gets the nodes' AWS variables, to read the store as they do."""
+    aws = {k: v for k, v in cluster.env.items() if k.startswith("AWS_")}
+    for key, value in aws.items():
+        monkeypatch.setenv(key, value)
+    return aws
+
+
 @pytest.fixture
 def s3_env(cluster, monkeypatch):
-    """This process reads the store as the nodes do: the same AWS variables."""
-    for key, value in cluster.env.items():
-        if key.startswith("AWS_"):
-            monkeypatch.setenv(key, value)
-    return {k: v for k, v in cluster.env.items() if k.startswith("AWS_")}
+    return _read_store_as_the_nodes_do(cluster, monkeypatch)
 
 
 def _sweep_config(tmp_path: Path, name: str, methods=("full", {"name": "lora", "r": 4, "placement": "attention"}),
@@ -174,21 +183,12 @@ def test_search_on_s3_resumes_after_its_driver_is_killed(cluster, s3_env, tmp_pa
 @pytest.fixture(scope="module")
 def cpu_only_cluster(tmp_path_factory):
     """A head and one CPU worker: a cluster whose GPU group an autoscaler has scaled to zero."""
-    sim = SimulatedCluster(tmp_path_factory.mktemp("growing"))
-    try:
-        sim.start_s3(BUCKET)
-        sim.start_head()
-        sim.add_worker("c1", cpus=1, gpus=0)
-        yield sim
-    finally:
-        sim.stop()
+    yield from _started(tmp_path_factory.mktemp("growing"), {"c1": 0})
 
 
 def test_gpu_node_that_joins_late_runs_the_waiting_trials(cpu_only_cluster, tmp_path, record_property, monkeypatch):
     cluster = cpu_only_cluster
-    for key, value in cluster.env.items():
-        if key.startswith("AWS_"):
-            monkeypatch.setenv(key, value)
+    _read_store_as_the_nodes_do(cluster, monkeypatch)
     record_property("cluster_mode", cluster.mode)
     store = f"s3://{BUCKET}/results"
     config = _sweep_config(tmp_path, "late-gpu", methods=["full"])

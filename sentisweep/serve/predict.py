@@ -23,7 +23,7 @@ import pandas as pd
 from sentisweep import exit_codes
 from sentisweep.config import DEFAULT_MAX_LENGTH
 from sentisweep.results import TRIAL_INFO_FILE, ResultsError, read_results, trial_info
-from sentisweep.storage import filesystem, local_copy
+from sentisweep.storage import Store, local_copy
 from sentisweep.trial.device import inference_autocast
 from sentisweep.trial.methods.base import no_kv_cache
 
@@ -41,11 +41,11 @@ def is_model_checkpoint(path) -> bool:
     """A folder (local, or in object storage: s3://...) with a model or a peft adapter."""
     if not isinstance(path, str):
         return False
-    import pyarrow.fs as pafs
-
-    fs, folder, _ = filesystem(path)
-    return any(fs.get_file_info(f"{folder}/{name}").type == pafs.FileType.File
-               for name in ("adapter_config.json", "config.json"))
+    try:
+        folder = Store(path)
+    except ValueError:  # a file, not a folder
+        return False
+    return any(folder.is_file(name) for name in ("adapter_config.json", "config.json"))
 
 
 def load_store(location: str | Path) -> pd.DataFrame:
