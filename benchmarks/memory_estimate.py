@@ -1,12 +1,17 @@
 """The memory planner's estimate against what a trial adds to its process's host memory, on CPU.
 
     python benchmarks/memory_estimate.py                # MiniLM-L6 and tiny-bert x full, LoRA, QLoRA
-    python benchmarks/memory_estimate.py --smoke-test   # tiny-bert x LoRA (the tests run it)
+    python benchmarks/memory_estimate.py --smoke-test   # tiny-bert x LoRA at max_length 32 (the tests run it)
 
 Each trial runs in a fresh Python process (a process's freed memory is reused by later trials
 and would hide their growth): 6 steps of batch 16 at max_length 128, evaluation batch 16.
-The estimate is a GPU figure (sentisweep/trial/memory.py); host RSS also holds the allocator's
-arenas and the libraries' buffers, so this is a loose check of its shape, not of its bytes.
+Two measurements of the same trial:
+    tensors   the peak of torch's live CPU tensor bytes (torch.profiler's memory events summed in
+              time order): the quantity a GPU's max_memory_allocated reports, and the one the
+              estimate (sentisweep/trial/memory.py) predicts. The ratio is taken against it.
+    host RSS  what the process's peak RSS (the kernel's VmHWM) gained: it also holds glibc's
+              freed-but-kept arenas and memory earlier steps freed and later ones reused, so it
+              can lie above or below the tensors' peak.
 """
 
 from __future__ import annotations
@@ -21,28 +26,47 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TRIAL = """
 import json, sys
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 from sentisweep.plan import parse_trial_config
 from sentisweep.trial.run import run_trial
-model, method, data, work = sys.argv[1:]
+model, method, data, work, profiled, max_length = sys.argv[1:]
 config = parse_trial_config({"model": model, "method": method, "output_dir": work + "/trial",
     "data": {"source": data, "train_size": 256, "eval_size": 64, "test_size": 64, "cache_dir": work + "/cache"},
-    "training": {"max_steps": 6, "batch_size": 16, "eval_batch_size": 16, "max_length": 128}})
-result = run_trial(config, overwrite=True)
-print(json.dumps([result.status, result.memory_growth_bytes, result.memory_estimate_bytes, result.error]))
+    "training": {"max_steps": 6, "batch_size": 16, "eval_batch_size": 16, "max_length": int(max_length)}})
+live = peak = 0
+if profiled == "1":  # the profiler's own event buffers would inflate the RSS: RSS is read in a run without it
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        result = run_trial(config, overwrite=True)
+    for event in sorted(profiler.profiler.kineto_results.events(), key=lambda e: e.start_ns()):
+        if event.name() == "[memory]" and event.device_type() == DeviceType.CPU:
+            live += event.nbytes()  # an allocation is positive, a free negative
+            peak = max(peak, live)
+else:
+    result = run_trial(config, overwrite=True)
+print(json.dumps([result.status, result.memory_growth_bytes, peak, result.memory_estimate_bytes, result.error]))
 """
 
 
-def measure(model: str, method: str, data: str) -> tuple[int, int]:
+def run(model: str, method: str, data: str, max_length: int, profiled: bool) -> tuple[int, int, int]:
     with tempfile.TemporaryDirectory() as work:
-        out = subprocess.run([sys.executable, "-c", TRIAL, model, method, data, work], capture_output=True, text=True,
-                             cwd=ROOT)
+        out = subprocess.run([sys.executable, "-c", TRIAL, model, method, data, work, str(int(profiled)),
+                              str(max_length)],
+                             capture_output=True, text=True, cwd=ROOT)
     lines = out.stdout.strip().splitlines()
     if out.returncode or not lines:
         raise RuntimeError(out.stderr[-2000:])
-    status, growth, estimate, error = json.loads(lines[-1])
+    status, growth, tensors, estimate, error = json.loads(lines[-1])
     if status != "ok":
         raise RuntimeError(f"{model} {method}: {status}: {error}")
-    return growth, estimate
+    return growth, tensors, estimate
+
+
+def measure(model: str, method: str, data: str, max_length: int) -> tuple[int, int, int]:
+    """(host RSS added, tensors' peak, estimate): two runs of the same trial, the second profiled."""
+    growth, _, estimate = run(model, method, data, max_length, profiled=False)
+    _, tensors, _ = run(model, method, data, max_length, profiled=True)
+    return growth, tensors, estimate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,14 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     runs = ([("tiny-bert", "lora")] if args.smoke_test else
             [(model, method) for model in ("minilm-l6", "tiny-bert") for method in ("full", "lora", "qlora")])
+    # the estimate is for batches padded to max_length: the fixture's reviews (5-46 words) fill 32 tokens
+    max_length = 32 if args.smoke_test else 128
     if args.smoke_test and args.data == "imdb":
         args.data = str(ROOT / "tests" / "fixtures" / "tiny_reviews")
-    print("| model | method | host memory added MiB | estimate MiB | estimate / measured |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    print("| model | method | tensors' peak MiB | host RSS added MiB | estimate MiB | estimate / tensors' peak "
+          "| estimate / RSS added |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for model, method in runs:
-        growth, estimate = measure(model, method, args.data)
-        print(f"| {model} | {method} | {growth / 2**20:.0f} | {estimate / 2**20:.0f} | {estimate / growth:.2f} |",
-              flush=True)
+        growth, tensors, estimate = measure(model, method, args.data, max_length)
+        print(f"| {model} | {method} | {tensors / 2**20:.0f} | {growth / 2**20:.0f} | {estimate / 2**20:.0f} "
+              f"| {estimate / tensors:.2f} | {estimate / growth:.2f} |", flush=True)
     return 0
 
 

@@ -87,7 +87,7 @@ class TrialResult:
     train_tokens: int | None = None
     padding_fraction: float | None = None  # padded positions / all positions in training batches
     peak_memory_bytes: int | None = None
-    peak_memory_kind: str | None = None  # cuda_max_allocated | host_rss_sampled
+    peak_memory_kind: str | None = None  # cuda_max_allocated | host_rss_peak (kernel VmHWM) | host_rss_sampled
     peak_memory_reserved_bytes: int | None = None
     memory_growth_bytes: int | None = None  # CPU: the host RSS the trial added (peak - at its start)
     memory_estimate_bytes: int | None = None  # the planner's figure (sentisweep/trial/memory.py)

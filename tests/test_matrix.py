@@ -44,7 +44,7 @@ def test_trains_and_measures(model, method, partial, data_dir, cache_dir, tmp_pa
     assert (result.trainable_params < result.total_params) == partial
     assert result.train_samples_per_second > 0 and result.train_tokens > 0
     assert 0.0 <= result.padding_fraction < 1.0
-    assert result.peak_memory_bytes > 0 and result.peak_memory_kind == "host_rss_sampled"
+    assert result.peak_memory_bytes > 0 and result.peak_memory_kind == "host_rss_peak"
     assert result.best_val_accuracy is not None
     assert result.adapter_bytes > 0
     assert list((tmp_path / "trial" / "checkpoint").glob("*.safetensors"))

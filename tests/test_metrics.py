@@ -40,9 +40,20 @@ def test_multiclass_macro():
     assert m["recall"] == pytest.approx(2.5 / 3) and m["precision"] == pytest.approx(2.5 / 3)
 
 
-def test_peak_memory_sees_an_allocation():
-    with PeakMemory("cpu", interval_s=0.005) as memory:
+def test_peak_memory_sees_a_short_allocation():
+    # freed at once: a sampling thread would miss it, the kernel's high-water mark does not
+    with PeakMemory("cpu") as memory:
         block = np.ones(64 * 2**20 // 8)  # 64 MiB touched
+        del block
+    assert memory.kind == "host_rss_peak" and memory.peak_bytes - memory.start_bytes > 60 * 2**20
+
+
+def test_peak_memory_samples_where_the_peak_cannot_be_reset(monkeypatch):
+    from sentisweep.trial import metrics
+
+    monkeypatch.setattr(metrics, "reset_host_peak", lambda: False)
+    with PeakMemory("cpu", interval_s=0.005) as memory:
+        block = np.ones(64 * 2**20 // 8)
         block.sum()
         import time
 

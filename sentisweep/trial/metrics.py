@@ -52,10 +52,31 @@ def host_rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
+def reset_host_peak() -> bool:
+    """Reset the kernel's record of this process's peak RSS (VmHWM); False where Linux does not
+    allow it (not Linux, or /proc read-only). The kernel sees every page fault: no sampling
+    thread can miss a short peak, such as the moment between a forward pass and its backward."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # 5: reset the peak RSS (proc(5), Linux 4.0+)
+    except OSError:
+        return False
+    return True
+
+
+def host_peak_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    raise OSError("no VmHWM in /proc/self/status")
+
+
 class PeakMemory:
-    """Peak memory during a block: CUDA max allocated/reserved on GPU, else the host
-    process RSS sampled every 20 ms by a thread (ru_maxrss is the process's lifetime
-    peak, which would include earlier trials in the same process)."""
+    """Peak memory during a block: CUDA max allocated/reserved on GPU; on CPU the process's peak
+    RSS as the kernel records it, reset as the block begins (`host_rss_peak`), or where that
+    cannot be reset the RSS sampled every 20 ms by a thread (`host_rss_sampled`; ru_maxrss is the
+    process's lifetime peak, which would include earlier trials in the same process)."""
 
     def __init__(self, device: str, interval_s: float = 0.02):
         self.device = device
@@ -72,8 +93,11 @@ class PeakMemory:
             import torch
 
             torch.cuda.reset_peak_memory_stats()
+            return self
+        self.peak_bytes = self.start_bytes = host_rss_bytes()
+        if reset_host_peak():
+            self.kind = "host_rss_peak"
         else:
-            self.peak_bytes = self.start_bytes = host_rss_bytes()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self
@@ -88,9 +112,10 @@ class PeakMemory:
 
             self.peak_bytes = int(torch.cuda.max_memory_allocated())
             self.reserved_bytes = int(torch.cuda.max_memory_reserved())
+        elif self._thread is None:
+            self.peak_bytes = max(self.peak_bytes, host_peak_bytes())
         else:
             self._stop.set()
-            assert self._thread is not None
             self._thread.join()
             self.peak_bytes = max(self.peak_bytes, host_rss_bytes())
 
