@@ -103,21 +103,23 @@ def pretokenize(planned: list[PlannedTrial]) -> None:
     from sentisweep.trial.models import get_model_spec
     from sentisweep.trial.tokenization import tokenize_frame
 
-    done: set[tuple[str, int]] = set()
+    done: set[tuple] = set()
     data = None
     for trial in planned:
         c = trial.config
         if trial.skip_reason or not get_method(c.method.name).trains:
             continue
         tokenizer_source = get_model_spec(c.model).resolve_tokenizer()
-        if (tokenizer_source, c.training.max_length) in done:
+        key = (tokenizer_source, c.training.max_length, c.data.truncation, c.data.head_share)
+        if key in done:
             continue
         data = data or load_task_data(c.data)  # bad data stops the sweep: every trial needs it
-        done.add((tokenizer_source, c.training.max_length))
+        done.add(key)
         try:
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
             for frame in data.splits.values():
-                tokenize_frame(frame, tokenizer, tokenizer_source, c.training.max_length, c.data.cache_dir)
+                tokenize_frame(frame, tokenizer, tokenizer_source, c.training.max_length, c.data.cache_dir,
+                               c.data.truncation, c.data.head_share)
         except Exception as err:  # one model's tokenizer (a missing library, no access) stops only its trials
             print(f"warning: could not tokenize for {tokenizer_source}: {type(err).__name__}: "
                   f"{str(err).splitlines()[0][:300]}; its trials will fail with this error", file=sys.stderr)

@@ -33,6 +33,25 @@ def test_each_folder_has_its_hub_repos_tokenizer_files(folders):
         assert family != "deberta-v3" or "tokenizer.json" not in names  # as microsoft/deberta-v3-base
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tail_truncation_frames_the_end_with_each_familys_special_tokens(family, folders):
+    from transformers import AutoTokenizer
+
+    from sentisweep.trial.tokenization import encode
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folders[family]))
+    text = " ".join(synthetic_reviews(40, seed=3)["text"])  # far longer than 24 tokens
+    body = tokenizer(text, add_special_tokens=False)["input_ids"]
+    (head,) = encode([text], tokenizer, 24, "head")
+    (tail,) = encode([text], tokenizer, 24, "tail")
+    framed = tokenizer(text, truncation=True, max_length=24)["input_ids"]
+    assert head == framed and len(tail) == 24
+    special = set(tokenizer.all_special_ids)
+    kept = [t for t in tail if t not in special]
+    assert kept == body[-len(kept):]  # the end of the text
+    assert [t for t in tail if t in special] == [t for t in head if t in special]  # framed as the head is
+
+
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m if isinstance(m, str) else m["name"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_trains_with_every_method(family, method, folders, data_dir, cache_dir, tmp_path):

@@ -45,6 +45,12 @@ def export(results: str, out: str | Path, select: str = "best", metric: str = SE
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     try:
         classifier.model.save_pretrained(staging)  # safetensors by default
+        truncation = classifier.info.get("truncation", "head")
+        if truncation == "tail":  # the pipeline's tokenizer then keeps a long text's end, as the trial did
+            classifier.tokenizer.truncation_side = "left"
+        elif truncation == "head+tail":
+            print(f"note: the trial kept the head and the tail of long texts; a transformers pipeline keeps "
+                  f"only the first {classifier.max_length} tokens (sentisweep predict keeps both)", file=sys.stderr)
         classifier.tokenizer.save_pretrained(staging)
         provenance = {**classifier.info, "exported_from": str(row["checkpoint_path"]),
                       "test_accuracy": None if row["accuracy"] != row["accuracy"] else float(row["accuracy"])}

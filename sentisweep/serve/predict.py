@@ -144,12 +144,15 @@ class Classifier:
 
         from sentisweep.probe.onednn import pack_linears
         from sentisweep.trial.batching import length_sorted_batches
+        from sentisweep.trial.tokenization import encode
 
         check_texts(texts)
         if self.device == "cpu" and not self.packed:
             pack_linears(self.model)
             self.packed = True
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        # the tokens the trial was trained on: its head, tail or both (older checkpoints: head)
+        ids = encode(list(texts), self.tokenizer, self.max_length, self.info.get("truncation", "head"),
+                     float(self.info.get("head_share", 0.25)))
         out = np.empty((len(ids), len(self.label_names)))
         start, done = time.perf_counter(), 0
         with torch.inference_mode(), inference_autocast(self.device):

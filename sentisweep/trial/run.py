@@ -147,7 +147,8 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
         test = data.splits["test"]
         if method.trains:
             tokenized = {name: tokenize_frame(frame, built.tokenizer, spec.resolve_tokenizer(),
-                                              config.training.max_length, config.data.cache_dir)
+                                              config.training.max_length, config.data.cache_dir,
+                                              config.data.truncation, config.data.head_share)
                          for name, frame in data.splits.items()}
             probabilities = _train_and_predict(config, built, tokenized, result, out, device, precision, quiet,
                                                callbacks, resume_from)
@@ -155,7 +156,8 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
                 info = {"model": config.model, "method": config.method.name, "variant": config.resolved_variant(),
                         "is_peft": built.is_peft,
                         "label_names": [str(n) for n in data.label_names],
-                        "max_length": config.training.max_length, "trial_id": result.trial_id}
+                        "max_length": config.training.max_length, "truncation": config.data.truncation,
+                        "head_share": config.data.head_share, "trial_id": result.trial_id}
                 Path(result.checkpoint_path, TRIAL_INFO_FILE).write_text(json.dumps(info, indent=1))
         else:
             with Stopwatch() as clock:
