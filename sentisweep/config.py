@@ -256,9 +256,13 @@ class MethodVariant(MethodConfig):
     label: str | None = None
     training: dict[str, Any] | None = None
     models: list[str] | None = Field(None, min_length=1)
+    # With the sweep's `tuning`: what this variant's search covers besides the method's own
+    # learning-rate range: `learning_rate: [low, high]` (log-uniform), and a list of values to
+    # choose from for a method parameter (e.g. `r: [4, 8, 16]`)
+    tune: dict[str, Any] | None = None
 
     def params(self) -> dict[str, Any]:
-        return {k: v for k, v in super().params().items() if k not in ("label", "training", "models")}
+        return {k: v for k, v in super().params().items() if k not in ("label", "training", "models", "tune")}
 
     def method_config(self) -> MethodConfig:
         return MethodConfig(name=self.name, **self.params())
@@ -281,6 +285,31 @@ _TRAINING_ABBREVIATIONS = {"learning_rate": "lr", "epochs": "ep", "batch_size": 
 def short(value: Any) -> str:
     """A parameter value as a label shows it: a list of module names joined by '+'."""
     return "+".join(value) if isinstance(value, list) else str(value)
+
+
+class Scheduler(Strict):
+    """ASHA: a trial must reach `grace_period` validation reports before it can be stopped;
+    at each rung only the top 1/reduction_factor go on."""
+
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+    max_reports: int = Field(100, ge=1)
+
+
+class Tuning(Strict):
+    """Equal-budget tuning: before a sweep's trials run, each (model, method) cell gets its own
+    search (Optuna's TPE, ASHA stopping weak trials at validation reports) over its learning
+    rate (the method's range, or the variant's `tune.learning_rate`) and the parameters the
+    variant's `tune` lists, with the same budget for every cell: `trials` trials of at most
+    `max_steps` steps. The cell's best by validation accuracy (never test) then runs on every seed.
+    Without it, a method is judged at whatever learning rate was written down for it."""
+
+    trials: int = Field(4, ge=1, description="searched trials per cell, the same for every cell")
+    max_steps: int | None = Field(None, gt=0, description="each tuning trial's steps; None: the sweep's own budget")
+    eval_steps: int = Field(gt=0, description="steps between validation reports: where ASHA may stop a trial")
+    seed: int | None = None  # the trial seed tuning runs at; None: the sweep's first seed
+    search_seed: int = 0  # TPE's seed: the same config proposes the same trials
+    scheduler: Scheduler = Field(default_factory=Scheduler)
 
 
 class Resources(Strict):
@@ -309,6 +338,7 @@ class SweepConfig(Strict):
     resources: Resources = Field(default_factory=Resources)
     max_failures: int = Field(1, ge=0, description="retries of a trial whose worker process died")
     baselines: list[str] = Field(default_factory=list)
+    tuning: Tuning | None = None  # each cell tuned at an equal budget before its seeds run
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -354,15 +384,6 @@ class SearchSpace(Strict):
         low, high = self.learning_rate
         return (f"r in {self.r}, alpha = r x {self.alpha_multiple}, learning_rate log-uniform "
                 f"[{low:g}, {high:g}] ({math.log10(high / low):.1f} decades), dropout uniform {list(self.dropout)}")
-
-
-class Scheduler(Strict):
-    """ASHA: a trial must reach `grace_period` validation reports before it can be stopped;
-    at each rung only the top 1/reduction_factor go on."""
-
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(2.0, gt=1)
-    max_reports: int = Field(100, ge=1)
 
 
 class SearchConfig(Strict):

@@ -46,6 +46,7 @@ from sentisweep.trial.methods import (
 )
 from sentisweep.trial.models import architecture_problems, get_model_spec, model_problems
 from sentisweep.trial.run import identity
+from sentisweep.tuning import space_problems
 
 KINDS = ("trial", "sweep", "search", "embed_xgb")
 SEARCHED_PARAMETERS = ("r", "alpha", "dropout")  # what a search's space sets on the method
@@ -148,6 +149,7 @@ def parse_sweep_config(raw: dict[str, Any], source: str | None = None) -> SweepC
     from sentisweep.probe.baselines import baseline_problems
 
     problems += baseline_problems(sweep.baselines)
+    problems += space_problems(sweep)
     if len(set(sweep.seeds)) != len(sweep.seeds):
         problems.append(f"seeds = {sweep.seeds}: repeated seeds would run the same trial twice")
     if not problems:
@@ -287,8 +289,10 @@ def absolute_paths(data: DataConfig) -> DataConfig:
                                    "source": str(source.resolve()) if source.exists() else data.source})
 
 
-def matrix_table(planned: list[PlannedTrial], resources: Resources, baselines: list[str] = ()) -> str:
-    """The trial matrix as a Markdown table (the --dry-run output), with each trial's memory estimate."""
+def matrix_table(planned: list[PlannedTrial], resources: Resources, baselines: list[str] = (),
+                 tuned: dict[tuple[str, str], dict] | None = None) -> str:
+    """The trial matrix as a Markdown table (the --dry-run output), with each trial's memory estimate.
+    `tuned`: (model, variant) -> search space of the cells equal-budget tuning will set."""
     rows = ["| # | trial | model | method | seed | lr | resources | memory (est.) | status |",
             "|---|---|---|---|---|---|---|---|---|"]
     for i, trial in enumerate(planned, 1):
@@ -297,8 +301,12 @@ def matrix_table(planned: list[PlannedTrial], resources: Resources, baselines: l
         memory = f"{trial.memory.total / 2**30:.2f} GiB" if trial.memory else "-"
         status = f"skip: {trial.skip_reason}" if trial.skip_reason else "run"
         params = " ".join(f"{k}={short(v)}" for k, v in sorted(c.method.params().items()))
+        space = (tuned or {}).get((c.model, c.variant))
+        lr = f"{c.training.learning_rate:g}"
+        if space is not None and not trial.skip_reason:
+            lr = "tuned: " + ", ".join(f"{k} {list(v)}" for k, v in space.items())
         rows.append(f"| {i} | {c.trial_id} | {c.model} | {c.method.name} {params} | {c.seed} | "
-                    f"{c.training.learning_rate:g} | {res} | {memory} | {status} |")
+                    f"{lr} | {res} | {memory} | {status} |")
     runnable = sum(t.skip_reason is None for t in planned)
     rows.append(f"\n{len(planned)} trials: {runnable} to run, {len(planned) - runnable} skipped")
     if baselines:
@@ -326,6 +334,7 @@ def gather_results(planned: list[PlannedTrial], store: Store, outcomes: dict[str
             metrics = seen.get("metrics") or {}
             if not seen.get("error") and "val_accuracy" in metrics and not metrics.get("final"):
                 row.status, row.best_val_accuracy = "stopped", metrics["val_accuracy"]
+                row.train_steps = metrics.get("step")
                 row.error = f"stopped early by the scheduler at step {metrics.get('step')}"
             else:
                 row.status, row.error_type = "failed", "TrialDidNotFinish"

@@ -85,6 +85,7 @@ class TrialResult:
     train_tokens_per_second: float | None = None
     eval_samples_per_second: float | None = None
     train_tokens: int | None = None
+    train_steps: int | None = None  # optimizer steps taken (a trial a scheduler stopped: steps until then)
     padding_fraction: float | None = None  # padded positions / all positions in training batches
     peak_memory_bytes: int | None = None
     peak_memory_kind: str | None = None  # cuda_max_allocated | host_rss_peak (kernel VmHWM) | host_rss_sampled

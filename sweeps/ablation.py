@@ -32,7 +32,8 @@ from sentisweep.plan import (
 )
 from sentisweep.storage import Store
 from sentisweep.trial.data import DataError, check_source, resolve_source
-from sweeps import trainable
+from sentisweep.tuning import apply_choices, budget_text, cells
+from sweeps import trainable, tuning
 
 DEFAULT_CONFIG = "sweeps/configs/quick.yaml"
 
@@ -167,6 +168,8 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
         return exit_codes.BAD_INPUT
     ask_autoscaler(sweep.resources.cpus_per_trial, gpus_per_trial,  # [Ray]
                    min(len(gpus_of), sweep.resources.max_concurrent or len(gpus_of)))
+    if sweep.tuning:  # each cell's own search first, at an equal budget; its choice runs on every seed
+        apply_choices(planned, tuning.tune_cells(sweep, planned, store, args.storage, args.resume))
     # Tune's config of a trial is its row in the dry-run matrix, and its name our trial id: the
     # status table shows both whole, not the nested trial config cut short. The configs go
     # with the trainable.
@@ -214,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         return exit_codes.BAD_INPUT
     print(f"sweep {sweep.name}: {len(sweep.models)} models x {len(sweep.methods)} methods x "
           f"{len(sweep.seeds)} seeds -> {store.uri(sweep.name)}")
-    print(matrix_table(planned, sweep.resources, sweep.baselines), flush=True)
+    tuned = {(c.model, c.label): c.space for c in cells(sweep, planned)} if sweep.tuning else None
+    print(matrix_table(planned, sweep.resources, sweep.baselines, tuned), flush=True)
+    if sweep.tuning:
+        print(f"equal-budget tuning before the seeds run: {budget_text(sweep.tuning, sweep)}", flush=True)
     if sweep.description:
         print(sweep.description.strip(), flush=True)
     problems = check_source(sweep.data)  # before any work: one line, not a traceback after the models load

@@ -287,6 +287,7 @@ def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult
     validation_seconds = float(history["eval_runtime"].sum()) if "eval_runtime" in history else 0.0
     result.train_seconds = train_clock.seconds - validation_seconds  # validation passes excluded
     result.train_tokens = counter.real_tokens
+    result.train_steps = int(trainer.state.global_step)
     result.train_samples_per_second = counter.samples / result.train_seconds
     result.train_tokens_per_second = counter.real_tokens / result.train_seconds
     result.padding_fraction = 1 - counter.real_tokens / max(1, counter.positions)

@@ -52,6 +52,10 @@ class MethodSpec:
     # evaluate(built, params, texts, label_names, max_length, batch_size, device) -> (n, classes)
     # probabilities. None: it trains, and the Trainer evaluates it.
     evaluate: Callable[..., Any] | None = None
+    # The learning rates a sweep's equal-budget tuning searches (log-uniform) unless a variant
+    # gives its own `tune.learning_rate`: each method's usual range, wide enough that a method
+    # is not judged at a rate that suits another
+    learning_rates: tuple[float, float] | None = None
 
     @property
     def trains(self) -> bool:

@@ -1,0 +1,200 @@
+"""Equal-budget tuning of a sweep's cells, plain Python (sweeps/tuning.py runs the searches on
+Ray Tune): each (model, method variant) cell's search space, a sampled point as a trial, the
+choice by validation accuracy, and the flags of a choice at the edge of its range.
+
+A method judged at a hand-set learning rate may be judged under-trained, not worse (issue 26:
+IA3 at 5e-4 barely moved its loss). With `tuning:` in a sweep config every cell gets the same
+budget, `trials` searched trials of at most `max_steps` steps each, and its best settings run on
+every seed. Results: `<storage>/<name>/tuning/results.parquet` (every tuning trial, status
+`ok` or `stopped` by ASHA) and `<name>/tuning/chosen.json` (the budget and each cell's choice).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from sentisweep.config import MethodConfig, SweepConfig, Tuning, TrialConfig, short, trial_id
+from sentisweep.trial.methods import METHODS, get_method
+
+TUNING_FOLDER = "tuning"
+CHOSEN_FILE = "chosen.json"
+# the test split of a tuning trial: its choice is made on validation, so its test is not paid for
+# `trials` times per cell (its rows' test figures are not reported)
+TUNING_TEST_ROWS = 64
+EDGE = 0.1  # a chosen learning rate in the outer 10% of its log range is "at the edge"
+
+
+@dataclass
+class Cell:
+    """One (model, method variant) of a sweep, with what its search covers."""
+
+    model: str
+    label: str
+    base: TrialConfig  # the cell's trial at the tuning seed, as planned
+    space: dict[str, Any]  # learning_rate: (low, high), log-uniform; a method parameter: [choices]
+
+    @property
+    def key(self) -> str:
+        return trial_id(self.model, self.label, self.base.seed).rsplit("__s", 1)[0]
+
+
+def variant_space(method: str, tune: dict[str, Any] | None) -> dict[str, Any]:
+    """A variant's search space: the method's learning-rate range unless `tune` gives one, and
+    the method parameters `tune` lists."""
+    tune = dict(tune or {})
+    rates = tune.pop("learning_rate", None) or get_method(method).learning_rates
+    return ({"learning_rate": tuple(rates)} if rates else {}) | tune
+
+
+def space_problems(sweep: SweepConfig) -> list[str]:
+    """What is wrong with each variant's `tune` (or its missing learning-rate range), one line each."""
+    problems = []
+    for i, variant in enumerate(sweep.methods):
+        field = f"methods[{i}].tune"
+        if variant.name not in METHODS:
+            continue  # reported already
+        method = get_method(variant.name)
+        if sweep.tuning is None:
+            if variant.tune:
+                problems.append(f"{field} = {variant.tune}: only used with the sweep's `tuning:` section; add one "
+                                "(e.g. tuning: {trials: 4, eval_steps: 20}) or remove it")
+            continue
+        if not method.trains:
+            if variant.tune:
+                problems.append(f"{field} = {variant.tune}: method {variant.name!r} does not train; nothing to tune")
+            continue
+        rates = (variant.tune or {}).get("learning_rate", method.learning_rates)
+        if rates is None:
+            problems.append(f"{field}.learning_rate: method {variant.name!r} has no default range; give "
+                            "[low, high] (e.g. [1.0e-4, 1.0e-2])")
+        elif (not isinstance(rates, list | tuple) or len(rates) != 2
+              or not all(isinstance(v, int | float) for v in rates) or not 0 < rates[0] < rates[1] < 1):
+            problems.append(f"{field}.learning_rate = {rates!r}: need [low, high] with 0 < low < high < 1")
+        for key, choices in (variant.tune or {}).items():
+            if key == "learning_rate":
+                continue
+            if key not in method.defaults:
+                problems.append(f"{field}.{key}: {variant.name!r} has no parameter {key!r}; it takes "
+                                f"{sorted(method.defaults) or 'none'} (and learning_rate)")
+            elif not isinstance(choices, list) or not choices:
+                problems.append(f"{field}.{key} = {choices!r}: give a list of values to choose from")
+            elif key in variant.params():
+                problems.append(f"{field}.{key}: also fixed at {variant.params()[key]!r} in methods[{i}]; "
+                                "keep one of the two")
+            else:
+                for value in choices:
+                    try:
+                        MethodConfig(name=variant.name, **{key: value})
+                    except Exception as err:  # pydantic: the wrong type for the field
+                        problems.append(f"{field}.{key} = {value!r}: {str(err).splitlines()[-1].strip()}")
+    return problems
+
+
+def cells(sweep: SweepConfig, planned) -> list[Cell]:
+    """The cells to tune: one per (model, variant) whose trials train and run here."""
+    assert sweep.tuning is not None
+    seed = sweep.tuning.seed if sweep.tuning.seed is not None else sweep.seeds[0]
+    variants = {v.resolved_label(): v for v in sweep.methods}
+    found: dict[tuple[str, str], Cell] = {}
+    for trial in planned:
+        c = trial.config
+        if trial.skip_reason or not get_method(c.method.name).trains or (c.model, c.variant) in found:
+            continue
+        variant = variants[c.variant]
+        found[(c.model, c.variant)] = Cell(c.model, c.variant, c.model_copy(update={"seed": seed}),
+                                           variant_space(variant.name, variant.tune))
+    return list(found.values())
+
+
+def with_values(config: TrialConfig, values: dict[str, Any]) -> TrialConfig:
+    """`config` with a learning rate and method parameters set (a sampled point, or a cell's choice)."""
+    method = {k: v for k, v in values.items() if k != "learning_rate"}
+    update: dict[str, Any] = {"method": config.method.model_copy(update=method)}
+    if "learning_rate" in values:
+        update["training"] = config.training.model_copy(update={"learning_rate": float(values["learning_rate"])})
+    return config.model_copy(update=update)
+
+
+def sampled_trial(cell: Cell, sample: dict[str, Any], tuning: Tuning, sweep_name: str, trial_key: str,
+                  output_dir: str) -> TrialConfig:
+    """One tuning trial: the cell's trial at the sampled values, within the tuning budget."""
+    training = {"eval_steps": tuning.eval_steps, "keep_checkpoint": False}
+    if tuning.max_steps:
+        training["max_steps"] = tuning.max_steps
+    base = cell.base.model_copy(update={
+        "training": cell.base.training.model_copy(update=training),
+        "data": cell.base.data.model_copy(update={"test_size": min(cell.base.data.test_size or TUNING_TEST_ROWS,
+                                                                   TUNING_TEST_ROWS)})})
+    values = {k: sample[k] for k in cell.space}
+    return with_values(base, values).model_copy(update={
+        "sweep": f"{sweep_name}/{TUNING_FOLDER}", "variant": cell.label, "output_dir": output_dir,
+        "trial_id": trial_id(cell.model, cell.label, cell.base.seed, trial_key)})
+
+
+def values_of(row: pd.Series, space: dict[str, Any]) -> dict[str, Any]:
+    """The searched values a tuning row ran with."""
+    params = json.loads(row["method_params"])
+    return {k: float(row["learning_rate"]) if k == "learning_rate" else params[k] for k in space}
+
+
+def edges(values: dict[str, Any], space: dict[str, Any]) -> list[str]:
+    """A chosen value at the edge of what was searched: the best may lie beyond it."""
+    flags = []
+    for key, value in values.items():
+        if key == "learning_rate":
+            low, high = space[key]
+            where = (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
+            if where < EDGE or where > 1 - EDGE:
+                side = "low" if where < EDGE else "high"
+                flags.append(f"learning_rate {value:.2e} at the {side} edge of [{low:g}, {high:g}]: widen the range")
+        else:
+            choices = space[key]
+            ordered = all(isinstance(c, int | float) for c in choices)
+            if ordered and len(choices) > 2 and value in (min(choices), max(choices)):
+                side = "smallest" if value == min(choices) else "largest"
+                flags.append(f"{key} {short(value)} is the {side} of {choices}: widen the choices")
+    return flags
+
+
+def choose(cell: Cell, rows: pd.DataFrame) -> dict[str, Any]:
+    """The cell's choice from its tuning rows: the best finished trial by validation accuracy,
+    what the budget bought (trials by status, optimizer steps), and edge flags."""
+    counts = rows["status"].value_counts().to_dict()
+    steps = rows["train_steps"].fillna(0).astype(int)
+    summary = {"model": cell.model, "variant": cell.label, "seed": cell.base.seed,
+               "space": {k: list(v) for k, v in cell.space.items()}, "trials": len(rows),
+               **{s: int(counts.get(s, 0)) for s in ("ok", "stopped", "failed")}, "steps": int(steps.sum())}
+    finished = rows[rows["status"] == "ok"].dropna(subset=["best_val_accuracy"])
+    if finished.empty:
+        return {**summary, "values": None, "val_accuracy": None, "edges": [],
+                "error": "no tuning trial finished: the cell runs at its configured settings"}
+    best = finished.loc[finished["best_val_accuracy"].idxmax()]
+    values = values_of(best, cell.space)
+    return {**summary, "values": values, "val_accuracy": float(best["best_val_accuracy"]),
+            "trial_id": best["trial_id"], "edges": edges(values, cell.space)}
+
+
+def apply_choices(planned, chosen: dict[str, dict[str, Any]]) -> None:
+    """Every planned trial of a tuned cell at the cell's chosen values (all its seeds)."""
+    for trial in planned:
+        c = trial.config
+        choice = chosen.get(chosen_key(c.model, c.variant))
+        if choice and choice.get("values"):
+            trial.config = with_values(c, choice["values"])
+
+
+def chosen_key(model: str, label: str) -> str:
+    return f"{model}\t{label}"
+
+
+def budget_text(tuning: Tuning, sweep: SweepConfig) -> str:
+    steps = f"at most {tuning.max_steps} steps" if tuning.max_steps else "the sweep's own steps"
+    return (f"each cell: {tuning.trials} trials of {steps}, validation every {tuning.eval_steps} steps, "
+            f"ASHA (grace {tuning.scheduler.grace_period} report(s), reduction factor "
+            f"{tuning.scheduler.reduction_factor:g}), Optuna TPE (seed {tuning.search_seed}), at trial seed "
+            f"{tuning.seed if tuning.seed is not None else sweep.seeds[0]}; chosen by validation accuracy")
