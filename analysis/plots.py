@@ -262,3 +262,21 @@ def optuna_study(study_path: Path, out: Path) -> list[Path]:
             figure = ax.figure if hasattr(ax, "figure") else ax[0].figure
             made.append(_save(figure, out / f"optuna_{summary.study_name}_{name}.png"))
     return made
+
+
+def expected_max_curves(table: pd.DataFrame, path: Path, budget: str = "") -> Path | None:
+    """Expected best validation accuracy against the number of trials, one line per method
+    (analysis/tuning.py): still rising at the end means more trials would help."""
+    if table.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, group in table.groupby("model / method"):
+        ax.plot(group["trials"], group["expected best val accuracy"], marker="o", label=name)
+    ax.set_xlabel("trials of tuning (n)")
+    ax.set_ylabel("expected best validation accuracy of n trials")
+    ax.set_title("Expected best validation accuracy vs tuning budget (Dodge et al. 2019)"
+                 + (f"\n{budget}" if budget else ""), fontsize=10)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)

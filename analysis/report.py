@@ -15,6 +15,7 @@ from analysis import plots
 from analysis.aggregate import aggregate, display_table
 from analysis.load import ResultsError, load_results, split_by_status
 from analysis.significance import Comparison, compare, correctness
+from analysis.tuning import choices_table, expected_max_table, tuning_of
 
 
 def _read_predictions(path) -> pd.DataFrame | None:
@@ -123,6 +124,15 @@ def study_file(location: str, out: Path) -> Path | None:
     return None
 
 
+def _wide_curve(curve: pd.DataFrame) -> pd.DataFrame:
+    """The expected-max table with one row per method and one column per number of trials."""
+    if curve.empty:
+        return curve
+    wide = curve.pivot(index="model / method", columns="trials", values="expected best val accuracy")
+    wide.columns = [f"n={n}" for n in wide.columns]
+    return wide.reset_index()
+
+
 def build_report(locations: list[str], out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise ResultsError(f"--out = {str(out)!r}: a file, not a folder")
@@ -160,6 +170,24 @@ def build_report(locations: list[str], out: Path) -> Path:
         study = study_file(location, out)
         for png in plots.optuna_study(study, out) if study else []:
             figures[f"Optuna: {png.stem.split('_')[-1]} ({png.stem.split('_', 1)[1].rsplit('_', 1)[0]})"] = png
+    tuning_sections, curves = [], []
+    for location in locations:
+        tuned = tuning_of(location)
+        if tuned:  # a tuned ablation: the budget, each cell's choice, and the expected-max curves
+            chosen, tuning_rows = tuned
+            tuning_sections.append(("Equal-budget tuning", f"Budget: {chosen['budget_text']}.\n\n"
+                                    + _markdown(choices_table(chosen))))
+            curves.append((expected_max_table(tuning_rows, ["model", "variant"]), chosen["budget_text"]))
+        elif study_file(location, out):  # a search: its own trials
+            curves.append((expected_max_table(results, ["model", "method"]), ""))
+    for number, (curve, budget) in enumerate(curves, 1):
+        name = "expected_max.png" if number == 1 else f"expected_max_{number}.png"
+        figures["Expected best validation accuracy vs trials"
+                + (f" ({number})" if number > 1 else "")] = plots.expected_max_curves(curve, out / name, budget)
+        tuning_sections.append(("Expected best validation accuracy vs trials",
+                                "Dodge et al. 2019: the expected best of n trials drawn from those run "
+                                "(a trial stopped early counts with the accuracy it had reached).\n\n"
+                                + _markdown(_wide_curve(curve))))
     figures = {title: path for title, path in figures.items() if path is not None}
     tests = comparisons(ok, table)
     significance = pd.DataFrame([c.as_row() for c in tests])
@@ -172,6 +200,7 @@ def build_report(locations: list[str], out: Path) -> Path:
                                                          ("ok", "failed", "skipped", "stopped"))
          + ". Only `ok` trials are averaged; the others are listed at the end.\n"),
         ("Results per model and method", _markdown(shown)),
+        *tuning_sections,
         ("Significance", "Paired bootstrap (2,000 resamples of the test rows) of the accuracy "
                          "difference, and McNemar's exact test (for methods with several seeds: the same sign test "
                          "on the rows where the seed-averaged correctness differs), each method against its "
@@ -180,11 +209,12 @@ def build_report(locations: list[str], out: Path) -> Path:
         ("Failed, skipped and stopped trials", _markdown(not_ok)),
     ]
     markdown = ["# sentisweep report", f"Sources: {', '.join(map(str, locations))}\n"]
-    for title, body in sections[:3]:
+    head = 3 + len(tuning_sections)
+    for title, body in sections[:head]:
         markdown += [f"## {title}", body]
     markdown.append("## Figures")
     markdown += [f"### {title}\n![{title}]({path.name})\n" for title, path in figures.items()]
-    for title, body in sections[3:]:
+    for title, body in sections[head:]:
         markdown += [f"## {title}", body]
     (out / "report.md").write_text("\n".join(markdown))
     (out / "report.html").write_text(_html(markdown, figures))

@@ -1,0 +1,179 @@
+"""Equal-budget tuning: the spaces and their checks, the choice and its edge flags, the
+expected-max curve, and (tier ray) a tuned sweep on a real local Ray, resumed."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from helpers import write_config
+
+from analysis.tuning import expected_max
+from sentisweep.config import ConfigError
+from sentisweep.plan import expand, load_config, matrix_table, parse_sweep_config
+from sentisweep.storage import Store
+from sentisweep.tuning import (
+    Cell,
+    apply_choices,
+    cells,
+    choose,
+    chosen_key,
+    edges,
+    sampled_trial,
+    variant_space,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TUNED_SMOKE = ROOT / "sweeps" / "configs" / "tuned_smoke.yaml"
+
+
+def _sweep(**changes):
+    raw = yaml.safe_load(TUNED_SMOKE.read_text())
+    raw.update(changes)
+    return raw
+
+
+@pytest.mark.unit
+def test_expected_max_is_the_mean_of_the_best_over_every_draw():
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0.5, 0.9, 4)
+    curve = expected_max(scores)
+    for n in (1, 2, 3):  # every ordered draw of n from the 4 scores, with replacement, equally likely
+        brute = np.mean([max(draw) for draw in itertools.product(scores, repeat=n)])
+        assert curve[n - 1] == pytest.approx(brute)
+    assert curve[0] == pytest.approx(scores.mean()) and np.all(np.diff(curve) >= 0)
+    assert expected_max(scores, 50)[-1] == pytest.approx(scores.max(), abs=1e-4)
+
+
+@pytest.mark.unit
+def test_each_method_brings_its_own_learning_rate_range():
+    assert variant_space("ia3", None) == {"learning_rate": (1e-3, 5e-2)}
+    assert variant_space("full", None)["learning_rate"][1] <= 2e-4  # full fine-tuning's rates are small
+    assert variant_space("lora", {"r": [4, 8], "learning_rate": [1e-5, 1e-3]}) == {
+        "learning_rate": (1e-5, 1e-3), "r": [4, 8]}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("methods, tuning, expected", [
+    ([{"name": "lora", "tune": {"rank": [4]}}], {"trials": 2, "eval_steps": 2},
+     "methods[0].tune.rank: 'lora' has no parameter 'rank'"),
+    ([{"name": "lora", "tune": {"learning_rate": [1e-2, 1e-4]}}], {"trials": 2, "eval_steps": 2},
+     "methods[0].tune.learning_rate = [0.01, 0.0001]: need [low, high] with 0 < low < high < 1"),
+    ([{"name": "lora", "r": 4, "tune": {"r": [4, 8]}}], {"trials": 2, "eval_steps": 2},
+     "methods[0].tune.r: also fixed at 4"),
+    ([{"name": "lora", "tune": {"r": 8}}], {"trials": 2, "eval_steps": 2},
+     "methods[0].tune.r = 8: give a list of values"),
+    ([{"name": "lora", "tune": {"r": [4]}}], None, "methods[0].tune = {'r': [4]}: only used with the sweep's"),
+    (["full", {"name": "zero-shot", "tune": {"learning_rate": [1e-4, 1e-3]}}], {"trials": 2, "eval_steps": 2},
+     "methods[1].tune = {'learning_rate': [0.0001, 0.001]}: method 'zero-shot' does not train"),
+    (["full"], {"trials": 0, "eval_steps": 2}, "tuning.trials = 0"),
+    (["full"], {"trials": 2}, "tuning.eval_steps"),
+])
+def test_a_bad_tuning_section_is_refused_naming_the_field(methods, tuning, expected):
+    with pytest.raises(ConfigError) as err:
+        parse_sweep_config(_sweep(methods=methods, tuning=tuning))
+    assert expected in str(err.value)
+
+
+@pytest.mark.unit
+def test_edges_flag_a_choice_at_the_end_of_its_range():
+    space = {"learning_rate": (1e-4, 1e-2), "r": [4, 8, 16]}
+    assert edges({"learning_rate": 1e-3, "r": 8}, space) == []
+    low, high = edges({"learning_rate": 1.3e-4, "r": 16}, space)
+    assert "low edge of [0.0001, 0.01]: widen the range" in low and "r 16 is the largest of [4, 8, 16]" in high
+    assert "high edge" in edges({"learning_rate": 9e-3}, space)[0]
+
+
+def _row(status, lr, r, val, steps):
+    return {"status": status, "learning_rate": lr, "method_params": json.dumps({"r": r, "placement": "attention"}),
+            "best_val_accuracy": val, "train_steps": steps, "trial_id": f"t{lr}"}
+
+
+@pytest.mark.unit
+def test_the_choice_is_the_best_finished_trial_by_validation():
+    sweep = parse_sweep_config(_sweep())
+    planned = expand(sweep, Store(str(ROOT / "unused")), "cpu")
+    lora = [c for c in cells(sweep, planned) if c.label == "lora-attention"][0]
+    rows = pd.DataFrame([_row("ok", 1e-3, 4, 0.80, 8), _row("ok", 2e-3, 8, 0.84, 8),
+                         _row("stopped", 3e-3, 2, 0.90, 2)])  # stopped early: not a candidate
+    choice = choose(lora, rows)
+    assert choice["values"] == {"learning_rate": 2e-3, "r": 8} and choice["val_accuracy"] == 0.84
+    assert (choice["trials"], choice["ok"], choice["stopped"], choice["steps"]) == (3, 2, 1, 18)
+    none = choose(lora, pd.DataFrame([_row("stopped", 1e-3, 4, 0.8, 2)]))
+    assert none["values"] is None and "runs at its configured settings" in none["error"]
+
+
+@pytest.mark.unit
+def test_a_tuning_trial_runs_the_cell_in_the_tuning_budget_and_the_choice_every_seed():
+    sweep = parse_sweep_config(_sweep(seeds=[5, 6], training={**_sweep()["training"], "max_steps": 40}))
+    planned = expand(sweep, Store(str(ROOT / "unused")), "cpu")
+    found = {c.label: c for c in cells(sweep, planned)}
+    assert set(found) == {"full", "lora-attention"} and found["full"].base.seed == 5  # the first seed
+    trial = sampled_trial(found["lora-attention"], {"learning_rate": 2e-3, "r": 4}, sweep.tuning, sweep.name,
+                          "abc", "/out")
+    assert (trial.training.max_steps, trial.training.eval_steps, trial.training.learning_rate) == (8, 2, 2e-3)
+    assert trial.method.r == 4 and trial.data.test_size == 32 and trial.sweep == "tuned-smoke/tuning"
+    assert trial.trial_id == "tiny-bert__lora-attention__s5__abc" and trial.variant == "lora-attention"
+    apply_choices(planned, {chosen_key("tiny-bert", "lora-attention"): {"values": {"learning_rate": 3e-3, "r": 2}}})
+    lora = [t.config for t in planned if t.config.variant == "lora-attention"]
+    assert [(c.seed, c.training.learning_rate, c.method.r, c.training.max_steps) for c in lora] == [
+        (5, 3e-3, 2, 40), (6, 3e-3, 2, 40)]
+    full = [t.config for t in planned if t.config.variant == "full"]
+    assert all(c.training.learning_rate == sweep.training.learning_rate for c in full)  # not chosen: as configured
+    table = matrix_table(planned, sweep.resources, [], {(c.model, c.label): c.space for c in found.values()})
+    assert "tuned: learning_rate [0.0001, 0.005], r [2, 4, 8]" in table
+
+
+@pytest.mark.unit
+def test_the_quick_sweep_tunes_every_method_at_one_budget():
+    sweep = load_config(ROOT / "sweeps" / "configs" / "quick.yaml", "sweep")
+    planned = expand(sweep, Store(str(ROOT / "unused")), "cpu")
+    found = cells(sweep, planned)
+    assert sweep.tuning is not None and len(found) == len(sweep.methods)
+    assert all(isinstance(c, Cell) and "learning_rate" in c.space for c in found)
+
+
+@pytest.mark.ray
+def test_a_tuned_sweep_runs_tunes_reports_and_resumes(tmp_path):
+    config = yaml.safe_load(TUNED_SMOKE.read_text())
+    config["data"]["source"] = str(ROOT / config["data"]["source"])
+    path = write_config(tmp_path / "tuned.yaml", config, "python sweeps/ablation.py --config tuned.yaml")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    command = [sys.executable, str(ROOT / "sweeps" / "ablation.py"), "--config", str(path),
+               "--storage", str(tmp_path / "results")]
+    first = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900, env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    root = tmp_path / "results" / "tuned-smoke"
+    chosen = json.loads((root / "tuning" / "chosen.json").read_text())
+    assert set(chosen["cells"]) == {"tiny-bert\tfull", "tiny-bert\tlora-attention"}
+    tuning_rows = pd.read_parquet(root / "tuning" / "results.parquet")
+    assert len(tuning_rows) == 6 and set(tuning_rows["status"]) <= {"ok", "stopped"}
+    assert (tuning_rows["train_steps"] <= 8).all() and (tuning_rows["test_rows"].dropna() <= 32).all()
+    results = pd.read_parquet(root / "results.parquet")
+    assert (results["status"] == "ok").all() and len(results) == 4
+    for (model, variant), group in results.groupby(["model", "variant"]):
+        values = chosen["cells"][f"{model}\t{variant}"]["values"]
+        assert np.allclose(group["learning_rate"], values["learning_rate"])
+        assert "r" not in values or (group["lora_r"] == values["r"]).all()
+    assert "chose learning_rate" in first.stdout and "steps" in first.stdout
+
+    report = subprocess.run([sys.executable, "-m", "analysis", "report", str(root), "--out", str(tmp_path / "report")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert report.returncode == 0, report.stderr[-3000:]
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## Equal-budget tuning" in markdown and "Budget: each cell: 3 trials of at most 8 steps" in markdown
+    assert "## Expected best validation accuracy vs trials" in markdown and "| n=3 " in markdown
+    assert (tmp_path / "report" / "expected_max.png").is_file()
+
+    again = subprocess.run([*command, "--resume"], capture_output=True, text=True, cwd=ROOT, timeout=900, env=env)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "tuning 0 cell(s)" in again.stdout  # the choices were kept, not searched again
+    assert json.loads((root / "tuning" / "chosen.json").read_text()) == chosen
