@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
                     "a folder of trial results) and write the report into --out.")
     report.add_argument("results", nargs="+", help="results stores or files")
     report.add_argument("--out", required=True, help="folder for the report")
+    report.add_argument("--within", type=float, default=1.0, metavar="POINTS",
+                        help="a multi-objective search: name the cheapest trial within this many accuracy points "
+                             "of the best validation accuracy (default 1.0)")
     pair = commands.add_parser(
         "compare", help="significance of one pair of methods on the same test rows",
         description="A and B are 'model / variant' names as the report shows them, or a variant (or the "
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from analysis.report import build_report
 
-            path = build_report(args.results, Path(args.out))
+            path = build_report(args.results, Path(args.out), args.within)
             print(f"report: {path}")
             return exit_codes.OK
         from analysis.report import group_correctness

@@ -280,3 +280,26 @@ def expected_max_curves(table: pd.DataFrame, path: Path, budget: str = "") -> Pa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)
+
+
+def search_front(rows: pd.DataFrame, front: np.ndarray, cost: str, cheapest: pd.Series, path: Path) -> Path | None:
+    """A multi-objective search's finished trials: validation accuracy against one cost, the
+    trials on the front (over all the search's objectives) marked, the cheapest near the best ringed."""
+    if rows.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    scale, unit = (2**20, "MiB") if cost.endswith("bytes") else (1, "s" if cost.endswith("seconds") else "")
+    x = rows[cost] / scale
+    ax.scatter(x[~front], rows.loc[~front, "best_val_accuracy"], color="grey", alpha=0.6, label="trials")
+    ax.scatter(x[front], rows.loc[front, "best_val_accuracy"], color="tab:red", label="Pareto front")
+    order = np.argsort(x[front].to_numpy())
+    ax.plot(x[front].to_numpy()[order], rows.loc[front, "best_val_accuracy"].to_numpy()[order], color="tab:red",
+            lw=1, ls="--")
+    ax.scatter([cheapest[cost] / scale], [cheapest["best_val_accuracy"]], s=250, facecolors="none",
+               edgecolors="black", label="cheapest near the best")
+    ax.set_xlabel(f"{cost.replace('_', ' ')}" + (f" ({unit})" if unit else ""))
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"Search trials: validation accuracy vs {cost.replace('_', ' ')}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)

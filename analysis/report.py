@@ -15,7 +15,8 @@ from analysis import plots
 from analysis.aggregate import aggregate, display_table
 from analysis.load import ResultsError, load_results, split_by_status
 from analysis.significance import Comparison, compare, correctness
-from analysis.tuning import choices_table, expected_max_table, tuning_of
+from analysis.tradeoffs import describe, search_objectives, tradeoffs
+from analysis.tuning import choices_table, expected_max_table, store_of, tuning_of
 
 
 def _read_predictions(path) -> pd.DataFrame | None:
@@ -133,7 +134,9 @@ def _wide_curve(curve: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index()
 
 
-def build_report(locations: list[str], out: Path) -> Path:
+def build_report(locations: list[str], out: Path, within_points: float = 1.0) -> Path:
+    """The report of `locations` in `out`. `within_points`: for a multi-objective search, the
+    cheapest trial within this many points of the best validation accuracy is named."""
     if out.exists() and not out.is_dir():
         raise ResultsError(f"--out = {str(out)!r}: a file, not a folder")
     results = load_results(locations)
@@ -180,6 +183,14 @@ def build_report(locations: list[str], out: Path) -> Path:
             curves.append((expected_max_table(tuning_rows, ["model", "variant"]), chosen["budget_text"]))
         elif study_file(location, out):  # a search: its own trials
             curves.append((expected_max_table(results, ["model", "method"]), ""))
+            objectives = search_objectives(store_of(location))
+            found = tradeoffs(results, objectives, within_points) if objectives and len(objectives) > 1 else {}
+            if found:
+                text, front = describe(found, objectives, within_points)
+                tuning_sections.append(("Search trade-offs: the Pareto front", text + "\n" + _markdown(front)))
+                for cost in found["costs"]:
+                    figures[f"Search: validation accuracy vs {cost}"] = plots.search_front(
+                        found["rows"], found["front"], cost, found["cheapest"], out / f"search_front_{cost}.png")
     for number, (curve, budget) in enumerate(curves, 1):
         name = "expected_max.png" if number == 1 else f"expected_max_{number}.png"
         figures["Expected best validation accuracy vs trials"

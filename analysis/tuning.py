@@ -42,7 +42,7 @@ def expected_max_table(rows: pd.DataFrame, groups: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _store(location: str) -> Store | None:
+def store_of(location: str) -> Store | None:
     try:
         return Store(location)
     except ValueError:  # a results file, not a folder
@@ -53,7 +53,7 @@ def tuning_of(location: str) -> tuple[dict, pd.DataFrame] | None:
     """A tuned ablation's chosen.json and tuning rows, or None."""
     from sentisweep.tuning import CHOSEN_FILE, TUNING_FOLDER
 
-    store = _store(location)
+    store = store_of(location)
     if store is None or not store.is_file(TUNING_FOLDER, CHOSEN_FILE):
         return None
     chosen = json.loads("\n".join(store.read_lines(TUNING_FOLDER, CHOSEN_FILE)))

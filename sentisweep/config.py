@@ -386,6 +386,12 @@ class SearchSpace(Strict):
                 f"[{low:g}, {high:g}] ({math.log10(high / low):.1f} decades), dropout uniform {list(self.dropout)}")
 
 
+# What a search can optimise, and which way: validation accuracy up, a cost down. A trial's final
+# report carries each (sweeps/trainable.py); a trial ASHA stopped early has no cost and is pruned.
+OBJECTIVES = {"val_accuracy": "max", "peak_memory_bytes": "min", "train_seconds": "min", "trainable_params": "min"}
+Objective = Literal["val_accuracy", "peak_memory_bytes", "train_seconds", "trainable_params"]
+
+
 class SearchConfig(Strict):
     kind: Literal["search"] = "search"
     name: SafeName = "search"
@@ -396,8 +402,21 @@ class SearchConfig(Strict):
     num_samples: int = Field(8, ge=1)
     search_seed: int = 0  # Optuna's TPE sampler seed: the same config proposes the same trials
     space: SearchSpace = Field(default_factory=SearchSpace)
+    # Several objectives make it a multi-objective search (Optuna's TPE over the Pareto front);
+    # ASHA still stops trials on validation accuracy, which every search optimises
+    objectives: list[Objective] = Field(default_factory=lambda: ["val_accuracy"], min_length=1)
     scheduler: Scheduler = Field(default_factory=Scheduler)
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     resources: Resources = Field(default_factory=Resources)
     max_failures: int = Field(1, ge=0)
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, value: list[str]) -> list[str]:
+        if "val_accuracy" not in value:
+            raise ValueError(f"{value}: must include val_accuracy (what ASHA stops trials on, and what a cost "
+                             "is traded against)")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{value}: an objective listed twice")
+        return value

@@ -14,6 +14,7 @@ ready-to-run trial config, `<storage>/<name>/best_trial.yaml`. --storage may be 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import yaml
 from ray_session import guard, tracking
 from ray_session.connect import ask_autoscaler, connect, unsatisfiable
 from sentisweep import exit_codes
-from sentisweep.config import ConfigError, SearchConfig
+from sentisweep.config import OBJECTIVES, ConfigError, SearchConfig
 from sentisweep.plan import (
     PlannedTrial,
     absolute_paths,
@@ -99,6 +100,8 @@ def run(args, search: SearchConfig, store: Store) -> int:
     from ray.tune.search import ConcurrencyLimiter  # [Ray]
 
     study = StudyStorage(store, search.name, args.study_storage)
+    # the report reads the search's objectives (its Pareto front) from here
+    store.write_bytes(search.model_dump_json(indent=1).encode(), search.name, "search.json")
     print(study.describe(), flush=True)
     connect(args.local, args.num_gpus)  # [Ray]
     problem = unsatisfiable(search.resources.cpus_per_trial, search.resources.gpus_per_trial, args.expect_gpus)
@@ -121,16 +124,25 @@ def run(args, search: SearchConfig, store: Store) -> int:
                                    resume_unfinished=True, restart_errored=True, storage_filesystem=store.fs)
     else:
         space = search.space
+        space = {  # [Ray]
+            "r": tune.choice(space.r), "alpha_multiple": tune.choice(space.alpha_multiple),
+            "learning_rate": tune.loguniform(*space.learning_rate), "dropout": tune.uniform(*space.dropout),
+        }
+        several = len(search.objectives) > 1
+        # one objective: Tune hands the space and metric to the searcher; several: the searcher is
+        # given them itself (a list of metrics and modes), and TuneConfig's metric is ASHA's alone
+        objectives = ({"space": space, "metric": search.objectives,
+                       "mode": [OBJECTIVES[o] for o in search.objectives]} if several else {})
+        if several:  # the costs come with a trial's final report only; Tune's documented switch lets the
+            # validation reports before it (ASHA's) through without them
+            os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
         searcher = resumable_optuna_search(seed=search.search_seed, storage=study.optuna_storage(),  # [Ray]
-                                           study_name=search.name)
+                                           study_name=search.name, **objectives)
         if search.resources.max_concurrent:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=search.resources.max_concurrent)  # [Ray]
         tuner = tune.Tuner(  # [Ray]
             trial_fn,
-            param_space={
-                "r": tune.choice(space.r), "alpha_multiple": tune.choice(space.alpha_multiple),
-                "learning_rate": tune.loguniform(*space.learning_rate), "dropout": tune.uniform(*space.dropout),
-            },
+            param_space={} if several else space,
             tune_config=tune.TuneConfig(
                 metric="val_accuracy", mode="max", num_samples=search.num_samples, search_alg=searcher,
                 scheduler=ASHAScheduler(time_attr="training_iteration", max_t=search.scheduler.max_reports,
@@ -185,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     root = store.uri(search.name)
     print(f"search {search.name}: {search.num_samples} trials of {search.model} / {search.method} "
           f"(placement {search.placement}) -> {root}\n  space: {search.space.describe()}\n"
+          f"  objectives: {', '.join(f'{o} ({OBJECTIVES[o]})' for o in search.objectives)}\n"
           f"  ASHA: grace period {search.scheduler.grace_period} reports, reduction factor "
           f"{search.scheduler.reduction_factor:g}; Optuna TPE seed {search.search_seed}\n"
           f"  per trial: {search.resources.cpus_per_trial:g} CPU, {search.resources.gpus_per_trial:g} GPU; "

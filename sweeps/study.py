@@ -88,6 +88,14 @@ def resumable_optuna_search(**kwargs):
     from ray.tune.search.optuna import OptunaSearch  # [Ray]
 
     class ResumableOptunaSearch(OptunaSearch):  # [Ray]
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+            # several objectives: a trial ASHA stopped reported validation accuracy but no cost yet.
+            # Optuna would refuse the partial values and keep the trial running; it was pruned
+            if (isinstance(self.metric, list) and result and not error
+                    and any(result.get(m) is None for m in self.metric)):
+                result = None
+            super().on_trial_complete(trial_id, result, error)
+
         def on_trial_result(self, trial_id: str, result: dict):
             ot_trial = self._ot_trials.get(trial_id)
             if ot_trial is not None and self._ot_study.trials[ot_trial.number].state.is_finished():

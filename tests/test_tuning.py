@@ -177,3 +177,74 @@ def test_a_tuned_sweep_runs_tunes_reports_and_resumes(tmp_path):
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "tuning 0 cell(s)" in again.stdout  # the choices were kept, not searched again
     assert json.loads((root / "tuning" / "chosen.json").read_text()) == chosen
+
+
+@pytest.mark.unit
+def test_pareto_front_and_hypervolume():
+    from analysis.tradeoffs import hypervolume, pareto_mask
+
+    points = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [0.6, 0.6]])  # the last is dominated by the third
+    assert pareto_mask(points).tolist() == [True, True, True, False]
+    reference = np.array([1.1, 1.1])
+    # the union of the rectangles from each front point to (1.1, 1.1), by hand:
+    # (0, 1): 1.1 x 0.1 = 0.11; (0.5, 0.5) adds 0.6 x 0.5 = 0.30; (1, 0) adds 0.1 x 0.5 = 0.05
+    assert hypervolume(points[:3], reference) == pytest.approx(0.46)
+    assert hypervolume(points, reference) == pytest.approx(0.46)  # a dominated point adds nothing
+    cube = hypervolume(np.array([[0.0, 0.0, 0.0]]), np.full(3, 1.1))
+    assert cube == pytest.approx(1.1 ** 3)
+
+
+@pytest.mark.unit
+def test_the_cheapest_trial_within_x_points_of_the_best():
+    from analysis.tradeoffs import tradeoffs
+
+    rows = pd.DataFrame({"status": ["ok"] * 4 + ["stopped"], "trial_id": list("abcde"),
+                         "best_val_accuracy": [0.90, 0.895, 0.88, 0.70, 0.95],
+                         "peak_memory_bytes": [900, 500, 100, 50, 1]})
+    found = tradeoffs(rows, ["val_accuracy", "peak_memory_bytes"], within_points=1.0)
+    assert found["cheapest"]["trial_id"] == "b" and found["best"] == 0.90  # a stopped trial is not a candidate
+    assert found["front"].tolist() == [True, True, True, True]
+    assert tradeoffs(rows, ["val_accuracy", "peak_memory_bytes"], within_points=2.5)["cheapest"]["trial_id"] == "c"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("objectives, expected", [
+    (["peak_memory_bytes"], "must include val_accuracy"),
+    (["val_accuracy", "val_accuracy"], "an objective listed twice"),
+    (["val_accuracy", "speed"], "objectives.1 = 'speed'"),
+])
+def test_bad_objectives_are_refused(objectives, expected):
+    from sentisweep.plan import parse_search_config
+
+    raw = yaml.safe_load((ROOT / "sweeps" / "configs" / "search_smoke_multi.yaml").read_text())
+    with pytest.raises(ConfigError, match=expected):
+        parse_search_config({**raw, "objectives": objectives})
+
+
+@pytest.mark.ray
+def test_a_multi_objective_search_reports_its_pareto_front(tmp_path):
+    config = yaml.safe_load((ROOT / "sweeps" / "configs" / "search_smoke_multi.yaml").read_text())
+    config["data"]["source"] = str(ROOT / config["data"]["source"])
+    path = write_config(tmp_path / "multi.yaml", config, "python sweeps/search.py --config multi.yaml")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run = subprocess.run([sys.executable, str(ROOT / "sweeps" / "search.py"), "--config", str(path),
+                          "--storage", str(tmp_path / "results")], capture_output=True, text=True, cwd=ROOT,
+                         timeout=900, env=env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "objectives: val_accuracy (max), peak_memory_bytes (min)" in run.stdout
+    root = tmp_path / "results" / "search-smoke-multi"
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(root / "optuna.journal")))
+    study = optuna.load_study(study_name="search-smoke-multi", storage=storage)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert finished and all(len(t.values) == 2 for t in finished)
+    report = subprocess.run([sys.executable, "-m", "analysis", "report", str(root), "--out", str(tmp_path / "report"),
+                             "--within", "2"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert report.returncode == 0, report.stderr[-3000:]
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## Search trade-offs: the Pareto front" in markdown and "hypervolume is" in markdown
+    assert "The cheapest trial within 2 points of the best validation accuracy" in markdown
+    assert (tmp_path / "report" / "search_front_peak_memory_bytes.png").is_file()
