@@ -104,6 +104,7 @@ class TrialResult:
     precision_mode: str | None = None
     hostname: str | None = None
     resumed_from_step: int | None = None  # a resumable trial started again: the checkpoint's optimizer step
+    tuned_from: str | None = None  # a tuned cell's seed run that its search already ran in full: that trial's id
     attempts: int | None = None  # how many times a sweep started this trial (retries after a lost worker)
     attempt_hosts: str | None = None  # JSON list: the host of each attempt, in order
     git_commit: str | None = None

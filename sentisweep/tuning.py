@@ -122,14 +122,16 @@ def with_values(config: TrialConfig, values: dict[str, Any]) -> TrialConfig:
 
 def sampled_trial(cell: Cell, sample: dict[str, Any], tuning: Tuning, sweep_name: str, trial_key: str,
                   output_dir: str) -> TrialConfig:
-    """One tuning trial: the cell's trial at the sampled values, within the tuning budget."""
-    training = {"eval_steps": tuning.eval_steps, "keep_checkpoint": False}
-    if tuning.max_steps:
-        training["max_steps"] = tuning.max_steps
-    base = cell.base.model_copy(update={
-        "training": cell.base.training.model_copy(update=training),
-        "data": cell.base.data.model_copy(update={"test_size": min(cell.base.data.test_size or TUNING_TEST_ROWS,
-                                                                   TUNING_TEST_ROWS)})})
+    """One tuning trial: the cell's trial at the sampled values, within the tuning budget. With
+    no max_steps of its own it is the seeds' own run at the tuning seed, whole (test split and
+    checkpoint): the chosen one then stands as that seed's run (`reusable`)."""
+    training: dict[str, Any] = {"eval_steps": tuning.eval_steps}
+    data: dict[str, Any] = {}
+    if tuning.max_steps:  # a shorter run, judged on validation: no checkpoint, a token test split
+        training.update(max_steps=tuning.max_steps, keep_checkpoint=False)
+        data["test_size"] = min(cell.base.data.test_size or TUNING_TEST_ROWS, TUNING_TEST_ROWS)
+    base = cell.base.model_copy(update={"training": cell.base.training.model_copy(update=training),
+                                        "data": cell.base.data.model_copy(update=data)})
     values = {k: sample[k] for k in cell.space}
     return with_values(base, values).model_copy(update={
         "sweep": f"{sweep_name}/{TUNING_FOLDER}", "variant": cell.label, "output_dir": output_dir,
@@ -188,12 +190,26 @@ def apply_choices(planned, chosen: dict[str, dict[str, Any]]) -> None:
             trial.config = with_values(c, choice["values"])
 
 
+def reusable(cell: Cell, choice: dict[str, Any], tuning: Tuning, sweep_name: str, planned):
+    """The planned trial that the cell's chosen tuning trial already is, or None: the same in
+    everything that changes a result (TrialConfig.digest), which holds when the tuning ran the
+    seeds' own budget and evaluation steps (no `max_steps`, `eval_steps` = training.eval_steps)."""
+    if not choice.get("values"):
+        return None
+    ran = sampled_trial(cell, choice["values"], tuning, sweep_name, "chosen", "")
+    for trial in planned:
+        c = trial.config
+        if (c.model, c.variant, c.seed) == (cell.model, cell.label, cell.base.seed) and c.digest() == ran.digest():
+            return trial
+    return None
+
+
 def chosen_key(model: str, label: str) -> str:
     return f"{model}\t{label}"
 
 
 def budget_text(tuning: Tuning, sweep: SweepConfig) -> str:
-    steps = f"at most {tuning.max_steps} steps" if tuning.max_steps else "the sweep's own steps"
+    steps = f"at most {tuning.max_steps} steps" if tuning.max_steps else "at most the seeds' own steps"
     return (f"each cell: {tuning.trials} trials of {steps}, validation every {tuning.eval_steps} steps, "
             f"ASHA (grace {tuning.scheduler.grace_period} report(s), reduction factor "
             f"{tuning.scheduler.reduction_factor:g}), Optuna TPE (seed {tuning.search_seed}), at trial seed "

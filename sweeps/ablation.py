@@ -169,7 +169,9 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
     ask_autoscaler(sweep.resources.cpus_per_trial, gpus_per_trial,  # [Ray]
                    min(len(gpus_of), sweep.resources.max_concurrent or len(gpus_of)))
     if sweep.tuning:  # each cell's own search first, at an equal budget; its choice runs on every seed
-        apply_choices(planned, tuning.tune_cells(sweep, planned, store, args.storage, args.resume))
+        chosen = tuning.tune_cells(sweep, planned, store, args.storage, args.resume)
+        apply_choices(planned, chosen)
+        tuning.reuse_chosen_runs(sweep, planned, chosen, store)
     # Tune's config of a trial is its row in the dry-run matrix, and its name our trial id: the
     # status table shows both whole, not the nested trial config cut short. The configs go
     # with the trainable.

@@ -18,7 +18,18 @@ import pandas as pd
 from sentisweep.config import SweepConfig, TrialConfig, Tuning
 from sentisweep.plan import PlannedTrial, gather_results, trial_parts
 from sentisweep.storage import Store
-from sentisweep.tuning import CHOSEN_FILE, TUNING_FOLDER, Cell, budget_text, cells, choose, chosen_key, sampled_trial
+from sentisweep.results import RESULT_FILE, SCHEMA
+from sentisweep.tuning import (
+    CHOSEN_FILE,
+    TUNING_FOLDER,
+    Cell,
+    budget_text,
+    cells,
+    choose,
+    chosen_key,
+    reusable,
+    sampled_trial,
+)
 from sweeps import trainable
 from sweeps.study import resumable_optuna_search
 
@@ -124,6 +135,24 @@ def tune_cells(sweep: SweepConfig, planned: list[PlannedTrial], store: Store, st
                                      indent=1).encode(), *parts)
         print(describe_choice(choice), flush=True)
     return chosen
+
+
+def reuse_chosen_runs(sweep: SweepConfig, planned: list[PlannedTrial], chosen: dict[str, dict], store: Store) -> None:
+    """A chosen tuning trial that ran exactly as a planned seed trial would (the seeds' own
+    budget, at that seed) is that trial's row: written into its folder, it is not run twice."""
+    import pyarrow as pa
+
+    for cell in cells(sweep, planned):
+        choice = chosen.get(chosen_key(cell.model, cell.label)) or {}
+        trial = reusable(cell, choice, sweep.tuning, sweep.name, planned)
+        if trial is None or store.exists(*trial_parts(sweep.name, trial.config.trial_id), RESULT_FILE):
+            continue
+        row = store.read_frame(*trial_parts(f"{sweep.name}/{TUNING_FOLDER}", choice["trial_id"]), RESULT_FILE)
+        row = row.assign(trial_id=trial.config.trial_id, sweep=sweep.name, tuned_from=choice["trial_id"])
+        store.write_table(pa.Table.from_pandas(row[SCHEMA.names], schema=SCHEMA, preserve_index=False),
+                          *trial_parts(sweep.name, trial.config.trial_id), RESULT_FILE)
+        print(f"  {trial.config.trial_id}: the chosen tuning trial {choice['trial_id']} ran exactly this; "
+              "its row stands (not run twice)", flush=True)
 
 
 def describe_choice(choice: dict) -> str:

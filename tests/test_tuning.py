@@ -27,6 +27,7 @@ from sentisweep.tuning import (
     choose,
     chosen_key,
     edges,
+    reusable,
     sampled_trial,
     variant_space,
 )
@@ -113,7 +114,8 @@ def test_the_choice_is_the_best_finished_trial_by_validation():
 
 @pytest.mark.unit
 def test_a_tuning_trial_runs_the_cell_in_the_tuning_budget_and_the_choice_every_seed():
-    sweep = parse_sweep_config(_sweep(seeds=[5, 6], training={**_sweep()["training"], "max_steps": 40}))
+    sweep = parse_sweep_config(_sweep(seeds=[5, 6], training={**_sweep()["training"], "max_steps": 40},
+                                      tuning={"trials": 3, "max_steps": 8, "eval_steps": 2}))
     planned = expand(sweep, Store(str(ROOT / "unused")), "cpu")
     found = {c.label: c for c in cells(sweep, planned)}
     assert set(found) == {"full", "lora-attention"} and found["full"].base.seed == 5  # the first seed
@@ -130,6 +132,24 @@ def test_a_tuning_trial_runs_the_cell_in_the_tuning_budget_and_the_choice_every_
     assert all(c.training.learning_rate == sweep.training.learning_rate for c in full)  # not chosen: as configured
     table = matrix_table(planned, sweep.resources, [], {(c.model, c.label): c.space for c in found.values()})
     assert "tuned: learning_rate [0.0001, 0.005], r [2, 4, 8]" in table
+    # a shorter tuning run is not any seed's run
+    chosen = {"values": {"learning_rate": 3e-3, "r": 2}, "trial_id": "x"}
+    assert reusable(found["lora-attention"], chosen, sweep.tuning, sweep.name, planned) is None
+
+
+@pytest.mark.unit
+def test_a_tuning_trial_of_the_seeds_own_budget_is_that_seeds_run():
+    sweep = parse_sweep_config(_sweep())  # no max_steps; eval_steps as the training's
+    planned = expand(sweep, Store(str(ROOT / "unused")), "cpu")
+    lora = [c for c in cells(sweep, planned) if c.label == "lora-attention"][0]
+    trial = sampled_trial(lora, {"learning_rate": 2e-3, "r": 4}, sweep.tuning, sweep.name, "k", "/out")
+    assert trial.data.test_size == 32 and trial.training.keep_checkpoint  # whole: it may become a seed's row
+    chosen = {"values": {"learning_rate": 2e-3, "r": 4}, "trial_id": "k"}
+    apply_choices(planned, {chosen_key("tiny-bert", "lora-attention"): chosen})
+    reused = reusable(lora, chosen, sweep.tuning, sweep.name, planned)
+    assert reused is not None and reused.config.trial_id == "tiny-bert__lora-attention__s1"
+    other = sweep.model_copy(update={"tuning": sweep.tuning.model_copy(update={"eval_steps": 4})})
+    assert reusable(lora, chosen, other.tuning, sweep.name, planned) is None  # evaluated otherwise: not the same run
 
 
 @pytest.mark.unit
@@ -156,9 +176,14 @@ def test_a_tuned_sweep_runs_tunes_reports_and_resumes(tmp_path):
     assert set(chosen["cells"]) == {"tiny-bert\tfull", "tiny-bert\tlora-attention"}
     tuning_rows = pd.read_parquet(root / "tuning" / "results.parquet")
     assert len(tuning_rows) == 6 and set(tuning_rows["status"]) <= {"ok", "stopped"}
-    assert (tuning_rows["train_steps"] <= 8).all() and (tuning_rows["test_rows"].dropna() <= 32).all()
+    assert (tuning_rows["train_steps"] <= 8).all()
     results = pd.read_parquet(root / "results.parquet")
     assert (results["status"] == "ok").all() and len(results) == 4
+    # seed 1 is the chosen tuning trial's own run, not run again; seed 2 ran at the choice
+    reused = results.set_index("trial_id")["tuned_from"]
+    for cell in chosen["cells"].values():
+        assert reused[f"tiny-bert__{cell['variant']}__s1"] == cell["trial_id"]
+        assert pd.isna(reused[f"tiny-bert__{cell['variant']}__s2"])
     for (model, variant), group in results.groupby(["model", "variant"]):
         values = chosen["cells"][f"{model}\t{variant}"]["values"]
         assert np.allclose(group["learning_rate"], values["learning_rate"])
@@ -169,7 +194,7 @@ def test_a_tuned_sweep_runs_tunes_reports_and_resumes(tmp_path):
                             capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert report.returncode == 0, report.stderr[-3000:]
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "## Equal-budget tuning" in markdown and "Budget: each cell: 3 trials of at most 8 steps" in markdown
+    assert "## Equal-budget tuning" in markdown and "Budget: each cell: 3 trials of at most the seeds' own steps" in markdown
     assert "## Expected best validation accuracy vs trials" in markdown and "| n=3 " in markdown
     assert (tmp_path / "report" / "expected_max.png").is_file()
 
