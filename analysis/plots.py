@@ -253,10 +253,13 @@ def optuna_study(study_path: Path, out: Path) -> list[Path]:
         finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if len(finished) < 2:
             continue
+        # a multi-objective study: its history and importances for the first objective (validation accuracy)
+        first = {"target": lambda trial: trial.values[0], "target_name": "val_accuracy"} if len(
+            study.directions) > 1 else {}
         for name, draw in (("history", optuna_plots.plot_optimization_history),
                            ("importance", optuna_plots.plot_param_importances)):
             try:
-                ax = draw(study)
+                ax = draw(study, **first)
             except (ValueError, RuntimeError):  # importance needs varied parameters
                 continue
             figure = ax.figure if hasattr(ax, "figure") else ax[0].figure

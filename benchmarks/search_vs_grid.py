@@ -28,7 +28,7 @@ SCALES = {
     "full": {"model": "minilm-l6", "ranks": [4, 8, 16, 32], "rates": [1e-4, 3e-4, 1e-3, 3e-3], "samples": 6,
              "data": {"source": "imdb", "train_size": 1000, "eval_size": 200, "test_size": 1000, "truncation": "tail"},
              "training": {"epochs": 1, "batch_size": 16, "max_length": 128}, "eval_steps": 16},
-    "smoke": {"model": "tiny-bert", "ranks": [2, 4], "rates": [1e-3, 1e-2], "samples": 2,
+    "smoke": {"model": "tiny-bert", "ranks": [2, 4], "rates": [1e-3, 1e-2], "samples": 2,  # grid: 4 trials
               "data": {"source": str(ROOT / "tests" / "fixtures" / "tiny_reviews"), "train_size": 64,
                        "eval_size": 16, "test_size": 32},
               "training": {"max_steps": 8, "batch_size": 8, "eval_batch_size": 16, "max_length": 64},

@@ -25,10 +25,12 @@ def _env():
 
 
 def test_search_with_asha_saves_study_and_best_config(tmp_path):
-    out = subprocess.run([*SEARCH, "--config", "sweeps/configs/search_smoke.yaml", "--storage", str(tmp_path)],
+    # with two objectives (search_smoke's, plus peak memory down); the other tests run one
+    out = subprocess.run([*SEARCH, "--config", "sweeps/configs/search_smoke_multi.yaml", "--storage", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT, timeout=900, env=_env())
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    root = tmp_path / "search-smoke"
+    assert "objectives: val_accuracy (max), peak_memory_bytes (min)" in out.stdout
+    root = tmp_path / "search-smoke-multi"
     results = pd.read_parquet(root / "results.parquet")
     assert len(results) == 4 and results["trial_id"].is_unique
     assert set(results["status"]) <= {"ok", "stopped"} and (results["status"] == "ok").any()
@@ -41,8 +43,10 @@ def test_search_with_asha_saves_study_and_best_config(tmp_path):
         assert set(json.loads(params.read_text())) == {"r", "alpha_multiple", "learning_rate", "dropout"}, params
     assert len(list((root / "tune").glob("*/params.json"))) == 4
     # the study is Optuna's journal on the driver's disk, openable with optuna (and optuna-dashboard)
-    study = _study(root / "optuna.journal")
-    assert len(study.trials) == 4
+    study = _study(root / "optuna.journal", "search-smoke-multi")
+    assert len(study.trials) == 4 and [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    finished = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert finished and all(len(t.values) == 2 for t in finished)  # ASHA's stopped trials: pruned
     best = root / "best_trial.yaml"
     text = best.read_text()
     assert text.startswith("# python -m sentisweep.train --config")
@@ -55,19 +59,24 @@ def test_search_with_asha_saves_study_and_best_config(tmp_path):
     # the report over a search: its figures include the study's, embedded in the HTML page
     from analysis.__main__ import main as analysis
 
-    assert analysis(["report", str(root), "--out", str(tmp_path / "report")]) == 0
+    assert analysis(["report", str(root), "--out", str(tmp_path / "report"), "--within", "2"]) == 0
     page = (tmp_path / "report" / "report.html").read_text()
-    assert "<img alt='Optuna: history (search-smoke)' src='data:image/png;base64," in page
+    assert "<img alt='Optuna: history (search-smoke-multi)' src='data:image/png;base64," in page
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## Search trade-offs: the Pareto front" in markdown and "hypervolume is" in markdown
+    assert "The cheapest trial within 2 points of the best validation accuracy" in markdown
+    assert "## Expected best validation accuracy vs trials" in markdown
+    assert (tmp_path / "report" / "search_front_peak_memory_bytes.png").is_file()
 
 
-def _study(storage):
+def _study(storage, name="search-smoke"):
     """The search's study from its journal file, or from a database URL."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
     if isinstance(storage, Path):
         storage = optuna.storages.JournalStorage(JournalFileBackend(str(storage)))
-    return optuna.load_study(study_name="search-smoke", storage=storage)
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 @pytest.fixture(scope="module")

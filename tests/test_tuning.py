@@ -244,32 +244,3 @@ def test_bad_objectives_are_refused(objectives, expected):
     raw = yaml.safe_load((ROOT / "sweeps" / "configs" / "search_smoke_multi.yaml").read_text())
     with pytest.raises(ConfigError, match=expected):
         parse_search_config({**raw, "objectives": objectives})
-
-
-@pytest.mark.ray
-def test_a_multi_objective_search_reports_its_pareto_front(tmp_path):
-    config = yaml.safe_load((ROOT / "sweeps" / "configs" / "search_smoke_multi.yaml").read_text())
-    config["data"]["source"] = str(ROOT / config["data"]["source"])
-    path = write_config(tmp_path / "multi.yaml", config, "python sweeps/search.py --config multi.yaml")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    run = subprocess.run([sys.executable, str(ROOT / "sweeps" / "search.py"), "--config", str(path),
-                          "--storage", str(tmp_path / "results")], capture_output=True, text=True, cwd=ROOT,
-                         timeout=900, env=env)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "objectives: val_accuracy (max), peak_memory_bytes (min)" in run.stdout
-    root = tmp_path / "results" / "search-smoke-multi"
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
-    storage = optuna.storages.JournalStorage(JournalFileBackend(str(root / "optuna.journal")))
-    study = optuna.load_study(study_name="search-smoke-multi", storage=storage)
-    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
-    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert finished and all(len(t.values) == 2 for t in finished)
-    report = subprocess.run([sys.executable, "-m", "analysis", "report", str(root), "--out", str(tmp_path / "report"),
-                             "--within", "2"], capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert report.returncode == 0, report.stderr[-3000:]
-    markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "## Search trade-offs: the Pareto front" in markdown and "hypervolume is" in markdown
-    assert "The cheapest trial within 2 points of the best validation accuracy" in markdown
-    assert (tmp_path / "report" / "search_front_peak_memory_bytes.png").is_file()
