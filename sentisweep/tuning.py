@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from sentisweep.config import MethodConfig, SweepConfig, Tuning, TrialConfig, short, trial_id
+from sentisweep.config import MethodConfig, SweepConfig, TrialConfig, Tuning, short, trial_id
 from sentisweep.trial.methods import METHODS, get_method
 
 TUNING_FOLDER = "tuning"
