@@ -28,6 +28,7 @@ from sentisweep.storage import write_parquet_atomic
 
 RESULT_FILE = "result.parquet"  # one trial's row, in its folder
 RESULTS_TABLE = "results.parquet"  # a sweep's, search's or study's rows, in its folder
+TUNING_FOLDER = "tuning"  # a tuned sweep's search trials: their own table, never averaged with the seeds
 STUDY_JOURNAL = "optuna.journal"  # a search's Optuna study (sweeps/study.py)
 TRIAL_INFO_FILE = "sentisweep_trial.json"  # written beside every trial checkpoint by run_trial
 STATUSES = ("ok", "failed", "skipped", "stopped")  # stopped: ended early by a search scheduler
@@ -165,7 +166,8 @@ def result_files(location: str | Path) -> list[str]:
         raise ResultsError(f"{location}: no such file or folder (a sweep's <storage>/<name>, or its results.parquet)")
     if kind == pafs.FileType.File:
         return [prefix + base]
-    files = [f.path for f in fs.get_file_info(pafs.FileSelector(base, recursive=True)) if f.type == pafs.FileType.File]
+    files = [f.path for f in fs.get_file_info(pafs.FileSelector(base, recursive=True)) if f.type == pafs.FileType.File
+             and f"/{TUNING_FOLDER}/" not in f.path[len(base.rstrip("/")):]]  # read by analysis/tuning.py
     tables = sorted(f for f in files if f.rsplit("/", 1)[-1] == RESULTS_TABLE)
     covered = [table.rsplit("/", 1)[0] + "/" for table in tables]
     trials = sorted(f for f in files if f.rsplit("/", 1)[-1] == RESULT_FILE

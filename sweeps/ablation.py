@@ -6,7 +6,9 @@
 
 Everything Ray-specific is marked `# [Ray]`; one trial is `sentisweep.trial.run.run_trial`,
 plain Python. Results: `<storage>/<name>/results.parquet`, one row per trial whatever its
-status, beside Ray Tune's experiment folder `<storage>/<name>/tune`.
+status, beside Ray Tune's experiment folder `<storage>/<name>/tune`. A config with `tuning:`
+first searches each (model, method) cell at an equal budget (sweeps/tuning.py), then runs the
+seeds at each cell's choice.
 """
 
 from __future__ import annotations

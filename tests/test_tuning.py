@@ -189,6 +189,10 @@ def test_a_tuned_sweep_runs_tunes_reports_and_resumes(tmp_path):
         assert np.allclose(group["learning_rate"], values["learning_rate"])
         assert "r" not in values or (group["lora_r"] == values["r"]).all()
     assert "chose learning_rate" in first.stdout and "steps" in first.stdout
+    from sentisweep.results import read_results
+
+    # the sweep's folder read as a whole: its seeds' rows only, never the tuning trials beside them
+    assert set(read_results(str(root))["sweep"]) == {"tuned-smoke"} and len(read_results(str(root))) == 4
 
     report = subprocess.run([sys.executable, "-m", "analysis", "report", str(root), "--out", str(tmp_path / "report")],
                             capture_output=True, text=True, cwd=ROOT, timeout=600)
