@@ -169,8 +169,8 @@ def build_report(locations: list[str], out: Path, within_points: float = 1.0) ->
         "Adapter placement": plots.placement(ok, out / "placement.png"),
         "Pretrained vs fine-tuned": plots.pretrained_vs_finetuned(table, out / "pretrained_vs_finetuned.png"),
     }
-    for location in locations:  # a search's Optuna study, when one is there
-        study = study_file(location, out)
+    studies = {location: study_file(location, out) for location in locations}  # a search's, looked up once
+    for study in studies.values():
         for png in plots.optuna_study(study, out) if study else []:
             figures[f"Optuna: {png.stem.split('_')[-1]} ({png.stem.split('_', 1)[1].rsplit('_', 1)[0]})"] = png
     tuning_sections, curves = [], []
@@ -181,7 +181,7 @@ def build_report(locations: list[str], out: Path, within_points: float = 1.0) ->
             tuning_sections.append(("Equal-budget tuning", f"Budget: {chosen['budget_text']}.\n\n"
                                     + _markdown(choices_table(chosen))))
             curves.append((expected_max_table(tuning_rows, ["model", "variant"]), chosen["budget_text"]))
-        elif study_file(location, out):  # a search: its own trials
+        elif studies[location]:  # a search: its own trials
             curves.append((expected_max_table(results, ["model", "method"]), ""))
             objectives = search_objectives(store_of(location))
             found = tradeoffs(results, objectives, within_points) if objectives and len(objectives) > 1 else {}
