@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.aggregate import pareto_front  # noqa: E402
+from sentisweep.results import BASELINE_MODEL  # noqa: E402
 
 
 def _label(row) -> str:
@@ -223,7 +224,7 @@ def pretrained_vs_finetuned(table: pd.DataFrame, path: Path) -> Path | None:
         ax.text(x, value + 0.005, f"{value:.3f}", ha="center", fontsize=8)
     ax.set_xticks(range(len(labels)), labels, fontsize=7)
     handles = [Patch(color=colors[k], label=k) for k in colors if k in kinds]
-    for _, row in table[table["model"] == "tfidf"].iterrows():
+    for _, row in table[table["model"] == BASELINE_MODEL].iterrows():
         ax.axhline(row["accuracy_mean"], color="tab:red", ls="--")
         handles.append(Patch(color="tab:red", label=f"TF-IDF baseline ({row['accuracy_mean']:.3f})"))
     ax.legend(handles=handles, fontsize=8, loc="lower right")

@@ -17,6 +17,7 @@ from analysis.load import ResultsError, load_results, split_by_status
 from analysis.significance import Comparison, compare, correctness
 from analysis.tradeoffs import describe, search_objectives, tradeoffs
 from analysis.tuning import choices_table, expected_max_table, store_of, tuning_of
+from sentisweep.results import BASELINE_MODEL
 
 
 def _read_predictions(path) -> pd.DataFrame | None:
@@ -134,6 +135,19 @@ def _wide_curve(curve: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index()
 
 
+def best_against_baselines(ok: pd.DataFrame) -> list[Comparison]:
+    """A search's best trial by validation accuracy (never test: the honest pick) against each
+    baseline on the same test rows."""
+    searched = ok[ok["model"] != BASELINE_MODEL]
+    if searched.empty:
+        return []
+    best = searched.loc[searched["best_val_accuracy"].idxmax()]
+    best_right = group_correctness(ok[ok["trial_id"] == best["trial_id"]])
+    baselines = group_correctness(ok[ok["model"] == BASELINE_MODEL])
+    return [compare(name, right, baseline, baseline_right)
+            for name, right in best_right.items() for baseline, baseline_right in baselines.items()]
+
+
 def build_report(locations: list[str], out: Path, within_points: float = 1.0) -> Path:
     """The report of `locations` in `out`. `within_points`: for a multi-objective search, the
     cheapest trial within this many points of the best validation accuracy is named."""
@@ -181,10 +195,19 @@ def build_report(locations: list[str], out: Path, within_points: float = 1.0) ->
             tuning_sections.append(("Equal-budget tuning", f"Budget: {chosen['budget_text']}.\n\n"
                                     + _markdown(choices_table(chosen))))
             curves.append((expected_max_table(tuning_rows, ["model", "variant"]), chosen["budget_text"]))
-        elif studies[location]:  # a search: its own trials
-            curves.append((expected_max_table(results, ["model", "method"]), ""))
+        elif studies[location]:  # a search: its own trials (not the baselines beside them)
+            own = load_results([location]) if len(locations) > 1 else results
+            searched = own[own["model"] != BASELINE_MODEL]
+            curves.append((expected_max_table(searched, ["model", "method"]), ""))
             objectives = search_objectives(store_of(location))
-            found = tradeoffs(results, objectives, within_points) if objectives and len(objectives) > 1 else {}
+            versus = best_against_baselines(own[own["status"] == "ok"])
+            if versus:
+                tuning_sections.append(("Search: its best trial against the baselines",
+                                        "The trial with the best validation accuracy (chosen without looking at "
+                                        "test), on the same test rows as each baseline: paired bootstrap "
+                                        "(2,000 resamples) of the accuracy difference and McNemar's exact test.\n\n"
+                                        + _markdown(pd.DataFrame([c.as_row() for c in versus]))))
+            found = tradeoffs(searched, objectives, within_points) if objectives and len(objectives) > 1 else {}
             if found:
                 text, front = describe(found, objectives, within_points)
                 tuning_sections.append(("Search trade-offs: the Pareto front", text + "\n" + _markdown(front)))

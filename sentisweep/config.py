@@ -410,6 +410,7 @@ class SearchConfig(Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     resources: Resources = Field(default_factory=Resources)
     max_failures: int = Field(1, ge=0)
+    baselines: list[str] = Field(default_factory=list)  # on the same splits: the report compares the best with them
 
     @field_validator("objectives")
     @classmethod

@@ -178,6 +178,9 @@ def parse_search_config(raw: dict[str, Any], source: str | None = None) -> Searc
     if not problems:
         problems += _architecture_problems(search.model, search.training.max_length,
                                            MethodConfig(name=search.method, placement=search.placement))
+    from sentisweep.probe.baselines import baseline_problems
+
+    problems += baseline_problems(search.baselines)
     if search.resources.gpus_per_trial == "auto":
         problems.append("resources.gpus_per_trial = 'auto': a search's trials differ only in their sampled "
                         "values; give the share of a GPU each gets (e.g. 1 or 0.5)")

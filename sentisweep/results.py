@@ -31,6 +31,7 @@ RESULTS_TABLE = "results.parquet"  # a sweep's, search's or study's rows, in its
 TUNING_FOLDER = "tuning"  # a tuned sweep's search trials: their own table, never averaged with the seeds
 STUDY_JOURNAL = "optuna.journal"  # a search's Optuna study (sweeps/study.py)
 TRIAL_INFO_FILE = "sentisweep_trial.json"  # written beside every trial checkpoint by run_trial
+BASELINE_MODEL = "tfidf"  # the `model` of a classical baseline's row (probe/baselines.py), never a searched trial
 STATUSES = ("ok", "failed", "skipped", "stopped")  # stopped: ended early by a search scheduler
 PACKAGES = ("sentisweep", "torch", "transformers", "peft", "accelerate", "datasets", "bitsandbytes",
             "scikit-learn", "xgboost", "pyarrow", "ray", "optuna")

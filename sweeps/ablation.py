@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import pandas as pd
 
@@ -130,27 +129,6 @@ def pretokenize(planned: list[PlannedTrial]) -> None:
         print(f"tokenized for {tokenizer_source} at max_length {c.training.max_length}", flush=True)
 
 
-def run_baselines(sweep: SweepConfig, store: Store):
-    """The classical baselines on the same splits, in the driver (seconds, no GPU)."""
-    import tempfile
-
-    from sentisweep.probe.baselines import run_tfidf_logreg
-    from sentisweep.results import RESULT_FILE
-
-    frames = []
-    for name in sweep.baselines:
-        parts = (sweep.name, "baselines", name)
-        if not store.exists(*parts, RESULT_FILE):  # kept across --resume
-            print(f"baseline {name} ...", flush=True)
-            with tempfile.TemporaryDirectory() as scratch:
-                out = Path(store.path(*parts)) if not store.remote else Path(scratch)
-                run_tfidf_logreg(sweep.data, out, sweep.name)
-                if store.remote:
-                    store.upload(out, *parts)
-        frames.append(store.read_frame(*parts, RESULT_FILE))
-    return frames
-
-
 def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial]) -> int:
     from ray import tune  # [Ray]
 
@@ -205,7 +183,9 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
         )
     grid = guard.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
     trials = gather_results(planned, store, trainable.outcomes(grid, trial_id_of))
-    results = pd.concat([trials, *run_baselines(sweep, store)], ignore_index=True)
+    from sentisweep.probe.baselines import run_baselines  # sklearn: only once the trials are done
+
+    results = pd.concat([trials, *run_baselines(sweep.baselines, sweep.data, sweep.name, store)], ignore_index=True)
     where = store.write_frame(results, sweep.name, "results.parquet")
     print(summary_table(results))
     print(f"results: {where} ({len(results)} rows)")

@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from ray_session import guard, tracking
@@ -32,7 +33,7 @@ from sentisweep.plan import (
     summary_table,
     trial_from_sample,
 )
-from sentisweep.results import RESULTS_TABLE
+from sentisweep.results import BASELINE_MODEL, RESULTS_TABLE
 from sentisweep.storage import Store
 from sentisweep.trial.data import check_source
 from sweeps import trainable
@@ -77,7 +78,7 @@ def save_best(results, search: SearchConfig, store: Store) -> str | None:
     """The best finished trial by validation accuracy as a trial config people can run."""
     import json
 
-    ok = results[results["status"] == "ok"]
+    ok = results[(results["status"] == "ok") & (results["model"] != BASELINE_MODEL)]
     if ok.empty:
         return None
     best = ok.loc[ok["best_val_accuracy"].idxmax()]
@@ -169,6 +170,10 @@ def run(args, search: SearchConfig, store: Store) -> int:
 
     planned = [PlannedTrial(trial_of(r)) for r in grid if r.config]
     results = gather_results(planned, store, trainable.outcomes(grid, lambda r: trial_of(r).trial_id))
+    from sentisweep.probe.baselines import run_baselines  # sklearn: only once the trials are done
+
+    results = pd.concat([results, *run_baselines(search.baselines, search.data, search.name, store)],
+                        ignore_index=True)
     where = store.write_frame(results, search.name, RESULTS_TABLE)
     print(summary_table(results))
     best = save_best(results, search, store)
@@ -201,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
           f"  ASHA: grace period {search.scheduler.grace_period} reports, reduction factor "
           f"{search.scheduler.reduction_factor:g}; Optuna TPE seed {search.search_seed}\n"
           f"  per trial: {search.resources.cpus_per_trial:g} CPU, {search.resources.gpus_per_trial:g} GPU; "
-          f"at most {search.resources.max_concurrent or 'as many as fit'} at once", flush=True)
+          f"at most {search.resources.max_concurrent or 'as many as fit'} at once"
+          + (f"\n  plus baselines on the same splits: {', '.join(search.baselines)}" if search.baselines else ""),
+          flush=True)
     problems = check_source(search.data)  # before any work: one line, not a traceback in every trial
     if problems:
         print("error: " + "\n  ".join(problems), file=sys.stderr)

@@ -31,6 +31,16 @@ def test_train_throughput_smoke(data_dir, cache_dir):
         assert f"{method}, sentisweep, group_by_length=True: " in out.stdout
 
 
+@pytest.mark.integration
+def test_eval_batch_smoke():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_batch.py"), "--smoke-test"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \|$", out.stdout, re.MULTILINE)
+    assert [int(batch) for batch, _, _ in rows] == [64, 32, 16, 8]
+    assert float(rows[0][2]) == 1.0 and all(float(speed) > 0 for _, speed, _ in rows)
+
+
 @pytest.mark.ray
 def test_sweep_overhead_smoke():
     # --cpus 1: both runs' 2 trials side by side on this machine's 2 cores (one at a time if it has 1)

@@ -30,8 +30,13 @@ def test_search_with_asha_saves_study_and_best_config(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, timeout=900, env=_env())
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "objectives: val_accuracy (max), peak_memory_bytes (min)" in out.stdout
+    assert "plus baselines on the same splits: tfidf-logreg" in out.stdout
     root = tmp_path / "search-smoke-multi"
-    results = pd.read_parquet(root / "results.parquet")
+    every_row = pd.read_parquet(root / "results.parquet")
+    baseline = every_row[every_row["model"] == "tfidf"]
+    assert len(baseline) == 1 and baseline["status"].iloc[0] == "ok"
+    assert baseline["test_rows"].iloc[0] == every_row["test_rows"].max() == 32  # the same test split
+    results = every_row[every_row["model"] != "tfidf"]
     assert len(results) == 4 and results["trial_id"].is_unique
     assert set(results["status"]) <= {"ok", "stopped"} and (results["status"] == "ok").any()
     assert results["lora_r"].isin([2, 4, 8]).all()
@@ -67,6 +72,15 @@ def test_search_with_asha_saves_study_and_best_config(tmp_path):
     assert "The cheapest trial within 2 points of the best validation accuracy" in markdown
     assert "## Expected best validation accuracy vs trials" in markdown
     assert (tmp_path / "report" / "search_front_peak_memory_bytes.png").is_file()
+    # the best trial against TF-IDF on the same test rows: the paired bootstrap interval
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert any("tfidf / logreg" in (row["A"], row["B"]) and row["rows"] == 32 for row in summary["significance"])
+    versus = markdown.split("## Search: its best trial against the baselines")[1].split("##")[0]
+    best_variant = yaml.safe_load(text)["variant"]
+    assert f"tiny-bert / {best_variant}" in versus and "tfidf / logreg" in versus and "95% CI" in versus
+    # the baseline is neither a point of the front nor a curve of its own
+    curve = markdown.split("## Expected best validation accuracy vs trials")[1].split("##")[0]
+    assert "tfidf" not in curve
 
 
 def _study(storage, name="search-smoke"):

@@ -14,8 +14,16 @@ from pathlib import Path
 import pandas as pd
 
 from sentisweep.config import DataConfig, trial_id
-from sentisweep.results import RESULT_FILE, TrialResult, now_iso, predictions_frame, provenance, write_results
-from sentisweep.storage import write_parquet_atomic
+from sentisweep.results import (
+    BASELINE_MODEL,
+    RESULT_FILE,
+    TrialResult,
+    now_iso,
+    predictions_frame,
+    provenance,
+    write_results,
+)
+from sentisweep.storage import Store, write_parquet_atomic
 from sentisweep.trial.data import load_task_data
 from sentisweep.trial.metrics import PeakMemory, Stopwatch, classification_metrics
 
@@ -35,7 +43,8 @@ def run_tfidf_logreg(data_config: DataConfig, output_dir: str | Path, sweep: str
     from sklearn.model_selection import GridSearchCV, PredefinedSplit
 
     out = Path(output_dir)
-    result = TrialResult(sweep=sweep, trial_id=trial_id("tfidf", "logreg", seed), model="tfidf", method="logreg",
+    result = TrialResult(sweep=sweep, trial_id=trial_id(BASELINE_MODEL, "logreg", seed),
+                         model=BASELINE_MODEL, method="logreg",
                          variant="logreg", seed=seed,
                          data_source=data_config.source, output_dir=str(out), device="cpu",
                          config_json=json.dumps({"data": data_config.model_dump(mode="json"),
@@ -76,3 +85,22 @@ def run_tfidf_logreg(data_config: DataConfig, output_dir: str | Path, sweep: str
     result.end_time = now_iso()
     write_results([result], out / RESULT_FILE)
     return result
+
+
+def run_baselines(names: list[str], data_config: DataConfig, name: str, store: Store) -> list[pd.DataFrame]:
+    """Each named baseline on a sweep's or a search's splits, into `<name>/baselines/<baseline>`,
+    run once (kept across --resume); its rows, to be concatenated with the trials' (seconds, no GPU)."""
+    import tempfile
+
+    frames = []
+    for baseline in names:
+        parts = (name, "baselines", baseline)
+        if not store.exists(*parts, RESULT_FILE):
+            print(f"baseline {baseline} ...", flush=True)
+            with tempfile.TemporaryDirectory() as scratch:
+                out = Path(store.path(*parts)) if not store.remote else Path(scratch)
+                run_tfidf_logreg(data_config, out, name)
+                if store.remote:
+                    store.upload(out, *parts)
+        frames.append(store.read_frame(*parts, RESULT_FILE))
+    return frames
