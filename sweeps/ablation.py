@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pandas as pd
-
 from ray_session import guard, tracking
 from ray_session.connect import ask_autoscaler, connect, unsatisfiable
 from sentisweep import exit_codes
@@ -183,9 +181,9 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
         )
     grid = guard.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
     trials = gather_results(planned, store, trainable.outcomes(grid, trial_id_of))
-    from sentisweep.probe.baselines import run_baselines  # sklearn: only once the trials are done
+    from sentisweep.probe.baselines import with_baselines  # sklearn: only once the trials are done
 
-    results = pd.concat([trials, *run_baselines(sweep.baselines, sweep.data, sweep.name, store)], ignore_index=True)
+    results = with_baselines(trials, sweep.baselines, sweep.data, sweep.name, store)
     where = store.write_frame(results, sweep.name, "results.parquet")
     print(summary_table(results))
     print(f"results: {where} ({len(results)} rows)")

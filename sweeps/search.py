@@ -18,7 +18,6 @@ import os
 import sys
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
 from ray_session import guard, tracking
@@ -169,11 +168,10 @@ def run(args, search: SearchConfig, store: Store) -> int:
                                  store)
 
     planned = [PlannedTrial(trial_of(r)) for r in grid if r.config]
-    results = gather_results(planned, store, trainable.outcomes(grid, lambda r: trial_of(r).trial_id))
-    from sentisweep.probe.baselines import run_baselines  # sklearn: only once the trials are done
+    trials = gather_results(planned, store, trainable.outcomes(grid, lambda r: trial_of(r).trial_id))
+    from sentisweep.probe.baselines import with_baselines  # sklearn: only once the trials are done
 
-    results = pd.concat([results, *run_baselines(search.baselines, search.data, search.name, store)],
-                        ignore_index=True)
+    results = with_baselines(trials, search.baselines, search.data, search.name, store)
     where = store.write_frame(results, search.name, RESULTS_TABLE)
     print(summary_table(results))
     best = save_best(results, search, store)

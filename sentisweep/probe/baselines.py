@@ -87,12 +87,14 @@ def run_tfidf_logreg(data_config: DataConfig, output_dir: str | Path, sweep: str
     return result
 
 
-def run_baselines(names: list[str], data_config: DataConfig, name: str, store: Store) -> list[pd.DataFrame]:
-    """Each named baseline on a sweep's or a search's splits, into `<name>/baselines/<baseline>`,
-    run once (kept across --resume); its rows, to be concatenated with the trials' (seconds, no GPU)."""
+def with_baselines(trials: pd.DataFrame, names: list[str], data_config: DataConfig, name: str,
+                   store: Store) -> pd.DataFrame:
+    """`trials` and, after them, a row for each named baseline on the same splits (a sweep's or
+    a search's). Each runs once into `<name>/baselines/<baseline>`, kept across --resume
+    (seconds, no GPU)."""
     import tempfile
 
-    frames = []
+    frames = [trials]
     for baseline in names:
         parts = (name, "baselines", baseline)
         if not store.exists(*parts, RESULT_FILE):
@@ -103,4 +105,4 @@ def run_baselines(names: list[str], data_config: DataConfig, name: str, store: S
                 if store.remote:
                     store.upload(out, *parts)
         frames.append(store.read_frame(*parts, RESULT_FILE))
-    return frames
+    return pd.concat(frames, ignore_index=True)
