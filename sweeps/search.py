@@ -36,7 +36,7 @@ from sentisweep.results import BASELINE_MODEL, RESULTS_TABLE
 from sentisweep.storage import Store
 from sentisweep.trial.data import check_source
 from sweeps import trainable
-from sweeps.study import JOURNAL, StudyStorage, resumable_optuna_search, saving_callback
+from sweeps.study import JOURNAL, StudyStorage, resumable_optuna_search, saving_callback, tpe_sampler
 
 DEFAULT_CONFIG = "sweeps/configs/lora_search_quick.yaml"
 
@@ -136,8 +136,9 @@ def run(args, search: SearchConfig, store: Store) -> int:
         if several:  # the costs come with a trial's final report only; Tune's documented switch lets the
             # validation reports before it (ASHA's) through without them
             os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-        searcher = resumable_optuna_search(seed=search.search_seed, storage=study.optuna_storage(),  # [Ray]
-                                           study_name=search.name, **objectives)
+        searcher = resumable_optuna_search(  # [Ray]
+            sampler=tpe_sampler(search.num_samples, search.search_seed), storage=study.optuna_storage(),
+            study_name=search.name, **objectives)
         if search.resources.max_concurrent:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=search.resources.max_concurrent)  # [Ray]
         tuner = tune.Tuner(  # [Ray]

@@ -32,6 +32,7 @@ from sentisweep.tuning import (
     sampled_trial,
 )
 from sweeps import trainable
+from sweeps.study import tpe_sampler
 
 CELL = "cell"  # the key of a sampled config that names its cell
 
@@ -70,7 +71,8 @@ def cell_search(spaces: dict[str, dict], trials: int, seed: int):
     class CellSearch(Searcher):  # [Ray]
         def __init__(self):
             super().__init__(metric="val_accuracy", mode="max")
-            self.searchers = {key: OptunaSearch(space=space, metric="val_accuracy", mode="max", seed=seed)
+            self.searchers = {key: OptunaSearch(space=space, metric="val_accuracy", mode="max",  # [Ray]
+                                                sampler=tpe_sampler(trials, seed))
                               for key, space in spaces.items()}
             self.left = {key: trials for key in spaces}
             self.cell_of: dict[str, str] = {}

@@ -161,6 +161,32 @@ def test_the_quick_sweep_tunes_every_method_at_one_budget():
     assert all(isinstance(c, Cell) and "learning_rate" in c.space for c in found)
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize("trials, random_first", [(3, 2), (6, 2), (50, 10)])
+def test_the_search_models_its_trials_after_a_fifth_of_them_are_random(trials, random_first):
+    # Optuna's default TPE drew its first 10 trials at random: a 6-trial search never modelled.
+    # Two studies told the same first trials with opposite scores: a model's next suggestion follows
+    # the better one, so it differs; a random draw (same seed) ignores the scores and is the same.
+    import optuna
+
+    from sweeps.study import tpe_sampler
+
+    space = {"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)}
+
+    def next_rate(told: int, good_is_small: bool) -> float:
+        study = optuna.create_study(direction="maximize", sampler=tpe_sampler(trials, seed=0))
+        for number in range(told):  # small and large rates by turns, each a little apart
+            small = number % 2 == 0
+            study.add_trial(optuna.trial.create_trial(
+                params={"learning_rate": (1e-5 if small else 1e-2) * (1 + number / 10)},
+                distributions=space, value=0.9 if small == good_is_small else 0.5))
+        return study.ask(space).params["learning_rate"]
+
+    # one trial short of the start-up: still at random; at it: the model
+    assert next_rate(random_first - 1, True) == next_rate(random_first - 1, False)
+    assert next_rate(random_first, True) != next_rate(random_first, False)
+
+
 @pytest.mark.ray
 def test_a_tuned_sweep_runs_tunes_reports_and_resumes(tmp_path):
     config = yaml.safe_load(TUNED_SMOKE.read_text())
