@@ -35,6 +35,7 @@ from sentisweep.plan import (
 from sentisweep.results import BASELINE_MODEL, RESULTS_TABLE
 from sentisweep.storage import Store
 from sentisweep.trial.data import check_source
+from sentisweep.tuning import random_first
 from sweeps import trainable
 from sweeps.study import JOURNAL, StudyStorage, resumable_optuna_search, saving_callback, tpe_sampler
 
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(placement {search.placement}) -> {root}\n  space: {search.space.describe()}\n"
           f"  objectives: {', '.join(f'{o} ({OBJECTIVES[o]})' for o in search.objectives)}\n"
           f"  ASHA: grace period {search.scheduler.grace_period} reports, reduction factor "
-          f"{search.scheduler.reduction_factor:g}; Optuna TPE seed {search.search_seed}\n"
+          f"{search.scheduler.reduction_factor:g}; Optuna TPE seed {search.search_seed}, "
+          f"the first {random_first(search.num_samples)} trials at random\n"
           f"  per trial: {search.resources.cpus_per_trial:g} CPU, {search.resources.gpus_per_trial:g} GPU; "
           f"at most {search.resources.max_concurrent or 'as many as fit'} at once"
           + (f"\n  plus baselines on the same splits: {', '.join(search.baselines)}" if search.baselines else ""),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sentisweep.results import STUDY_JOURNAL as JOURNAL
 from sentisweep.storage import Store
+from sentisweep.tuning import random_first
 
 
 class StudyStorage:
@@ -81,13 +82,10 @@ def saving_callback(study: StudyStorage):
 
 
 def tpe_sampler(trials: int, seed: int):
-    """Optuna's TPE for a search of `trials` trials. Its default draws the first 10 at random
-    (`n_startup_trials`), so any search of 10 trials or fewer, ours are 3 to 8, never used its
-    model: benchmarks/search_vs_grid.py measured that as 9.3 points below the grid. Here a fifth of
-    the trials, at least 2, is random (6 trials: 2 random, 4 modelled; 50: 10 random, as Optuna's)."""
+    """Optuna's TPE for a search of `trials` trials, modelling after `random_first(trials)`."""
     import optuna  # the searcher's own library, imported with it
 
-    return optuna.samplers.TPESampler(n_startup_trials=max(2, trials // 5), seed=seed)
+    return optuna.samplers.TPESampler(n_startup_trials=random_first(trials), seed=seed)
 
 
 def resumable_optuna_search(**kwargs):
