@@ -44,7 +44,8 @@ import yaml
 
 from benchmarks import timeline
 from sentisweep.config import DataConfig
-from sentisweep.plan import PlannedTrial, absolute_paths, expand, load_config
+from sentisweep.locations import pinned_data
+from sentisweep.plan import PlannedTrial, expand, load_config
 from sentisweep.storage import Store
 from sentisweep.trial.models import set_quiet
 from sentisweep.trial.run import run_trial
@@ -60,7 +61,7 @@ def benchmark_config(config: Path, cpus: int, out: Path, limit: int | None, run:
     raw = yaml.safe_load(config.read_text())
     # Tune runs a trial in a folder of its own: a relative data source must be resolved here.
     data = raw.setdefault("data", {})
-    data["source"] = absolute_paths(DataConfig.model_validate(data)).source
+    data["source"] = pinned_data(DataConfig.model_validate(data)).source
     data["cache_dir"] = str(out / f"cache-{run}")
     raw["resources"] = {"cpus_per_trial": cpus, "max_concurrent": at_once}
     raw["name"] = "overhead"

@@ -28,7 +28,15 @@ from pydantic import ValidationError
 
 from ray_session.connect import DECLARED_GPUS_ONLY, ask_autoscaler, connect
 from sentisweep import exit_codes
-from sentisweep.config import DEFAULT_MAX_LENGTH, POOLINGS, ConfigError, DataConfig, format_pydantic
+from sentisweep.config import (
+    DEFAULT_MAX_LENGTH,
+    POOLINGS,
+    ConfigError,
+    DataConfig,
+    default_cache_dir,
+    format_pydantic,
+)
+from sentisweep.locations import pin_args, pinned_data
 from sentisweep.probe.embeddings import (
     DEFAULT_BATCH_SIZE,
     META_KEY,
@@ -62,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-size", type=int)
     p.add_argument("--test-size", type=int)
     p.add_argument("--split-seed", type=int, default=0, help="as a sweep's data.split_seed (same seed, same rows)")
-    p.add_argument("--cache-dir", default=".sentisweep_cache")
+    p.add_argument("--cache-dir", default=default_cache_dir(),
+                   help="tokenizer and tiny-model cache (default $SENTISWEEP_CACHE_DIR, else ~/.cache/sentisweep)")
     p.add_argument("--splits", default=",".join(SPLITS), help="which splits to embed")
     p.add_argument("--out", help="output folder for <split>.parquet")
     p.add_argument("--overwrite", action="store_true", help="replace existing embeddings in --out")
@@ -131,7 +140,7 @@ class EmbedJob:
     def embedder_kwargs(self, threads: int | None) -> dict:
         return {"model": self.model, "checkpoint": self.checkpoint, "pooling": self.pooling,
                 "max_length": self.max_length, "batch_size": self.batch_size, "quantize": self.quantize,
-                "threads": threads, "cache_dir": str(Path(self.data.cache_dir).resolve())}
+                "threads": threads, "cache_dir": self.data.cache_dir}
 
 
 def job_from_args(args: argparse.Namespace) -> EmbedJob:
@@ -149,8 +158,8 @@ def job_from_args(args: argparse.Namespace) -> EmbedJob:
     if not args.out:
         problems.append("--out: required (the folder for <split>.parquet)")
     try:
-        data = DataConfig(source=args.data, train_size=args.train_size, eval_size=args.eval_size,
-                          test_size=args.test_size, split_seed=args.split_seed, cache_dir=args.cache_dir)
+        data = pinned_data(DataConfig(source=args.data, train_size=args.train_size, eval_size=args.eval_size,
+                                      test_size=args.test_size, split_seed=args.split_seed, cache_dir=args.cache_dir))
     except ValidationError as err:
         problems += [f"--{p.replace('_', '-')}" for p in format_pydantic(err)]
         data = None
@@ -269,6 +278,7 @@ def run(job: EmbedJob) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        pin_args(args)  # before anything leaves this process: Ray's actors run elsewhere
         job = job_from_args(args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -22,6 +22,7 @@ from ray_jobs import embed, xgboost_stage
 from ray_session.connect import connect
 from sentisweep import exit_codes
 from sentisweep.config import ConfigError
+from sentisweep.locations import pin_args, pinned, pinned_data, refusal
 from sentisweep.plan import load_config
 from sentisweep.probe.embeddings import EmbeddingError
 from sentisweep.probe.study import EmbedXgbConfig, best_checkpoint
@@ -101,7 +102,12 @@ def xgboost_stage_of(config: EmbedXgbConfig, run: dict, local: bool) -> xgboost_
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        pin_args(args)
         config = load_config(args.config, "embed_xgb", {"storage": args.storage} if args.storage else None)
+        problem = refusal("storage", config.storage)
+        if problem:
+            raise ConfigError([problem], args.config)
+        config = config.model_copy(update={"storage": pinned(config.storage), "data": pinned_data(config.data)})
         runs = plan(config, strict=not args.dry_run)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -29,6 +29,7 @@ from pathlib import Path
 from ray_session.connect import connect
 from sentisweep import exit_codes
 from sentisweep.config import ConfigError, safe_name
+from sentisweep.locations import pin_args
 from sentisweep.plan import trial_parts
 from sentisweep.probe.booster import XGBoostConfig, fit_single_process, load_splits, probe_trial_id, run_probe
 from sentisweep.probe.embeddings import EmbeddingError
@@ -204,6 +205,7 @@ def run_stage(stage: Stage) -> TrialResult:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        pin_args(args)  # before anything leaves this process: Ray Train's workers run elsewhere
         if args.smoke_test:
             args.rounds, args.name = args.rounds or "5", "smoke-embed-xgb" if args.name == "embed-xgb" else args.name
             args.embeddings = args.embeddings or str(smoke_embeddings(args.storage))

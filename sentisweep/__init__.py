@@ -26,5 +26,8 @@ __version__ = "0.1.0"
 # bitsandbytes warns on import that an optional CPU kernel package is absent; its own
 # 4-bit CPU path works without it (tested), so the line is noise in every trial's log.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# ... and on the way, offline (HF_HUB_OFFLINE), the kernels package says it skipped the kernel's
+# publisher trust check: the same optional kernel, in every trial's log, quantizing or not.
+logging.getLogger("kernels").setLevel(logging.ERROR)
 # peft calls a transformers API deprecated for v6; nothing for a user to act on.
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")

@@ -57,6 +57,16 @@ class ConfigError(ValueError):
         super().__init__(f"{len(problems)} invalid config field(s){where}:\n{lines}")
 
 
+def default_cache_dir() -> str:
+    """SENTISWEEP_CACHE_DIR, else the user's cache folder ($XDG_CACHE_HOME or ~/.cache) /
+    sentisweep: one absolute place for every run, as Hugging Face's own cache is. Never a folder
+    relative to where a command runs: Ray runs trials, and `ray job submit` runs drivers, in
+    folders of its own that vanish with its session (sentisweep/locations.py)."""
+    if os.environ.get("SENTISWEEP_CACHE_DIR"):
+        return os.environ["SENTISWEEP_CACHE_DIR"]
+    return str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sentisweep")
+
+
 class Strict(BaseModel):
     # A misspelt key is an error, not a silently ignored default; so is an infinite number.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
@@ -87,7 +97,7 @@ class DataConfig(Strict):
     split_seed: int = 0  # the data split does not move with the trial seed
     # Tokenization and tiny-model cache; on a cluster, a path every node shares (the k8s
     # manifests set SENTISWEEP_CACHE_DIR to the shared volume).
-    cache_dir: str = Field(default_factory=lambda: os.environ.get("SENTISWEEP_CACHE_DIR", ".sentisweep_cache"))
+    cache_dir: str = Field(default_factory=lambda: default_cache_dir())
 
 
 class TrainingConfig(Strict):

@@ -20,7 +20,6 @@ from pydantic import ValidationError
 
 from sentisweep.config import (
     ConfigError,
-    DataConfig,
     MethodConfig,
     Resources,
     SearchConfig,
@@ -32,9 +31,9 @@ from sentisweep.config import (
     short,
     trial_id,
 )
+from sentisweep.locations import pinned_data, pinned_model
 from sentisweep.results import RESULT_FILE, SCHEMA
 from sentisweep.storage import Store
-from sentisweep.trial.data import resolve_source
 from sentisweep.trial.device import precision_problem
 from sentisweep.trial.memory import MemoryEstimate, estimate_trial_memory
 from sentisweep.trial.methods import (
@@ -203,6 +202,12 @@ class PlannedTrial:
     skip_reason: str | None = None
     memory: MemoryEstimate | None = None  # set by plan_memory
     gpus: float = 0.0  # the trial's share of a GPU (Ray's resource request)
+    tuning: str | None = None  # its cell's tuning: chosen | untuned | failed (sentisweep.tuning.apply_choices)
+    blocked: str | None = None  # why a trial that could run does not (its cell's tuning failed)
+
+    @property
+    def runs(self) -> bool:
+        return self.skip_reason is None and self.blocked is None
 
 
 def plan_memory(planned: list[PlannedTrial], resources: Resources, gpu_memory_bytes: int | None) -> list[str]:
@@ -230,10 +235,10 @@ def plan_memory(planned: list[PlannedTrial], resources: Resources, gpu_memory_by
 
 def expand(sweep: SweepConfig, store: Store, device: str) -> list[PlannedTrial]:
     """Every model x method variant x seed (a variant with `models` only on those) as a
-    TrialConfig with absolute paths (Ray Tune runs trials with their own working directory),
-    plus why a trial will be skipped. A trial's output_dir is its folder in the store,
-    `<name>/trials/<trial_id>`."""
-    data = absolute_paths(sweep.data)
+    TrialConfig with its locations pinned (sentisweep/locations.py: Ray Tune runs trials in
+    working directories of their own), plus why a trial will be skipped. A trial's output_dir
+    is its folder in the store, `<name>/trials/<trial_id>`."""
+    data = pinned_data(sweep.data)
     planned = []
     for model in sweep.models:
         for variant in (v for v in sweep.methods if v.models is None or model in v.models):
@@ -241,7 +246,7 @@ def expand(sweep: SweepConfig, store: Store, device: str) -> list[PlannedTrial]:
                 label = variant.resolved_label()
                 identity = trial_id(model, label, seed)
                 training = TrainingConfig.model_validate({**sweep.training.model_dump(), **(variant.training or {})})
-                config = TrialConfig(model=model, method=variant.method_config(), seed=seed, data=data,
+                config = TrialConfig(model=pinned_model(model), method=variant.method_config(), seed=seed, data=data,
                                      training=training, output_dir=store.path(*trial_parts(sweep.name, identity)),
                                      sweep=sweep.name, trial_id=identity, variant=label)
                 reason = precision_problem(device, training.precision)
@@ -283,15 +288,6 @@ def attempts_of(store: Store, name: str, trial: str) -> tuple[int, str]:
     return len(starts), json.dumps([start["host"] for start in starts])
 
 
-def absolute_paths(data: DataConfig) -> DataConfig:
-    """Resolve the cache and a local data source (a dataset id's local mirror included)
-    against the driver's working directory: Ray Tune runs each trial in a working directory
-    of its own, and a trial needs no mirror variable of its own."""
-    source = Path(resolve_source(data.source)).expanduser()
-    return data.model_copy(update={"cache_dir": str(Path(data.cache_dir).expanduser().resolve()),
-                                   "source": str(source.resolve()) if source.exists() else data.source})
-
-
 def matrix_table(planned: list[PlannedTrial], resources: Resources, baselines: list[str] = (),
                  tuned: dict[tuple[str, str], dict] | None = None) -> str:
     """The trial matrix as a Markdown table (the --dry-run output), with each trial's memory estimate.
@@ -326,12 +322,15 @@ def gather_results(planned: list[PlannedTrial], store: Store, outcomes: dict[str
     for trial in planned:
         parts = (*trial_parts(trial.config.sweep, trial.config.resolved_trial_id()), RESULT_FILE)
         if store.exists(*parts):
-            frames.append(store.read_frame(*parts))
+            frames.append(store.read_frame(*parts).assign(tuning=trial.tuning))
             continue
         row = identity(trial.config)
+        row.tuning = trial.tuning
         row.attempts, row.attempt_hosts = attempts_of(store, trial.config.sweep, trial.config.resolved_trial_id())
         if trial.skip_reason:
             row.status, row.error, row.error_type = "skipped", trial.skip_reason, "IncompatibleMethodError"
+        elif trial.blocked:
+            row.status, row.error, row.error_type = "failed", trial.blocked, "TuningFailed"
         else:
             seen = (outcomes or {}).get(trial.config.trial_id, {})
             metrics = seen.get("metrics") or {}
@@ -344,22 +343,3 @@ def gather_results(planned: list[PlannedTrial], store: Store, outcomes: dict[str
                 row.error = seen.get("error") or "the trial never wrote a result (was the sweep interrupted?)"
         frames.append(pd.DataFrame([row.to_row()], columns=SCHEMA.names))
     return pd.concat(frames, ignore_index=True)
-
-
-def summary_table(results) -> str:
-    """Best ok trial per model x method label (by accuracy), with the seed spread."""
-    ok = results[results["status"] == "ok"]
-    lines = []
-    if len(ok):
-        grouped = ok.groupby(["model", "variant"])
-        lines += ["| model | method | seeds | accuracy mean | best | train s | peak MiB | trainable % |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for (model, variant), group in grouped:
-            lines.append(f"| {model} | {variant} | {len(group)} | {group['accuracy'].mean():.4f} | "
-                         f"{group['accuracy'].max():.4f} | {group['train_seconds'].mean():.1f} | "
-                         f"{group['peak_memory_bytes'].mean() / 2**20:.0f} | {group['trainable_percent'].mean():.2f} |")
-    counts = results["status"].value_counts().to_dict()
-    lines.append("trials: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "failed", "skipped", "stopped")))
-    for _, row in results[results["status"] == "failed"].iterrows():
-        lines.append(f"  failed {row['trial_id']}: {str(row['error']).splitlines()[0][:200]}")
-    return "\n".join(lines)

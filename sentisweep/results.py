@@ -107,6 +107,9 @@ class TrialResult:
     hostname: str | None = None
     resumed_from_step: int | None = None  # a resumable trial started again: the checkpoint's optimizer step
     tuned_from: str | None = None  # a tuned cell's seed run that its search already ran in full: that trial's id
+    # a tuned sweep's trial: chosen (at its cell's choice) | untuned (its cell's tuning failed, run at the
+    # configured settings by --untuned-fallback: kept out of verdicts) | failed (so not run); None: no tuning
+    tuning: str | None = None
     attempts: int | None = None  # how many times a sweep started this trial (retries after a lost worker)
     attempt_hosts: str | None = None  # JSON list: the host of each attempt, in order
     git_commit: str | None = None

@@ -174,20 +174,41 @@ def choose(cell: Cell, rows: pd.DataFrame) -> dict[str, Any]:
     finished = rows[rows["status"] == "ok"].dropna(subset=["best_val_accuracy"])
     if finished.empty:
         return {**summary, "values": None, "val_accuracy": None, "edges": [],
-                "error": "no tuning trial finished: the cell runs at its configured settings"}
+                "error": "no tuning trial finished", "trial_errors": trial_errors(rows)}
     best = finished.loc[finished["best_val_accuracy"].idxmax()]
     values = values_of(best, cell.space)
     return {**summary, "values": values, "val_accuracy": float(best["best_val_accuracy"]),
             "trial_id": best["trial_id"], "edges": edges(values, cell.space)}
 
 
-def apply_choices(planned, chosen: dict[str, dict[str, Any]]) -> None:
-    """Every planned trial of a tuned cell at the cell's chosen values (all its seeds)."""
+def trial_errors(rows: pd.DataFrame) -> list[str]:
+    """The distinct first lines of a cell's failed tuning trials' errors, most frequent first."""
+    if "error" not in rows:
+        return []
+    failed = rows[rows["status"] == "failed"]["error"].dropna().map(lambda e: str(e).strip().splitlines()[0][:300])
+    return [f"{error} ({count} trial{'s' if count > 1 else ''})" for error, count in failed.value_counts().items()]
+
+
+def apply_choices(planned, chosen: dict[str, dict[str, Any]], untuned_fallback: bool = False) -> None:
+    """Every planned trial of a tuned cell at the cell's chosen values (all its seeds), its
+    `tuning` "chosen". A cell whose tuning found nothing does not run its seeds at settings
+    nobody chose: they are `failed` rows ("failed"), unless the user asked for the configured
+    settings (`untuned_fallback`: "untuned", said on the final screen and kept out of verdicts)."""
     for trial in planned:
         c = trial.config
         choice = chosen.get(chosen_key(c.model, c.variant))
-        if choice and choice.get("values"):
-            trial.config = with_values(c, choice["values"])
+        if choice is None or trial.skip_reason:
+            continue  # not a tuned cell (a method that does not train), or a trial that cannot run here
+        if choice.get("values"):
+            trial.config, trial.tuning = with_values(c, choice["values"]), "chosen"
+        elif untuned_fallback:
+            trial.tuning = "untuned"
+        else:
+            trial.tuning = "failed"
+            trial.blocked = (f"not run: its cell's tuning found no setting ({choice['error']}; "
+                             f"{'; '.join(choice.get('trial_errors') or []) or 'no error recorded'}). Fix the "
+                             "cause and run again with --resume, or pass --untuned-fallback to run it at the "
+                             "configured settings")
 
 
 def reusable(cell: Cell, choice: dict[str, Any], tuning: Tuning, sweep_name: str, planned):
@@ -223,3 +244,16 @@ def budget_text(tuning: Tuning, sweep: SweepConfig) -> str:
             f"{tuning.scheduler.reduction_factor:g}), Optuna TPE (seed {tuning.search_seed}, "
             f"the first {random_first(tuning.trials)} at random), at trial seed "
             f"{tuning.seed if tuning.seed is not None else sweep.seeds[0]}; chosen by validation accuracy")
+
+
+def describe_choice(choice: dict) -> str:
+    where = f"{choice['model']} / {choice['variant']}"
+    spent = (f"{choice['trials']} trials ({choice['ok']} finished, {choice['stopped']} stopped early, "
+             f"{choice['failed']} failed), {choice['steps']} steps")
+    if not choice.get("values"):
+        errors = "".join(f"\n    {error}" for error in choice.get("trial_errors") or [])
+        return f"  {where}: FAILED, {choice['error']}; {spent}{errors}"
+    values = ", ".join(f"{k} {v:.2e}" if k == "learning_rate" else f"{k} {v}" for k, v in choice["values"].items())
+    lines = [f"  {where}: chose {values} (validation accuracy {choice['val_accuracy']:.4f}); {spent}"]
+    lines += [f"    at the edge: {flag}" for flag in choice["edges"]]
+    return "\n".join(lines)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from ray_session import guard, tracking
 from ray_session.connect import ask_autoscaler, connect, unsatisfiable
 from sentisweep import exit_codes
 from sentisweep.config import ConfigError, SweepConfig
+from sentisweep.locations import pin_args
 from sentisweep.plan import (
     PlannedTrial,
     expand,
@@ -27,11 +29,11 @@ from sentisweep.plan import (
     load_config,
     matrix_table,
     plan_memory,
-    summary_table,
 )
+from sentisweep.screen import final_screen
 from sentisweep.storage import Store
 from sentisweep.trial.data import DataError, check_source, resolve_source
-from sentisweep.tuning import apply_choices, budget_text, cells
+from sentisweep.tuning import apply_choices, budget_text, cells, describe_choice
 from sweeps import trainable, tuning
 
 DEFAULT_CONFIG = "sweeps/configs/quick.yaml"
@@ -45,9 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "cluster; otherwise Ray starts in this process.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit status: 0 every trial ok or skipped; 1 done, but some trial failed (its row "
-               "says why); 2 bad config or arguments; 130 interrupted (continue with --resume).")
+               "says why); 2 bad config or arguments; 4 a tuning cell found no setting, so its seeds did "
+               "not run (the last lines say why); 130 interrupted (continue with --resume).")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"sweep YAML (default {DEFAULT_CONFIG})")
-    p.add_argument("--storage", default="results", help="results folder (default ./results)")
+    p.add_argument("--storage", default="results",
+                   help="results folder (default ./results, relative to where you run the command) or s3://...")
     p.add_argument("--name", help="sweep name (default: the config's name); results go to <storage>/<name>")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep: only unfinished trials run")
     p.add_argument("--dry-run", action="store_true", help="validate, print the trial matrix, start nothing")
@@ -62,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-memory", type=float, metavar="GIB",
                    help="memory of the GPU each trial gets, for the memory check and gpus_per_trial: auto "
                         "(default: resources.gpu_memory_gib, else this machine's GPU)")
+    p.add_argument("--untuned-fallback", action="store_true",
+                   help="a tuning cell none of whose trials finished runs its seeds at the configured settings "
+                        "(rows marked tuning=untuned, kept out of the report's verdicts) instead of not at all")
     p.add_argument("--mlflow-uri", help="also log every trial to MLflow (e.g. sqlite:///abs/path/mlflow.db or "
                                         "http://host:5000; needs the mlflow extra)")
     return p
@@ -128,8 +135,8 @@ def pretokenize(planned: list[PlannedTrial]) -> None:
 
 
 def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial]) -> int:
-    from ray import tune  # [Ray]
 
+    started = time.monotonic()
     runnable = [t for t in planned if t.skip_reason is None]
     try:
         pretokenize(runnable)
@@ -146,16 +153,55 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
         return exit_codes.BAD_INPUT
     ask_autoscaler(sweep.resources.cpus_per_trial, gpus_per_trial,  # [Ray]
                    min(len(gpus_of), sweep.resources.max_concurrent or len(gpus_of)))
+    chosen = {}
     if sweep.tuning:  # each cell's own search first, at an equal budget; its choice runs on every seed
-        chosen = tuning.tune_cells(sweep, planned, store, args.storage, args.resume)
-        apply_choices(planned, chosen)
+        chosen = tuning.tune_cells(sweep, planned, store, args.resume)
+        apply_choices(planned, chosen, args.untuned_fallback)
         tuning.reuse_chosen_runs(sweep, planned, chosen, store)
     # Tune's config of a trial is its row in the dry-run matrix, and its name our trial id: the
     # status table shows both whole, not the nested trial config cut short. The configs go
     # with the trainable.
-    configs = {row: t.config.model_dump(mode="json") for row, t in enumerate(planned, 1) if t.skip_reason is None}
+    configs = {row: t.config.model_dump(mode="json") for row, t in enumerate(planned, 1) if t.runs}
     trial_id_of = trainable.AblationTrialId(configs)
-    trial_fn = tune.with_parameters(trainable.run_ablation_trial, trials=configs, store=args.storage)  # [Ray]
+    grid = run_trials(args, sweep, store, configs, gpus_of, trial_id_of) if configs else []
+    trials = gather_results(planned, store, trainable.outcomes(grid, trial_id_of))
+    from sentisweep.probe.baselines import with_baselines  # sklearn: only once the trials are done
+
+    results = with_baselines(trials, sweep.baselines, sweep.data, sweep.name, store)
+    where = store.write_frame(results, sweep.name, "results.parquet")
+    failed_cells = [c for c in chosen.values() if not c.get("values")]
+    print(final_screen(f"sweep {sweep.name}", results, store.uri(sweep.name), where, time.monotonic() - started,
+                       tuning_section(sweep, chosen), tuning_warnings(failed_cells, args.untuned_fallback)))
+    if failed_cells and not args.untuned_fallback:
+        return exit_codes.TUNING_FAILED
+    return exit_codes.FAILED if (results["status"] == "failed").any() else exit_codes.OK
+
+
+def tuning_section(sweep: SweepConfig, chosen: dict[str, dict]) -> list[str]:
+    if not chosen:
+        return []
+    return [f"tuning, {budget_text(sweep.tuning, sweep)}:", *(describe_choice(c) for c in chosen.values())]
+
+
+def tuning_warnings(failed_cells: list[dict], untuned_fallback: bool) -> list[str]:
+    """The lines a user must act on when a cell's tuning found no setting."""
+    cells_text = ", ".join(f"{c['model']} / {c['variant']}" for c in failed_cells)
+    if not failed_cells:
+        return []
+    if untuned_fallback:
+        return [f"{cells_text}: tuning found no setting; --untuned-fallback ran the seeds at the configured settings. "
+                "Those rows say tuning = untuned: not a tuned result, and the report keeps them out of its verdicts"]
+    return [f"{cells_text}: tuning found no setting (no tuning trial finished; the errors are above), so their seeds "
+            f"did not run (exit {exit_codes.TUNING_FAILED}). Fix the cause and run the sweep again under a new --name, "
+            "or pass --untuned-fallback to run them at the configured settings"]
+
+
+def run_trials(args, sweep: SweepConfig, store: Store, configs: dict[int, dict], gpus_of: dict[int, float],
+               trial_id_of):
+    """Every runnable trial of the matrix on Ray Tune; the ResultGrid."""
+    from ray import tune  # [Ray]
+
+    trial_fn = tune.with_parameters(trainable.run_ablation_trial, trials=configs, store=store.uri())  # [Ray]
     trial_fn = tune.with_resources(trial_fn, lambda config: {  # [Ray] each trial its own share of a GPU
         "cpu": sweep.resources.cpus_per_trial, "gpu": gpus_of[config["matrix_row"]]})
     if args.resume:
@@ -179,20 +225,13 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
                                       # a resumable trial's latest checkpoint only: a retry needs no other
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
-    grid = guard.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
-    trials = gather_results(planned, store, trainable.outcomes(grid, trial_id_of))
-    from sentisweep.probe.baselines import with_baselines  # sklearn: only once the trials are done
-
-    results = with_baselines(trials, sweep.baselines, sweep.data, sweep.name, store)
-    where = store.write_frame(results, sweep.name, "results.parquet")
-    print(summary_table(results))
-    print(f"results: {where} ({len(results)} rows)")
-    return exit_codes.FAILED if (results["status"] == "failed").any() else exit_codes.OK
+    return guard.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        pin_args(args)  # every location made absolute here, before anything leaves this process
         sweep, store, planned = plan(args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -24,15 +25,10 @@ from ray_session import guard, tracking
 from ray_session.connect import ask_autoscaler, connect, unsatisfiable
 from sentisweep import exit_codes
 from sentisweep.config import OBJECTIVES, ConfigError, SearchConfig
-from sentisweep.plan import (
-    PlannedTrial,
-    absolute_paths,
-    gather_results,
-    load_config,
-    summary_table,
-    trial_from_sample,
-)
+from sentisweep.locations import pin_args, pinned_data, pinned_model
+from sentisweep.plan import PlannedTrial, gather_results, load_config, trial_from_sample
 from sentisweep.results import BASELINE_MODEL, RESULTS_TABLE
+from sentisweep.screen import final_screen, shown
 from sentisweep.storage import Store
 from sentisweep.trial.data import check_source
 from sentisweep.tuning import random_first
@@ -55,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python sweeps/search.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"search YAML (default {DEFAULT_CONFIG})")
-    p.add_argument("--storage", default="results", help="results folder (default ./results)")
+    p.add_argument("--storage", default="results",
+                   help="results folder (default ./results, relative to where you run the command) or s3://...")
     p.add_argument("--name", help="search name (default: the config's); results go to <storage>/<name>")
     p.add_argument("--num-samples", type=int, help="override the config's number of trials")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
@@ -100,6 +97,7 @@ def run(args, search: SearchConfig, store: Store) -> int:
     from ray.tune.schedulers import ASHAScheduler  # [Ray]
     from ray.tune.search import ConcurrencyLimiter  # [Ray]
 
+    started = time.monotonic()
     study = StudyStorage(store, search.name, args.study_storage)
     # the report reads the search's objectives (its Pareto front) from here
     store.write_bytes(search.model_dump_json(indent=1).encode(), search.name, "search.json")
@@ -114,7 +112,7 @@ def run(args, search: SearchConfig, store: Store) -> int:
     # the search's own config goes with the trainable, not into the sampled config: Tune prints a
     # trial's config as it starts and beside the best trial, and it is only these 4 sampled values
     trial_fn = tune.with_parameters(run_search_trial, search=search.model_dump(mode="json"),  # [Ray]
-                                    storage=args.storage)
+                                    storage=store.uri())
     trial_fn = tune.with_resources(trial_fn, {  # [Ray]
         "cpu": search.resources.cpus_per_trial, "gpu": search.resources.gpus_per_trial})
     if args.resume:
@@ -175,16 +173,26 @@ def run(args, search: SearchConfig, store: Store) -> int:
 
     results = with_baselines(trials, search.baselines, search.data, search.name, store)
     where = store.write_frame(results, search.name, RESULTS_TABLE)
-    print(summary_table(results))
     best = save_best(results, search, store)
-    if best:
-        print(f"best trial config: {best}")
-    print(f"results: {where} ({len(results)} rows); {study.describe()}")
+    sections = [study.describe()] + ([f"best trial by validation accuracy, as a config: {shown(best)}\n"
+                                      f"  run it alone: python -m sentisweep.train --config {shown(best)} --out "
+                                      f"runs/{search.name}-best"] if best else [])
+    warnings = [] if best else [f"no trial of the search finished, so it found nothing (exit {exit_codes.TUNING_FAILED}); "
+                                "the failed trials' errors are above"]
+    print(final_screen(f"search {search.name}", results, store.uri(search.name), where,
+                       time.monotonic() - started, sections, warnings))
+    if not best:
+        return exit_codes.TUNING_FAILED
     return exit_codes.FAILED if (results["status"] == "failed").any() else exit_codes.OK
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        pin_args(args)  # every location made absolute here, before anything leaves this process
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return exit_codes.BAD_INPUT
     overrides = {k: v for k, v in (("name", args.name), ("num_samples", args.num_samples)) if v is not None}
     if args.max_concurrent is not None:
         overrides["resources"] = {"max_concurrent": args.max_concurrent}
@@ -193,7 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return exit_codes.BAD_INPUT
-    search.data = absolute_paths(search.data)  # trials run in working directories of their own
+    try:
+        # trials run in working directories of their own (sentisweep/locations.py)
+        search.data, search.model = pinned_data(search.data), pinned_model(search.model)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return exit_codes.BAD_INPUT
     try:
         store = Store(args.storage)
     except Exception as err:  # pyarrow: unknown scheme, missing credentials; a file, not a folder

@@ -28,6 +28,7 @@ from sentisweep.tuning import (
     cells,
     choose,
     chosen_key,
+    describe_choice,
     reusable,
     sampled_trial,
 )
@@ -56,9 +57,12 @@ def tuning_trial(cell: Cell, sample: dict, tuning: Tuning, sweep_name: str, tria
 
 def param_space(cell: Cell) -> dict[str, Any]:
     from ray import tune  # [Ray]
+    from ray.tune.search.optuna import OptunaSearch  # [Ray]
 
-    return {key: tune.loguniform(*values) if key == "learning_rate" else tune.choice(values)  # [Ray]
-            for key, values in cell.space.items()}
+    space = {key: tune.loguniform(*values) if key == "learning_rate" else tune.choice(values)  # [Ray]
+             for key, values in cell.space.items()}
+    # in Optuna's own terms: given Tune's, OptunaSearch converts them and warns each cell that it did
+    return OptunaSearch.convert_search_space(space)  # [Ray]
 
 
 def cell_search(spaces: dict[str, dict], trials: int, seed: int):
@@ -140,7 +144,7 @@ def per_cell_asha(make_asha):
     return PerCellASHA()
 
 
-def tune_together(todo: list[Cell], sweep: SweepConfig, store: Store, storage: str, resume: bool) -> dict:
+def tune_together(todo: list[Cell], sweep: SweepConfig, store: Store, resume: bool) -> dict:
     """Search the cells in one Tuner; each cell's rows (one per tuning trial, whatever its status)."""
     import pandas as pd
     from ray import tune  # [Ray]
@@ -153,7 +157,7 @@ def tune_together(todo: list[Cell], sweep: SweepConfig, store: Store, storage: s
     by_key = {c.key: c for c in todo}
     folder = store.path(sweep.name, TUNING_FOLDER, "tune")
     trial_fn = tune.with_parameters(  # [Ray]
-        run_tuning_trial, storage=storage, sweep_name=sweep.name, tuning=tuning.model_dump(mode="json"),
+        run_tuning_trial, storage=store.uri(), sweep_name=sweep.name, tuning=tuning.model_dump(mode="json"),
         cells={c.key: {"model": c.model, "label": c.label, "space": c.space, "base": c.base.model_dump(mode="json")}
                for c in todo})
     gpus = 1.0 if sweep.resources.gpus_per_trial == "auto" else sweep.resources.gpus_per_trial
@@ -204,8 +208,7 @@ def trial_steps(config: TrialConfig) -> int | None:
     return None
 
 
-def tune_cells(sweep: SweepConfig, planned: list[PlannedTrial], store: Store, storage: str,
-               resume: bool) -> dict[str, dict]:
+def tune_cells(sweep: SweepConfig, planned: list[PlannedTrial], store: Store, resume: bool) -> dict[str, dict]:
     """Search every cell not yet chosen, write the choices and every tuning row, and return the
     choices: chosen_key(model, variant) -> choice (sentisweep.tuning.choose)."""
     import pandas as pd
@@ -220,7 +223,7 @@ def tune_cells(sweep: SweepConfig, planned: list[PlannedTrial], store: Store, st
     for cell in todo:
         print(f"  {cell.model} / {cell.label}: " + ", ".join(f"{k} {list(v)}" for k, v in cell.space.items()),
               flush=True)
-    rows = tune_together(todo, sweep, store, storage, resume)
+    rows = tune_together(todo, sweep, store, resume)
     for cell in todo:
         chosen[chosen_key(cell.model, cell.label)] = choose(cell, rows[cell.key])
         print(describe_choice(chosen[chosen_key(cell.model, cell.label)]), flush=True)
@@ -250,15 +253,3 @@ def reuse_chosen_runs(sweep: SweepConfig, planned: list[PlannedTrial], chosen: d
                           *trial_parts(sweep.name, trial.config.trial_id), RESULT_FILE)
         print(f"  {trial.config.trial_id}: the chosen tuning trial {choice['trial_id']} ran exactly this; "
               "its row stands (not run twice)", flush=True)
-
-
-def describe_choice(choice: dict) -> str:
-    where = f"{choice['model']} / {choice['variant']}"
-    spent = (f"{choice['trials']} trials ({choice['ok']} finished, {choice['stopped']} stopped early, "
-             f"{choice['failed']} failed), {choice['steps']} steps")
-    if not choice.get("values"):
-        return f"  {where}: {choice['error']}; {spent}"
-    values = ", ".join(f"{k} {v:.2e}" if k == "learning_rate" else f"{k} {v}" for k, v in choice["values"].items())
-    lines = [f"  {where}: chose {values} (validation accuracy {choice['val_accuracy']:.4f}); {spent}"]
-    lines += [f"    at the edge: {flag}" for flag in choice["edges"]]
-    return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ from helpers import SHARED_DATA, synthetic_reviews
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub on these machines; never wait for it
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the default cache is the user's (~/.cache/sentisweep): the suite and the commands it starts keep
+# one of their own, so they touch only what they made
+os.environ.setdefault("SENTISWEEP_CACHE_DIR", tempfile.mkdtemp(prefix="sentisweep-test-cache-"))
 if SHARED_DATA.is_dir():  # these machines' copy of the Hub's datasets (data.source: imdb)
     os.environ.setdefault("SENTISWEEP_DATA_MIRROR", str(SHARED_DATA))
 

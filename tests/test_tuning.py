@@ -18,7 +18,7 @@ from helpers import write_config
 
 from analysis.tuning import expected_max
 from sentisweep.config import ConfigError
-from sentisweep.plan import expand, load_config, matrix_table, parse_sweep_config
+from sentisweep.plan import expand, gather_results, load_config, matrix_table, parse_sweep_config
 from sentisweep.storage import Store
 from sentisweep.tuning import (
     Cell,
@@ -108,8 +108,34 @@ def test_the_choice_is_the_best_finished_trial_by_validation():
     choice = choose(lora, rows)
     assert choice["values"] == {"learning_rate": 2e-3, "r": 8} and choice["val_accuracy"] == 0.84
     assert (choice["trials"], choice["ok"], choice["stopped"], choice["steps"]) == (3, 2, 1, 18)
-    none = choose(lora, pd.DataFrame([_row("stopped", 1e-3, 4, 0.8, 2)]))
-    assert none["values"] is None and "runs at its configured settings" in none["error"]
+    none = choose(lora, pd.DataFrame([_row("stopped", 1e-3, 4, 0.8, 2),
+                                      {**_row("failed", 1e-3, 4, None, 0), "error": "OSError: disk full\nmore"},
+                                      {**_row("failed", 2e-3, 4, None, 0), "error": "OSError: disk full"}]))
+    assert none["values"] is None and none["error"] == "no tuning trial finished"
+    assert none["trial_errors"] == ["OSError: disk full (2 trials)"]
+
+
+@pytest.mark.unit
+def test_a_cell_whose_tuning_failed_does_not_run_its_seeds_unless_asked():
+    sweep = parse_sweep_config(_sweep())
+    failed = {chosen_key("tiny-bert", "lora-attention"): {"values": None, "error": "no tuning trial finished",
+                                                          "trial_errors": ["OSError: disk full (3 trials)"]},
+              chosen_key("tiny-bert", "full"): {"values": {"learning_rate": 1e-4}}}
+    planned = expand(sweep, Store(str(ROOT / "unused")), "cpu")
+    apply_choices(planned, failed)
+    lora = [t for t in planned if t.config.variant == "lora-attention"]
+    assert all(not t.runs and t.tuning == "failed" and "disk full" in t.blocked for t in lora)
+    assert "--untuned-fallback" in lora[0].blocked
+    full = [t for t in planned if t.config.variant == "full"]
+    assert all(t.runs and t.tuning == "chosen" and t.config.training.learning_rate == 1e-4 for t in full)
+    rows = gather_results(planned[:1] + lora[:1], Store(str(ROOT / "unused")))
+    assert rows["status"].tolist()[-1] == "failed" and rows["error_type"].tolist()[-1] == "TuningFailed"
+    assert rows["tuning"].tolist()[-1] == "failed"
+    planned = expand(sweep, Store(str(ROOT / "unused")), "cpu")
+    apply_choices(planned, failed, untuned_fallback=True)  # asked for: the configured settings, marked
+    lora = [t for t in planned if t.config.variant == "lora-attention"]
+    assert all(t.runs and t.tuning == "untuned" for t in lora)
+    assert all(t.config.training.learning_rate == sweep.training.learning_rate for t in lora)
 
 
 @pytest.mark.unit

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from sentisweep.config import DEFAULT_MAX_LENGTH, POOLINGS
+from sentisweep.config import DEFAULT_MAX_LENGTH, POOLINGS, default_cache_dir
 from sentisweep.results import trial_info
 from sentisweep.storage import local_copy
 from sentisweep.trial.device import inference_autocast
@@ -61,13 +61,13 @@ def check_pooling(spec: ModelSpec, pooling: str | None) -> str:
     return pooling
 
 
-def check_checkpoint(checkpoint: str | Path | None, cache_dir: str | Path = ".sentisweep_cache") -> Path | None:
+def check_checkpoint(checkpoint: str | Path | None, cache_dir: str | Path | None = None) -> Path | None:
     """The checkpoint's local folder (one in object storage, s3://..., is downloaded once into
     the cache), checked to hold a model or a peft adapter."""
     if checkpoint is None:
         return None
     try:
-        path = local_copy(checkpoint, cache_dir)
+        path = local_copy(checkpoint, cache_dir or default_cache_dir())
     except (OSError, ValueError) as err:  # pyarrow: no such object, no credentials
         raise EmbeddingError(f"checkpoint = {str(checkpoint)!r}: {err}") from None
     if not path.is_dir():
@@ -149,7 +149,7 @@ class Embedder:
 
     def __init__(self, model: str, checkpoint: str | Path | None = None, pooling: str | None = None,
                  max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu",
-                 cache_dir: str = ".sentisweep_cache", quantize: str | None = None, threads: int | None = None):
+                 cache_dir: str | None = None, quantize: str | None = None, threads: int | None = None):
         import torch
 
         if threads:
@@ -157,6 +157,7 @@ class Embedder:
         if max_length < 2 or batch_size < 1:
             raise EmbeddingError(f"max_length = {max_length}, batch_size = {batch_size}: both must be positive "
                                  "(max_length at least 2)")
+        cache_dir = cache_dir or default_cache_dir()
         self.spec = get_model_spec(model)
         self.pooling = check_pooling(self.spec, pooling)
         self.checkpoint = check_checkpoint(checkpoint, cache_dir)

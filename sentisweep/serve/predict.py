@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from sentisweep import exit_codes
-from sentisweep.config import DEFAULT_MAX_LENGTH
+from sentisweep.config import DEFAULT_MAX_LENGTH, default_cache_dir
 from sentisweep.results import TRIAL_INFO_FILE, ResultsError, read_results, trial_info
 from sentisweep.storage import Store, local_copy
 from sentisweep.trial.device import inference_autocast
@@ -94,15 +94,16 @@ def trial_cache_dir(row: pd.Series) -> str:
     try:
         return json.loads(row["config_json"])["data"]["cache_dir"]
     except (TypeError, KeyError, ValueError):
-        return ".sentisweep_cache"
+        return default_cache_dir()
 
 
 class Classifier:
     """A trial's checkpoint as a ready classifier: merged weights, its tokenizer, its labels."""
 
-    def __init__(self, checkpoint: str | Path, cache_dir: str = ".sentisweep_cache", device: str = "cpu"):
+    def __init__(self, checkpoint: str | Path, cache_dir: str | None = None, device: str = "cpu"):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        cache_dir = cache_dir or default_cache_dir()
         folder = local_copy(checkpoint, cache_dir)  # a checkpoint in object storage: downloaded once
         info = trial_info(folder)
         self.info = info

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sentisweep.config import PLACEMENTS, MethodConfig
+from sentisweep.config import PLACEMENTS, MethodConfig, default_cache_dir
 from sentisweep.registry import Registry
 from sentisweep.trial.models import ModelSpec, materialize
 
@@ -31,7 +31,7 @@ class BuiltModel:
 class LoadOptions:
     """How to load a model for one trial, the same for every method."""
 
-    cache_dir: str = ".sentisweep_cache"
+    cache_dir: str = field(default_factory=default_cache_dir)
     device: str = "cpu"
     precision: str = "fp32"
     # None keeps the model's own value. 0 lets torch's fused SDPA kernel run in training:

@@ -1,0 +1,78 @@
+"""The README's commands as a user types them: from the root of a checkout, with no --storage
+and with a relative one. Every test elsewhere passes an absolute tmp_path, which never showed
+that tuning trials wrote their rows inside Ray's session folder (issue 35): here the results must
+land under the checkout, every tuning cell must have a choice, and nothing of ours may be
+written under Ray's session folder (its own temp dir, RAY_TMPDIR, per test)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.ray
+ROOT = Path(__file__).resolve().parents[1]
+# what we write, by name or kind; Ray writes none of these in its session folder
+OUR_NAMES = {"chosen.json", "optuna.journal", "best_trial.yaml", "sentisweep_trial.json"}
+OUR_SUFFIXES = {".parquet", ".safetensors", ".jsonl"}
+
+
+def our_files(folder: Path) -> list[Path]:
+    return [f for f in folder.rglob("*") if f.is_file() and (f.name in OUR_NAMES or f.suffix in OUR_SUFFIXES)]
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    """A checkout's root as a user has it (the repository's sweeps/ and tests/ for the configs and
+    the fixture data), a Ray temp folder of its own (short: Ray's socket paths have a length limit),
+    and the user's cache folder in tmp_path: the environment a user's shell would have."""
+    root = tmp_path / "checkout"
+    root.mkdir()
+    for name in ("sweeps", "tests"):
+        (root / name).symlink_to(ROOT / name)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SENTISWEEP_CACHE_DIR")}
+    env.update(RAY_TMPDIR=str(ray_tmp), XDG_CACHE_HOME=str(tmp_path / "user-cache"))
+    yield root, env, ray_tmp
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _run(root: Path, env: dict, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *argv], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_the_tuned_sweep_without_storage_lands_in_results_and_every_cell_chooses(checkout):
+    root, env, ray_tmp = checkout
+    out = _run(root, env, "sweeps/ablation.py", "--config", "sweeps/configs/tuned_smoke.yaml")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    chosen = json.loads((root / "results" / "tuned-smoke" / "tuning" / "chosen.json").read_text())["cells"]
+    assert len(chosen) == 2 and all(cell["values"] and cell["ok"] >= 1 for cell in chosen.values()), chosen
+    results = pd.read_parquet(root / "results" / "tuned-smoke" / "results.parquet")
+    assert (results["status"] == "ok").all() and (results["tuning"] == "chosen").all()
+    assert our_files(ray_tmp) == []
+    assert (root.parent / "user-cache" / "sentisweep" / "tokenized").is_dir()  # the cache: the user's, not Ray's
+    # the last screen: each cell's choice, the table, where the rows are, the next command
+    tail = out.stdout[out.stdout.rindex("=" * 100):]
+    assert tail.count(": chose learning_rate") == 2 and "trials: 4 ok, 0 failed" in tail
+    assert "rows: results/tuned-smoke/results.parquet (4 rows)" in tail
+    assert "next: python -m analysis report results/tuned-smoke --out reports/tuned-smoke" in tail
+    assert "WARNING" not in tail and "unresolved search space" not in out.stdout + out.stderr
+    assert "publisher trust" not in out.stdout + out.stderr
+
+
+def test_the_search_with_a_relative_storage_lands_under_this_directory(checkout):
+    root, env, ray_tmp = checkout
+    out = _run(root, env, "sweeps/search.py", "--config", "sweeps/configs/search_smoke.yaml", "--storage", "mine")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    folder = root / "mine" / "search-smoke"
+    results = pd.read_parquet(folder / "results.parquet")
+    assert (results["status"] == "ok").any() and (folder / "optuna.journal").is_file()
+    assert (folder / "best_trial.yaml").is_file() and our_files(ray_tmp) == []
+    assert "next: python -m analysis report mine/search-smoke --out reports/search-smoke" in out.stdout
