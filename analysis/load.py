@@ -9,7 +9,7 @@ import pandas as pd
 
 from sentisweep.results import ResultsError, read_results
 
-__all__ = ["ResultsError", "load_results", "split_by_status"]
+__all__ = ["ResultsError", "load_results", "read_predictions", "split_by_status"]
 
 
 def load_results(locations: list[str | Path]) -> pd.DataFrame:
@@ -27,3 +27,16 @@ def split_by_status(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(ok rows, every other row). Only ok rows are ever averaged."""
     ok = results["status"] == "ok"
     return results[ok].copy(), results[~ok].copy()
+
+
+def read_predictions(path) -> pd.DataFrame | None:
+    """A trial's predictions.parquet (a local path or a URI), or None where it has none."""
+    if not isinstance(path, str) or not path:
+        return None
+    if "://" in path:
+        import pyarrow.fs as pafs
+        import pyarrow.parquet as pq
+
+        fs, inner = pafs.FileSystem.from_uri(path)
+        return pq.read_table(inner, filesystem=fs).to_pandas()
+    return pd.read_parquet(path) if Path(path).is_file() else None

@@ -3,6 +3,8 @@ when the results hold nothing to draw for it."""
 
 from __future__ import annotations
 
+import json
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +24,7 @@ def _label(row) -> str:
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # a legend beside the axes included
     plt.close(fig)
     return path
 
@@ -38,8 +40,12 @@ def pareto(table: pd.DataFrame, cost: str, cost_label: str, path: Path) -> Path 
         ax.errorbar(group[cost], group["accuracy_mean"], yerr=group["accuracy_std"].fillna(0), fmt="o",
                     capsize=3, label=model, alpha=0.85)
     frontier = data[front].sort_values(cost)
-    ax.step(frontier[cost], frontier["accuracy_mean"], where="post", color="black", lw=1.2, ls="--",
-            label="Pareto frontier")
+    # the frontier's accuracy holds until the costliest point: drawn to there, so that a frontier
+    # of one point is a visible line too (a step through one point draws nothing)
+    xs = [*frontier[cost], data[cost].max()]
+    ys = [*frontier["accuracy_mean"], frontier["accuracy_mean"].iloc[-1]]
+    ax.step(xs, ys, where="post", color="black", lw=1.2, ls="--", label="Pareto frontier")
+    ax.plot(frontier[cost], frontier["accuracy_mean"], "D", mfc="none", mec="black", ms=11)
     for _, row in data.iterrows():
         ax.annotate(row["variant"], (row[cost], row["accuracy_mean"]), textcoords="offset points",
                     xytext=(5, 4), fontsize=8, fontweight="bold" if front[_] else "normal")
@@ -47,7 +53,7 @@ def pareto(table: pd.DataFrame, cost: str, cost_label: str, path: Path) -> Path 
     ax.set_ylabel("test accuracy (mean over seeds, bars: std)")
     ax.set_title(f"Accuracy vs {cost_label.split(' (')[0]}: the frontier is what is worth its cost")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the plot: never over a label
     return _save(fig, path)
 
 
@@ -128,24 +134,48 @@ def learning_curves(ok: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def confusion_matrices(ok: pd.DataFrame, path: Path) -> Path | None:
-    """Binary confusion counts summed over seeds, one panel per model / variant."""
-    binary = ok.dropna(subset=["tn", "fp", "fn", "tp"])
-    if binary.empty:
+def confusion_counts(group: pd.DataFrame) -> tuple[np.ndarray, list[str]] | None:
+    """A model / variant's confusion counts over its seeds' test rows (true x predicted), from its
+    predictions (any number of classes), else the binary tn/fp/fn/tp columns; with class names."""
+    from analysis.load import read_predictions
+
+    tables = [t for t in map(read_predictions, group["predictions_path"]) if t is not None]
+    try:
+        names = json.loads(group["config_json"].iloc[0])["data"].get("label_names") or []
+    except (TypeError, KeyError, ValueError):
+        names = []
+    if tables:
+        both = pd.concat(tables)
+        size = int(max(both["label"].max(), both["predicted"].max(), len(names) - 1)) + 1
+        counts = np.zeros((size, size), dtype=int)
+        np.add.at(counts, (both["label"].astype(int), both["predicted"].astype(int)), 1)
+    elif group[["tn", "fp", "fn", "tp"]].notna().all(axis=None):
+        counts = np.array([[group["tn"].sum(), group["fp"].sum()], [group["fn"].sum(), group["tp"].sum()]])
+    else:
         return None
-    groups = list(binary.groupby(["model", "variant"]))[:12]
+    return counts, [names[i] if i < len(names) else str(i) for i in range(len(counts))]
+
+
+def confusion_matrices(ok: pd.DataFrame, path: Path) -> Path | None:
+    """Confusion counts summed over seeds, one panel per model / variant, for any number of classes."""
+    groups = [(key, found) for key, group in ok.groupby(["model", "variant"])
+              if (found := confusion_counts(group)) is not None][:12]
+    if not groups:
+        return None
     columns = min(4, len(groups))
     rows = int(np.ceil(len(groups) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
-    for ax, ((model, variant), group) in zip(axes.flat, groups, strict=False):
-        counts = np.array([[group["tn"].sum(), group["fp"].sum()], [group["fn"].sum(), group["tp"].sum()]])
+    side = max(3.0, 0.45 * len(groups[0][1][0]) + 1.5)
+    fig, axes = plt.subplots(rows, columns, figsize=(side * columns, side * rows), squeeze=False)
+    for ax, ((model, variant), (counts, names)) in zip(axes.flat, groups, strict=False):
         ax.imshow(counts, cmap="Blues")
         for (i, j), value in np.ndenumerate(counts):
-            ax.text(j, i, f"{int(value)}", ha="center", va="center",
+            ax.text(j, i, f"{int(value)}", ha="center", va="center", fontsize=8 if len(counts) > 4 else 10,
                     # imshow spans min..max: white on the darker half of that range
                     color="white" if value > (counts.min() + counts.max()) / 2 else "black")
-        ax.set_xticks([0, 1], ["pred 0", "pred 1"])
-        ax.set_yticks([0, 1], ["true 0", "true 1"])
+        ticks = list(range(len(names)))
+        ax.set_xticks(ticks, [f"pred {n}" for n in names], rotation=45 if len(names) > 2 else 0, ha="right"
+                      if len(names) > 2 else "center", fontsize=7)
+        ax.set_yticks(ticks, [f"true {n}" for n in names], fontsize=7)
         ax.set_title(f"{model}\n{variant}", fontsize=8)
     for ax in list(axes.flat)[len(groups):]:
         ax.axis("off")
@@ -279,7 +309,7 @@ def expected_max_curves(table: pd.DataFrame, path: Path, budget: str = "") -> Pa
     ax.set_xlabel("trials of tuning (n)")
     ax.set_ylabel("expected best validation accuracy of n trials")
     ax.set_title("Expected best validation accuracy vs tuning budget (Dodge et al. 2019)"
-                 + (f"\n{budget}" if budget else ""), fontsize=10)
+                 + ("\n" + textwrap.fill(budget, 110) if budget else ""), fontsize=9)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")

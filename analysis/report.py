@@ -13,30 +13,18 @@ import pandas as pd
 
 from analysis import plots
 from analysis.aggregate import aggregate, display_table
-from analysis.load import ResultsError, load_results, split_by_status
+from analysis.load import ResultsError, load_results, read_predictions, split_by_status
 from analysis.significance import Comparison, compare, correctness
 from analysis.tradeoffs import describe, search_objectives, tradeoffs
 from analysis.tuning import choices_table, expected_max_table, store_of, tuning_of
-from sentisweep.results import BASELINE_MODEL
-
-
-def _read_predictions(path) -> pd.DataFrame | None:
-    if not isinstance(path, str) or not path:
-        return None
-    if "://" in path:
-        import pyarrow.fs as pafs
-        import pyarrow.parquet as pq
-
-        fs, inner = pafs.FileSystem.from_uri(path)
-        return pq.read_table(inner, filesystem=fs).to_pandas()
-    return pd.read_parquet(path) if Path(path).is_file() else None
+from sentisweep.results import BASELINE_MODEL, best_by_validation
 
 
 def group_correctness(ok: pd.DataFrame) -> dict[str, pd.Series]:
     """`model / variant` -> per-test-row fraction of its seeds that were right."""
     groups = {}
     for (model, variant), group in ok.groupby(["model", "variant"]):
-        tables = [t for t in (_read_predictions(p) for p in group["predictions_path"]) if t is not None]
+        tables = [t for t in (read_predictions(p) for p in group["predictions_path"]) if t is not None]
         if tables:
             groups[f"{model} / {variant}"] = correctness(tables)
     return groups
@@ -61,16 +49,18 @@ def comparisons(ok: pd.DataFrame, table: pd.DataFrame) -> list[Comparison]:
     return out
 
 
-def examples(ok: pd.DataFrame, per_method: int = 3) -> pd.DataFrame:
-    """Most confident errors and a few confident correct answers per model / variant, with the
-    review text shortened (read from the data source the trial used)."""
+def examples(ok: pd.DataFrame, per_method: int = 3) -> tuple[pd.DataFrame, str]:
+    """Most confident errors and a few confident correct answers per model / variant, labels by
+    the config's label_names, with the review text shortened, read from the data source the trial
+    used where it is on this machine; a source only on the Hub is not fetched for it (offline that
+    cost 25 s of retries): the texts are left out and the second value says so."""
     from sentisweep.config import DataConfig
-    from sentisweep.trial.data import load_task_data
+    from sentisweep.trial.data import load_task_data, resolve_source
 
-    rows, texts = [], {}
+    rows, texts, note = [], {}, ""
     for (model, variant), group in ok.groupby(["model", "variant"]):
         first = group.iloc[0]
-        predictions = _read_predictions(first["predictions_path"])
+        predictions = read_predictions(first["predictions_path"])
         if predictions is None or not isinstance(first["config_json"], str):
             continue
         try:  # a trial's config, or a probe's settings with the embedding job's data block
@@ -79,21 +69,32 @@ def examples(ok: pd.DataFrame, per_method: int = 3) -> pd.DataFrame:
             continue
         key = data_config.model_dump_json()
         if key not in texts:
-            try:
-                texts[key] = load_task_data(data_config).splits["test"].set_index("row_id")["text"]
-            except Exception:  # the data may not be reachable from here: examples are optional
-                texts[key] = None
-        if texts[key] is None:
-            continue
+            texts[key] = None
+            if not Path(resolve_source(data_config.source)).expanduser().exists():
+                note = (f"Texts left out: the data source {data_config.source!r} is not on this machine (offline, "
+                        "set SENTISWEEP_DATA_MIRROR to its local copy).")
+            else:
+                try:
+                    texts[key] = load_task_data(data_config).splits["test"].set_index("row_id")["text"]
+                except Exception as err:  # examples are optional: say why they have no text
+                    note = f"Texts left out: {data_config.source!r} could not be read ({type(err).__name__})."
+        names = data_config.label_names or []
         wrong = predictions[predictions["predicted"] != predictions["label"]].nlargest(per_method, "probability")
         right = predictions[predictions["predicted"] == predictions["label"]].nlargest(per_method - 1, "probability")
         for kind, part in (("confident error", wrong), ("correct", right)):
             for _, p in part.iterrows():
-                text = str(texts[key].get(p["row_id"], ""))
-                rows.append({"model / method": f"{model} / {variant}", "kind": kind, "label": int(p["label"]),
-                             "predicted": int(p["predicted"]), "confidence": round(float(p["probability"]), 3),
+                text = "" if texts[key] is None else str(texts[key].get(p["row_id"], ""))
+                rows.append({"model / method": f"{model} / {variant}", "kind": kind, "row": p["row_id"],
+                             "label": _label(names, p["label"]), "predicted": _label(names, p["predicted"]),
+                             "confidence": round(float(p["probability"]), 3),
                              "text": (text[:180] + "...") if len(text) > 180 else text})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return (frame.drop(columns="text") if note else frame), note
+
+
+def _label(names: list[str], label) -> str:
+    """A class by its configured name (label i means names[i]), else its number."""
+    return names[int(label)] if int(label) < len(names) else str(int(label))
 
 
 def _markdown(frame: pd.DataFrame) -> str:
@@ -138,10 +139,9 @@ def _wide_curve(curve: pd.DataFrame) -> pd.DataFrame:
 def best_against_baselines(ok: pd.DataFrame) -> list[Comparison]:
     """A search's best trial by validation accuracy (never test: the honest pick) against each
     baseline on the same test rows."""
-    searched = ok[ok["model"] != BASELINE_MODEL]
-    if searched.empty:
+    best = best_by_validation(ok[ok["model"] != BASELINE_MODEL])
+    if best is None:
         return []
-    best = searched.loc[searched["best_val_accuracy"].idxmax()]
     best_right = group_correctness(ok[ok["trial_id"] == best["trial_id"]])
     baselines = group_correctness(ok[ok["model"] == BASELINE_MODEL])
     return [compare(name, right, baseline, baseline_right)
@@ -223,9 +223,13 @@ def build_report(locations: list[str], out: Path, within_points: float = 1.0) ->
                                 "(a trial stopped early counts with the accuracy it had reached).\n\n"
                                 + _markdown(_wide_curve(curve))))
     figures = {title: path for title, path in figures.items() if path is not None}
-    tests = comparisons(ok, table)
+    # verdicts only from trials that ran as the sweep meant: not a cell whose tuning failed and
+    # that --untuned-fallback ran at its configured settings
+    as_meant = ok[ok["tuning"] != "untuned"]
+    untuned = sorted(set(ok.loc[ok["tuning"] == "untuned", "variant"]))
+    tests = comparisons(as_meant, aggregate(as_meant)) if not as_meant.empty else []
     significance = pd.DataFrame([c.as_row() for c in tests])
-    example_rows = examples(ok)
+    example_rows, examples_note = examples(ok)
     not_ok = other[["trial_id", "model", "variant", "status", "error"]].copy()
     not_ok["error"] = not_ok["error"].astype(str).str.split("\n").str[0].str[:160]
 
@@ -238,8 +242,10 @@ def build_report(locations: list[str], out: Path, within_points: float = 1.0) ->
         ("Significance", "Paired bootstrap (2,000 resamples of the test rows) of the accuracy "
                          "difference, and McNemar's exact test (for methods with several seeds: the same sign test "
                          "on the rows where the seed-averaged correctness differs), each method against its "
-                         "model's full fine-tuning and against the best method.\n\n" + _markdown(significance)),
-        ("Example predictions", _markdown(example_rows)),
+                         "model's full fine-tuning and against the best method."
+                         + (f" Left out: {', '.join(untuned)}, whose tuning found no setting (run untuned by "
+                            "--untuned-fallback)." if untuned else "") + "\n\n" + _markdown(significance)),
+        ("Example predictions", (examples_note + "\n\n" if examples_note else "") + _markdown(example_rows)),
         ("Failed, skipped and stopped trials", _markdown(not_ok)),
     ]
     markdown = ["# sentisweep report", f"Sources: {', '.join(map(str, locations))}\n"]

@@ -7,6 +7,8 @@ and `ray_jobs/`, over `ray_session/`).
     registry      the name -> entry helper of the model and method registries
     results       TrialResult, its files, and the one reader (read_results)
     storage       atomic local writes and object-store paths
+    locations     every location a command hands on, pinned in the driver (absolute, or a URI)
+    screen        the last screen of a sweep or a search
     exit_codes    the exit status of every command
     trial/        one trial: data, tokenization, batching, models, methods, run, metrics
     probe/        embeddings, oneDNN linears, XGBoost, the TF-IDF baseline

@@ -184,6 +184,7 @@ def trial_id(model: str, variant: str, seed: int, suffix: str | None = None) -> 
 
 
 class TrialConfig(Strict):
+    kind: Literal["trial"] = "trial"  # what a config file says it is (sentisweep.plan.load_config)
     model: str = "minilm-l6"
     method: MethodConfig = Field(default_factory=MethodConfig)
     seed: int = 42
@@ -212,7 +213,7 @@ class TrialConfig(Strict):
 
     def digest(self) -> str:
         """8 hex digits of everything that changes the result (not where it is written)."""
-        what = self.model_dump(mode="json", exclude={"output_dir", "sweep", "trial_id"})
+        what = self.model_dump(mode="json", exclude={"kind", "output_dir", "sweep", "trial_id"})
         what["data"].pop("cache_dir", None)
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
 

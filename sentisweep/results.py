@@ -210,6 +210,13 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
     return results
 
 
+def best_by_validation(rows: pd.DataFrame) -> pd.Series | None:
+    """The one "best trial" rule: of the ok rows, the highest validation accuracy, never the test's
+    (choosing on test would leak it into the result reported). None where no ok row has one."""
+    ok = rows[rows["status"] == "ok"].dropna(subset=["best_val_accuracy"])
+    return None if ok.empty else ok.loc[ok["best_val_accuracy"].idxmax()]
+
+
 def predictions_frame(row_ids, labels, probabilities: np.ndarray) -> pd.DataFrame:
     """Per test row: its label, the predicted class, that class's probability and the last
     class's (binary: the positive one), as every method's predictions.parquet holds them."""

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from sentisweep.config import MethodConfig, SweepConfig, TrialConfig, Tuning, short, trial_id
-from sentisweep.results import TUNING_FOLDER
+from sentisweep.results import TUNING_FOLDER, best_by_validation
 from sentisweep.trial.methods import METHODS, get_method
 
 CHOSEN_FILE = "chosen.json"
@@ -171,11 +171,10 @@ def choose(cell: Cell, rows: pd.DataFrame) -> dict[str, Any]:
     summary = {"model": cell.model, "variant": cell.label, "seed": cell.base.seed,
                "space": {k: list(v) for k, v in cell.space.items()}, "trials": len(rows),
                **{s: int(counts.get(s, 0)) for s in ("ok", "stopped", "failed")}, "steps": int(steps.sum())}
-    finished = rows[rows["status"] == "ok"].dropna(subset=["best_val_accuracy"])
-    if finished.empty:
+    best = best_by_validation(rows)
+    if best is None:
         return {**summary, "values": None, "val_accuracy": None, "edges": [],
                 "error": "no tuning trial finished", "trial_errors": trial_errors(rows)}
-    best = finished.loc[finished["best_val_accuracy"].idxmax()]
     values = values_of(best, cell.space)
     return {**summary, "values": values, "val_accuracy": float(best["best_val_accuracy"]),
             "trial_id": best["trial_id"], "edges": edges(values, cell.space)}

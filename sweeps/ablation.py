@@ -32,7 +32,7 @@ from sentisweep.plan import (
 )
 from sentisweep.screen import final_screen
 from sentisweep.storage import Store
-from sentisweep.trial.data import DataError, check_source, resolve_source
+from sentisweep.trial.data import DataError, check_data
 from sentisweep.tuning import apply_choices, budget_text, cells, describe_choice
 from sweeps import trainable, tuning
 
@@ -244,11 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"equal-budget tuning before the seeds run: {budget_text(sweep.tuning, sweep)}", flush=True)
     if sweep.description:
         print(sweep.description.strip(), flush=True)
-    problems = check_source(sweep.data)  # before any work: one line, not a traceback after the models load
+    problems, found = check_data(sweep.data)  # before any work, the dry run's too: every data check
     if problems:
         print("error: " + "\n  ".join(problems), file=sys.stderr)
         return exit_codes.BAD_INPUT
-    print(f"data: {sweep.data.source} ({resolve_source(sweep.data.source)}): found", flush=True)
+    print(found, flush=True)
     if args.dry_run:
         return guard.dry_run_done(store, sweep.name, args.resume)
     args.resume = guard.effective_resume(store, sweep.name, args.resume)

@@ -27,10 +27,10 @@ from sentisweep import exit_codes
 from sentisweep.config import OBJECTIVES, ConfigError, SearchConfig
 from sentisweep.locations import pin_args, pinned_data, pinned_model
 from sentisweep.plan import PlannedTrial, gather_results, load_config, trial_from_sample
-from sentisweep.results import BASELINE_MODEL, RESULTS_TABLE
+from sentisweep.results import BASELINE_MODEL, RESULTS_TABLE, best_by_validation
 from sentisweep.screen import final_screen, shown
 from sentisweep.storage import Store
-from sentisweep.trial.data import check_source
+from sentisweep.trial.data import check_data
 from sentisweep.tuning import random_first
 from sweeps import trainable
 from sweeps.study import JOURNAL, StudyStorage, resumable_optuna_search, saving_callback, tpe_sampler
@@ -75,10 +75,9 @@ def save_best(results, search: SearchConfig, store: Store) -> str | None:
     """The best finished trial by validation accuracy as a trial config people can run."""
     import json
 
-    ok = results[(results["status"] == "ok") & (results["model"] != BASELINE_MODEL)]
-    if ok.empty:
+    best = best_by_validation(results[results["model"] != BASELINE_MODEL])
+    if best is None:
         return None
-    best = ok.loc[ok["best_val_accuracy"].idxmax()]
     config = json.loads(best["config_json"])
     for key in ("output_dir", "trial_id", "sweep"):
         config.pop(key, None)
@@ -223,10 +222,11 @@ def main(argv: list[str] | None = None) -> int:
           f"at most {search.resources.max_concurrent or 'as many as fit'} at once"
           + (f"\n  plus baselines on the same splits: {', '.join(search.baselines)}" if search.baselines else ""),
           flush=True)
-    problems = check_source(search.data)  # before any work: one line, not a traceback in every trial
+    problems, found = check_data(search.data)  # before any work, the dry run's too: every data check
     if problems:
         print("error: " + "\n  ".join(problems), file=sys.stderr)
         return exit_codes.BAD_INPUT
+    print(found, flush=True)
     if args.dry_run:
         return guard.dry_run_done(store, search.name, args.resume)
     args.resume = guard.effective_resume(store, search.name, args.resume)

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import SHARED_DATA, synthetic_reviews
+from helpers import NOT_INSTALLED, SHARED_DATA, synthetic_reviews
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub on these machines; never wait for it
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -35,10 +35,42 @@ def cache_dir(tmp_path_factory) -> Path:
 TIERS = ("unit", "integration", "ray", "gpu", "cluster", "container")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--all-tiers", action="store_true",
+                     help="run every tier (what .ci/run does); without it and without -m, only the fast unit tier")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Every test in exactly one tier, so that `-m unit` is the fast tier and nothing else."""
+    """Every test in exactly one tier. A bare `python -m pytest` runs the fast tier (unit: in-process,
+    no subprocess Ray, no root, no container); `--all-tiers` runs them all, `-m` chooses."""
     wrong = [f"{item.nodeid}: {sorted(tiers) or 'no tier'}" for item in items
              if len(tiers := {m.name for m in item.iter_markers()} & set(TIERS)) != 1]
     if wrong:
         raise pytest.UsageError("each test needs exactly one of the markers " + ", ".join(TIERS) + ":\n  "
                                 + "\n  ".join(wrong))
+    if config.getoption("--all-tiers") or config.option.markexpr:
+        return
+    slower = [item for item in items if item.get_closest_marker("unit") is None]
+    if slower:
+        config.hook.pytest_deselected(items=slower)
+        items[:] = [item for item in items if item.get_closest_marker("unit") is not None]
+        config._sentisweep_slower = len(slower)
+
+
+# One rule for "installed here, so the test must run": a test skips for a missing tool with
+# helpers.not_installed(...); where .ci/run installed the tools (SENTISWEEP_REQUIRE_INSTALLED=1)
+# such a skip is a failure, so a missing install step cannot hide behind a green run.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("SENTISWEEP_REQUIRE_INSTALLED") and NOT_INSTALLED in str(report.longrepr):
+        report.outcome = "failed"
+        report.longrepr = f"{report.longrepr}\n(.ci/run installs this tool: SENTISWEEP_REQUIRE_INSTALLED is set)"
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if getattr(config, "_sentisweep_slower", 0):
+        terminalreporter.write_line(f"the fast tier only: {config._sentisweep_slower} tests of the slower tiers "
+                                    "(integration, ray, gpu, cluster, container) deselected; run every tier with "
+                                    "`python -m pytest --all-tiers` (as .ci/run does)")

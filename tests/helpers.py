@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -110,3 +111,59 @@ def start_postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
     return url, stop
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it): no fixed port two runs could share."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kill_tagged(variable: str, tag: str) -> int:
+    """SIGKILL every process whose environment has `variable=tag`: the processes a test started
+    (and their children, which inherit it), never another user's. Returns how many."""
+    import signal
+
+    import psutil
+
+    killed = 0
+    for process in psutil.process_iter():
+        try:
+            if process.pid != os.getpid() and process.environ().get(variable) == tag:
+                os.kill(process.pid, signal.SIGKILL)
+                killed += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, ProcessLookupError):
+            continue
+    return killed
+
+
+def default_sigint() -> None:
+    """A child's `preexec_fn` for a test that sends it Ctrl-C: SIGINT handled as a terminal's
+    process gets it. A suite started from a background job inherits SIGINT ignored, exec keeps
+    that, and Python then never raises KeyboardInterrupt (issue 36: two Ctrl-C tests timed out)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+NOT_INSTALLED = "not installed here:"
+
+
+def not_installed(what: str) -> None:
+    """Skip: a tool this test needs is missing (a failure where .ci/run installed it: tests/conftest.py)."""
+    import pytest
+
+    pytest.skip(f"{NOT_INSTALLED} {what}")
+
+
+# what sentisweep writes, by name or kind; Ray writes none of these in its session folder
+OUR_NAMES = {"chosen.json", "optuna.journal", "best_trial.yaml", "sentisweep_trial.json"}
+OUR_SUFFIXES = {".parquet", ".safetensors", ".jsonl"}
+
+
+def our_files(folder: Path) -> list[Path]:
+    """Files of ours under `folder` (Ray's session folder must hold none: issue 35)."""
+    return [f for f in folder.rglob("*") if f.is_file() and (f.name in OUR_NAMES or f.suffix in OUR_SUFFIXES)]

@@ -4,6 +4,7 @@ worker, GPU scheduling with declared GPUs."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -13,16 +14,23 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from helpers import write_config
+from helpers import default_sigint, kill_tagged, write_config
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
 ABLATION = [sys.executable, str(ROOT / "sweeps" / "ablation.py")]
 
 
+# Every driver a test starts carries this tag in its environment, and so do the Ray processes it
+# starts: a test signals only processes with its own tag, never another sweep's on the machine.
+TAG = "SENTISWEEP_TEST_DRIVER"
+RUN_TAG = secrets.token_hex(4)
+
+
 def _env():
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)  # never join a cluster left running elsewhere
+    env[TAG] = RUN_TAG
     return env
 
 
@@ -101,8 +109,8 @@ def test_rerun_refuses_to_overwrite(smoke_sweep):
 def test_interrupt_then_resume_runs_only_unfinished_trials(tmp_path):
     config = str(_tiny_bert_trials(tmp_path))
     root = tmp_path / "six"
-    driver = subprocess.Popen([*ABLATION, "--config", config, "--storage", str(tmp_path)],
-                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen([*ABLATION, "--config", config, "--storage", str(tmp_path)], cwd=ROOT, env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint)
     _wait_for(lambda: len(_finished_trials(root)) >= 2, what="two finished trials")
     driver.send_signal(signal.SIGINT)  # what Ctrl-C does
     output, _ = driver.communicate(timeout=300)
@@ -123,17 +131,24 @@ def test_interrupt_then_resume_runs_only_unfinished_trials(tmp_path):
 
 
 def _trial_workers() -> list[int]:
-    """Ray workers running a Tune trial: Tune moves each into the trial's working directory,
-    `<Ray session>/artifacts/<time>/tune/working_dirs/<trial>` (`tune`: the sweep's experiment)."""
-    found = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout
+    """This test's Ray workers running a Tune trial: its tag in their environment, and Tune has
+    moved each into the trial's working directory, `<Ray session>/artifacts/<time>/tune/working_dirs/<trial>`."""
+    import psutil
+
     pids = []
-    for pid in map(int, found.split()):
+    for process in psutil.process_iter(["cmdline"]):
         try:
-            if "/tune/working_dirs/" in os.readlink(f"/proc/{pid}/cwd"):
-                pids.append(pid)
-        except OSError:  # gone meanwhile
+            if ("ray::ImplicitFunc" in " ".join(process.info["cmdline"] or []) and process.environ().get(TAG) == RUN_TAG
+                    and "/tune/working_dirs/" in process.cwd()):
+                pids.append(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):  # gone meanwhile
             pass
     return pids
+
+
+def _starts(root: Path) -> int:
+    """Starts of trials recorded so far (each start appends a line before the trial trains)."""
+    return sum(len(f.read_text().splitlines()) for f in (root / "attempts").glob("*.jsonl"))
 
 
 def _a_trial_mid_training(root: Path) -> bool:
@@ -179,8 +194,9 @@ def test_killed_worker_is_retried_and_every_trial_lands_once(tmp_path):
 
 
 def _kill_ray_left_behind() -> None:
-    """A lost driver's machine goes with it: nothing of its Ray may run on into the resumed sweep."""
-    subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120)
+    """A lost driver's machine goes with it: nothing of its Ray may run on into the resumed sweep
+    (only this test's processes: its tag, not `ray stop --force`, which stops every Ray here)."""
+    kill_tagged(TAG, RUN_TAG)
 
 
 def test_driver_killed_outright_then_resume_loses_and_doubles_nothing(tmp_path):
@@ -216,7 +232,10 @@ def test_a_trial_that_dies_more_often_than_max_failures_is_a_failed_row(tmp_path
     killed: set[int] = set()
     deadline = time.monotonic() + 400
     while len(killed) < 2 and driver.poll() is None and time.monotonic() < deadline:
-        victims = set(_trial_workers()) - killed if _a_trial_mid_training(root) else set()
+        # a victim only once its start is recorded: a retry's worker killed while it still imported
+        # would leave no start behind (attempts 1, not 2: the flaky case of issue 36)
+        ready = _a_trial_mid_training(root) and _starts(root) > len(killed)
+        victims = set(_trial_workers()) - killed if ready else set()
         if victims:
             killed.add(victim := min(victims))
             os.kill(victim, signal.SIGKILL)

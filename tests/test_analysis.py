@@ -209,3 +209,37 @@ def test_optuna_study_plots(tmp_path):
                    n_trials=6)
     made = plots.optuna_study(tmp_path / "optuna.db", tmp_path)
     assert sorted(p.name for p in made) == ["optuna_s_history.png", "optuna_s_importance.png"]
+
+
+def test_a_multi_class_task_gets_its_confusion_counts_by_class_name(tmp_path):
+    """Six classes (a question set): counts from the predictions, named by label_names (issue 35:
+    the report drew no confusion figure for more than two classes and said nothing)."""
+    import json
+
+    from analysis.plots import confusion_counts, confusion_matrices
+
+    names = ["abbr", "entity", "desc", "human", "loc", "num"]
+    predictions = pd.DataFrame({"row_id": [f"test:{i}" for i in range(8)], "label": [0, 1, 2, 3, 4, 5, 5, 5],
+                                "predicted": [0, 1, 2, 3, 4, 5, 4, 5]})
+    predictions.to_parquet(tmp_path / "predictions.parquet")
+    group = pd.DataFrame({"model": ["m"], "variant": ["full"], "predictions_path": [str(tmp_path / "predictions.parquet")],
+                          "config_json": [json.dumps({"data": {"label_names": names}})],
+                          "tn": [None], "fp": [None], "fn": [None], "tp": [None]})
+    counts, labels = confusion_counts(group)
+    assert labels == names and counts.shape == (6, 6) and counts.trace() == 7 and counts[5, 4] == 1
+    assert confusion_matrices(group, tmp_path / "confusion.png").is_file()
+
+
+def test_example_predictions_name_the_classes_and_leave_out_texts_they_cannot_read(tmp_path):
+    import json
+
+    from analysis.report import examples
+
+    pd.DataFrame({"row_id": ["test:0", "test:1"], "label": [0, 1], "predicted": [1, 1],
+                  "probability": [0.9, 0.8]}).to_parquet(tmp_path / "predictions.parquet")
+    ok = pd.DataFrame({"model": ["m"], "variant": ["full"], "predictions_path": [str(tmp_path / "predictions.parquet")],
+                       "config_json": [json.dumps({"data": {"source": "some-org/not-here",
+                                                            "label_names": ["negative", "positive"]}})]})
+    frame, note = examples(ok)  # a Hub id offline: no download, no retries, one line instead of the texts
+    assert "not on this machine" in note and "text" not in frame
+    assert frame.iloc[0][["label", "predicted"]].tolist() == ["negative", "positive"]

@@ -71,12 +71,15 @@ def world(tmp_path_factory, cache_dir) -> Path:
         "long": {"training": {**smoke["training"], "max_length": 1024}},
         "escape": {"name": "../escape"},
         "nodata": {"data": {**smoke["data"], "source": str(w / "nowhere")}},
+        "labels3": {"data": {**smoke["data"], "label_names": ["a", "b", "c"]}},
         "qlora_fp16": {"methods": ["qlora"], "training": {**smoke["training"], "precision": "fp16"}},
     }.items():
         _yaml(w / f"sweep_{name}.yaml", {**smoke, **change}, f"python sweeps/ablation.py --config sweep_{name}.yaml")
     search = yaml.safe_load((ROOT / "sweeps" / "configs" / "search_smoke.yaml").read_text())
     search["data"]["source"] = str(ok)
     _yaml(w / "search_ok.yaml", search, "python sweeps/search.py --config search_ok.yaml")
+    _yaml(w / "search_labels3.yaml", {**search, "data": {**search["data"], "label_names": ["a", "b", "c"]}},
+          "python sweeps/search.py --config search_labels3.yaml")
     _yaml(w / "search_ia3.yaml", {**search, "method": "ia3"}, "python sweeps/search.py --config search_ia3.yaml")
     _yaml(w / "search_rank0.yaml", {**search, "space": {**search["space"], "r": [0, 4]}},
           "python sweeps/search.py --config search_rank0.yaml")
@@ -141,6 +144,11 @@ CASES = {
     "sweep: name escapes storage": (SWEEP, ["--config", "{w}/sweep_escape.yaml"], ["name = '../escape'"]),
     "sweep: no such data": (SWEEP, ["--config", "{w}/sweep_nodata.yaml", "--dry-run"],
                             ["data.source = '{w}/nowhere': no such file or folder"]),
+    # the dry run refuses what the real run would, data included (issue 35)
+    "sweep: dry run, 3 names for 2 classes": (SWEEP, ["--config", "{w}/sweep_labels3.yaml", "--dry-run"],
+                                              ["data.label_names = ['a', 'b', 'c']: 3 names for 2 classes"]),
+    "search: dry run, 3 names for 2 classes": (SEARCH, ["--config", "{w}/search_labels3.yaml", "--dry-run"],
+                                               ["data.label_names = ['a', 'b', 'c']: 3 names for 2 classes"]),
     "sweep: a search config": (SWEEP, ["--config", "{w}/search_ok.yaml"], ["kind = 'search'", "sweeps/search.py"]),
     "sweep: dry run where it finished": (SWEEP, ["--config", "sweeps/configs/smoke.yaml", "--dry-run", "--storage",
                                                 "{w}/results_dir"], ["this sweep finished"]),

@@ -9,6 +9,7 @@ import time
 
 import pandas as pd
 import pytest
+from helpers import default_sigint
 
 pytestmark = pytest.mark.integration  # each test runs the command in a subprocess
 
@@ -63,7 +64,7 @@ def test_ctrl_c_ends_in_one_line_and_leaves_what_was_there(earlier, data_dir, ca
     # its own process group, as a terminal's Ctrl-C reaches it (a background job ignores SIGINT)
     trial = subprocess.Popen([sys.executable, "-m", "sentisweep.train", *common, "--method", "full",
                               "--max-steps", "100000", "--overwrite"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+                             stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 240
     while not (out / "trainer").exists() and time.monotonic() < deadline:  # training has started
         time.sleep(0.2)

@@ -77,3 +77,13 @@ def test_bad_yaml_files(tmp_path):
     (tmp_path / "broken.yaml").write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "broken.yaml", "trial")
+
+
+def test_a_trial_file_may_state_its_kind(tmp_path):
+    """`kind: trial` passes the kind check and loads (it was refused by the strict model after)."""
+    path = tmp_path / "trial.yaml"
+    path.write_text("# python -m sentisweep.train --config trial.yaml\nkind: trial\nmodel: tiny-bert\n")
+    assert load_config(path, "trial").model == "tiny-bert"
+    path.write_text("# python -m sentisweep.train --config trial.yaml\nkind: sweep\nmodel: tiny-bert\n")
+    with pytest.raises(ConfigError, match="kind = 'sweep': this is a sweep config, not a trial config"):
+        load_config(path, "trial")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import not_installed
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIPPED = 3  # sentisweep/exit_codes.py: the script's "this engine cannot run containers here"
@@ -18,10 +19,9 @@ SKIPPED = 3  # sentisweep/exit_codes.py: the script's "this engine cannot run co
 
 @pytest.mark.container
 def test_image_builds_and_runs_the_smoke_sweep_as_uid_1000(tmp_path):
-    required = bool(os.environ.get("SENTISWEEP_REQUIRE_CONTAINER"))  # .ci/run installs the tools and sets it
     missing = [tool for tool in ("podman", "debootstrap") if not shutil.which(tool)]
-    if missing and not required:
-        pytest.skip(f"not installed: {', '.join(missing)}")
+    if missing:
+        not_installed(", ".join(missing))
     work = Path(os.environ.get("SENTISWEEP_CONTAINER_WORK", tmp_path))  # keeps the rootfs between runs
     done = subprocess.run(["bash", str(ROOT / "docker" / "build_and_smoke.sh"), str(work)],
                           capture_output=True, text=True, timeout=2400, env={**os.environ, "ALLOW_DIRTY": "1"})

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import not_installed
 
 try:
     import tomllib
@@ -53,9 +54,7 @@ def kubectl() -> str:
     found = shutil.which("kubectl")
     if found:
         return found
-    if os.environ.get("SENTISWEEP_REQUIRE_KUBECTL"):  # .ci/run sets it: CI must render, not skip
-        pytest.fail("kubectl is not on PATH, and SENTISWEEP_REQUIRE_KUBECTL is set")
-    pytest.skip("kubectl is not on PATH: the manifests are rendered with `kubectl kustomize`")
+    not_installed("kubectl (the manifests are rendered with `kubectl kustomize`)")
 
 
 @functools.cache

@@ -1,44 +1,77 @@
-"""`ray start --head` + `ray job submit --working-dir .` on this machine, for real."""
+"""`ray start --head` + `ray job submit --working-dir .` on this machine, for real: the driver runs
+in Ray's copy of the working directory, inside Ray's session folder. Results must land where the
+user said (an absolute path there), nothing of ours inside Ray's folder, and a relative output
+is refused at once instead of vanishing with the session (issue 35). The head is this test's
+own: free ports, its own temp folder, and at the end only the processes carrying its tag are
+killed (never `ray stop --force`, which stops every Ray on the machine)."""
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import free_port, kill_tagged, our_files
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
-DASHBOARD_PORT = "8299"  # not the default 8265, so a developer's own cluster is left alone
+TAG = "SENTISWEEP_TEST_RAY_HEAD"
 
 
-@pytest.fixture
-def ray_head(tmp_path):
+@pytest.fixture(scope="module")
+def ray_head():
+    tag = secrets.token_hex(4)
+    temp = Path(tempfile.mkdtemp(prefix="rj", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    dashboard = free_port()
     # Ray 2.60 turns token authentication on: `ray start` and `ray job submit` both need
     # RAY_AUTH_MODE=token (submission failed with InvalidAuthToken without it).
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0")
-    start = subprocess.run([RAY, "start", "--head", "--num-cpus", "2", "--dashboard-port", DASHBOARD_PORT,
-                            "--port", "6399", "--disable-usage-stats"], env=env, capture_output=True, text=True,
-                           timeout=180)
-    assert start.returncode == 0, start.stdout + start.stderr
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SENTISWEEP_CACHE_DIR")}
+    env.update(RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0", **{TAG: tag},
+               SENTISWEEP_CACHE_DIR=str(temp.parent / f"{temp.name}-cache"))
+    ports = {"--port": free_port(), "--dashboard-port": dashboard, "--ray-client-server-port": free_port(),
+             "--dashboard-agent-listen-port": free_port(), "--dashboard-agent-grpc-port": free_port(),
+             "--metrics-export-port": free_port(), "--runtime-env-agent-port": free_port()}
+    start = subprocess.run([RAY, "start", "--head", "--num-cpus", "2", "--temp-dir", str(temp),
+                            "--disable-usage-stats", *[str(x) for kv in ports.items() for x in kv]],
+                           env=env, capture_output=True, text=True, timeout=180)
     try:
-        yield env
+        assert start.returncode == 0, start.stdout + start.stderr
+        yield env, f"http://127.0.0.1:{dashboard}", temp
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        kill_tagged(TAG, tag)
+        shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(env["SENTISWEEP_CACHE_DIR"], ignore_errors=True)
 
 
-def test_smoke_sweep_under_ray_job_submit(ray_head, tmp_path):
-    job = subprocess.run(
-        [RAY, "job", "submit", "--address", f"http://127.0.0.1:{DASHBOARD_PORT}", "--working-dir", ".", "--",
-         "python", "sweeps/ablation.py", "--config", "sweeps/configs/smoke.yaml", "--storage", str(tmp_path)],
-        cwd=ROOT, env=ray_head, capture_output=True, text=True, timeout=900)
+def _submit(head, *argv: str) -> subprocess.CompletedProcess:
+    env, address, _ = head
+    return subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir", ".", "--", "python", *argv],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_tuned_sweep_under_ray_job_submit_lands_where_asked(ray_head, tmp_path):
+    job = _submit(ray_head, "sweeps/ablation.py", "--config", "sweeps/configs/tuned_smoke.yaml",
+                  "--storage", str(tmp_path))
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
     assert "succeeded" in job.stdout + job.stderr
-    results = pd.read_parquet(tmp_path / "smoke" / "results.parquet")
-    assert len(results) == 12 and results["trial_id"].is_unique
-    assert results["status"].value_counts().to_dict() == {"ok": 10, "skipped": 2}
+    chosen = json.loads((tmp_path / "tuned-smoke" / "tuning" / "chosen.json").read_text())["cells"]
+    assert len(chosen) == 2 and all(cell["values"] for cell in chosen.values()), chosen
+    results = pd.read_parquet(tmp_path / "tuned-smoke" / "results.parquet")
+    assert len(results) == 4 and (results["status"] == "ok").all()
+    assert our_files(ray_head[2]) == []  # nothing of ours in Ray's session folder
+
+
+def test_a_relative_storage_under_ray_job_submit_is_refused_before_anything_runs(ray_head):
+    job = _submit(ray_head, "sweeps/search.py", "--config", "sweeps/configs/search_smoke.yaml")  # --storage results
+    assert job.returncode != 0
+    text = job.stdout + job.stderr
+    assert "--storage = 'results': a relative path under `ray job submit`" in text, text[-3000:]
+    assert "s3://" in text and our_files(ray_head[2]) == []

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import tiny_trial
+from helpers import not_installed, tiny_trial
 
 from sentisweep.plan import parse_trial_config
 from sentisweep.probe import onednn
@@ -24,7 +24,6 @@ from sentisweep.serve.export import export
 from sentisweep.serve.predict import PredictError, load_selected, main, read_texts, select_trial
 from sentisweep.trial.run import run_trial
 
-pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["good great wonderful", "bad awful terrible boring", "a film"]
 
@@ -45,6 +44,7 @@ def store(tmp_path_factory, data_dir, cache_dir):
     return root
 
 
+@pytest.mark.unit
 def test_select_best_and_by_id(store):
     table = pd.read_parquet(store / "results.parquet")
     best = select_trial(table)
@@ -60,6 +60,7 @@ def test_select_best_and_by_id(store):
 
 
 @pytest.mark.parametrize("trial_id", ["a__lora__s7", "b__full__s7"])
+@pytest.mark.unit
 def test_export_loads_in_pipeline_with_the_same_probabilities(store, tmp_path, trial_id):
     from transformers import pipeline
 
@@ -78,6 +79,7 @@ def test_export_loads_in_pipeline_with_the_same_probabilities(store, tmp_path, t
         export(str(store), folder, select=trial_id)
 
 
+@pytest.mark.unit
 def test_predict_cli_texts_and_batch_file(store, tmp_path, capsys):
     assert main(["--results", str(store), "--select", "a__lora__s7", *TEXTS]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -90,6 +92,7 @@ def test_predict_cli_texts_and_batch_file(store, tmp_path, capsys):
     assert np.allclose(out["probability_negative"] + out["probability_positive"], 1.0)
 
 
+@pytest.mark.unit
 def test_bad_inputs_are_clear(store, tmp_path, capsys):
     assert main(["--results", str(store), "ok", "  "]) == 2
     assert "text 2 of 2 is empty" in capsys.readouterr().err
@@ -114,12 +117,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.integration
 def test_demo_in_a_headless_browser(store, tmp_path):
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
-        if os.environ.get("SENTISWEEP_REQUIRE_BROWSER"):  # .ci/run installs them and sets this
-            pytest.fail("chromium / chromedriver not installed")
-        pytest.skip("needs Debian's chromium and chromium-driver (apt install chromium chromium-driver)")
+        not_installed("Debian's chromium and chromium-driver (apt install chromium chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from helpers import default_sigint, not_installed
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,9 +100,7 @@ def postgres():
 
     started = start_postgres()
     if started is None:
-        if os.environ.get("SENTISWEEP_REQUIRE_POSTGRES"):  # .ci/run installs it: CI must not skip
-            pytest.fail("PostgreSQL's initdb is not installed, and SENTISWEEP_REQUIRE_POSTGRES is set")
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+        not_installed("PostgreSQL (Debian: apt-get install postgresql)")
     url, stop = started
     yield url
     stop()
@@ -110,7 +109,8 @@ def postgres():
 def test_search_resumes_after_interrupt(tmp_path):
     root = tmp_path / "search-smoke"
     driver = subprocess.Popen([*SEARCH, "--config", "sweeps/configs/search_smoke.yaml", "--storage", str(tmp_path)],
-                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=default_sigint)
     deadline = time.monotonic() + 300
     while not list(root.glob("trials/*/result.parquet")) and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -27,9 +27,11 @@ def _ablation(*args, cwd=ROOT):
 def test_shipped_configs_validate_and_open_with_their_command(path):
     assert path.read_text().startswith(("# python sweeps/", "# ray job submit --working-dir . -- python sweeps/",
                                         "# python ray_jobs/", "# ray job submit --working-dir . -- python ray_jobs/"))
-    if path.name.startswith("embed_xgb"):
+    kind = yaml.safe_load(path.read_text()).get("kind")  # every shipped config states it
+    assert kind in ("sweep", "search", "embed_xgb"), f"{path.name}: kind = {kind!r}"
+    if kind == "embed_xgb":
         assert load_config(path, "embed_xgb").models
-    elif "search" in path.name:
+    elif kind == "search":
         search = load_config(path, "search")
         assert trial_from_sample(search, {"r": search.space.r[0], "alpha_multiple": 1, "learning_rate": 1e-4,
                                           "dropout": 0.1}, "t1", Store("/tmp/x")).method.r == search.space.r[0]

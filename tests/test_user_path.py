@@ -16,16 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import our_files
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
-# what we write, by name or kind; Ray writes none of these in its session folder
-OUR_NAMES = {"chosen.json", "optuna.journal", "best_trial.yaml", "sentisweep_trial.json"}
-OUR_SUFFIXES = {".parquet", ".safetensors", ".jsonl"}
-
-
-def our_files(folder: Path) -> list[Path]:
-    return [f for f in folder.rglob("*") if f.is_file() and (f.name in OUR_NAMES or f.suffix in OUR_SUFFIXES)]
 
 
 @pytest.fixture
@@ -65,6 +59,16 @@ def test_the_tuned_sweep_without_storage_lands_in_results_and_every_cell_chooses
     assert "next: python -m analysis report results/tuned-smoke --out reports/tuned-smoke" in tail
     assert "WARNING" not in tail and "unresolved search space" not in out.stdout + out.stderr
     assert "publisher trust" not in out.stdout + out.stderr
+    # then what the README says to run next, on the same relative paths
+    for argv in (["-m", "analysis", "report", "results/tuned-smoke", "--out", "reports/tuned-smoke"],
+                 ["-m", "analysis", "compare", "results/tuned-smoke", "lora-attention", "full"],
+                 ["-m", "sentisweep.predict", "--results", "results/tuned-smoke", "A wonderful film."],
+                 ["-m", "sentisweep.export", "--results", "results/tuned-smoke", "--select", "best", "--out",
+                  "exported/tuned-smoke-best"]):
+        done = _run(root, env, *argv)
+        assert done.returncode == 0, (argv, done.stdout[-2000:], done.stderr[-2000:])
+    assert (root / "reports" / "tuned-smoke" / "report.html").is_file()
+    assert (root / "exported" / "tuned-smoke-best" / "model.safetensors").is_file()
 
 
 def test_the_search_with_a_relative_storage_lands_under_this_directory(checkout):
@@ -76,3 +80,9 @@ def test_the_search_with_a_relative_storage_lands_under_this_directory(checkout)
     assert (results["status"] == "ok").any() and (folder / "optuna.journal").is_file()
     assert (folder / "best_trial.yaml").is_file() and our_files(ray_tmp) == []
     assert "next: python -m analysis report mine/search-smoke --out reports/search-smoke" in out.stdout
+    # the found trial alone, as best_trial.yaml's first line and the README say
+    assert (folder / "best_trial.yaml").read_text().startswith(
+        f"# python -m sentisweep.train --config {folder / 'best_trial.yaml'}")
+    alone = _run(root, env, "-m", "sentisweep.train", "--config", "mine/search-smoke/best_trial.yaml", "--out", "runs/best")
+    assert alone.returncode == 0, alone.stdout[-2000:] + alone.stderr[-2000:]
+    assert (root / "runs" / "best" / "result.parquet").is_file()

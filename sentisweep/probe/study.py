@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError
 from sentisweep.config import DEFAULT_MAX_LENGTH, ConfigError, DataConfig, SafeName, Strict, format_pydantic
 from sentisweep.probe.booster import METHOD, XGBoostConfig
 from sentisweep.probe.embeddings import DEFAULT_BATCH_SIZE, FAMILY_POOLINGS, QUANTIZATIONS
+from sentisweep.results import best_by_validation
 from sentisweep.storage import exists
 
 
@@ -78,10 +79,9 @@ def best_checkpoint(results: pd.DataFrame, model: str, where: str) -> tuple[str,
     validation accuracy: choosing by test accuracy would leak the test set into the choice."""
     candidates = results[(results["status"] == "ok") & (results["model"] == model)
                          & (results["method"] != METHOD) & results["checkpoint_path"].notna()]
-    candidates = candidates[[exists(p) for p in candidates["checkpoint_path"]]]  # a folder, or in s3://
-    if candidates.empty:
-        raise ConfigError([f"no ok trial of {model} with a checkpoint folder in {where} "
+    candidates = candidates[candidates["checkpoint_path"].map(exists).astype(bool)]  # a folder, or in s3://
+    best = best_by_validation(candidates)
+    if best is None:
+        raise ConfigError([f"no ok trial of {model} with a checkpoint folder and a validation accuracy in {where} "
                            f"(trials of it there: {int((results['model'] == model).sum())})"])
-    score = candidates["best_val_accuracy"].fillna(-1.0)
-    best = candidates.loc[score.idxmax()]
     return str(best["trial_id"]), str(best["checkpoint_path"])

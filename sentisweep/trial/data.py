@@ -89,6 +89,23 @@ def check_source(cfg: DataConfig) -> list[str]:
     return problems
 
 
+def check_data(cfg: DataConfig) -> tuple[list[str], str]:
+    """Everything the real run checks about the data before it trains, for a dry run as for the
+    real run (issue 35: a dry run once passed 3 label_names for 2 classes): the source, then the
+    splits loaded (columns, classes, label_names, sizes; cached, so the run reads them again for
+    free). Returns the problems and, without problems, one line saying what was found."""
+    problems = check_source(cfg)
+    if problems:
+        return problems, ""
+    try:
+        data = load_task_data(cfg)
+    except DataError as err:
+        return [str(err)], ""
+    sizes = ", ".join(f"{split} {len(frame):,}" for split, frame in data.splits.items())
+    classes = ", ".join(f"{i}={name}" for i, name in enumerate(data.label_names))
+    return [], f"data: {cfg.source} ({resolve_source(cfg.source)}): {sizes} rows; classes {classes}"
+
+
 def _hub_problem(source: str, err: Exception) -> str:
     return (f"data.source = {source!r}: not in a local mirror and not loadable from the Hugging Face Hub "
             f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}). Offline, set "
