@@ -46,9 +46,12 @@ def pareto(table: pd.DataFrame, cost: str, cost_label: str, path: Path) -> Path 
     ys = [*frontier["accuracy_mean"], frontier["accuracy_mean"].iloc[-1]]
     ax.step(xs, ys, where="post", color="black", lw=1.2, ls="--", label="Pareto frontier")
     ax.plot(frontier[cost], frontier["accuracy_mean"], "D", mfc="none", mec="black", ms=11)
+    middle = (data[cost].min() + data[cost].max()) / 2
     for _, row in data.iterrows():
+        right_half = row[cost] > middle  # labelled toward the middle: never past the axes' edge
         ax.annotate(row["variant"], (row[cost], row["accuracy_mean"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8, fontweight="bold" if front[_] else "normal")
+                    xytext=(-6, -11) if right_half else (5, 4), ha="right" if right_half else "left", fontsize=8,
+                    fontweight="bold" if front[_] else "normal")
     ax.set_xlabel(cost_label)
     ax.set_ylabel("test accuracy (mean over seeds, bars: std)")
     ax.set_title(f"Accuracy vs {cost_label.split(' (')[0]}: the frontier is what is worth its cost")

@@ -49,7 +49,10 @@ def run_search_trial(params: dict, search: dict, storage: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python sweeps/search.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="exit status: 0 every trial ok or stopped early; 1 done, but some trial failed; "
+                                       "2 bad config or arguments; 4 no trial finished, so the search found nothing; "
+                                       "130 interrupted (continue with --resume).")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"search YAML (default {DEFAULT_CONFIG})")
     p.add_argument("--storage", default="results",
                    help="results folder (default ./results, relative to where you run the command) or s3://...")

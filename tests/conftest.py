@@ -42,13 +42,16 @@ def pytest_addoption(parser):
 
 def pytest_collection_modifyitems(config, items):
     """Every test in exactly one tier. A bare `python -m pytest` runs the fast tier (unit: in-process,
-    no subprocess Ray, no root, no container); `--all-tiers` runs them all, `-m` chooses."""
+    no subprocess Ray, no root, no container); `--all-tiers` runs them all, `-m` chooses, and
+    tests named by file or node id run as named."""
     wrong = [f"{item.nodeid}: {sorted(tiers) or 'no tier'}" for item in items
              if len(tiers := {m.name for m in item.iter_markers()} & set(TIERS)) != 1]
     if wrong:
         raise pytest.UsageError("each test needs exactly one of the markers " + ", ".join(TIERS) + ":\n  "
                                 + "\n  ".join(wrong))
-    if config.getoption("--all-tiers") or config.option.markexpr:
+    # tests named on the command line (a file, a node id) run whatever their tier
+    named = config.args_source == pytest.Config.ArgsSource.ARGS
+    if config.getoption("--all-tiers") or config.option.markexpr or named:
         return
     slower = [item for item in items if item.get_closest_marker("unit") is None]
     if slower:

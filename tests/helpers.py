@@ -122,21 +122,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def kill_tagged(variable: str, tag: str) -> int:
+def kill_tagged(variable: str, tag: str, rounds: int = 10) -> int:
     """SIGKILL every process whose environment has `variable=tag`: the processes a test started
-    (and their children, which inherit it), never another user's. Returns how many."""
+    (and their children, which inherit it), never another user's. Again until none is left: a
+    raylet restarts its agents when they die first. Returns how many."""
     import signal
+    import time
 
     import psutil
 
     killed = 0
-    for process in psutil.process_iter():
-        try:
-            if process.pid != os.getpid() and process.environ().get(variable) == tag:
-                os.kill(process.pid, signal.SIGKILL)
+    for _ in range(rounds):
+        found = []
+        for process in psutil.process_iter():
+            try:
+                if process.pid != os.getpid() and process.environ().get(variable) == tag:
+                    found.append(process.pid)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        if not found:
+            break
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
                 killed += 1
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, ProcessLookupError):
-            continue
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
     return killed
 
 

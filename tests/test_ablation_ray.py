@@ -4,6 +4,7 @@ worker, GPU scheduling with declared GPUs."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -82,7 +83,8 @@ def test_smoke_sweep_writes_every_trial_once(smoke_sweep):
     assert (ok["attempts"] == 1).all()  # each trial started exactly once
     for trial_id in ok["trial_id"]:  # Tune's names and folders are our trial ids
         assert (storage / "smoke" / "tune" / trial_id).is_dir() and f"│ {trial_id} " in out.stdout, trial_id
-    assert "| tiny-qwen3 | zero-shot | 2 |" in out.stdout  # the summary table
+    assert re.search(r"\| tiny-qwen3 \| zero-shot \| [^|]+ \| 2 \|", out.stdout)  # the last screen's table, 2 seeds
+    assert "next: python -m analysis report " in out.stdout
 
 
 def test_trials_logged_to_mlflow(smoke_sweep):

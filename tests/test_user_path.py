@@ -29,7 +29,7 @@ def checkout(tmp_path):
     and the user's cache folder in tmp_path: the environment a user's shell would have."""
     root = tmp_path / "checkout"
     root.mkdir()
-    for name in ("sweeps", "tests"):
+    for name in ("sweeps", "ray_jobs", "tests"):
         (root / name).symlink_to(ROOT / name)
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SENTISWEEP_CACHE_DIR")}
@@ -86,3 +86,16 @@ def test_the_search_with_a_relative_storage_lands_under_this_directory(checkout)
     alone = _run(root, env, "-m", "sentisweep.train", "--config", "mine/search-smoke/best_trial.yaml", "--out", "runs/best")
     assert alone.returncode == 0, alone.stdout[-2000:] + alone.stderr[-2000:]
     assert (root / "runs" / "best" / "result.parquet").is_file()
+
+
+def test_the_embedding_and_xgboost_jobs_with_relative_folders_land_under_this_directory(checkout):
+    root, env, ray_tmp = checkout
+    embedded = _run(root, env, "ray_jobs/embed.py", "--smoke-test", "--out", "emb", "--concurrency", "1")
+    assert embedded.returncode == 0, embedded.stdout[-2000:] + embedded.stderr[-2000:]
+    assert sorted(p.name for p in (root / "emb").iterdir()) == ["test.parquet", "train.parquet", "validation.parquet"]
+    boosted = _run(root, env, "ray_jobs/xgboost_stage.py", "--embeddings", "emb", "--workers", "2", "--rounds", "5",
+                   "--storage", "out")
+    assert boosted.returncode == 0, boosted.stdout[-2000:] + boosted.stderr[-2000:]
+    assert (pd.read_parquet(root / "out" / "embed-xgb" / "results.parquet")["status"] == "ok").all()
+    assert our_files(ray_tmp) == []
+
