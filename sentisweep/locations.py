@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 from sentisweep.config import ConfigError, DataConfig
+from sentisweep.storage import is_remote
 
 # `ray job submit` sets this in the driver's environment (Ray's JobSupervisor: the job's
 # runtime environment and metadata); a driver started by hand has no such variable.
@@ -28,35 +29,34 @@ RAY_JOB_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 # the flags of our commands that name a location: (attribute, written to)
 LOCATION_FLAGS = {"storage": True, "out": True, "study_storage": True, "mlflow_uri": True,
                   "cache_dir": True, "checkpoint": False, "embeddings": False, "data": False}
-SQLITE = "sqlite:///"
+# URLs whose rest is a local path: (how they start, how a pinned one starts)
+PATH_URLS = (("sqlite:///", "sqlite:///"), ("file://", "file://"), ("file:", "file://"))
 
 
 def under_ray_job() -> bool:
     return bool(os.environ.get(RAY_JOB_VARIABLE))
 
 
-def is_uri(location: str) -> bool:
-    return "://" in location or location.startswith("file:")
+def _split(location: str) -> tuple[str, str] | None:
+    """(the prefix a pinned form takes, the local path) of a path or path URL; None for any other URI."""
+    for start, pinned_start in PATH_URLS:
+        if location.startswith(start):
+            return pinned_start, location[len(start):]
+    return None if is_remote(location) else ("", location)
 
 
 def is_relative(location: str) -> bool:
     """A local path, or the path inside a sqlite:/// or file: URL, that is not absolute."""
-    if location.startswith(SQLITE):
-        return not location[len(SQLITE):].startswith("/")
-    if location.startswith("file:"):
-        return not location.removeprefix("file://").removeprefix("file:").startswith("/")
-    return not is_uri(location) and not Path(location).expanduser().is_absolute()
+    parts = _split(location)
+    return parts is not None and not Path(parts[1]).expanduser().is_absolute()
 
 
 def pinned(location: str | None) -> str | None:
     """`location` as every process of this run reads it: absolute against this directory."""
     if location is None or not is_relative(location):
         return location
-    if location.startswith(SQLITE):
-        return SQLITE + str(Path(location[len(SQLITE):]).resolve())
-    if location.startswith("file:"):
-        return "file://" + str(Path(location.removeprefix("file://").removeprefix("file:")).resolve())
-    return str(Path(location).expanduser().resolve())
+    prefix, path = _split(location)
+    return prefix + str(Path(path).expanduser().resolve())
 
 
 def refusal(field: str, location: str) -> str | None:

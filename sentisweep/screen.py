@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from sentisweep.results import STATUSES
+from sentisweep.storage import is_remote
 
 
 def summary_table(results: pd.DataFrame) -> str:
@@ -41,7 +42,7 @@ def status_counts(results: pd.DataFrame) -> str:
 
 def shown(location: str) -> str:
     """A location as the user would type it here: relative to this directory when inside it."""
-    if "://" in location:
+    if is_remote(location):
         return location
     try:
         return os.path.relpath(location) if Path(location).resolve().is_relative_to(Path.cwd()) else location
