@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from sentisweep import exit_codes
@@ -30,6 +29,7 @@ def resolve_method(name: str, methods: list[str]) -> str:
     raise ResultsError(f"{name!r} is not among the successful methods: {methods}")
 
 
+@exit_codes.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m analysis",
@@ -54,29 +54,25 @@ def main(argv: list[str] | None = None) -> int:
     pair.add_argument("b")
     args = parser.parse_args(argv)
 
-    from analysis.load import ResultsError, load_results, split_by_status
+    from analysis.load import load_results, split_by_status
 
-    try:
-        if args.command == "report":
-            from analysis.report import build_report
+    if args.command == "report":
+        from analysis.report import build_report
 
-            path = build_report(args.results, Path(args.out), args.within)
-            print(f"report: {path}")
-            return exit_codes.OK
-        from analysis.report import group_correctness
-        from analysis.significance import compare
-
-        ok, _ = split_by_status(load_results([args.results]))
-        groups = group_correctness(ok)
-        a, b = (resolve_method(name, sorted(groups)) for name in (args.a, args.b))
-        result = compare(a, groups[a], b, groups[b])
-        for key, value in result.as_row().items():
-            print(f"{key:>12}: {value}")
+        path = build_report(args.results, Path(args.out), args.within)
+        print(f"report: {path}")
         return exit_codes.OK
-    except ResultsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
+    from analysis.report import group_correctness
+    from analysis.significance import compare
+
+    ok, _ = split_by_status(load_results([args.results]))
+    groups = group_correctness(ok)
+    a, b = (resolve_method(name, sorted(groups)) for name in (args.a, args.b))
+    result = compare(a, groups[a], b, groups[b])
+    for key, value in result.as_row().items():
+        print(f"{key:>12}: {value}")
+    return exit_codes.OK
 
 
 if __name__ == "__main__":
-    raise SystemExit(exit_codes.run(main))
+    raise SystemExit(main())

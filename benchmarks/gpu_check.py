@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -99,6 +98,7 @@ def _mib(value) -> float | None:
     return None if value is None else round(value / 2**20, 1)
 
 
+@exit_codes.command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
@@ -107,9 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device = 'cuda': no CUDA GPU is visible here (run with --device cpu to check the rest)",
-              file=sys.stderr)
-        return exit_codes.BAD_INPUT
+        raise exit_codes.BadInput("--device = 'cuda': no CUDA GPU is visible here (run with --device cpu to "
+                                  "check the rest)")
     from sentisweep.trial.models import set_quiet
 
     set_quiet(True)
@@ -128,4 +127,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(exit_codes.run(main))
+    raise SystemExit(main())

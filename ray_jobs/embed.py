@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,24 +274,17 @@ def run(job: EmbedJob) -> dict[str, dict]:
     return embed_splits({s: data.splits[s] for s in job.splits}, job, Store(a.out), gpus, meta)
 
 
+@exit_codes.command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        pin_args(args)  # before anything leaves this process: Ray's actors run elsewhere
-        job = job_from_args(args)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
+    pin_args(args)  # before anything leaves this process: Ray's actors run elsewhere
+    job = job_from_args(args)
     connect(args.local, None)  # [Ray] RAY_ADDRESS's cluster, or a local one
-    try:
-        metas = run(job)
-    except EmbeddingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
+    metas = run(job)
     for split, meta in metas.items():
         print(f"{split}: {meta['rows']} x {meta['dim']} in {meta['seconds']:.1f} s -> {Store(job.out).uri(split)}.parquet")
     return exit_codes.OK
 
 
 if __name__ == "__main__":
-    raise SystemExit(exit_codes.run(main))
+    raise SystemExit(main())

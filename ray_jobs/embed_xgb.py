@@ -15,7 +15,6 @@ command again continues where it stopped (`--overwrite` redoes everything).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ray_jobs import embed, xgboost_stage
@@ -24,7 +23,6 @@ from sentisweep import exit_codes
 from sentisweep.config import ConfigError
 from sentisweep.locations import pin_args, pinned, pinned_data, refusal
 from sentisweep.plan import load_config
-from sentisweep.probe.embeddings import EmbeddingError
 from sentisweep.probe.study import EmbedXgbConfig, best_checkpoint
 from sentisweep.results import RESULTS_TABLE, ResultsError, read_results
 from sentisweep.storage import Store, exists, is_remote
@@ -99,19 +97,16 @@ def xgboost_stage_of(config: EmbedXgbConfig, run: dict, local: bool) -> xgboost_
                                local=local)
 
 
+@exit_codes.command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        pin_args(args)
-        config = load_config(args.config, "embed_xgb", {"storage": args.storage} if args.storage else None)
-        problem = refusal("storage", config.storage)
-        if problem:
-            raise ConfigError([problem], args.config)
-        config = config.model_copy(update={"storage": pinned(config.storage), "data": pinned_data(config.data)})
-        runs = plan(config, strict=not args.dry_run)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
+    pin_args(args)
+    config = load_config(args.config, "embed_xgb", {"storage": args.storage} if args.storage else None)
+    problem = refusal("storage", config.storage)
+    if problem:
+        raise ConfigError([problem], args.config)
+    config = config.model_copy(update={"storage": pinned(config.storage), "data": pinned_data(config.data)})
+    runs = plan(config, strict=not args.dry_run)
     store = Store(config.storage)
     results_table = store.uri(config.name, RESULTS_TABLE)
     done_rows = set(read_results(results_table)["method_params"].map(_source_of)) \
@@ -139,15 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for run in to_run:
         label = f"{run['entry'].model} {run['source']}"
-        try:
-            if args.overwrite or not embedded(run["embeddings"]):
-                run_embedding(config, run)
-            else:
-                print(f"{label}: embeddings exist in {run['embeddings']}, reused")
-            result = xgboost_stage.run_stage(xgboost_stage_of(config, run, args.local))
-        except (ConfigError, EmbeddingError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return exit_codes.BAD_INPUT
+        if args.overwrite or not embedded(run["embeddings"]):
+            run_embedding(config, run)
+        else:
+            print(f"{label}: embeddings exist in {run['embeddings']}, reused")
+        result = xgboost_stage.run_stage(xgboost_stage_of(config, run, args.local))
         failed |= result.status != "ok"
         print(f"{result.trial_id}: {result.status}" + (f", test accuracy {result.accuracy:.4f}"
                                                         if result.status == "ok" else f": {result.error}"))
@@ -164,4 +155,4 @@ def _source_of(method_params: str) -> tuple[str, str]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(exit_codes.run(main))
+    raise SystemExit(main())

@@ -32,7 +32,6 @@ from sentisweep.config import ConfigError, safe_name
 from sentisweep.locations import pin_args
 from sentisweep.plan import trial_parts
 from sentisweep.probe.booster import XGBoostConfig, fit_single_process, load_splits, probe_trial_id, run_probe
-from sentisweep.probe.embeddings import EmbeddingError
 from sentisweep.results import RESULT_FILE, RESULTS_TABLE, SCHEMA, TrialResult, write_results
 from sentisweep.storage import Store
 
@@ -202,22 +201,19 @@ def run_stage(stage: Stage) -> TrialResult:
     return result
 
 
+@exit_codes.command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        pin_args(args)  # before anything leaves this process: Ray Train's workers run elsewhere
-        if args.smoke_test:
-            args.rounds, args.name = args.rounds or "5", "smoke-embed-xgb" if args.name == "embed-xgb" else args.name
-            args.embeddings = args.embeddings or str(smoke_embeddings(args.storage))
-        if not args.embeddings:
-            raise ConfigError(["--embeddings: required (a folder written by ray_jobs/embed.py)"])
-        stage = Stage(embeddings=args.embeddings, storage=args.storage, name=args.name, workers=args.workers,
-                      cpus_per_worker=args.cpus_per_worker, report_every=args.report_every, seed=args.seed,
-                      xgb=xgboost_config(args), overwrite=args.overwrite, local=args.local)
-        result = run_stage(stage)
-    except (ConfigError, EmbeddingError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
+    pin_args(args)  # before anything leaves this process: Ray Train's workers run elsewhere
+    if args.smoke_test:
+        args.rounds, args.name = args.rounds or "5", "smoke-embed-xgb" if args.name == "embed-xgb" else args.name
+        args.embeddings = args.embeddings or str(smoke_embeddings(args.storage))
+    if not args.embeddings:
+        raise ConfigError(["--embeddings: required (a folder written by ray_jobs/embed.py)"])
+    stage = Stage(embeddings=args.embeddings, storage=args.storage, name=args.name, workers=args.workers,
+                  cpus_per_worker=args.cpus_per_worker, report_every=args.report_every, seed=args.seed,
+                  xgb=xgboost_config(args), overwrite=args.overwrite, local=args.local)
+    result = run_stage(stage)
     if result.status != "ok":
         print(f"{result.trial_id}: {result.status}: {result.error}", file=sys.stderr)
         return exit_codes.FAILED
@@ -239,4 +235,4 @@ def write_table(store: Store, name: str, result) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(exit_codes.run(main))
+    raise SystemExit(main())

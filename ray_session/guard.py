@@ -67,8 +67,7 @@ def dry_run_done(store, name: str, resume: bool) -> int:
     refusal = check_storage(store, name, resume)
     print("dry run: nothing started", flush=True)
     if refusal:
-        print(f"error: the run would stop here: {refusal}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
+        raise exit_codes.BadInput(f"the run would stop here: {refusal}")
     return exit_codes.OK
 
 
@@ -77,8 +76,7 @@ def run_guarded(store, name: str, resume: bool, run: Callable[[], int]) -> int:
     root = store.uri(name)
     refusal = check_storage(store, name, resume)
     if refusal:
-        print(f"error: {refusal}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
+        raise exit_codes.BadInput(refusal)
     try:
         return run()
     except KeyboardInterrupt:

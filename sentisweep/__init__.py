@@ -12,7 +12,7 @@ and `ray_jobs/`, over `ray_session/`).
     exit_codes    the exit status of every command
     trial/        one trial: data, tokenization, batching, models, methods, run, metrics
     probe/        embeddings, oneDNN linears, XGBoost, the TF-IDF baseline
-    serve/        predict, export, demo
+    predict, export, demo   use a sweep's winner: classify texts, export it, serve it on a page
     train.py      `python -m sentisweep.train`: one trial from the command line
 
     from sentisweep.plan import parse_trial_config

@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from sentisweep.exit_codes import BadInput
+
 # Each default in one place: the trial's, the embedder's and the classifier's max_length.
 DEFAULT_MAX_LENGTH = 256
 # What an adapter's `placement` may say besides a list of module names.
@@ -47,14 +49,14 @@ def safe_name(value: str) -> str:
 SafeName = Annotated[str, AfterValidator(safe_name)]
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput):
     """One or more invalid config fields; `problems` holds one line per field."""
 
     def __init__(self, problems: list[str], source: str | None = None):
         self.problems = problems
         where = f" in {source}" if source else ""
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{len(problems)} invalid config field(s){where}:\n{lines}")
+        ValueError.__init__(self, f"{len(problems)} invalid config field(s){where}:\n{lines}")
 
 
 def default_cache_dir() -> str:

@@ -1,4 +1,8 @@
-"""The exit status of every command (README, "Exit codes"): one table, tested per entry point."""
+"""The exit status of every command (README, "Exit codes"): one table, tested per entry point,
+and the one place that turns bad input and Ctrl-C into them."""
+
+import functools
+import sys
 
 OK = 0  # done; every trial ok (or skipped, in a sweep)
 FAILED = 1  # done, but a trial or a stage failed: its row says why
@@ -10,12 +14,28 @@ TUNING_FAILED = 4
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); a sweep or search continues with --resume
 
 
-def run(main) -> int:
-    """A command's `main()`, with Ctrl-C ending it in one line and INTERRUPTED, not a traceback."""
-    import sys
+class BadInput(ValueError):
+    """What a command refuses (arguments, config, data, an output it would overwrite), with a
+    message naming the field, the value and what is allowed. Every error class of bad input
+    derives from it; `command` turns it into one "error:" line and BAD_INPUT."""
 
-    try:
-        return main()
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return INTERRUPTED
+    def __init__(self, *problems: str):
+        super().__init__("\n  ".join(problems))
+
+
+def command(main):
+    """A command's `main(argv)`: bad input ends it in one "error: ..." line and BAD_INPUT, Ctrl-C
+    in one line and INTERRUPTED, never in a traceback. Tests call the wrapped main, as users do."""
+
+    @functools.wraps(main)
+    def run(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except BadInput as err:
+            print(f"error: {err}", file=sys.stderr)
+            return BAD_INPUT
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            return INTERRUPTED
+
+    return run

@@ -7,10 +7,12 @@ import difflib
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
+from sentisweep.exit_codes import BadInput
+
 Entry = TypeVar("Entry")
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(BadInput):
     """A registry lookup failed; the message suggests and lists the known names."""
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sentisweep.exit_codes import BadInput
 from sentisweep.storage import write_parquet_atomic
 
 RESULT_FILE = "result.parquet"  # one trial's row, in its folder
@@ -151,7 +152,7 @@ def write_results(results: list[TrialResult], path: str | Path) -> Path:
     return path
 
 
-class ResultsError(ValueError):
+class ResultsError(BadInput):
     """A results input that cannot be read; the message says which file and why."""
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sentisweep import exit_codes
-from sentisweep.config import PLACEMENTS, ConfigError, TrialConfig, deep_merge
+from sentisweep.config import PLACEMENTS, TrialConfig, deep_merge
 from sentisweep.plan import load_config, parse_trial_config
 
 EXIT_CODES = {"ok": exit_codes.OK, "failed": exit_codes.FAILED, "skipped": exit_codes.SKIPPED}
@@ -113,19 +113,16 @@ def summary(result) -> str:
     return "\n".join(lines)
 
 
+@exit_codes.command
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        overrides = overrides_from_args(args)
-        config: TrialConfig = (load_config(args.config, "trial", overrides) if args.config
-                               else parse_trial_config(overrides, source="command line"))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
+    overrides = overrides_from_args(args)
+    config: TrialConfig = (load_config(args.config, "trial", overrides) if args.config
+                           else parse_trial_config(overrides, source="command line"))
     from sentisweep.results import RESULT_FILE
-    from sentisweep.trial.data import DataError, check_source
+    from sentisweep.trial.data import check_source
     from sentisweep.trial.run import run_trial
 
     out = Path(config.output_dir)
@@ -135,15 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.overwrite and (out / RESULT_FILE).exists():
         problems.append(f"--out = {str(out)!r}: {RESULT_FILE} exists there; choose another --out or pass --overwrite")
     if problems:
-        print("error: " + "\n  ".join(problems), file=sys.stderr)
-        return exit_codes.BAD_INPUT
+        raise exit_codes.BadInput(*problems)
     print(f"trial {config.resolved_trial_id()}: model {config.model}, method {config.method.name}, "
           f"seed {config.seed}, data {config.data.source} -> {config.output_dir}", flush=True)
     try:
-        result = run_trial(config, quiet=args.quiet, overwrite=args.overwrite)
-    except DataError as err:  # bad data is bad input: nothing was written
-        print(f"error: {err}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
+        result = run_trial(config, quiet=args.quiet, overwrite=args.overwrite)  # bad data: BadInput, nothing written
     except KeyboardInterrupt:
         print(f"\ninterrupted: nothing was written to {out} (what was there is as it was)", file=sys.stderr)
         return exit_codes.INTERRUPTED
@@ -152,4 +145,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(exit_codes.run(main))
+    raise SystemExit(main())

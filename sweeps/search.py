@@ -13,26 +13,24 @@ ready-to-run trial config, `<storage>/<name>/best_trial.yaml`. --storage may be 
 
 from __future__ import annotations
 
-import argparse
+import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from ray_session import guard, tracking
-from ray_session.connect import ask_autoscaler, connect, unsatisfiable
+from ray_session import guard
 from sentisweep import exit_codes
-from sentisweep.config import OBJECTIVES, ConfigError, SearchConfig
+from sentisweep.config import OBJECTIVES, SearchConfig
 from sentisweep.locations import pin_args, pinned_data, pinned_model
 from sentisweep.plan import PlannedTrial, gather_results, load_config, trial_from_sample
-from sentisweep.results import BASELINE_MODEL, RESULTS_TABLE, best_by_validation
-from sentisweep.screen import final_screen, shown
+from sentisweep.results import best_by_validation
+from sentisweep.screen import shown
 from sentisweep.storage import Store
 from sentisweep.trial.data import check_data
 from sentisweep.tuning import random_first
-from sweeps import trainable
+from sweeps import driver, trainable
 from sweeps.study import JOURNAL, StudyStorage, resumable_optuna_search, saving_callback, tpe_sampler
 
 DEFAULT_CONFIG = "sweeps/configs/lora_search_quick.yaml"
@@ -47,38 +45,21 @@ def run_search_trial(params: dict, search: dict, storage: str) -> None:
     trainable.execute_trial(trial, storage)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python sweeps/search.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="exit status: 0 every trial ok or stopped early; 1 done, but some trial failed; "
-                                       "2 bad config or arguments; 4 no trial finished, so the search found nothing; "
-                                       "130 interrupted (continue with --resume).")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"search YAML (default {DEFAULT_CONFIG})")
-    p.add_argument("--storage", default="results",
-                   help="results folder (default ./results, relative to where you run the command) or s3://...")
-    p.add_argument("--name", help="search name (default: the config's); results go to <storage>/<name>")
+def build_parser():
+    p = driver.parser("python sweeps/search.py", __doc__, what="search", default_config=DEFAULT_CONFIG,
+                      epilog="exit status: 0 every trial ok or stopped early; 1 done, but some trial failed; "
+                             "2 bad config or arguments; 4 no trial finished, so the search found nothing; "
+                             "130 interrupted (continue with --resume).")
     p.add_argument("--num-samples", type=int, help="override the config's number of trials")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted search")
-    p.add_argument("--dry-run", action="store_true", help="validate and print the search plan, start nothing")
-    p.add_argument("--local", action="store_true", help="start Ray here even if RAY_ADDRESS is set")
-    p.add_argument("--num-gpus", type=float, default=None, help="GPUs Ray may schedule on with --local")
-    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
-    p.add_argument("--expect-gpus", type=float, default=0, metavar="N",
-                   help="an autoscaler will add nodes with N GPUs each: wait for them (and ask for them) "
-                        "instead of refusing a GPU search on a cluster that has no GPU now")
     p.add_argument("--study-storage", metavar="URL",
                    help="keep the Optuna study in this database (e.g. postgresql://user:pass@host/db) instead "
                         "of a journal file on the driver, copied to the store after each trial")
-    p.add_argument("--mlflow-uri", help="also log every trial to MLflow (e.g. sqlite:///abs/path/mlflow.db or "
-                                        "http://host:5000; needs the mlflow extra)")
     return p
 
 
 def save_best(results, search: SearchConfig, store: Store) -> str | None:
     """The best finished trial by validation accuracy as a trial config people can run."""
-    import json
-
-    best = best_by_validation(results[results["model"] != BASELINE_MODEL])
+    best = best_by_validation(results)  # the trials' rows: no baseline among them
     if best is None:
         return None
     config = json.loads(best["config_json"])
@@ -96,73 +77,24 @@ def save_best(results, search: SearchConfig, store: Store) -> str | None:
 
 def run(args, search: SearchConfig, store: Store) -> int:
     from ray import tune  # [Ray]
-    from ray.tune.schedulers import ASHAScheduler  # [Ray]
-    from ray.tune.search import ConcurrencyLimiter  # [Ray]
 
     started = time.monotonic()
     study = StudyStorage(store, search.name, args.study_storage)
     # the report reads the search's objectives (its Pareto front) from here
     store.write_bytes(search.model_dump_json(indent=1).encode(), search.name, "search.json")
     print(study.describe(), flush=True)
-    connect(args.local, args.num_gpus)  # [Ray]
-    problem = unsatisfiable(search.resources.cpus_per_trial, search.resources.gpus_per_trial, args.expect_gpus)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
-    ask_autoscaler(search.resources.cpus_per_trial, search.resources.gpus_per_trial,  # [Ray]
-                   min(search.num_samples, search.resources.max_concurrent or search.num_samples))
+    resources = {"cpu": search.resources.cpus_per_trial, "gpu": search.resources.gpus_per_trial}
+    driver.start_ray(args, resources["cpu"], resources["gpu"],
+                     min(search.num_samples, search.resources.max_concurrent or search.num_samples))
     # the search's own config goes with the trainable, not into the sampled config: Tune prints a
     # trial's config as it starts and beside the best trial, and it is only these 4 sampled values
     trial_fn = tune.with_parameters(run_search_trial, search=search.model_dump(mode="json"),  # [Ray]
                                     storage=store.uri())
-    trial_fn = tune.with_resources(trial_fn, {  # [Ray]
-        "cpu": search.resources.cpus_per_trial, "gpu": search.resources.gpus_per_trial})
-    if args.resume:
-        # the study first: the restored searcher (Optuna's TPE with every finished trial) reads it
-        if study.restore():
-            print(f"study restored from {store.uri(search.name, JOURNAL)}", flush=True)
-        tuner = tune.Tuner.restore(store.path(search.name, "tune"), trainable=trial_fn,  # [Ray]
-                                   resume_unfinished=True, restart_errored=True, storage_filesystem=store.fs)
-    else:
-        space = search.space
-        space = {  # [Ray]
-            "r": tune.choice(space.r), "alpha_multiple": tune.choice(space.alpha_multiple),
-            "learning_rate": tune.loguniform(*space.learning_rate), "dropout": tune.uniform(*space.dropout),
-        }
-        several = len(search.objectives) > 1
-        # one objective: Tune hands the space and metric to the searcher; several: the searcher is
-        # given them itself (a list of metrics and modes), and TuneConfig's metric is ASHA's alone
-        objectives = ({"space": space, "metric": search.objectives,
-                       "mode": [OBJECTIVES[o] for o in search.objectives]} if several else {})
-        if several:  # the costs come with a trial's final report only; Tune's documented switch lets the
-            # validation reports before it (ASHA's) through without them
-            os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-        searcher = resumable_optuna_search(  # [Ray]
-            sampler=tpe_sampler(search.num_samples, search.search_seed), storage=study.optuna_storage(),
-            study_name=search.name, **objectives)
-        if search.resources.max_concurrent:
-            searcher = ConcurrencyLimiter(searcher, max_concurrent=search.resources.max_concurrent)  # [Ray]
-        tuner = tune.Tuner(  # [Ray]
-            trial_fn,
-            param_space={} if several else space,
-            tune_config=tune.TuneConfig(
-                metric="val_accuracy", mode="max", num_samples=search.num_samples, search_alg=searcher,
-                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=search.scheduler.max_reports,
-                                        grace_period=search.scheduler.grace_period,
-                                        reduction_factor=search.scheduler.reduction_factor),
-                reuse_actors=False),
-            run_config=tune.RunConfig(name="tune", storage_path=store.path(search.name),  # [Ray]
-                                      storage_filesystem=store.fs,
-                                      # a status table every 30 s and each trial's config as it starts, not each of its
-                                      # reports as well (Tune's default when unset, verbose=2, prints those too)
-                                      verbose=1,
-                                      callbacks=[*tracking.logger_callbacks(args.mlflow_uri, search.name),
-                                                 saving_callback(study)],
-                                      failure_config=tune.FailureConfig(max_failures=search.max_failures),
-                                      # a resumable trial's latest checkpoint only: a retry needs no other
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
-        )
-    grid = guard.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
+    # the study first: a restored searcher (Optuna's TPE with every finished trial) reads it
+    if args.resume and study.restore():
+        print(f"study restored from {store.uri(search.name, JOURNAL)}", flush=True)
+    grid = driver.fit(trial_fn, resources, store, (search.name,), args.resume, search.max_failures,
+                      lambda: search_config(search, study), [*driver.loggers(args, search.name), saving_callback(study)])
     study.save()
 
     def trial_of(result):  # our TrialConfig from Tune's sampled config and its trial id
@@ -171,52 +103,56 @@ def run(args, search: SearchConfig, store: Store) -> int:
 
     planned = [PlannedTrial(trial_of(r)) for r in grid if r.config]
     trials = gather_results(planned, store, trainable.outcomes(grid, lambda r: trial_of(r).trial_id))
-    from sentisweep.probe.baselines import with_baselines  # sklearn: only once the trials are done
-
-    results = with_baselines(trials, search.baselines, search.data, search.name, store)
-    where = store.write_frame(results, search.name, RESULTS_TABLE)
-    best = save_best(results, search, store)
+    best = save_best(trials, search, store)
     sections = [study.describe()] + ([f"best trial by validation accuracy, as a config: {shown(best)}\n"
                                       f"  run it alone: python -m sentisweep.train --config {shown(best)} --out "
                                       f"runs/{search.name}-best"] if best else [])
     warnings = [] if best else [f"no trial of the search finished, so it found nothing (exit {exit_codes.TUNING_FAILED}); "
                                 "the failed trials' errors are above"]
-    print(final_screen(f"search {search.name}", results, store.uri(search.name), where,
-                       time.monotonic() - started, sections, warnings))
-    if not best:
-        return exit_codes.TUNING_FAILED
-    return exit_codes.FAILED if (results["status"] == "failed").any() else exit_codes.OK
+    results = driver.finish(f"search {search.name}", trials, search, store, started, sections, warnings)
+    return driver.exit_status(results, best is None)
 
 
+def search_config(search: SearchConfig, study: StudyStorage):
+    """Tune's TuneConfig of a search (Optuna's TPE, ASHA) and the space Tune samples."""
+    from ray import tune  # [Ray]
+    from ray.tune.schedulers import ASHAScheduler  # [Ray]
+    from ray.tune.search import ConcurrencyLimiter  # [Ray]
+
+    space = {  # [Ray]
+        "r": tune.choice(search.space.r), "alpha_multiple": tune.choice(search.space.alpha_multiple),
+        "learning_rate": tune.loguniform(*search.space.learning_rate), "dropout": tune.uniform(*search.space.dropout),
+    }
+    several = len(search.objectives) > 1
+    # one objective: Tune hands the space and metric to the searcher; several: the searcher is
+    # given them itself (a list of metrics and modes), and TuneConfig's metric is ASHA's alone
+    objectives = ({"space": space, "metric": search.objectives,
+                   "mode": [OBJECTIVES[o] for o in search.objectives]} if several else {})
+    if several:  # the costs come with a trial's final report only; Tune's documented switch lets the
+        # validation reports before it (ASHA's) through without them
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    searcher = resumable_optuna_search(  # [Ray]
+        sampler=tpe_sampler(search.num_samples, search.search_seed), storage=study.optuna_storage(),
+        study_name=search.name, **objectives)
+    if search.resources.max_concurrent:
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=search.resources.max_concurrent)  # [Ray]
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=search.scheduler.max_reports,  # [Ray]
+                              grace_period=search.scheduler.grace_period,
+                              reduction_factor=search.scheduler.reduction_factor)
+    return tune.TuneConfig(metric="val_accuracy", mode="max", num_samples=search.num_samples,  # [Ray]
+                           search_alg=searcher, scheduler=scheduler, reuse_actors=False), {} if several else space
+
+
+@exit_codes.command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        pin_args(args)  # every location made absolute here, before anything leaves this process
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
-    overrides = {k: v for k, v in (("name", args.name), ("num_samples", args.num_samples)) if v is not None}
-    if args.max_concurrent is not None:
-        overrides["resources"] = {"max_concurrent": args.max_concurrent}
-    try:
-        search = load_config(args.config, "search", overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
-    try:
-        # trials run in working directories of their own (sentisweep/locations.py)
-        search.data, search.model = pinned_data(search.data), pinned_model(search.model)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
-    try:
-        store = Store(args.storage)
-    except Exception as err:  # pyarrow: unknown scheme, missing credentials; a file, not a folder
-        print(f"error: --storage = {args.storage!r}: {err}", file=sys.stderr)
-        return exit_codes.BAD_INPUT
-    root = store.uri(search.name)
+    pin_args(args)  # every location made absolute here, before anything leaves this process
+    search = load_config(args.config, "search", driver.overrides(args, num_samples=args.num_samples))
+    # trials run in working directories of their own (sentisweep/locations.py)
+    search.data, search.model = pinned_data(search.data), pinned_model(search.model)
+    store = driver.open_store(args.storage)
     print(f"search {search.name}: {search.num_samples} trials of {search.model} / {search.method} "
-          f"(placement {search.placement}) -> {root}\n  space: {search.space.describe()}\n"
+          f"(placement {search.placement}) -> {store.uri(search.name)}\n  space: {search.space.describe()}\n"
           f"  objectives: {', '.join(f'{o} ({OBJECTIVES[o]})' for o in search.objectives)}\n"
           f"  ASHA: grace period {search.scheduler.grace_period} reports, reduction factor "
           f"{search.scheduler.reduction_factor:g}; Optuna TPE seed {search.search_seed}, "
@@ -225,11 +161,7 @@ def main(argv: list[str] | None = None) -> int:
           f"at most {search.resources.max_concurrent or 'as many as fit'} at once"
           + (f"\n  plus baselines on the same splits: {', '.join(search.baselines)}" if search.baselines else ""),
           flush=True)
-    problems, found = check_data(search.data)  # before any work, the dry run's too: every data check
-    if problems:
-        print("error: " + "\n  ".join(problems), file=sys.stderr)
-        return exit_codes.BAD_INPUT
-    print(found, flush=True)
+    print(check_data(search.data), flush=True)  # before any work, the dry run's too: every data check
     if args.dry_run:
         return guard.dry_run_done(store, search.name, args.resume)
     args.resume = guard.effective_resume(store, search.name, args.resume)
@@ -237,4 +169,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(exit_codes.run(main))
+    raise SystemExit(main())

@@ -148,42 +148,18 @@ def tune_together(todo: list[Cell], sweep: SweepConfig, store: Store, resume: bo
     """Search the cells in one Tuner; each cell's rows (one per tuning trial, whatever its status)."""
     import pandas as pd
     from ray import tune  # [Ray]
-    from ray.tune.schedulers import ASHAScheduler  # [Ray]
-    from ray.tune.search import ConcurrencyLimiter  # [Ray]
 
-    from ray_session import guard
+    from sweeps import driver
 
     tuning = sweep.tuning
     by_key = {c.key: c for c in todo}
-    folder = store.path(sweep.name, TUNING_FOLDER, "tune")
     trial_fn = tune.with_parameters(  # [Ray]
         run_tuning_trial, storage=store.uri(), sweep_name=sweep.name, tuning=tuning.model_dump(mode="json"),
         cells={c.key: {"model": c.model, "label": c.label, "space": c.space, "base": c.base.model_dump(mode="json")}
                for c in todo})
     gpus = 1.0 if sweep.resources.gpus_per_trial == "auto" else sweep.resources.gpus_per_trial
-    trial_fn = tune.with_resources(trial_fn, {"cpu": sweep.resources.cpus_per_trial, "gpu": gpus})  # [Ray]
-    if resume and tune.Tuner.can_restore(folder, storage_filesystem=store.fs):  # [Ray]
-        tuner = tune.Tuner.restore(folder, trainable=trial_fn, resume_unfinished=True,  # [Ray]
-                                   restart_errored=True, storage_filesystem=store.fs)
-    else:
-        # a validation report every eval_steps, then the finished row's: 125 steps / 32 -> 4 + 1. At
-        # max_t Tune ends a trial, so a smaller max_t would stop the best before it writes its row
-        steps = tuning.max_steps or trial_steps(todo[0].base)
-        reports = -(-steps // tuning.eval_steps) + 1 if steps else tuning.scheduler.max_reports
-        searcher = cell_search({c.key: param_space(c) for c in todo}, tuning.trials, tuning.search_seed)  # [Ray]
-        if sweep.resources.max_concurrent:
-            searcher = ConcurrencyLimiter(searcher, max_concurrent=sweep.resources.max_concurrent)  # [Ray]
-        scheduler = per_cell_asha(lambda: ASHAScheduler(  # [Ray]
-            metric="val_accuracy", mode="max", time_attr="training_iteration", max_t=reports,
-            grace_period=tuning.scheduler.grace_period, reduction_factor=tuning.scheduler.reduction_factor))
-        tuner = tune.Tuner(  # [Ray]
-            trial_fn,
-            tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", num_samples=len(todo) * tuning.trials,
-                                        search_alg=searcher, scheduler=scheduler, reuse_actors=False),
-            run_config=tune.RunConfig(name="tune", storage_path=store.path(sweep.name, TUNING_FOLDER),  # [Ray]
-                                      storage_filesystem=store.fs, verbose=1,
-                                      failure_config=tune.FailureConfig(max_failures=sweep.max_failures)))
-    grid = guard.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
+    grid = driver.fit(trial_fn, {"cpu": sweep.resources.cpus_per_trial, "gpu": gpus}, store,
+                      (sweep.name, TUNING_FOLDER), resume, sweep.max_failures, lambda: tuning_config(todo, sweep))
 
     def trial_of(result):
         key = result.metrics.get("trial_id") or Path(result.path).name
@@ -195,6 +171,28 @@ def tune_together(todo: list[Cell], sweep: SweepConfig, store: Store, resume: bo
         planned = [PlannedTrial(trial_of(r)) for r in grid if r.config and r.config.get(CELL) == key]
         rows[key] = gather_results(planned, store, seen) if planned else pd.DataFrame(columns=SCHEMA.names)
     return rows
+
+
+def tuning_config(todo: list[Cell], sweep: SweepConfig):
+    """Tune's TuneConfig of the cells' tuning: one TPE and one ASHA per cell; no param space (the
+    searcher samples each cell's)."""
+    from ray import tune  # [Ray]
+    from ray.tune.schedulers import ASHAScheduler  # [Ray]
+    from ray.tune.search import ConcurrencyLimiter  # [Ray]
+
+    tuning = sweep.tuning
+    # a validation report every eval_steps, then the finished row's: 125 steps / 32 -> 4 + 1. At
+    # max_t Tune ends a trial, so a smaller max_t would stop the best before it writes its row
+    steps = tuning.max_steps or trial_steps(todo[0].base)
+    reports = -(-steps // tuning.eval_steps) + 1 if steps else tuning.scheduler.max_reports
+    searcher = cell_search({c.key: param_space(c) for c in todo}, tuning.trials, tuning.search_seed)  # [Ray]
+    if sweep.resources.max_concurrent:
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=sweep.resources.max_concurrent)  # [Ray]
+    scheduler = per_cell_asha(lambda: ASHAScheduler(  # [Ray]
+        metric="val_accuracy", mode="max", time_attr="training_iteration", max_t=reports,
+        grace_period=tuning.scheduler.grace_period, reduction_factor=tuning.scheduler.reduction_factor))
+    return tune.TuneConfig(metric="val_accuracy", mode="max", num_samples=len(todo) * tuning.trials,  # [Ray]
+                           search_alg=searcher, scheduler=scheduler, reuse_actors=False), {}
 
 
 def trial_steps(config: TrialConfig) -> int | None:

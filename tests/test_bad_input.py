@@ -100,8 +100,8 @@ def snapshot(root: Path) -> dict[str, str]:
 
 TRAIN, SWEEP, SEARCH = "sentisweep.train", "sweeps.ablation", "sweeps.search"
 EMBED, XGB, STUDY = "ray_jobs.embed", "ray_jobs.xgboost_stage", "ray_jobs.embed_xgb"
-PREDICT, EXPORT, ANALYSIS, DEMO = "sentisweep.serve.predict", "sentisweep.serve.export", "analysis.__main__", \
-    "sentisweep.serve.demo"
+PREDICT, EXPORT, ANALYSIS, DEMO = "sentisweep.predict", "sentisweep.export", "analysis.__main__", \
+    "sentisweep.demo"
 TINY = ["--model", "tiny-bert", "--data", "{w}/data/ok", "--max-steps", "2", "--out", "{w}/new_trial"]
 
 # (command, argv, what the message must say: the field and the value)

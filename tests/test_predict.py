@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 from helpers import not_installed, tiny_trial
 
+from sentisweep.export import export
 from sentisweep.plan import parse_trial_config
+from sentisweep.predict import PredictError, load_selected, main, read_texts, select_trial
 from sentisweep.probe import onednn
 from sentisweep.results import SCHEMA, write_results
-from sentisweep.serve.export import export
-from sentisweep.serve.predict import PredictError, load_selected, main, read_texts, select_trial
 from sentisweep.trial.run import run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def test_demo_in_a_headless_browser(store, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     port = _free_port()
-    demo = subprocess.Popen([sys.executable, "-m", "sentisweep.serve.demo", "--results", str(store), "--top-k", "2",
+    demo = subprocess.Popen([sys.executable, "-m", "sentisweep.demo", "--results", str(store), "--top-k", "2",
                              "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     options = webdriver.ChromeOptions()

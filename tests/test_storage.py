@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from sentisweep.predict import is_model_checkpoint
 from sentisweep.results import TrialResult, read_results, result_files, write_results
-from sentisweep.serve.predict import is_model_checkpoint
 from sentisweep.storage import filesystem, is_remote, local_copy
 
 pytestmark = pytest.mark.unit

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from sentisweep.config import DEFAULT_MAX_LENGTH, POOLINGS, default_cache_dir
+from sentisweep.exit_codes import BadInput
 from sentisweep.results import trial_info
 from sentisweep.storage import local_copy
 from sentisweep.trial.device import inference_autocast
@@ -34,7 +35,7 @@ DEFAULT_BATCH_SIZE = 8
 META_KEY = b"sentisweep"  # embeddings Parquet: model, checkpoint, pooling, ... as JSON in the footer
 
 
-class EmbeddingError(ValueError):
+class EmbeddingError(BadInput):
     """Bad embedding input; the message names the field, the value and what is allowed."""
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from sentisweep.config import DataConfig
+from sentisweep.exit_codes import BadInput
 from sentisweep.trial import split_cache
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 MIRROR_VARIABLE = "SENTISWEEP_DATA_MIRROR"
 
 
-class DataError(ValueError):
+class DataError(BadInput):
     """Bad data input; the message names the file or field and what was expected."""
 
 
@@ -89,21 +90,18 @@ def check_source(cfg: DataConfig) -> list[str]:
     return problems
 
 
-def check_data(cfg: DataConfig) -> tuple[list[str], str]:
+def check_data(cfg: DataConfig) -> str:
     """Everything the real run checks about the data before it trains, for a dry run as for the
     real run (issue 35: a dry run once passed 3 label_names for 2 classes): the source, then the
     splits loaded (columns, classes, label_names, sizes; cached, so the run reads them again for
-    free). Returns the problems and, without problems, one line saying what was found."""
+    free). Returns one line saying what was found; raises DataError with every problem."""
     problems = check_source(cfg)
     if problems:
-        return problems, ""
-    try:
-        data = load_task_data(cfg)
-    except DataError as err:
-        return [str(err)], ""
+        raise DataError(*problems)
+    data = load_task_data(cfg)
     sizes = ", ".join(f"{split} {len(frame):,}" for split, frame in data.splits.items())
     classes = ", ".join(f"{i}={name}" for i, name in enumerate(data.label_names))
-    return [], f"data: {cfg.source} ({resolve_source(cfg.source)}): {sizes} rows; classes {classes}"
+    return f"data: {cfg.source} ({resolve_source(cfg.source)}): {sizes} rows; classes {classes}"
 
 
 def _hub_problem(source: str, err: Exception) -> str:

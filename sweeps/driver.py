@@ -1,0 +1,116 @@
+"""What the sweep's and the search's drivers share: their flags, the store, the cluster check,
+the one Tuner builder, and the end (baselines, the table, the last screen). Ray-specific lines
+are marked `# [Ray]`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ray_session import guard, tracking
+from ray_session.connect import ask_autoscaler, connect, unsatisfiable
+from sentisweep import exit_codes
+from sentisweep.config import ConfigError
+from sentisweep.results import RESULTS_TABLE
+from sentisweep.screen import final_screen
+from sentisweep.storage import Store
+
+
+def parser(prog: str, description: str, what: str, default_config: str, epilog: str) -> argparse.ArgumentParser:
+    """The flags every driver takes; the caller adds its own."""
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=default_config, help=f"{what} YAML (default {default_config})")
+    p.add_argument("--storage", default="results",
+                   help="results folder (default ./results, relative to where you run the command) or s3://...")
+    p.add_argument("--name", help=f"{what} name (default: the config's name); results go to <storage>/<name>")
+    p.add_argument("--resume", action="store_true",
+                   help=f"continue an interrupted {what}: only unfinished trials run")
+    p.add_argument("--dry-run", action="store_true", help=f"validate, print the {what}'s plan, start nothing")
+    p.add_argument("--local", action="store_true",
+                   help="one machine: start Ray here even if RAY_ADDRESS is set; trials queue on its GPU/CPUs")
+    p.add_argument("--num-gpus", type=float, default=None,
+                   help="GPUs Ray may schedule on with --local (default: what torch sees)")
+    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    p.add_argument("--expect-gpus", type=float, default=0, metavar="N",
+                   help=f"an autoscaler will add nodes with N GPUs each: wait for them (and ask for them) "
+                        f"instead of refusing a GPU {what} on a cluster that has no GPU now")
+    p.add_argument("--mlflow-uri", help="also log every trial to MLflow (e.g. sqlite:///abs/path/mlflow.db or "
+                                        "http://host:5000; needs the mlflow extra)")
+    return p
+
+
+def overrides(args, **more) -> dict:
+    """The config fields the flags set (--name, --max-concurrent and the caller's)."""
+    found = {k: v for k, v in (("name", args.name), *more.items()) if v is not None}
+    if args.max_concurrent is not None:
+        found["resources"] = {"max_concurrent": args.max_concurrent}
+    return found
+
+
+def open_store(location: str) -> Store:
+    try:
+        return Store(location)
+    except Exception as err:  # pyarrow: unknown scheme, missing credentials; a file, not a folder
+        raise ConfigError([f"--storage = {location!r}: {err}"]) from None
+
+
+def start_ray(args, cpus_per_trial: float, gpus_per_trial: float, trials: int) -> None:
+    """Join or start Ray, refuse work no trial of which could ever start, and ask an autoscaler
+    for what `trials` concurrent trials need."""
+    connect(args.local, args.num_gpus)  # [Ray]
+    problem = unsatisfiable(cpus_per_trial, gpus_per_trial, args.expect_gpus)
+    if problem:
+        raise exit_codes.BadInput(problem)
+    ask_autoscaler(cpus_per_trial, gpus_per_trial, trials)  # [Ray]
+
+
+def fit(trial_fn, resources, store: Store, folder: tuple[str, ...], resume: bool, max_failures: int,
+        setup, callbacks=()):
+    """The one Tuner of a sweep, a search or a sweep's tuning, in `<store>/<folder>/tune`: a new
+    one from `setup()` -> (TuneConfig, param space), or with `resume` the saved one (unfinished
+    and errored trials run again; its searcher and scheduler are Tune's saved ones); fitted, with
+    Ctrl-C a KeyboardInterrupt after Tune saved its state. Returns the ResultGrid."""
+    from ray import tune  # [Ray]
+
+    trial_fn = tune.with_resources(trial_fn, resources)  # [Ray] a dict, or a function of the trial's config
+    path = store.path(*folder, "tune")
+    if resume and tune.Tuner.can_restore(path, storage_filesystem=store.fs):  # [Ray]
+        tuner = tune.Tuner.restore(path, trainable=trial_fn, resume_unfinished=True,  # [Ray]
+                                   restart_errored=True, storage_filesystem=store.fs)
+    else:
+        tune_config, param_space = setup()
+        tuner = tune.Tuner(  # [Ray]
+            trial_fn, param_space=param_space, tune_config=tune_config,
+            run_config=tune.RunConfig(  # [Ray]
+                name="tune", storage_path=store.path(*folder), storage_filesystem=store.fs,
+                # a status table every 30 s and each trial's config as it starts, not each of its reports
+                # as well (Tune's default when unset, verbose=2, prints those too)
+                verbose=1, callbacks=list(callbacks),
+                failure_config=tune.FailureConfig(max_failures=max_failures),  # [Ray]
+                # a resumable trial's latest checkpoint only: a retry needs no other
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))  # [Ray]
+    return guard.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
+
+
+def loggers(args, name: str) -> list:
+    return tracking.logger_callbacks(args.mlflow_uri, name)
+
+
+def finish(title: str, trials, config, store: Store, started: float, sections: list[str],
+           warnings: list[str]):
+    """The trials' rows plus the config's baselines, written as `<name>/results.parquet`, and the
+    last screen. Returns every row."""
+    from sentisweep.probe.baselines import with_baselines  # sklearn: only once the trials are done
+
+    results = with_baselines(trials, config.baselines, config.data, config.name, store)
+    where = store.write_frame(results, config.name, RESULTS_TABLE)
+    print(final_screen(title, results, store.uri(config.name), where, time.monotonic() - started,
+                       sections, warnings))
+    return results
+
+
+def exit_status(results, found_nothing: bool) -> int:
+    if found_nothing:
+        return exit_codes.TUNING_FAILED
+    return exit_codes.FAILED if (results["status"] == "failed").any() else exit_codes.OK
