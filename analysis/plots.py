@@ -18,10 +18,6 @@ from analysis.aggregate import pareto_front  # noqa: E402
 from sentisweep.results import BASELINE_MODEL  # noqa: E402
 
 
-def _label(row) -> str:
-    return f"{row['model']} / {row['variant']}"
-
-
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")  # a legend beside the axes included

@@ -108,7 +108,7 @@ def _markdown(frame: pd.DataFrame) -> str:
 def study_file(location: str, out: Path) -> Path | None:
     """A search's Optuna study file at `location` (local, or copied here from object storage),
     or None: its journal, or the sqlite file searches kept before."""
-    from sentisweep.results import STUDY_JOURNAL
+    from sentisweep.layout import STUDY_JOURNAL
     from sentisweep.storage import Store
 
     try:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sentisweep.config import OBJECTIVES
+from sentisweep.layout import SEARCH_FILE
 
 REFERENCE = 1.1
 COLUMN = {"val_accuracy": "best_val_accuracy"}  # an objective's column in the results rows
@@ -57,9 +58,9 @@ def objective_matrix(rows: pd.DataFrame, objectives: list[str]) -> np.ndarray:
 
 def search_objectives(store) -> list[str] | None:
     """The objectives of the search whose store this is (its search.json), or None."""
-    if store is None or not store.is_file("search.json"):
+    if store is None or not store.is_file(SEARCH_FILE):
         return None
-    return json.loads("\n".join(store.read_lines("search.json"))).get("objectives")
+    return json.loads("\n".join(store.read_lines(SEARCH_FILE))).get("objectives")
 
 
 def tradeoffs(results: pd.DataFrame, objectives: list[str], within_points: float) -> dict:

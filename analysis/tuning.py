@@ -51,13 +51,13 @@ def store_of(location: str) -> Store | None:
 
 def tuning_of(location: str) -> tuple[dict, pd.DataFrame] | None:
     """A tuned ablation's chosen.json and tuning rows, or None."""
-    from sentisweep.tuning import CHOSEN_FILE, TUNING_FOLDER
+    from sentisweep.layout import CHOSEN_FILE, RESULTS_TABLE, TUNING_FOLDER
 
     store = store_of(location)
     if store is None or not store.is_file(TUNING_FOLDER, CHOSEN_FILE):
         return None
     chosen = json.loads("\n".join(store.read_lines(TUNING_FOLDER, CHOSEN_FILE)))
-    rows = (store.read_frame(TUNING_FOLDER, "results.parquet") if store.is_file(TUNING_FOLDER, "results.parquet")
+    rows = (store.read_frame(TUNING_FOLDER, RESULTS_TABLE) if store.is_file(TUNING_FOLDER, RESULTS_TABLE)
             else pd.DataFrame(columns=["status", "best_val_accuracy", "model", "variant"]))
     return chosen, rows
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from benchmarks.hub_shaped import FAMILIES, build_folders
 from sentisweep import exit_codes
-from sentisweep.plan import parse_trial_config
+from sentisweep.config_load import parse_trial_config
 from sentisweep.trial.run import run_trial
 
 METHODS = ["full", "head-only", {"name": "lora", "r": 8}, {"name": "dora", "r": 8}, "ia3", {"name": "qlora", "r": 8}]

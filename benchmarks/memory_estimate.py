@@ -28,7 +28,7 @@ TRIAL = """
 import json, sys
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
-from sentisweep.plan import parse_trial_config
+from sentisweep.config_load import parse_trial_config
 from sentisweep.trial.run import run_trial
 model, method, data, work, profiled, max_length = sys.argv[1:]
 config = parse_trial_config({"model": model, "method": method, "output_dir": work + "/trial",

@@ -44,8 +44,9 @@ import yaml
 
 from benchmarks import timeline
 from sentisweep.config import DataConfig
+from sentisweep.config_load import load_config
 from sentisweep.locations import pinned_data
-from sentisweep.plan import PlannedTrial, expand, load_config
+from sentisweep.plan import PlannedTrial, expand
 from sentisweep.storage import Store
 from sentisweep.trial.models import set_quiet
 from sentisweep.trial.run import run_trial

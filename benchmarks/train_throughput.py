@@ -25,7 +25,7 @@ import pandas as pd
 
 from analysis.significance import compare, correctness
 from sentisweep.config import DataConfig, MethodConfig
-from sentisweep.plan import parse_trial_config
+from sentisweep.config_load import parse_trial_config
 from sentisweep.trial.data import load_task_data
 from sentisweep.trial.methods import LoadOptions, build
 from sentisweep.trial.models import (
@@ -148,12 +148,12 @@ def ours_run(args, method: str, out: Path, overrides: dict) -> dict:
 
 
 def parse_variant(text: str) -> dict:
-    """'group_by_length=true' -> {'group_by_length': True} (the value read as YAML)."""
+    """'attention_dropout=null' -> {'attention_dropout': None} (the value read as YAML)."""
     import yaml
 
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise SystemExit(f"--variant {text!r}: expected KEY=VALUE, a training setting such as group_by_length=true")
+        raise SystemExit(f"--variant {text!r}: expected KEY=VALUE, a training setting such as attention_dropout=null")
     return {key.strip(): yaml.safe_load(value)}
 
 
@@ -165,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="42", help="comma-separated; each seed runs baseline and ours")
     p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
                    help="one more run_trial run per seed with this training setting (repeatable): "
-                        "attention_dropout=null reproduces the fused-attention measurement, "
-                        "group_by_length=true the length-grouping one")
+                        "attention_dropout=null reproduces the fused-attention measurement")
     p.add_argument("--train-size", type=int, default=2000)
     p.add_argument("--test-size", type=int, default=1000)
     p.add_argument("--max-length", type=int, default=256)

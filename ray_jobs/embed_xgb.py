@@ -21,10 +21,11 @@ from ray_jobs import embed, xgboost_stage
 from ray_session.connect import connect
 from sentisweep import exit_codes
 from sentisweep.config import ConfigError
+from sentisweep.config_load import load_config
+from sentisweep.layout import RESULTS_TABLE
 from sentisweep.locations import pin_args, pinned, pinned_data, refusal
-from sentisweep.plan import load_config
 from sentisweep.probe.study import EmbedXgbConfig, best_checkpoint
-from sentisweep.results import RESULTS_TABLE, ResultsError, read_results
+from sentisweep.results import ResultsError, read_results
 from sentisweep.storage import Store, exists, is_remote
 
 

@@ -29,10 +29,10 @@ from pathlib import Path
 from ray_session.connect import connect
 from sentisweep import exit_codes
 from sentisweep.config import ConfigError, safe_name
+from sentisweep.layout import RESULT_FILE, RESULTS_TABLE, trial_parts
 from sentisweep.locations import pin_args
-from sentisweep.plan import trial_parts
 from sentisweep.probe.booster import XGBoostConfig, fit_single_process, load_splits, probe_trial_id, run_probe
-from sentisweep.results import RESULT_FILE, RESULTS_TABLE, SCHEMA, TrialResult, write_results
+from sentisweep.results import SCHEMA, TrialResult, write_results
 from sentisweep.storage import Store
 
 

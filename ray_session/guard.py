@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from sentisweep import exit_codes
+from sentisweep.layout import RESULTS_TABLE, TUNE_FOLDER
 
 
 class Interruption:
@@ -43,7 +44,7 @@ class Interruption:
 def effective_resume(store, name: str, resume: bool) -> bool:
     """--resume where nothing was saved yet starts the sweep: a RayJob retried after a failure
     before Tune saved anything runs the same command, and must not fail for it."""
-    if resume and not store.exists(name, "tune"):
+    if resume and not store.exists(name, TUNE_FOLDER):
         print(f"nothing to resume at {store.uri(name)} yet: starting the sweep", file=sys.stderr, flush=True)
         return False
     return resume
@@ -53,10 +54,10 @@ def check_storage(store, name: str, resume: bool) -> str | None:
     """Refuse to overwrite a finished sweep or silently restart an interrupted one."""
     if resume:
         return None
-    if store.exists(name, "results.parquet"):
-        return f"{store.uri(name, 'results.parquet')} exists: this sweep finished; choose another --name or --storage"
-    if store.exists(name, "tune"):
-        return (f"{store.uri(name, 'tune')} exists: an unfinished sweep is there (interrupted, or still running); "
+    if store.exists(name, RESULTS_TABLE):
+        return f"{store.uri(name, RESULTS_TABLE)} exists: this sweep finished; choose another --name or --storage"
+    if store.exists(name, TUNE_FOLDER):
+        return (f"{store.uri(name, TUNE_FOLDER)} exists: an unfinished sweep is there (interrupted, or still running); "
                 "pass --resume to continue it")
     return None
 

@@ -3,7 +3,9 @@ searches, read and write results. Nothing here imports Ray (the Ray layers are `
 and `ray_jobs/`, over `ray_session/`).
 
     config        typed configs and their defaults; the one trial_id()
-    plan          every config file loaded against the registries; sweep and search trials
+    config_load   every config file loaded and checked against the registries
+    plan          sweep and search trials expanded, with memory estimates and GPU shares
+    layout        every file and folder name in a store
     registry      the name -> entry helper of the model and method registries
     results       TrialResult, its files, and the one reader (read_results)
     storage       atomic local writes and object-store paths
@@ -15,7 +17,7 @@ and `ray_jobs/`, over `ray_session/`).
     predict, export, demo   use a sweep's winner: classify texts, export it, serve it on a page
     train.py      `python -m sentisweep.train`: one trial from the command line
 
-    from sentisweep.plan import parse_trial_config
+    from sentisweep.config_load import parse_trial_config
     from sentisweep.trial.run import run_trial
     result = run_trial(parse_trial_config({"model": "tiny-bert", "method": "lora", ...}))
 """

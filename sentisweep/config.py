@@ -2,7 +2,7 @@
 
 A trial is `model x method x seed` plus the data and training settings. Every field
 has a default, so a YAML file states only what differs from them. The types here check
-themselves; checks that need the model and method registries are in `sentisweep.plan`,
+themselves; checks that need the model and method registries are in `sentisweep.config_load`,
 which loads every kind of config file. Loading collects *all* problems at once and raises
 one `ConfigError` whose lines each name the field, the value given and what is allowed.
 """
@@ -124,11 +124,6 @@ class TrainingConfig(Strict):
     # Recompute activations in the backward pass: less memory, about a third more time. Off by
     # default and the same for every method (QLoRA included), so a cost comparison compares methods.
     gradient_checkpointing: bool = False
-    # Length-grouped batches: little padding (1.2% at 256 instead of 20%), served in
-    # shuffled order, but off by default: measured on MiniLM-L6 (2,000 IMDb rows, length 256,
-    # 1 epoch, 3 seeds; benchmarks/README.md) grouping cost 1.1-1.2 accuracy points with both
-    # full fine-tuning and LoRA. Worth turning on where speed matters more than that.
-    group_by_length: bool = False
     # Dropout on attention probabilities. 0 (default) lets torch's fused attention kernel
     # run in training; with dropout it falls back to materialising the L x L probabilities
     # (MiniLM-L6, L=256, CPU: 0.62 -> 0.45 ms per token, benchmarks/README.md).
@@ -186,7 +181,7 @@ def trial_id(model: str, variant: str, seed: int, suffix: str | None = None) -> 
 
 
 class TrialConfig(Strict):
-    kind: Literal["trial"] = "trial"  # what a config file says it is (sentisweep.plan.load_config)
+    kind: Literal["trial"] = "trial"  # what a config file says it is (sentisweep.config_load.load_config)
     model: str = "minilm-l6"
     method: MethodConfig = Field(default_factory=MethodConfig)
     seed: int = 42

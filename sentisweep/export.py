@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from sentisweep import exit_codes
+from sentisweep.layout import TRIAL_INFO_FILE
 from sentisweep.predict import (
     SELECTION_METRIC,
     PredictError,
@@ -24,7 +25,6 @@ from sentisweep.predict import (
     describe,
     load_selected,
 )
-from sentisweep.results import TRIAL_INFO_FILE
 from sentisweep.storage import is_remote
 
 

@@ -23,7 +23,8 @@ import pandas as pd
 from sentisweep import exit_codes
 from sentisweep.config import DEFAULT_MAX_LENGTH, default_cache_dir
 from sentisweep.exit_codes import BadInput
-from sentisweep.results import TRIAL_INFO_FILE, ResultsError, read_results, trial_info
+from sentisweep.layout import TRIAL_INFO_FILE
+from sentisweep.results import ResultsError, read_results, trial_info
 from sentisweep.storage import Store, local_copy
 from sentisweep.trial.device import inference_autocast
 from sentisweep.trial.methods.base import no_kv_cache

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,13 +25,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sentisweep.exit_codes import BadInput
-from sentisweep.storage import write_parquet_atomic
+from sentisweep.layout import (
+    RESULT_FILE,
+    RESULTS_TABLE,
+    TRIAL_INFO_FILE,
+    TUNING_FOLDER,
+    attempts_parts,
+    trial_parts,
+)
+from sentisweep.storage import Store, write_parquet_atomic
 
-RESULT_FILE = "result.parquet"  # one trial's row, in its folder
-RESULTS_TABLE = "results.parquet"  # a sweep's, search's or study's rows, in its folder
-TUNING_FOLDER = "tuning"  # a tuned sweep's search trials: their own table, never averaged with the seeds
-STUDY_JOURNAL = "optuna.journal"  # a search's Optuna study (sweeps/study.py)
-TRIAL_INFO_FILE = "sentisweep_trial.json"  # written beside every trial checkpoint by run_trial
+if TYPE_CHECKING:
+    from sentisweep.plan import PlannedTrial
+
 BASELINE_MODEL = "tfidf"  # the `model` of a classical baseline's row (probe/baselines.py), never a searched trial
 STATUSES = ("ok", "failed", "skipped", "stopped")  # stopped: ended early by a search scheduler
 PACKAGES = ("sentisweep", "torch", "transformers", "peft", "accelerate", "datasets", "bitsandbytes",
@@ -265,3 +271,61 @@ def provenance() -> dict[str, Any]:
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")  # a timeline of short trials
+
+
+def row_of(config) -> TrialResult:
+    """A trial's row before anything runs: its identity and settings (a trial that never runs has
+    them too), from its TrialConfig."""
+    from sentisweep.trial.methods import METHODS, resolved_params
+
+    params = resolved_params(config.method) if config.method.name in METHODS else config.method.params()
+    t = config.training
+    placement = params.get("placement")
+    return TrialResult(
+        sweep=config.sweep, trial_id=config.resolved_trial_id(), model=config.model,
+        method=config.method.name, variant=config.resolved_variant(), seed=config.seed, learning_rate=t.learning_rate,
+        epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, gradient_accumulation=t.gradient_accumulation,
+        max_length=t.max_length, weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio,
+        gradient_checkpointing=int(t.gradient_checkpointing),
+        lora_r=params.get("r"), lora_alpha=params.get("alpha"), lora_dropout=params.get("dropout"),
+        placement=",".join(placement) if isinstance(placement, list) else placement,
+        method_params=json.dumps(params, sort_keys=True), data_source=config.data.source,
+        config_json=config.to_json(), output_dir=config.output_dir, **provenance())
+
+
+def attempts_of(store: Store, name: str, trial: str) -> tuple[int, str]:
+    """(how many times the trial started, the JSON list of each start's host)."""
+    starts = [json.loads(line) for line in store.read_lines(*attempts_parts(name, trial))]
+    return len(starts), json.dumps([start["host"] for start in starts])
+
+
+def gather_results(planned: list[PlannedTrial], store: Store, outcomes: dict[str, dict] | None = None):
+    """One TrialResult row per planned trial, whatever happened: the trial's own
+    result.parquet; a `skipped` row; a `stopped` row for a trial a scheduler (ASHA) ended
+    early; or a `failed` row for a trial that never wrote one (its worker died more often
+    than max_failures allowed). `outcomes`: trial_id -> {"error", "metrics"} as Tune saw it."""
+    frames = []
+    for trial in planned:
+        parts = (*trial_parts(trial.config.sweep, trial.config.resolved_trial_id()), RESULT_FILE)
+        if store.exists(*parts):
+            frames.append(store.read_frame(*parts).assign(tuning=trial.tuning))
+            continue
+        row = row_of(trial.config)
+        row.tuning = trial.tuning
+        row.attempts, row.attempt_hosts = attempts_of(store, trial.config.sweep, trial.config.resolved_trial_id())
+        if trial.skip_reason:
+            row.status, row.error, row.error_type = "skipped", trial.skip_reason, "IncompatibleMethodError"
+        elif trial.blocked:
+            row.status, row.error, row.error_type = "failed", trial.blocked, "TuningFailed"
+        else:
+            seen = (outcomes or {}).get(trial.config.trial_id, {})
+            metrics = seen.get("metrics") or {}
+            if not seen.get("error") and "val_accuracy" in metrics and not metrics.get("final"):
+                row.status, row.best_val_accuracy = "stopped", metrics["val_accuracy"]
+                row.train_steps = metrics.get("step")
+                row.error = f"stopped early by the scheduler at step {metrics.get('step')}"
+            else:
+                row.status, row.error_type = "failed", "TrialDidNotFinish"
+                row.error = seen.get("error") or "the trial never wrote a result (was the sweep interrupted?)"
+        frames.append(pd.DataFrame([row.to_row()], columns=SCHEMA.names))
+    return pd.concat(frames, ignore_index=True)

@@ -1,4 +1,5 @@
-"""The last screen of a sweep or a search: what the user needs when a long command ends, after
+"""What a sweep shows: the trial matrix of its dry run (`matrix_table`), and the last screen of a
+sweep or a search: what the user needs when a long command ends, after
 about a thousand lines of Ray Tune's progress. Each tuning cell's choice or why it failed, the
 results table and the counts by status, where the rows are, the next command, and last of all
 every warning the user must act on (issue 35: a tuning that found nothing once showed only
@@ -8,11 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from sentisweep.config import Resources, short
 from sentisweep.results import STATUSES
 from sentisweep.storage import is_remote
+
+if TYPE_CHECKING:
+    from sentisweep.plan import PlannedTrial
 
 
 def summary_table(results: pd.DataFrame) -> str:
@@ -67,3 +73,28 @@ def final_screen(title: str, results: pd.DataFrame, root: str, table: str, secon
     if warnings:
         lines += ["", *[f"WARNING: {w}" for w in warnings]]
     return "\n".join(lines)
+
+
+def matrix_table(planned: list[PlannedTrial], resources: Resources, baselines: list[str] = (),
+                 tuned: dict[tuple[str, str], dict] | None = None) -> str:
+    """The trial matrix as a Markdown table (the --dry-run output), with each trial's memory estimate.
+    `tuned`: (model, variant) -> search space of the cells equal-budget tuning will set."""
+    rows = ["| # | trial | model | method | seed | lr | resources | memory (est.) | status |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for i, trial in enumerate(planned, 1):
+        c = trial.config
+        res = f"{resources.cpus_per_trial:g} CPU" + (f", {trial.gpus:g} GPU" if trial.gpus else "")
+        memory = f"{trial.memory.total / 2**30:.2f} GiB" if trial.memory else "-"
+        status = f"skip: {trial.skip_reason}" if trial.skip_reason else "run"
+        params = " ".join(f"{k}={short(v)}" for k, v in sorted(c.method.params().items()))
+        space = (tuned or {}).get((c.model, c.variant))
+        lr = f"{c.training.learning_rate:g}"
+        if space is not None and not trial.skip_reason:
+            lr = "tuned: " + ", ".join(f"{k} {list(v)}" for k, v in space.items())
+        rows.append(f"| {i} | {c.trial_id} | {c.model} | {c.method.name} {params} | {c.seed} | "
+                    f"{lr} | {res} | {memory} | {status} |")
+    runnable = sum(t.skip_reason is None for t in planned)
+    rows.append(f"\n{len(planned)} trials: {runnable} to run, {len(planned) - runnable} skipped")
+    if baselines:
+        rows.append(f"plus baselines on the same splits: {', '.join(baselines)}")
+    return "\n".join(rows)

@@ -10,7 +10,7 @@ from typing import Any
 
 from sentisweep import exit_codes
 from sentisweep.config import PLACEMENTS, TrialConfig, deep_merge
-from sentisweep.plan import load_config, parse_trial_config
+from sentisweep.config_load import load_config, parse_trial_config
 
 EXIT_CODES = {"ok": exit_codes.OK, "failed": exit_codes.FAILED, "skipped": exit_codes.SKIPPED}
 
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = overrides_from_args(args)
     config: TrialConfig = (load_config(args.config, "trial", overrides) if args.config
                            else parse_trial_config(overrides, source="command line"))
-    from sentisweep.results import RESULT_FILE
+    from sentisweep.layout import RESULT_FILE
     from sentisweep.trial.data import check_source
     from sentisweep.trial.run import run_trial
 

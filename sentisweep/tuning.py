@@ -19,10 +19,10 @@ from typing import Any
 import pandas as pd
 
 from sentisweep.config import MethodConfig, SweepConfig, TrialConfig, Tuning, short, trial_id
-from sentisweep.results import TUNING_FOLDER, best_by_validation
+from sentisweep.layout import TUNING_FOLDER
+from sentisweep.results import best_by_validation
 from sentisweep.trial.methods import METHODS, get_method
 
-CHOSEN_FILE = "chosen.json"
 # the test split of a tuning trial: its choice is made on validation, so its test is not paid for
 # `trials` times per cell (its rows' test figures are not reported)
 TUNING_TEST_ROWS = 64

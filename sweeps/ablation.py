@@ -19,15 +19,11 @@ import time
 from ray_session import guard
 from sentisweep import exit_codes
 from sentisweep.config import ConfigError, SweepConfig
+from sentisweep.config_load import load_config
 from sentisweep.locations import pin_args
-from sentisweep.plan import (
-    PlannedTrial,
-    expand,
-    gather_results,
-    load_config,
-    matrix_table,
-    plan_memory,
-)
+from sentisweep.plan import PlannedTrial, expand, plan_memory
+from sentisweep.results import gather_results
+from sentisweep.screen import matrix_table
 from sentisweep.storage import Store
 from sentisweep.trial.data import check_data
 from sentisweep.tuning import apply_choices, budget_text, cells, describe_choice

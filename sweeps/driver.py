@@ -11,7 +11,7 @@ from ray_session import guard, tracking
 from ray_session.connect import ask_autoscaler, connect, unsatisfiable
 from sentisweep import exit_codes
 from sentisweep.config import ConfigError
-from sentisweep.results import RESULTS_TABLE
+from sentisweep.layout import RESULTS_TABLE, TUNE_FOLDER
 from sentisweep.screen import final_screen
 from sentisweep.storage import Store
 
@@ -74,7 +74,7 @@ def fit(trial_fn, resources, store: Store, folder: tuple[str, ...], resume: bool
     from ray import tune  # [Ray]
 
     trial_fn = tune.with_resources(trial_fn, resources)  # [Ray] a dict, or a function of the trial's config
-    path = store.path(*folder, "tune")
+    path = store.path(*folder, TUNE_FOLDER)
     if resume and tune.Tuner.can_restore(path, storage_filesystem=store.fs):  # [Ray]
         tuner = tune.Tuner.restore(path, trainable=trial_fn, resume_unfinished=True,  # [Ray]
                                    restart_errored=True, storage_filesystem=store.fs)
@@ -83,7 +83,7 @@ def fit(trial_fn, resources, store: Store, folder: tuple[str, ...], resume: bool
         tuner = tune.Tuner(  # [Ray]
             trial_fn, param_space=param_space, tune_config=tune_config,
             run_config=tune.RunConfig(  # [Ray]
-                name="tune", storage_path=store.path(*folder), storage_filesystem=store.fs,
+                name=TUNE_FOLDER, storage_path=store.path(*folder), storage_filesystem=store.fs,
                 # a status table every 30 s and each trial's config as it starts, not each of its reports
                 # as well (Tune's default when unset, verbose=2, prints those too)
                 verbose=1, callbacks=list(callbacks),

@@ -23,9 +23,11 @@ import yaml
 from ray_session import guard
 from sentisweep import exit_codes
 from sentisweep.config import OBJECTIVES, SearchConfig
+from sentisweep.config_load import load_config
+from sentisweep.layout import BEST_TRIAL_FILE, SEARCH_FILE
 from sentisweep.locations import pin_args, pinned_data, pinned_model
-from sentisweep.plan import PlannedTrial, gather_results, load_config, trial_from_sample
-from sentisweep.results import best_by_validation
+from sentisweep.plan import PlannedTrial, trial_from_sample
+from sentisweep.results import best_by_validation, gather_results
 from sentisweep.screen import shown
 from sentisweep.storage import Store
 from sentisweep.trial.data import check_data
@@ -65,14 +67,14 @@ def save_best(results, search: SearchConfig, store: Store) -> str | None:
     config = json.loads(best["config_json"])
     for key in ("output_dir", "trial_id", "sweep"):
         config.pop(key, None)
-    where = store.uri(search.name, "best_trial.yaml")
+    where = store.uri(search.name, BEST_TRIAL_FILE)
     command = f"python -m sentisweep.train --config {'best_trial.yaml' if store.remote else where}"
     note = f"   (a local copy of {where})" if store.remote else ""  # train reads a local file
     header = (f"# {command} --out runs/{search.name}-best{note}\n"
               f"# best of search {search.name!r} by validation accuracy {best['best_val_accuracy']:.4f} "
               f"(test accuracy {best['accuracy']:.4f}), trial {best['trial_id']}\n")
     return store.write_bytes((header + yaml.safe_dump(config, sort_keys=False)).encode(), search.name,
-                             "best_trial.yaml")
+                             BEST_TRIAL_FILE)
 
 
 def run(args, search: SearchConfig, store: Store) -> int:
@@ -81,7 +83,7 @@ def run(args, search: SearchConfig, store: Store) -> int:
     started = time.monotonic()
     study = StudyStorage(store, search.name, args.study_storage)
     # the report reads the search's objectives (its Pareto front) from here
-    store.write_bytes(search.model_dump_json(indent=1).encode(), search.name, "search.json")
+    store.write_bytes(search.model_dump_json(indent=1).encode(), search.name, SEARCH_FILE)
     print(study.describe(), flush=True)
     resources = {"cpu": search.resources.cpus_per_trial, "gpu": search.resources.gpus_per_trial}
     driver.start_ray(args, resources["cpu"], resources["gpu"],

@@ -16,7 +16,7 @@ import hashlib
 import tempfile
 from pathlib import Path
 
-from sentisweep.results import STUDY_JOURNAL as JOURNAL
+from sentisweep.layout import STUDY_JOURNAL as JOURNAL
 from sentisweep.storage import Store
 from sentisweep.tuning import random_first
 

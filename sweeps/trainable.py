@@ -11,8 +11,8 @@ from typing import Any
 
 from ray_session.connect import DECLARED_GPUS_ONLY
 from sentisweep.config import TrialConfig
-from sentisweep.plan import attempts_of, attempts_parts, trial_parts
-from sentisweep.results import RESULT_FILE, now_iso, write_results
+from sentisweep.layout import RESULT_FILE, attempts_parts, trial_parts
+from sentisweep.results import attempts_of, now_iso, write_results
 from sentisweep.storage import Store
 from sentisweep.trial.run import run_trial
 

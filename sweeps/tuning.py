@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from sentisweep.config import SweepConfig, TrialConfig, Tuning
-from sentisweep.plan import PlannedTrial, gather_results, trial_parts
-from sentisweep.results import RESULT_FILE, SCHEMA
+from sentisweep.layout import CHOSEN_FILE, RESULT_FILE, RESULTS_TABLE, TUNING_FOLDER, trial_parts
+from sentisweep.plan import PlannedTrial
+from sentisweep.results import SCHEMA, gather_results
 from sentisweep.storage import Store
 from sentisweep.tuning import (
-    CHOSEN_FILE,
-    TUNING_FOLDER,
     Cell,
     budget_text,
     cells,
@@ -225,10 +224,10 @@ def tune_cells(sweep: SweepConfig, planned: list[PlannedTrial], store: Store, re
     for cell in todo:
         chosen[chosen_key(cell.model, cell.label)] = choose(cell, rows[cell.key])
         print(describe_choice(chosen[chosen_key(cell.model, cell.label)]), flush=True)
-    earlier = ([store.read_frame(sweep.name, TUNING_FOLDER, "results.parquet")]
-               if store.exists(sweep.name, TUNING_FOLDER, "results.parquet") else [])
+    earlier = ([store.read_frame(sweep.name, TUNING_FOLDER, RESULTS_TABLE)]
+               if store.exists(sweep.name, TUNING_FOLDER, RESULTS_TABLE) else [])
     store.write_frame(pd.concat([*earlier, *rows.values()], ignore_index=True), sweep.name, TUNING_FOLDER,
-                      "results.parquet")
+                      RESULTS_TABLE)
     store.write_bytes(json.dumps({"budget": sweep.tuning.model_dump(mode="json"),
                                   "budget_text": budget_text(sweep.tuning, sweep), "cells": chosen},
                                  indent=1).encode(), *parts)

@@ -92,7 +92,8 @@ def test_seeds_average_per_example():
 @pytest.fixture(scope="module")
 def tiny_results(tmp_path_factory):
     """Two tiny models x two methods x two seeds, trained for real in-process."""
-    from sentisweep.plan import expand, parse_sweep_config
+    from sentisweep.config_load import parse_sweep_config
+    from sentisweep.plan import expand
     from sentisweep.storage import Store
     from sentisweep.trial.run import run_trial
 
@@ -105,7 +106,7 @@ def tiny_results(tmp_path_factory):
                  "cache_dir": str(root / "cache")},
         "training": {"max_steps": 3, "batch_size": 8, "max_length": 32, "learning_rate": 1e-3,
                      "logging_steps": 1}})
-    from sentisweep.plan import gather_results
+    from sentisweep.results import gather_results
 
     planned = expand(sweep, Store(str(root)), "cpu")
     for trial in planned:

@@ -17,7 +17,7 @@ import yaml
 from helpers import separable, synthetic_reviews, tiny_trial, write_split
 
 from sentisweep import exit_codes
-from sentisweep.plan import parse_trial_config
+from sentisweep.config_load import parse_trial_config
 from sentisweep.results import write_results
 from sentisweep.trial.run import run_trial
 

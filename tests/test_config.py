@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sentisweep.config import ConfigError
-from sentisweep.plan import load_config, parse_trial_config
+from sentisweep.config_load import load_config, parse_trial_config
 
 pytestmark = pytest.mark.unit
 

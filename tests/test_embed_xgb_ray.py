@@ -15,7 +15,7 @@ import yaml
 from helpers import separable, tiny_trial, write_config, write_split
 
 from sentisweep.config import DataConfig
-from sentisweep.plan import parse_trial_config
+from sentisweep.config_load import parse_trial_config
 from sentisweep.probe.embeddings import read_embeddings
 from sentisweep.results import read_results
 from sentisweep.trial.data import load_task_data

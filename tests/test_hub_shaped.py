@@ -10,7 +10,7 @@ import pytest
 from helpers import synthetic_reviews, tiny_trial
 
 from benchmarks.hub_shaped import FAMILIES, build_folders
-from sentisweep.plan import parse_trial_config
+from sentisweep.config_load import parse_trial_config
 from sentisweep.trial.models import get_model_spec
 from sentisweep.trial.run import run_trial
 
@@ -176,7 +176,8 @@ def test_every_trial_of_the_shipped_gpu_configs_builds(name, folders, cache_dir,
     from pathlib import Path
 
     from benchmarks.hub_shaped import HUB_IDS
-    from sentisweep.plan import expand, load_config
+    from sentisweep.config_load import load_config
+    from sentisweep.plan import expand
     from sentisweep.storage import Store
     from sentisweep.trial.methods import LoadOptions, build
 

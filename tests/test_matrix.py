@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from helpers import tiny_trial
 
-from sentisweep.plan import parse_trial_config
+from sentisweep.config_load import parse_trial_config
 from sentisweep.results import SCHEMA, read_results
 from sentisweep.trial.run import run_trial
 

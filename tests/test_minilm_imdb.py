@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers import SHARED_IMDB
 
-from sentisweep.plan import parse_trial_config
+from sentisweep.config_load import parse_trial_config
 from sentisweep.trial.run import run_trial
 
 pytestmark = [

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from helpers import not_installed, tiny_trial
 
+from sentisweep.config_load import parse_trial_config
 from sentisweep.export import export
-from sentisweep.plan import parse_trial_config
 from sentisweep.predict import PredictError, load_selected, main, read_texts, select_trial
 from sentisweep.probe import onednn
 from sentisweep.results import SCHEMA, write_results

@@ -11,7 +11,7 @@ from helpers import tiny_trial
 from transformers import TrainerCallback
 
 from sentisweep.config import ConfigError
-from sentisweep.plan import parse_trial_config
+from sentisweep.config_load import parse_trial_config
 from sentisweep.trial.run import run_trial
 
 pytestmark = pytest.mark.unit

@@ -59,7 +59,7 @@ def test_search_with_asha_saves_study_and_best_config(tmp_path):
     config = yaml.safe_load(text)
     assert config["model"] == "tiny-bert" and config["method"]["name"] == "lora"
 
-    from sentisweep.plan import load_config
+    from sentisweep.config_load import load_config
 
     assert load_config(best, "trial").method.r in (2, 4, 8)  # ready to run as it is
     # the report over a search: its figures include the study's, embedded in the HTML page

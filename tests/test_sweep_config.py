@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from sentisweep.config import ConfigError
-from sentisweep.plan import expand, load_config, parse_sweep_config, trial_from_sample
+from sentisweep.config_load import load_config, parse_sweep_config
+from sentisweep.plan import expand, trial_from_sample
 from sentisweep.storage import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +133,7 @@ def test_gather_results_accounts_for_every_trial(tmp_path):
     ids = [p.config.trial_id for p in planned]
     outcomes = {ids[0]: {"error": None, "metrics": {"val_accuracy": 0.75, "step": 4, "final": False}},
                 ids[2]: {"error": "ActorDiedError: the actor died", "metrics": {}}}
-    from sentisweep.plan import gather_results
+    from sentisweep.results import gather_results
 
     results = gather_results(planned, Store(str(tmp_path)), outcomes).set_index("trial_id")
     assert results.loc[ids[0], "status"] == "stopped" and results.loc[ids[0], "best_val_accuracy"] == 0.75

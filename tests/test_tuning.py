@@ -18,7 +18,10 @@ from helpers import write_config
 
 from analysis.tuning import expected_max
 from sentisweep.config import ConfigError
-from sentisweep.plan import expand, gather_results, load_config, matrix_table, parse_sweep_config
+from sentisweep.config_load import load_config, parse_sweep_config
+from sentisweep.plan import expand
+from sentisweep.results import gather_results
+from sentisweep.screen import matrix_table
 from sentisweep.storage import Store
 from sentisweep.tuning import (
     Cell,
@@ -296,7 +299,7 @@ def test_the_cheapest_trial_within_x_points_of_the_best():
     (["val_accuracy", "speed"], "objectives.1 = 'speed'"),
 ])
 def test_bad_objectives_are_refused(objectives, expected):
-    from sentisweep.plan import parse_search_config
+    from sentisweep.config_load import parse_search_config
 
     raw = yaml.safe_load((ROOT / "sweeps" / "configs" / "search_smoke_multi.yaml").read_text())
     with pytest.raises(ConfigError, match=expected):

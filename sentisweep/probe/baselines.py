@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from sentisweep.config import DataConfig, trial_id
+from sentisweep.layout import RESULT_FILE
 from sentisweep.results import (
     BASELINE_MODEL,
-    RESULT_FILE,
     TrialResult,
     now_iso,
     predictions_frame,

@@ -19,16 +19,9 @@ import numpy as np
 from pydantic import Field
 
 from sentisweep.config import Strict, trial_id
+from sentisweep.layout import RESULT_FILE
 from sentisweep.probe.embeddings import EmbeddingError, read_embeddings
-from sentisweep.results import (
-    RESULT_FILE,
-    TrialResult,
-    now_iso,
-    predictions_frame,
-    provenance,
-    trial_info,
-    write_results,
-)
+from sentisweep.results import TrialResult, now_iso, predictions_frame, provenance, trial_info, write_results
 from sentisweep.storage import Store, write_parquet_atomic
 from sentisweep.trial.metrics import PeakMemory, Stopwatch, classification_metrics
 

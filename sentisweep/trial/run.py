@@ -19,21 +19,13 @@ import numpy as np
 import pandas as pd
 
 from sentisweep.config import TrialConfig
-from sentisweep.results import (
-    RESULT_FILE,
-    TRIAL_INFO_FILE,
-    TrialResult,
-    now_iso,
-    predictions_frame,
-    provenance,
-    write_results,
-)
+from sentisweep.layout import RESULT_FILE, TRIAL_INFO_FILE
+from sentisweep.results import TrialResult, now_iso, predictions_frame, row_of, write_results
 from sentisweep.storage import dir_bytes, write_parquet_atomic
 from sentisweep.trial.data import TaskData, load_task_data
 from sentisweep.trial.device import cpu_name, release_accelerator_memory, resolve_device_and_precision
 from sentisweep.trial.memory import estimate_trial_memory
 from sentisweep.trial.methods import (
-    METHODS,
     BuiltModel,
     IncompatibleMethodError,
     LoadOptions,
@@ -46,23 +38,6 @@ from sentisweep.trial.models import get_model_spec, set_quiet
 from sentisweep.trial.tokenization import tokenize_frame
 
 log = logging.getLogger(__name__)
-
-
-def identity(config: TrialConfig) -> TrialResult:
-    """The row's identity and settings, before anything runs (a trial that never runs has them too)."""
-    params = resolved_params(config.method) if config.method.name in METHODS else config.method.params()
-    t = config.training
-    placement = params.get("placement")
-    return TrialResult(
-        sweep=config.sweep, trial_id=config.resolved_trial_id(), model=config.model,
-        method=config.method.name, variant=config.resolved_variant(), seed=config.seed, learning_rate=t.learning_rate, epochs=t.epochs,
-        max_steps=t.max_steps, batch_size=t.batch_size, gradient_accumulation=t.gradient_accumulation,
-        max_length=t.max_length, weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio,
-        gradient_checkpointing=int(t.gradient_checkpointing),
-        lora_r=params.get("r"), lora_alpha=params.get("alpha"), lora_dropout=params.get("dropout"),
-        placement=",".join(placement) if isinstance(placement, list) else placement,
-        method_params=json.dumps(params, sort_keys=True), data_source=config.data.source,
-        config_json=config.to_json(), output_dir=config.output_dir, **provenance())
 
 
 def run_trial(config: TrialConfig, quiet: bool = True, overwrite: bool = False,
@@ -80,7 +55,7 @@ def run_trial(config: TrialConfig, quiet: bool = True, overwrite: bool = False,
                               "(pass overwrite=True / --overwrite to replace it)")
     data = load_task_data(config.data)
     set_quiet(quiet)
-    result = identity(config)
+    result = row_of(config)
     with fresh_folder(out):
         try:
             _run(config, data, result, out, quiet, callbacks or [], resume_from)
@@ -248,17 +223,10 @@ def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult
     from scipy.special import softmax
     from transformers import DataCollatorWithPadding, Trainer
 
-    from sentisweep.trial.batching import ShuffledLengthGroups
-
     counter = TokenCounter()
     train_dataset = TokenizedRows(tokenized["train"])
 
     class MeasuredTrainer(Trainer):
-        def _get_train_sampler(self, dataset=None):
-            if not config.training.group_by_length:
-                return super()._get_train_sampler(dataset)  # random order
-            return ShuffledLengthGroups(train_dataset.lengths, config.training.batch_size, config.seed)
-
         def training_step(self, model, inputs, num_items_in_batch=None):
             mask = inputs["attention_mask"]
             counter.samples += int(mask.shape[0])

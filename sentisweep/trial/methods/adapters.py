@@ -26,7 +26,7 @@ def peft_wrap(net, tok, peft_config_cls, placement, extra: dict[str, Any]) -> Bu
         extra = {**extra, "feedforward_modules": [t for t in targets if t in layout.ffn]}
     config = peft_config_cls(task_type=TaskType.SEQ_CLS, target_modules=targets,
                              modules_to_save=list(layout.head_modules), **extra)  # peft appends to it
-    return BuiltModel(get_peft_model(net, config), tok, layout.head_modules, targets, is_peft=True)
+    return BuiltModel(get_peft_model(net, config), tok, is_peft=True)
 
 
 def lora_kwargs(params: dict[str, Any], dora: bool) -> dict[str, Any]:

@@ -22,8 +22,6 @@ class IncompatibleMethodError(RuntimeError):
 class BuiltModel:
     model: Any
     tokenizer: Any
-    head_modules: list[str]
-    adapted_modules: list[str] = field(default_factory=list)
     is_peft: bool = False
 
 

@@ -7,9 +7,7 @@ from sentisweep.trial.models import linear_layout
 
 
 def build_full(model, params, num_labels, opts):
-    net, tok = load_classifier(model, num_labels, opts)
-    heads = linear_layout(net, net.config.model_type).head_modules
-    return BuiltModel(net, tok, heads)
+    return BuiltModel(*load_classifier(model, num_labels, opts))
 
 
 def build_head_only(model, params, num_labels, opts):
@@ -17,7 +15,7 @@ def build_head_only(model, params, num_labels, opts):
     heads = linear_layout(net, net.config.model_type).head_modules
     for name, parameter in net.named_parameters():
         parameter.requires_grad = any(h in name.split(".") for h in heads)
-    return BuiltModel(net, tok, heads)
+    return BuiltModel(net, tok)
 
 
 register_method(MethodSpec("full", build_full, {}, description="every parameter trains",

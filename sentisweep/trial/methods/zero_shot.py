@@ -28,7 +28,7 @@ def build_zero_shot(model: ModelSpec, params, num_labels: int, opts: LoadOptions
     no_kv_cache(net)
     for parameter in net.parameters():
         parameter.requires_grad = False
-    return BuiltModel(net, tok, head_modules=[])
+    return BuiltModel(net, tok)
 
 
 def encode_prompts(tok, params: dict, texts: list[str], max_length: int) -> tuple[list[list[int]], list[int]]:

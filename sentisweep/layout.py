@@ -1,0 +1,29 @@
+"""Where everything lives in a store: every file and folder name of a sweep, a search and a
+study, in one place. `<storage>/<name>/` holds:
+
+    results.parquet             every row, whatever its status (RESULTS_TABLE)
+    tune/                       Ray Tune's experiment, for --resume (TUNE_FOLDER)
+    trials/<trial_id>/          one trial (trial_parts): result.parquet (RESULT_FILE), history and
+                                predictions, checkpoint/ with sentisweep_trial.json (TRIAL_INFO_FILE)
+    attempts/<trial_id>.jsonl   each start of a trial, beside its folder, which a retry replaces
+    tuning/                     a tuned sweep's search trials: the same layout, plus chosen.json
+    optuna.journal, search.json, best_trial.yaml   a search's study, config and best trial
+"""
+
+RESULT_FILE = "result.parquet"  # one trial's row, in its folder
+RESULTS_TABLE = "results.parquet"  # a sweep's, search's or study's rows, in its folder
+TUNE_FOLDER = "tune"  # Ray Tune's experiment state
+TUNING_FOLDER = "tuning"  # a tuned sweep's search trials: their own table, never averaged with the seeds
+CHOSEN_FILE = "chosen.json"  # in TUNING_FOLDER: each cell's choice
+STUDY_JOURNAL = "optuna.journal"  # a search's Optuna study (sweeps/study.py)
+SEARCH_FILE = "search.json"  # a search's config, for the report's Pareto front
+BEST_TRIAL_FILE = "best_trial.yaml"  # a search's best trial as a config to run
+TRIAL_INFO_FILE = "sentisweep_trial.json"  # written beside every trial checkpoint by run_trial
+
+
+def trial_parts(name: str, trial: str) -> tuple[str, ...]:
+    return (name, "trials", trial)
+
+
+def attempts_parts(name: str, trial: str) -> tuple[str, ...]:
+    return (name, "attempts", f"{trial}.jsonl")
