@@ -23,6 +23,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PositiveFloat,
+    PositiveInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -151,21 +153,13 @@ class TrainingConfig(Strict):
 
 
 class MethodConfig(Strict):
-    """A fine-tuning method and its parameters. Which ones apply depends on `name`
-    (see `sentisweep.trial.methods`): setting one the method does not use is an error."""
+    """A fine-tuning method by name, and the parameters set for it. Each method's parameters, their
+    types, defaults and allowed values live in one typed model beside its code
+    (`sentisweep.trial.methods`: LoraParams, IA3Params, ...), which checks these when the config
+    loads; here they are only carried."""
 
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
     name: str = "lora"
-    r: int | None = None
-    alpha: float | None = None
-    dropout: float | None = None
-    # attention | ffn | attention+ffn | all-linear, or a list of module name suffixes
-    placement: str | list[str] | None = None
-    quant_type: Literal["nf4", "fp4"] | None = None
-    double_quant: bool | None = None
-    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
-    prompt: str | None = None
-    label_words: list[str] | None = None
-    chat: bool | None = None  # zero-shot: use the tokenizer's chat template when it has one
 
     def params(self) -> dict[str, Any]:
         """The parameters that were set (the name excluded)."""
@@ -224,7 +218,7 @@ def format_pydantic(err: ValidationError) -> list[str]:
         field = ".".join(str(p) for p in e["loc"]) or "<root>"
         value = e.get("input")
         shown = repr(value) if not isinstance(value, dict) else "{...}"
-        problems.append(f"{field} = {shown}: {e['msg']}")
+        problems.append(f"{field} = {shown}: {e['msg'].removeprefix('Value error, ')}")
     return problems
 
 
@@ -359,24 +353,10 @@ class SweepConfig(Strict):
 # -- a search: one model and method, a space over LoRA rank, alpha, learning rate, dropout ----
 
 class SearchSpace(Strict):
-    r: list[int] = Field(default_factory=lambda: [4, 8, 16, 32], min_length=1)  # a choice
-    alpha_multiple: list[float] = Field(default_factory=lambda: [1.0, 2.0], min_length=1)  # alpha = r x this
+    r: list[PositiveInt] = Field(default_factory=lambda: [4, 8, 16, 32], min_length=1)  # a choice of LoRA ranks
+    alpha_multiple: list[PositiveFloat] = Field(default_factory=lambda: [1.0, 2.0], min_length=1)  # alpha = r x this
     learning_rate: tuple[float, float] = (1e-5, 1e-3)  # log-uniform between
     dropout: tuple[float, float] = (0.0, 0.2)  # uniform between
-
-    @field_validator("r")
-    @classmethod
-    def _ranks(cls, value: list[int]) -> list[int]:
-        if any(r <= 0 for r in value):
-            raise ValueError(f"LoRA ranks must be integers > 0, got {value}")
-        return value
-
-    @field_validator("alpha_multiple")
-    @classmethod
-    def _alphas(cls, value: list[float]) -> list[float]:
-        if any(a <= 0 for a in value):
-            raise ValueError(f"alpha multiples must be > 0, got {value}")
-        return value
 
     @model_validator(mode="after")
     def _bounds(self) -> SearchSpace:

@@ -21,7 +21,7 @@ import pandas as pd
 from sentisweep.config import MethodConfig, SweepConfig, TrialConfig, Tuning, short, trial_id
 from sentisweep.layout import TUNING_FOLDER
 from sentisweep.results import best_by_validation
-from sentisweep.trial.methods import METHODS, get_method
+from sentisweep.trial.methods import METHODS, get_method, method_problems
 
 # the test split of a tuning trial: its choice is made on validation, so its test is not paid for
 # `trials` times per cell (its rows' test figures are not reported)
@@ -78,20 +78,18 @@ def space_problems(sweep: SweepConfig) -> list[str]:
         for key, choices in (variant.tune or {}).items():
             if key == "learning_rate":
                 continue
-            if key not in method.defaults:
+            if key not in method.params.model_fields:
                 problems.append(f"{field}.{key}: {variant.name!r} has no parameter {key!r}; it takes "
-                                f"{sorted(method.defaults) or 'none'} (and learning_rate)")
+                                f"{sorted(method.params.model_fields) or 'none'} (and learning_rate)")
             elif not isinstance(choices, list) or not choices:
                 problems.append(f"{field}.{key} = {choices!r}: give a list of values to choose from")
             elif key in variant.params():
                 problems.append(f"{field}.{key}: also fixed at {variant.params()[key]!r} in methods[{i}]; "
                                 "keep one of the two")
             else:
-                for value in choices:
-                    try:
-                        MethodConfig(name=variant.name, **{key: value})
-                    except Exception as err:  # pydantic: the wrong type for the field
-                        problems.append(f"{field}.{key} = {value!r}: {str(err).splitlines()[-1].strip()}")
+                for value in choices:  # each checked by the method's own parameter model
+                    problems += [f"{field}.{p.removeprefix('method.')}" for p in method_problems(
+                        MethodConfig(name=variant.name, **{key: value}))]
     return problems
 
 

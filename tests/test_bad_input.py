@@ -157,7 +157,7 @@ CASES = {
                                   ["--storage = '{w}/a_file.txt'", "a file, not a folder"]),
     "search: method without rank": (SEARCH, ["--config", "{w}/search_ia3.yaml"],
                                     ["method = 'ia3'", "allowed: dora, lora, qlora"]),
-    "search: rank 0": (SEARCH, ["--config", "{w}/search_rank0.yaml"], ["space.r", "[0, 4]"]),
+    "search: rank 0": (SEARCH, ["--config", "{w}/search_rank0.yaml"], ["space.r.0 = 0", "greater than 0"]),
     "embed: unknown model": (EMBED, ["--model", "gpt-9", "--out", "{w}/emb2"], ["'gpt-9': unknown"]),
     "embed: batch size 0": (EMBED, ["--smoke-test", "--out", "{w}/emb2", "--batch-size", "0"], ["--batch-size = 0"]),
     "embed: unknown split": (EMBED, ["--smoke-test", "--out", "{w}/emb2", "--splits", "dev"], ["--splits = 'dev'"]),

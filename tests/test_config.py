@@ -41,7 +41,7 @@ def test_all_problems_reported_at_once_with_field_value_and_allowed():
     for expected in ["training.batch_size = 0", "training.precision = 'int3'", "'auto', 'fp32', 'fp16' or 'bf16'",
                      "data.validation_fraction = 1.5", "data.tex_column", "Extra inputs are not permitted",
                      "model = 'gpt-9': unknown; known:", "tiny-bert",
-                     "method.r = 0: LoRA rank must be an integer > 0",
+                     "method.r = 0: Input should be greater than 0",
                      "method.placement = 'everything': allowed: attention, ffn, attention+ffn, all-linear"]:
         assert expected in message, expected
     assert len(info.value.problems) == 7

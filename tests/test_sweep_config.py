@@ -65,7 +65,7 @@ BAD = {
                       "models = ['tiny-bert', 'tiny-bert']: ['tiny-bert'] listed twice"),
     "a search config": ("model: tiny-bert\nnum_samples: 2\n", "kind = 'search': this is a search config, not a sweep"),
     "empty axis": ("models: []\nmethods: [full]\n", "models = []: List should have at least 1 item"),
-    "rank <= 0": ("models: [tiny-bert]\nmethods: [{name: lora, r: 0}]\n", "methods[0].r = 0: LoRA rank must be"),
+    "rank <= 0": ("models: [tiny-bert]\nmethods: [{name: lora, r: 0}]\n", "methods[0].r = 0: Input should be greater than 0"),
     "lr <= 0": ("models: [tiny-bert]\nmethods: [full]\ntraining: {learning_rate: 0}\n",
                 "training.learning_rate = 0: Input should be greater than 0"),
     "variant lr <= 0": ("models: [tiny-bert]\nmethods: [{name: full, training: {learning_rate: -1}}]\n",

@@ -75,15 +75,12 @@ def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> M
     modules = dict(skeleton.named_modules())
     head = sum(p.numel() for name, p in skeleton.named_parameters() if set(name.split(".")) & set(layout.head_modules))
     targets = layout.resolve(params["placement"]) if "placement" in params else []
-    if "r" in params:  # LoRA, DoRA, QLoRA: A (r x in) and B (out x r) per target; DoRA a magnitude per output
-        adapters = sum(params["r"] * (modules[t].in_features + modules[t].out_features) for t in targets)
-        adapters += sum(modules[t].out_features for t in targets) if config.method.name == "dora" else 0
-    else:  # IA3: one scale per input (feed-forward) or output feature
-        adapters = sum(modules[t].in_features if t in layout.ffn else modules[t].out_features for t in targets)
-    trainable = {"full": total, "head-only": head}.get(config.method.name, adapters + head if method.trains else 0)
+    # the method says what its adapters weigh and keep per token (LoRA: A and B; IA3: a vector)
+    adapters, adapter_values = method.adapter_size(params, modules, layout, targets) if method.adapter_size else (0, 0)
+    trainable = ({"all": total, "head": head}.get(method.trains_weights, adapters + head)) if method.trains else 0
 
     compute = BYTES[precision]
-    if config.method.name == "full":
+    if method.trains_weights == "all":
         weights = total * 4  # fp32 master weights (mixed precision computes in bf16/fp16)
     else:
         # adapters and zero-shot on CUDA hold the frozen body in the compute dtype; fp32 elsewhere
@@ -100,12 +97,7 @@ def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> M
     hidden = getattr(model_cfg, "hidden_size", None) or model_cfg.dim
     ffn = getattr(model_cfg, "intermediate_size", None) or getattr(model_cfg, "hidden_dim", 4 * hidden)
     per_token_layer = (9 * hidden + 2 * ffn) * compute
-    if "r" in params:  # summed over every adapted layer: per token, in all layers together
-        adapter_activations = sum((1.25 if params["dropout"] else 1) * modules[m].in_features + params["r"]
-                                  for m in targets) * compute
-    else:
-        adapter_activations = sum(modules[m].in_features if m in layout.ffn else modules[m].out_features
-                                  for m in targets) * compute
+    adapter_activations = adapter_values * compute  # every adapted layer's, per token
     if method.trains:
         tokens = t.batch_size * t.max_length
         if t.gradient_checkpointing:

@@ -4,10 +4,14 @@ head is never adapted and never quantized: it trains in full (`modules_to_save`)
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field, field_validator
+
+from sentisweep.config import PLACEMENTS
 from sentisweep.trial.methods.base import (
     BuiltModel,
+    MethodParams,
     MethodSpec,
     body_dtype,
     load_classifier,
@@ -77,18 +81,62 @@ def build_ia3(model, params, num_labels, opts):
     return peft_wrap(net, tok, IA3Config, params["placement"], {})
 
 
-LORA_DEFAULTS = {"r": 8, "alpha": 16.0, "dropout": 0.1, "placement": "attention"}
+class AdapterParams(MethodParams):
+    # attention | ffn | attention+ffn | all-linear, or a list of module name suffixes
+    placement: str | list[str] = "attention"
+
+    @field_validator("placement")
+    @classmethod
+    def _known_placement(cls, value):
+        if isinstance(value, str) and value not in PLACEMENTS:
+            raise ValueError(f"allowed: {', '.join(PLACEMENTS)} or a list of module names")
+        return value
+
+
+class LoraParams(AdapterParams):
+    r: int = Field(8, gt=0)  # the rank: A is r x in, B out x r
+    alpha: float = Field(16.0, gt=0)  # the update is scaled by alpha / r
+    dropout: float = Field(0.1, ge=0, lt=1)  # on the adapter's input
+
+
+class QLoraParams(LoraParams):
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+class IA3Params(AdapterParams):
+    placement: str | list[str] = "attention+ffn"
+
+
+def lora_size(params: dict, modules: dict, layout, targets: list[str], dora: bool = False) -> tuple[int, float]:
+    """A (r x in) and B (out x r) per target, DoRA a magnitude per output; kept per token: the
+    input after the dropout and its 1-byte mask (1.25 x the input width), and the r values of A."""
+    weights = sum(params["r"] * (modules[t].in_features + modules[t].out_features) for t in targets)
+    weights += sum(modules[t].out_features for t in targets) if dora else 0
+    kept = sum((1.25 if params["dropout"] else 1) * modules[t].in_features + params["r"] for t in targets)
+    return weights, kept
+
+
+def dora_size(*args) -> tuple[int, float]:
+    return lora_size(*args, dora=True)
+
+
+def ia3_size(params: dict, modules: dict, layout, targets: list[str]) -> tuple[int, float]:
+    """One scale per input feature (feed-forward layers) or output feature; the scaled vector is kept."""
+    size = sum(modules[t].in_features if t in layout.ffn else modules[t].out_features for t in targets)
+    return size, size
+
 
 LORA_LEARNING_RATES = (1e-4, 5e-3)
-register_method(MethodSpec("lora", build_lora, dict(LORA_DEFAULTS), description="LoRA adapters (peft)",
+register_method(MethodSpec("lora", build_lora, LoraParams, adapter_size=lora_size, description="LoRA adapters (peft)",
                            learning_rates=LORA_LEARNING_RATES))
-register_method(MethodSpec("dora", build_dora, dict(LORA_DEFAULTS), learning_rates=LORA_LEARNING_RATES,
+register_method(MethodSpec("dora", build_dora, LoraParams, adapter_size=dora_size, learning_rates=LORA_LEARNING_RATES,
                            description="weight-decomposed LoRA (peft use_dora)"))
 register_method(MethodSpec(
-    "qlora", build_qlora,
-    {**LORA_DEFAULTS, "quant_type": "nf4", "double_quant": True, "compute_dtype": "auto"},
+    "qlora", build_qlora, QLoraParams, adapter_size=lora_size,
     description="LoRA on a 4-bit (NF4) quantized body; bitsandbytes, CPU or CUDA", learning_rates=LORA_LEARNING_RATES,
     needs_bitsandbytes=True))
 # IA3 trains a few vectors and wants rates several times LoRA's (5e-4 left it under-trained: issue 26)
-register_method(MethodSpec("ia3", build_ia3, {"placement": "attention+ffn"}, learning_rates=(1e-3, 5e-2),
+register_method(MethodSpec("ia3", build_ia3, IA3Params, adapter_size=ia3_size, learning_rates=(1e-3, 5e-2),
                            description="IA3 learned rescaling vectors (peft)"))

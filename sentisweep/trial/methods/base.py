@@ -9,7 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sentisweep.config import PLACEMENTS, MethodConfig, default_cache_dir
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from sentisweep.config import MethodConfig, default_cache_dir, format_pydantic
 from sentisweep.registry import Registry
 from sentisweep.trial.models import ModelSpec, materialize
 
@@ -38,11 +40,25 @@ class LoadOptions:
     gradient_checkpointing: bool = False
 
 
+class MethodParams(BaseModel):
+    """A method's parameters, their types, defaults and allowed values: one model per method,
+    beside its code (as peft has LoraConfig and IA3Config). A YAML `method:` is checked against
+    its method's model; a parameter it lacks is an error naming the ones it has."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
     build: Callable[..., BuiltModel]
-    defaults: dict[str, Any]
+    params: type[MethodParams] = MethodParams
+    # What trains, for the memory planner: every weight (all), the classifier head (head), or
+    # adapters and the head (adapters); a method that does not train has `evaluate` instead
+    trains_weights: str = "adapters"
+    # For the memory planner (trial/memory.py): (adapter weights, values each adapted layer keeps
+    # per token for the backward pass) of (params, modules by name, linear layout, adapted modules)
+    adapter_size: Callable[..., tuple[int, float]] | None = None
     families: tuple[str, ...] = ("encoder", "decoder")
     description: str = ""
     needs_bitsandbytes: bool = False
@@ -59,9 +75,13 @@ class MethodSpec:
     def trains(self) -> bool:
         return self.evaluate is None
 
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self.params().model_dump()
+
     def takes(self, *params: str) -> bool:
         """Whether the method has all these parameters (a LoRA search needs r, alpha, dropout)."""
-        return all(p in self.defaults for p in params)
+        return all(p in self.params.model_fields for p in params)
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
@@ -77,37 +97,24 @@ def get_method(name: str) -> MethodSpec:
 
 def resolved_params(method: MethodConfig) -> dict[str, Any]:
     """The method's defaults updated by what the config set."""
-    return {**get_method(method.name).defaults, **method.params()}
+    return get_method(method.name).params.model_validate(method.params()).model_dump()
 
 
 def method_problems(method: MethodConfig) -> list[str]:
+    """Each problem of the method's parameters, as `method.<field> = <value>: <what is allowed>`."""
     if method.name not in METHODS:
         return [METHODS.unknown(method.name, "method.name")]
     spec = METHODS[method.name]
-    problems = [
-        f"method.{key} = {value!r}: not a parameter of method {spec.name!r}; "
-        f"it takes: {', '.join(spec.defaults) or 'no parameters'}"
-        for key, value in method.params().items() if key not in spec.defaults
-    ]
-    if problems:
-        return problems
-    params = resolved_params(method)
-    if "r" in params and params["r"] <= 0:
-        problems.append(f"method.r = {params['r']!r}: LoRA rank must be an integer > 0")
-    if "alpha" in params and params["alpha"] <= 0:
-        problems.append(f"method.alpha = {params['alpha']!r}: must be > 0")
-    if "dropout" in params and not 0 <= params["dropout"] < 1:
-        problems.append(f"method.dropout = {params['dropout']!r}: must be in [0, 1)")
-    placement = params.get("placement")
-    if isinstance(placement, str) and placement not in PLACEMENTS:
-        problems.append(f"method.placement = {placement!r}: allowed: {', '.join(PLACEMENTS)} "
-                        "or a list of module names")
-    words = params.get("label_words")
-    if words is not None and len(words) < 2:
-        problems.append(f"method.label_words = {words!r}: need one word per class (>= 2)")
-    if "prompt" in params and "{text}" not in params["prompt"]:
-        problems.append(f"method.prompt = {params['prompt']!r}: must contain '{{text}}'")
-    return problems
+    unknown = [f"method.{key} = {value!r}: not a parameter of method {spec.name!r}; it takes: "
+               f"{', '.join(spec.params.model_fields) or 'no parameters'}"
+               for key, value in method.params().items() if key not in spec.params.model_fields]
+    if unknown:
+        return unknown
+    try:
+        spec.params.model_validate(method.params())
+    except ValidationError as err:
+        return [f"method.{p}" for p in format_pydantic(err)]
+    return []
 
 
 def check_compatible(method: MethodConfig, model: ModelSpec, device: str) -> None:

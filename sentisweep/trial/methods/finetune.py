@@ -18,7 +18,7 @@ def build_head_only(model, params, num_labels, opts):
     return BuiltModel(net, tok)
 
 
-register_method(MethodSpec("full", build_full, {}, description="every parameter trains",
+register_method(MethodSpec("full", build_full, trains_weights="all", description="every parameter trains",
                            learning_rates=(1e-5, 2e-4)))
-register_method(MethodSpec("head-only", build_head_only, {}, learning_rates=(1e-4, 3e-2),
+register_method(MethodSpec("head-only", build_head_only, trains_weights="head", learning_rates=(1e-4, 3e-2),
                            description="frozen body, only the classifier head trains"))

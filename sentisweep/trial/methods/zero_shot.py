@@ -4,11 +4,13 @@ probabilities are the softmax over those words' next-token logits after the prom
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from sentisweep.trial.methods.base import (
     BuiltModel,
     IncompatibleMethodError,
     LoadOptions,
+    MethodParams,
     MethodSpec,
     body_dtype,
     no_kv_cache,
@@ -84,10 +86,21 @@ def evaluate_zero_shot(built: BuiltModel, params: dict, texts: list[str], label_
     return probabilities
 
 
+class ZeroShotParams(MethodParams):
+    prompt: str = "Review: {text}\nSentiment (positive or negative):"
+    label_words: list[str] = Field([" negative", " positive"], min_length=2)  # one word per class
+    chat: bool = True  # use the tokenizer's chat template when it has one
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_text(cls, value: str) -> str:
+        if "{text}" not in value:
+            raise ValueError("must contain '{text}'")
+        return value
+
+
 register_method(MethodSpec(
-    "zero-shot", build_zero_shot,
-    {"prompt": "Review: {text}\nSentiment (positive or negative):", "label_words": [" negative", " positive"],
-     "chat": True},
+    "zero-shot", build_zero_shot, ZeroShotParams,
     families=("decoder",), evaluate=evaluate_zero_shot,
     description="no training: compare the next-token logits of one word per class (in the model's chat "
                 "template when it has one)"))
