@@ -23,11 +23,9 @@ import pandas as pd
 from sentisweep import exit_codes
 from sentisweep.config import DEFAULT_MAX_LENGTH, default_cache_dir
 from sentisweep.exit_codes import BadInput
-from sentisweep.layout import TRIAL_INFO_FILE
 from sentisweep.results import ResultsError, read_results, trial_info
 from sentisweep.storage import Store, local_copy
 from sentisweep.trial.device import inference_autocast
-from sentisweep.trial.methods.base import no_kv_cache
 
 # "best" is chosen on the validation split, as the search's best_trial.yaml and embed_xgb's
 # checkpoints are: picking on test accuracy and then quoting it would overstate the winner
@@ -103,7 +101,7 @@ class Classifier:
     """A trial's checkpoint as a ready classifier: merged weights, its tokenizer, its labels."""
 
     def __init__(self, checkpoint: str | Path, cache_dir: str | None = None, device: str = "cpu"):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from sentisweep.trial.checkpoint import load_checkpoint
 
         cache_dir = cache_dir or default_cache_dir()
         folder = local_copy(checkpoint, cache_dir)  # a checkpoint in object storage: downloaded once
@@ -111,31 +109,9 @@ class Classifier:
         self.info = info
         self.label_names = list(info.get("label_names") or ["0", "1"])
         self.max_length = int(info.get("max_length") or DEFAULT_MAX_LENGTH)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        labels = {"num_labels": len(self.label_names), "id2label": dict(enumerate(self.label_names)),
-                  "label2id": {name: i for i, name in enumerate(self.label_names)}}
-        if (folder / "adapter_config.json").is_file():
-            from peft import PeftModel
-
-            from sentisweep.trial.models import get_model_spec, materialize
-
-            if "model" not in info:
-                raise PredictError(f"{folder}: a peft adapter without {TRIAL_INFO_FILE}: which base model it "
-                                   "belongs to is unknown")
-            # A QLoRA adapter is merged into the full-precision base: the same function up to
-            # the 4-bit rounding it was trained over, and loadable anywhere.
-            base = AutoModelForSequenceClassification.from_pretrained(
-                materialize(get_model_spec(info["model"]), cache_dir), **labels)
-            if base.config.pad_token_id is None:
-                base.config.pad_token_id = self.tokenizer.pad_token_id
-            self.model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
-        else:
-            self.model = AutoModelForSequenceClassification.from_pretrained(str(folder), **labels)
-        if self.model.config.pad_token_id is None:
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        no_kv_cache(self.model)
+        # a QLoRA adapter is merged into the full-precision base: the same function up to the 4-bit
+        # rounding it was trained over, and loadable anywhere
+        self.model, self.tokenizer = load_checkpoint(folder, cache_dir, self.label_names)
         self.device, self.packed = device, False
         self.model = self.model.to(device).eval()
 

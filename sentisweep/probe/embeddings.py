@@ -22,7 +22,7 @@ from sentisweep.exit_codes import BadInput
 from sentisweep.results import trial_info
 from sentisweep.storage import local_copy
 from sentisweep.trial.device import inference_autocast
-from sentisweep.trial.methods.base import no_kv_cache
+from sentisweep.trial.methods.base import no_kv_cache, with_pad_token
 from sentisweep.trial.models import ModelSpec, get_model_spec, materialize
 
 # CLS is the first token of an encoder; a decoder's first token has seen nothing else.
@@ -85,28 +85,19 @@ def load_backbone(spec: ModelSpec, checkpoint: Path | None, cache_dir: str, devi
     """(backbone, tokenizer): the transformer body without its head, eval mode, on `device`.
     A checkpoint is a trial's: a full classifier, or a peft adapter on the registry model,
     which is merged into the weights (one matmul per layer instead of two)."""
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer
+
+    from sentisweep.trial.checkpoint import load_checkpoint
 
     load_kwargs = _quantization_kwargs(quantize, device)
-    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint) if checkpoint else spec.resolve_tokenizer())
     if checkpoint is None:
+        tokenizer = with_pad_token(AutoTokenizer.from_pretrained(spec.resolve_tokenizer()))
         model = AutoModel.from_pretrained(materialize(spec, cache_dir), **load_kwargs)
-    elif (checkpoint / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        labels = trial_info(checkpoint).get("label_names") or ["0", "1"]
-        classifier = AutoModelForSequenceClassification.from_pretrained(
-            materialize(spec, cache_dir), num_labels=len(labels), **load_kwargs)
-        if classifier.config.pad_token_id is None:
-            classifier.config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
-        adapted = PeftModel.from_pretrained(classifier, str(checkpoint))
-        # 4/8-bit weights cannot absorb the adapter: its layers stay in place beside them.
-        model = (adapted.get_base_model() if quantize else adapted.merge_and_unload()).base_model
+        no_kv_cache(model)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(str(checkpoint), **load_kwargs).base_model
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    no_kv_cache(model)
+        labels = trial_info(checkpoint).get("label_names") or ["0", "1"]
+        classifier, tokenizer = load_checkpoint(checkpoint, cache_dir, labels, spec, merge=not quantize, **load_kwargs)
+        model = classifier.base_model
     if not quantize:
         model = model.to(device)
     return model.eval(), tokenizer

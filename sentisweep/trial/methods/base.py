@@ -159,12 +159,19 @@ def load_classifier(model: ModelSpec, num_labels: int, opts: LoadOptions, **kwar
     config = model_config(model, opts, num_labels=num_labels)
     kwargs.setdefault("dtype", torch.float32)
     net = AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
-    if tokenizer.pad_token is None:  # decoders (Qwen3, GPT-style) often ship without one
-        tokenizer.pad_token = tokenizer.eos_token
+    with_pad_token(tokenizer)
     if net.config.pad_token_id is None:  # sequence classification finds the last token by it
         net.config.pad_token_id = tokenizer.pad_token_id
     no_kv_cache(net)
     return net, tokenizer
+
+
+def with_pad_token(tokenizer):
+    """The tokenizer, padding with its end-of-text token where it has no pad token: decoders
+    (Qwen3, GPT-style) often ship without one, and batches need one."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def no_kv_cache(net) -> None:

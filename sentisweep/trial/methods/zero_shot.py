@@ -15,6 +15,7 @@ from sentisweep.trial.methods.base import (
     body_dtype,
     no_kv_cache,
     register_method,
+    with_pad_token,
 )
 from sentisweep.trial.models import ModelSpec, materialize
 
@@ -23,9 +24,7 @@ def build_zero_shot(model: ModelSpec, params, num_labels: int, opts: LoadOptions
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = materialize(model, opts.cache_dir)
-    tok = AutoTokenizer.from_pretrained(model.resolve_tokenizer())
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    tok = with_pad_token(AutoTokenizer.from_pretrained(model.resolve_tokenizer()))
     net = AutoModelForCausalLM.from_pretrained(path, dtype=body_dtype(opts))
     no_kv_cache(net)
     for parameter in net.parameters():
