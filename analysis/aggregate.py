@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.tradeoffs import pareto_mask
+
 METRICS = {  # column -> how the tables name it
-    "accuracy": "accuracy", "f1": "F1", "peak_memory_mib": "peak memory (MiB)",
+    "accuracy": "accuracy", "best_val_accuracy": "validation accuracy", "f1": "F1", "peak_memory_mib": "peak memory (MiB)",
     "train_seconds": "train time (s)", "trainable_params": "trainable params",
     "trainable_percent": "trainable %", "train_samples_per_second": "samples/s",
 }
@@ -44,20 +46,27 @@ def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
         return table
     full = table[table["method"] == "full"].groupby("model")["accuracy_mean"].max()
     table["accuracy_vs_full"] = table["accuracy_mean"] / table["model"].map(full)
-    best = table.groupby("model")["accuracy_mean"].transform("max")
-    table["best_for_model"] = np.isclose(table["accuracy_mean"], best, rtol=0, atol=1e-12)  # ties all marked
+    validation = table["best_val_accuracy_mean"]
+    best = validation.groupby(table["model"]).transform("max")
+    table["best_for_model"] = np.isclose(validation, best, rtol=0, atol=1e-12) & validation.notna()  # ties all
     return table
 
 
+def best_of(table: pd.DataFrame) -> pd.Series | None:
+    """The analysis's one "best" rule, as sentisweep.results.best_by_validation is for trials: the
+    highest mean validation accuracy over seeds, never the test's (the test accuracy is what is
+    reported; choosing by it would flatter the choice). None where no row has one."""
+    known = table.dropna(subset=["best_val_accuracy_mean"])
+    return None if known.empty else known.loc[known["best_val_accuracy_mean"].idxmax()]
+
+
 def pareto_front(table: pd.DataFrame, cost: str, quality: str = "accuracy_mean") -> pd.Series:
-    """True where no other row is at least as good on both axes and better on one
-    (lower cost, higher quality)."""
-    costs, qualities = table[cost].to_numpy(float), table[quality].to_numpy(float)
-    front = []
-    for i in range(len(table)):
-        dominated = ((costs <= costs[i]) & (qualities >= qualities[i]) &
-                     ((costs < costs[i]) | (qualities > qualities[i])))
-        front.append(not dominated.any() and not np.isnan(costs[i]) and not np.isnan(qualities[i]))
+    """True where no other row is at least as good on both axes and better on one (lower cost,
+    higher quality); a row missing either is never on it."""
+    points = np.column_stack([table[cost].to_numpy(float), -table[quality].to_numpy(float)])
+    known = ~np.isnan(points).any(axis=1)
+    front = np.zeros(len(table), dtype=bool)
+    front[known] = pareto_mask(points[known])
     return pd.Series(front, index=table.index)
 
 

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.aggregate import pareto_front  # noqa: E402
+from analysis.aggregate import best_of, pareto_front  # noqa: E402
 from sentisweep.results import BASELINE_MODEL  # noqa: E402
 
 
@@ -243,8 +243,8 @@ def pretrained_vs_finetuned(table: pd.DataFrame, path: Path) -> Path | None:
             values.append(row["accuracy_mean"])
             kinds.append("fine-tuned embeddings + XGBoost" if tuned_embeddings else "without fine-tuning")
         tuned = rows[~rows["method"].isin(["zero-shot", "embed+xgboost"])]
-        if not tuned.empty:
-            best = tuned.loc[tuned["accuracy_mean"].idxmax()]
+        best = best_of(tuned)  # by validation accuracy
+        if best is not None:
             labels.append(f"{model}\nbest fine-tuned:\n{best['variant']}")
             values.append(best["accuracy_mean"])
             kinds.append("best fine-tuned classifier")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import plots
-from analysis.aggregate import aggregate, display_table
+from analysis.aggregate import aggregate, best_of, display_table
 from analysis.load import ResultsError, load_results, read_predictions, split_by_status
 from analysis.significance import Comparison, compare, correctness
 from analysis.tradeoffs import describe, search_objectives, tradeoffs
@@ -31,15 +31,16 @@ def group_correctness(ok: pd.DataFrame) -> dict[str, pd.Series]:
 
 
 def comparisons(ok: pd.DataFrame, table: pd.DataFrame) -> list[Comparison]:
-    """Each variant against its model's full fine-tuning, and against the best variant overall."""
+    """Each variant against its model's full fine-tuning, and against the best variant overall (by
+    validation accuracy: analysis.aggregate.best_of)."""
     right = group_correctness(ok)
-    best = table.loc[table["accuracy_mean"].idxmax()]
-    best_name = f"{best['model']} / {best['variant']}"
+    best = best_of(table)
+    best_name = f"{best['model']} / {best['variant']}" if best is not None else None
     done, out = set(), []
     for _, row in table.iterrows():
         name = f"{row['model']} / {row['variant']}"
         fulls = table[(table["model"] == row["model"]) & (table["method"] == "full")]
-        references = [f"{r['model']} / {r['variant']}" for _, r in fulls.iterrows()] + [best_name]
+        references = [f"{r['model']} / {r['variant']}" for _, r in fulls.iterrows()] + [best_name] * bool(best_name)
         for reference in references:
             pair = tuple(sorted((name, reference)))
             if name == reference or pair in done or name not in right or reference not in right:
