@@ -16,6 +16,7 @@ import pandas as pd
 from sentisweep.config import Resources, short
 from sentisweep.results import STATUSES
 from sentisweep.storage import is_remote
+from sentisweep.tuning import cell_key
 
 if TYPE_CHECKING:
     from sentisweep.plan import PlannedTrial
@@ -76,9 +77,9 @@ def final_screen(title: str, results: pd.DataFrame, root: str, table: str, secon
 
 
 def matrix_table(planned: list[PlannedTrial], resources: Resources, baselines: list[str] = (),
-                 tuned: dict[tuple[str, str], dict] | None = None) -> str:
+                 tuned: dict[str, dict] | None = None) -> str:
     """The trial matrix as a Markdown table (the --dry-run output), with each trial's memory estimate.
-    `tuned`: (model, variant) -> search space of the cells equal-budget tuning will set."""
+    `tuned`: cell key (sentisweep.tuning.cell_key) -> search space of the cells equal-budget tuning will set."""
     rows = ["| # | trial | model | method | seed | lr | resources | memory (est.) | status |",
             "|---|---|---|---|---|---|---|---|---|"]
     for i, trial in enumerate(planned, 1):
@@ -87,7 +88,7 @@ def matrix_table(planned: list[PlannedTrial], resources: Resources, baselines: l
         memory = f"{trial.memory.total / 2**30:.2f} GiB" if trial.memory else "-"
         status = f"skip: {trial.skip_reason}" if trial.skip_reason else "run"
         params = " ".join(f"{k}={short(v)}" for k, v in sorted(c.method.params().items()))
-        space = (tuned or {}).get((c.model, c.variant))
+        space = (tuned or {}).get(cell_key(c.model, c.variant))
         lr = f"{c.training.learning_rate:g}"
         if space is not None and not trial.skip_reason:
             lr = "tuned: " + ", ".join(f"{k} {list(v)}" for k, v in space.items())

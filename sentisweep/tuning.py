@@ -40,7 +40,7 @@ class Cell:
 
     @property
     def key(self) -> str:
-        return trial_id(self.model, self.label, self.base.seed).rsplit("__s", 1)[0]
+        return cell_key(self.model, self.label)
 
 
 def variant_space(method: str, tune: dict[str, Any] | None) -> dict[str, Any]:
@@ -193,7 +193,7 @@ def apply_choices(planned, chosen: dict[str, dict[str, Any]], untuned_fallback: 
     settings (`untuned_fallback`: "untuned", said on the final screen and kept out of verdicts)."""
     for trial in planned:
         c = trial.config
-        choice = chosen.get(chosen_key(c.model, c.variant))
+        choice = chosen.get(cell_key(c.model, c.variant))
         if choice is None or trial.skip_reason:
             continue  # not a tuned cell (a method that does not train), or a trial that cannot run here
         if choice.get("values"):
@@ -222,8 +222,10 @@ def reusable(cell: Cell, choice: dict[str, Any], tuning: Tuning, sweep_name: str
     return None
 
 
-def chosen_key(model: str, label: str) -> str:
-    return f"{model}\t{label}"
+def cell_key(model: str, label: str) -> str:
+    """A cell's one key, in chosen.json, in Tune's sampled configs and in the dry-run matrix:
+    `model__label`, the trial id without its seed (safe in a folder name)."""
+    return trial_id(model, label, 0).removesuffix("__s0")
 
 
 def random_first(trials: int) -> int:

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep, store, planned = plan(args)
     print(f"sweep {sweep.name}: {len(sweep.models)} models x {len(sweep.methods)} methods x "
           f"{len(sweep.seeds)} seeds -> {store.uri(sweep.name)}")
-    tuned = {(c.model, c.label): c.space for c in cells(sweep, planned)} if sweep.tuning else None
+    tuned = {c.key: c.space for c in cells(sweep, planned)} if sweep.tuning else None
     print(matrix_table(planned, sweep.resources, sweep.baselines, tuned), flush=True)
     if sweep.tuning:
         print(f"equal-budget tuning before the seeds run: {budget_text(sweep.tuning, sweep)}", flush=True)

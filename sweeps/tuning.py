@@ -26,7 +26,6 @@ from sentisweep.tuning import (
     budget_text,
     cells,
     choose,
-    chosen_key,
     describe_choice,
     reusable,
     sampled_trial,
@@ -207,13 +206,13 @@ def trial_steps(config: TrialConfig) -> int | None:
 
 def tune_cells(sweep: SweepConfig, planned: list[PlannedTrial], store: Store, resume: bool) -> dict[str, dict]:
     """Search every cell not yet chosen, write the choices and every tuning row, and return the
-    choices: chosen_key(model, variant) -> choice (sentisweep.tuning.choose)."""
+    choices: cell_key(model, variant) -> choice (sentisweep.tuning.choose)."""
     import pandas as pd
 
     parts = (sweep.name, TUNING_FOLDER, CHOSEN_FILE)
     saved = json.loads("\n".join(store.read_lines(*parts)) or '{"cells": {}}')
     chosen: dict[str, dict] = saved["cells"]
-    todo = [c for c in cells(sweep, planned) if chosen_key(c.model, c.label) not in chosen]
+    todo = [c for c in cells(sweep, planned) if c.key not in chosen]
     print(f"tuning {len(todo)} cell(s) together: {budget_text(sweep.tuning, sweep)}", flush=True)
     if not todo:
         return chosen
@@ -222,8 +221,8 @@ def tune_cells(sweep: SweepConfig, planned: list[PlannedTrial], store: Store, re
               flush=True)
     rows = tune_together(todo, sweep, store, resume)
     for cell in todo:
-        chosen[chosen_key(cell.model, cell.label)] = choose(cell, rows[cell.key])
-        print(describe_choice(chosen[chosen_key(cell.model, cell.label)]), flush=True)
+        chosen[cell.key] = choose(cell, rows[cell.key])
+        print(describe_choice(chosen[cell.key]), flush=True)
     earlier = ([store.read_frame(sweep.name, TUNING_FOLDER, RESULTS_TABLE)]
                if store.exists(sweep.name, TUNING_FOLDER, RESULTS_TABLE) else [])
     store.write_frame(pd.concat([*earlier, *rows.values()], ignore_index=True), sweep.name, TUNING_FOLDER,
@@ -240,7 +239,7 @@ def reuse_chosen_runs(sweep: SweepConfig, planned: list[PlannedTrial], chosen: d
     import pyarrow as pa
 
     for cell in cells(sweep, planned):
-        choice = chosen.get(chosen_key(cell.model, cell.label)) or {}
+        choice = chosen.get(cell.key) or {}
         trial = reusable(cell, choice, sweep.tuning, sweep.name, planned)
         if trial is None or store.exists(*trial_parts(sweep.name, trial.config.trial_id), RESULT_FILE):
             continue

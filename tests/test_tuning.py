@@ -26,9 +26,9 @@ from sentisweep.storage import Store
 from sentisweep.tuning import (
     Cell,
     apply_choices,
+    cell_key,
     cells,
     choose,
-    chosen_key,
     edges,
     reusable,
     sampled_trial,
@@ -121,9 +121,9 @@ def test_the_choice_is_the_best_finished_trial_by_validation():
 @pytest.mark.unit
 def test_a_cell_whose_tuning_failed_does_not_run_its_seeds_unless_asked():
     sweep = parse_sweep_config(_sweep())
-    failed = {chosen_key("tiny-bert", "lora-attention"): {"values": None, "error": "no tuning trial finished",
+    failed = {cell_key("tiny-bert", "lora-attention"): {"values": None, "error": "no tuning trial finished",
                                                           "trial_errors": ["OSError: disk full (3 trials)"]},
-              chosen_key("tiny-bert", "full"): {"values": {"learning_rate": 1e-4}}}
+              cell_key("tiny-bert", "full"): {"values": {"learning_rate": 1e-4}}}
     planned = expand(sweep, Store(str(ROOT / "unused")), "cpu")
     apply_choices(planned, failed)
     lora = [t for t in planned if t.config.variant == "lora-attention"]
@@ -153,13 +153,13 @@ def test_a_tuning_trial_runs_the_cell_in_the_tuning_budget_and_the_choice_every_
     assert (trial.training.max_steps, trial.training.eval_steps, trial.training.learning_rate) == (8, 2, 2e-3)
     assert trial.method.r == 4 and trial.data.test_size == 32 and trial.sweep == "tuned-smoke/tuning"
     assert trial.trial_id == "tiny-bert__lora-attention__s5__abc" and trial.variant == "lora-attention"
-    apply_choices(planned, {chosen_key("tiny-bert", "lora-attention"): {"values": {"learning_rate": 3e-3, "r": 2}}})
+    apply_choices(planned, {cell_key("tiny-bert", "lora-attention"): {"values": {"learning_rate": 3e-3, "r": 2}}})
     lora = [t.config for t in planned if t.config.variant == "lora-attention"]
     assert [(c.seed, c.training.learning_rate, c.method.r, c.training.max_steps) for c in lora] == [
         (5, 3e-3, 2, 40), (6, 3e-3, 2, 40)]
     full = [t.config for t in planned if t.config.variant == "full"]
     assert all(c.training.learning_rate == sweep.training.learning_rate for c in full)  # not chosen: as configured
-    table = matrix_table(planned, sweep.resources, [], {(c.model, c.label): c.space for c in found.values()})
+    table = matrix_table(planned, sweep.resources, [], {c.key: c.space for c in found.values()})
     assert "tuned: learning_rate [0.0001, 0.005], r [2, 4, 8]" in table
     # a shorter tuning run is not any seed's run
     chosen = {"values": {"learning_rate": 3e-3, "r": 2}, "trial_id": "x"}
@@ -174,7 +174,7 @@ def test_a_tuning_trial_of_the_seeds_own_budget_is_that_seeds_run():
     trial = sampled_trial(lora, {"learning_rate": 2e-3, "r": 4}, sweep.tuning, sweep.name, "k", "/out")
     assert trial.data.test_size == 32 and trial.training.keep_checkpoint  # whole: it may become a seed's row
     chosen = {"values": {"learning_rate": 2e-3, "r": 4}, "trial_id": "k"}
-    apply_choices(planned, {chosen_key("tiny-bert", "lora-attention"): chosen})
+    apply_choices(planned, {cell_key("tiny-bert", "lora-attention"): chosen})
     reused = reusable(lora, chosen, sweep.tuning, sweep.name, planned)
     assert reused is not None and reused.config.trial_id == "tiny-bert__lora-attention__s1"
     other = sweep.model_copy(update={"tuning": sweep.tuning.model_copy(update={"eval_steps": 4})})
