@@ -228,7 +228,7 @@ def test_a_tuned_sweep_runs_tunes_reports_and_resumes(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     root = tmp_path / "results" / "tuned-smoke"
     chosen = json.loads((root / "tuning" / "chosen.json").read_text())
-    assert set(chosen["cells"]) == {"tiny-bert\tfull", "tiny-bert\tlora-attention"}
+    assert set(chosen["cells"]) == {"tiny-bert__full", "tiny-bert__lora-attention"}
     tuning_rows = pd.read_parquet(root / "tuning" / "results.parquet")
     assert len(tuning_rows) == 6 and set(tuning_rows["status"]) <= {"ok", "stopped"}
     assert (tuning_rows["train_steps"] <= 8).all()
@@ -240,7 +240,7 @@ def test_a_tuned_sweep_runs_tunes_reports_and_resumes(tmp_path):
         assert reused[f"tiny-bert__{cell['variant']}__s1"] == cell["trial_id"]
         assert pd.isna(reused[f"tiny-bert__{cell['variant']}__s2"])
     for (model, variant), group in results.groupby(["model", "variant"]):
-        values = chosen["cells"][f"{model}\t{variant}"]["values"]
+        values = chosen["cells"][cell_key(model, variant)]["values"]
         assert np.allclose(group["learning_rate"], values["learning_rate"])
         assert "r" not in values or (group["lora_r"] == values["r"]).all()
     assert "chose learning_rate" in first.stdout and "steps" in first.stdout
