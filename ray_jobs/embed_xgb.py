@@ -24,7 +24,7 @@ from sentisweep.config import ConfigError
 from sentisweep.config_load import load_config
 from sentisweep.layout import RESULTS_TABLE
 from sentisweep.locations import pin_args, pinned, pinned_data, refusal
-from sentisweep.probe.study import EmbedXgbConfig, best_checkpoint
+from sentisweep.probe.embed_xgb_config import EmbedXgbConfig, best_checkpoint
 from sentisweep.results import ResultsError, read_results
 from sentisweep.storage import Store, exists, is_remote
 

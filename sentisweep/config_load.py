@@ -37,7 +37,7 @@ def load_config(path: str | Path, kind: str, overrides: dict[str, Any] | None = 
         raise ConfigError([f"kind = {found!r}: this is a {found} config, not a {kind} config "
                            f"({RUNS_WITH.get(found, 'see README')})"], str(path))
     if kind == "embed_xgb":
-        from sentisweep.probe.study import parse_embed_xgb_config
+        from sentisweep.probe.embed_xgb_config import parse_embed_xgb_config
 
         return parse_embed_xgb_config(raw, str(path))
     return PARSERS[kind](raw, str(path))

@@ -79,11 +79,11 @@ def expand(sweep: SweepConfig, store: Store, device: str) -> list[PlannedTrial]:
         for variant in (v for v in sweep.methods if v.models is None or model in v.models):
             for seed in sweep.seeds:
                 label = variant.resolved_label()
-                identity = trial_id(model, label, seed)
+                tid = trial_id(model, label, seed)
                 training = TrainingConfig.model_validate({**sweep.training.model_dump(), **(variant.training or {})})
                 config = TrialConfig(model=pinned_model(model), method=variant.method_config(), seed=seed, data=data,
-                                     training=training, output_dir=store.path(*trial_parts(sweep.name, identity)),
-                                     sweep=sweep.name, trial_id=identity, variant=label)
+                                     training=training, output_dir=store.path(*trial_parts(sweep.name, tid)),
+                                     sweep=sweep.name, trial_id=tid, variant=label)
                 reason = precision_problem(device, training.precision)
                 try:
                     check_compatible(config.method, get_model_spec(model), device)
@@ -99,12 +99,12 @@ def trial_from_sample(search: SearchConfig, sample: dict[str, Any], trial_key: s
     alpha = r * float(sample["alpha_multiple"])
     lr, dropout = float(sample["learning_rate"]), float(sample["dropout"])
     variant = f"{search.method}-r{r}-alpha{alpha:g}-lr{lr:.2e}-drop{dropout:.2f}"
-    identity = trial_id(search.model, variant, search.seed, trial_key)
+    tid = trial_id(search.model, variant, search.seed, trial_key)
     return TrialConfig(
-        model=search.model, seed=search.seed, data=search.data, sweep=search.name, trial_id=identity,
+        model=search.model, seed=search.seed, data=search.data, sweep=search.name, trial_id=tid,
         variant=variant,
         method=MethodConfig(name=search.method, r=r, alpha=alpha, dropout=dropout, placement=search.placement),
         training=search.training.model_copy(update={"learning_rate": lr}),
-        output_dir=store.path(*trial_parts(search.name, identity)))
+        output_dir=store.path(*trial_parts(search.name, tid)))
 
 

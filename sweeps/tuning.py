@@ -49,8 +49,8 @@ def run_tuning_trial(params: dict, cells: dict, tuning: dict, sweep_name: str, s
 
 def tuning_trial(cell: Cell, sample: dict, tuning: Tuning, sweep_name: str, trial_key: str,
                  store: Store) -> TrialConfig:
-    identity = sampled_trial(cell, sample, tuning, sweep_name, trial_key, "")
-    return identity.model_copy(update={"output_dir": store.path(*trial_parts(identity.sweep, identity.trial_id))})
+    trial = sampled_trial(cell, sample, tuning, sweep_name, trial_key, "")
+    return trial.model_copy(update={"output_dir": store.path(*trial_parts(trial.sweep, trial.trial_id))})
 
 
 def param_space(cell: Cell) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from sentisweep.config import ConfigError
 from sentisweep.config_load import load_config, parse_trial_config
 from sentisweep.layout import TRIAL_INFO_FILE
 from sentisweep.probe.booster import XGBoostConfig, fit_single_process, load_splits, run_probe
+from sentisweep.probe.embed_xgb_config import best_checkpoint
 from sentisweep.probe.embeddings import Embedder, EmbeddingError, pool, read_embeddings
-from sentisweep.probe.study import best_checkpoint
 from sentisweep.trial.run import run_trial
 
 pytestmark = pytest.mark.unit

@@ -57,9 +57,9 @@ def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> M
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from sentisweep.trial.methods import get_method, resolved_params
-    from sentisweep.trial.models import linear_layout, model_config
+    from sentisweep.trial.models import hub_config, linear_layout
 
-    model_cfg = model_config(config.model)
+    model_cfg = hub_config(config.model)
     if model_cfg is None:
         return None
     method = get_method(config.method.name)

@@ -187,7 +187,7 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 @functools.lru_cache(maxsize=64)
-def model_config(name: str):
+def hub_config(name: str):
     """The model's transformers config without its weights, or None where it cannot be had
     here (a hub id offline): what config-time checks read."""
     from transformers import AutoConfig
@@ -220,7 +220,7 @@ def architecture_problems(name: str, max_length: int, placement, field: str = "t
     """What the model's own config says cannot work, before it loads: a max_length past its
     position embeddings; adapter module names it does not have (a model built on the meta
     device: its module tree, no weights)."""
-    config = model_config(name)
+    config = hub_config(name)
     if config is None:
         return []
     problems = []

@@ -15,7 +15,7 @@ from sentisweep.trial.methods.base import (
     MethodSpec,
     body_dtype,
     load_classifier,
-    model_config,
+    loaded_config,
     register_method,
 )
 from sentisweep.trial.models import arch_spec, linear_layout
@@ -56,7 +56,7 @@ def build_qlora(model, params, num_labels, opts):
     compute = params["compute_dtype"]
     if compute == "auto":  # no bf16 units on these CPUs: fp32 compute there
         compute = "float32" if opts.device == "cpu" else ("bfloat16" if opts.precision != "fp16" else "float16")
-    model_type = model_config(model, opts).model_type
+    model_type = loaded_config(model, opts).model_type
     heads = list(arch_spec(model_type).head_modules) or ["classifier", "score"]
     quant = BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type=params["quant_type"],

@@ -136,7 +136,7 @@ def check_compatible(method: MethodConfig, model: ModelSpec, device: str) -> Non
 ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")  # BERT-like, DistilBERT/Qwen
 
 
-def model_config(model: ModelSpec, opts: LoadOptions, **overrides):
+def loaded_config(model: ModelSpec, opts: LoadOptions, **overrides):
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(materialize(model, opts.cache_dir), **overrides)
@@ -156,7 +156,7 @@ def load_classifier(model: ModelSpec, num_labels: int, opts: LoadOptions, **kwar
 
     path = materialize(model, opts.cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(model.resolve_tokenizer())
-    config = model_config(model, opts, num_labels=num_labels)
+    config = loaded_config(model, opts, num_labels=num_labels)
     kwargs.setdefault("dtype", torch.float32)
     net = AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
     with_pad_token(tokenizer)
