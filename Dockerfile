@@ -50,7 +50,7 @@ COPY --chown=1000:100 sweeps sweeps
 COPY --chown=1000:100 ray_jobs ray_jobs
 COPY --chown=1000:100 analysis analysis
 COPY --chown=1000:100 benchmarks benchmarks
-COPY --chown=1000:100 tests/fixtures tests/fixtures
+COPY --chown=1000:100 data/tiny_reviews data/tiny_reviews
 COPY --chown=1000:100 docker/embed_xgb_study.sh docker/embed_xgb_study.sh
 # Compiled now: the pods' root filesystem is read-only, so Python could not write .pyc later.
 RUN pip install --no-cache-dir --no-deps --no-build-isolation -e . \

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     runs = [("tiny-bert", "lora")] if args.smoke_test else [("minilm-l6", "full"), ("minilm-l6", "lora")]
     if args.smoke_test and args.data == "imdb":
-        args.data = str(ROOT / "tests" / "fixtures" / "tiny_reviews")
+        args.data = str(ROOT / "data" / "tiny_reviews")
     print("| model | method | trainable | model only: s / MiB | resumable: s / MiB | bytes x | seconds x |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as work:

@@ -25,8 +25,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from train_throughput import (
+    report_peak,  # a sibling script: benchmarks/ is on the path of `python benchmarks/x.py`
+)
 
-from benchmarks.train_throughput import report_peak
 from sentisweep.config import DataConfig
 from sentisweep.probe.embeddings import Embedder, load_backbone
 from sentisweep.trial.data import load_task_data

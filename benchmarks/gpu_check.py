@@ -22,8 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from hub_shaped import (  # a sibling: `python benchmarks/gpu_check.py` puts benchmarks/ on the path
+    FAMILIES,
+    build_folders,
+)
 
-from benchmarks.hub_shaped import FAMILIES, build_folders
 from sentisweep import exit_codes
 from sentisweep.config_load import parse_trial_config
 from sentisweep.trial.run import run_trial

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     # the estimate is for batches padded to max_length: the fixture's reviews (5-46 words) fill 32 tokens
     max_length = 32 if args.smoke_test else 128
     if args.smoke_test and args.data == "imdb":
-        args.data = str(ROOT / "tests" / "fixtures" / "tiny_reviews")
+        args.data = str(ROOT / "data" / "tiny_reviews")
     print("| model | method | tensors' peak MiB | host RSS added MiB | estimate MiB | estimate / tensors' peak "
           "| estimate / RSS added |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")

@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 import yaml
-
-from benchmarks.simcluster import SimulatedCluster
+from simcluster import (
+    SimulatedCluster,  # a sibling: `python benchmarks/multinode.py` puts benchmarks/ on the path
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,7 @@ def sweep_config(folder: Path, name: str, smoke: bool) -> Path:
         "name": name, "models": ["tiny-bert"] if smoke else ["tiny-bert", "tiny-qwen3"],
         "methods": ["full"] if smoke else ["full", {"name": "lora", "r": 4, "placement": "attention"}],
         "seeds": [1, 2],
-        "data": {"source": str(ROOT / "tests" / "fixtures" / "tiny_reviews"), "train_size": 64, "eval_size": 16,
+        "data": {"source": str(ROOT / "data" / "tiny_reviews"), "train_size": 64, "eval_size": 16,
                  "test_size": 32},
         "training": {"max_steps": 4 if smoke else 40, "batch_size": 8, "eval_batch_size": 16, "max_length": 64},
         "resources": {"cpus_per_trial": 1, "gpus_per_trial": 1},

@@ -29,7 +29,7 @@ SCALES = {
              "data": {"source": "imdb", "train_size": 1000, "eval_size": 200, "test_size": 1000, "truncation": "tail"},
              "training": {"epochs": 1, "batch_size": 16, "max_length": 128}, "eval_steps": 16},
     "smoke": {"model": "tiny-bert", "ranks": [2, 4], "rates": [1e-3, 1e-2], "samples": 2,  # grid: 4 trials
-              "data": {"source": str(ROOT / "tests" / "fixtures" / "tiny_reviews"), "train_size": 64,
+              "data": {"source": str(ROOT / "data" / "tiny_reviews"), "train_size": 64,
                        "eval_size": 16, "test_size": 32},
               "training": {"max_steps": 8, "batch_size": 8, "eval_batch_size": 16, "max_length": 64},
               "eval_steps": 2},

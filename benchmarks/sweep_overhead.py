@@ -40,9 +40,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+import timeline  # a sibling: `python benchmarks/sweep_overhead.py` puts benchmarks/ on the path
 import yaml
 
-from benchmarks import timeline
 from sentisweep.config import DataConfig
 from sentisweep.config_load import load_config
 from sentisweep.locations import pinned_data
@@ -104,8 +104,9 @@ def plain_loop(config: Path, storage: Path, cpus: int, at_once: int = 1) -> None
 
 def in_fresh_python(statement: str) -> str:
     """Run a statement in a new interpreter, with this module imported as `bench`: its stdout."""
-    code = f"from benchmarks import sweep_overhead as bench; {statement}"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    code = f"import sweep_overhead as bench; {statement}"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)})
     if out.returncode != 0:
         raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
     return out.stdout

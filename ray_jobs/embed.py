@@ -50,7 +50,7 @@ from sentisweep.storage import Store
 from sentisweep.trial.models import get_model_spec
 
 SPLITS = ("train", "validation", "test")
-FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "tiny_reviews"  # --smoke-test's data
+SMOKE_DATA = Path(__file__).resolve().parents[1] / "data" / "tiny_reviews"  # --smoke-test's data
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,7 +151,7 @@ def job_from_args(args: argparse.Namespace) -> EmbedJob:
                                                            args.test_size or 32)
         args.max_length = min(args.max_length, 64)
         if args.data == "imdb":
-            args.data = str(FIXTURE)
+            args.data = str(SMOKE_DATA)
     if not args.model:
         problems.append("--model: required (a registry name, hub id or local folder)")
     if not args.out:

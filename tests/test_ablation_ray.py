@@ -255,7 +255,7 @@ def _gpu_sweep(tmp_path: Path, gpus_per_trial: float) -> Path:
     config = {
         "name": f"gpu{gpus_per_trial:g}".replace(".", "_"), "models": ["tiny-bert"], "methods": ["head-only"],
         "seeds": [1, 2],
-        "data": {"source": str(ROOT / "tests" / "fixtures" / "tiny_reviews"), "train_size": 32, "eval_size": 16,
+        "data": {"source": str(ROOT / "data" / "tiny_reviews"), "train_size": 32, "eval_size": 16,
                  "test_size": 16},
         "training": {"max_steps": 2, "batch_size": 8, "max_length": 32},
         "resources": {"cpus_per_trial": 1, "gpus_per_trial": gpus_per_trial},

@@ -103,7 +103,7 @@ def tiny_results(tmp_path_factory):
     from sentisweep.trial.run import run_trial
 
     root = tmp_path_factory.mktemp("store")
-    fixtures = str(Path(__file__).parent / "fixtures" / "tiny_reviews")
+    fixtures = str(Path(__file__).parents[1] / "data" / "tiny_reviews")
     sweep = parse_sweep_config({
         "name": "tiny", "models": ["tiny-bert", "tiny-qwen3"], "seeds": [1, 2],
         "methods": ["full", {"name": "lora", "r": 4}, "zero-shot"],

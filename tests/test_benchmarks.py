@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from benchmarks import timeline
+import timeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +71,7 @@ def test_sweep_overhead_smoke():
 
 @pytest.mark.unit
 def test_cpu_seconds_of_this_tree_counts_a_child_and_its_child():
-    from benchmarks.sweep_overhead import cpu_seconds_of_this_tree
+    from sweep_overhead import cpu_seconds_of_this_tree
 
     # a shell whose child spins for about 0.3 s of CPU, then both wait on stdin
     busy = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\ninput()"
@@ -141,7 +140,7 @@ def test_xgboost_workers_smoke():
 
 @pytest.mark.unit
 def test_sweep_overhead_report_one_at_a_time(capsys):
-    from benchmarks.sweep_overhead import report
+    from sweep_overhead import report
 
     # 4 trials; the loop 200 s with 190 s of training, Ray 220 s with 194 s: +20 s in all, +16 s outside
     names = {"loop": "loop run", "ray": "ray run"}

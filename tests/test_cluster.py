@@ -13,8 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers import write_config
-
-from benchmarks.simcluster import SimulatedCluster
+from simcluster import SimulatedCluster
 
 pytestmark = pytest.mark.cluster
 
@@ -59,7 +58,7 @@ def _sweep_config(tmp_path: Path, name: str, methods=("full", {"name": "lora", "
                   seeds=(1, 2), **training) -> Path:
     return write_config(tmp_path / f"{name}.yaml", {
         "name": name, "models": ["tiny-bert"], "methods": list(methods), "seeds": list(seeds), "max_failures": 2,
-        "data": {"source": str(ROOT / "tests" / "fixtures" / "tiny_reviews"),
+        "data": {"source": str(ROOT / "data" / "tiny_reviews"),
                  "train_size": 64, "eval_size": 16, "test_size": 32},
         "training": {"max_steps": 4, "batch_size": 8, "eval_batch_size": 16, "max_length": 64,
                      "learning_rate": 1e-3, "logging_steps": 1, **training},
@@ -109,7 +108,7 @@ def test_embeddings_and_xgboost_on_s3_from_the_sweeps_checkpoint(cluster, s3_env
     store = f"s3://{BUCKET}/results"
     config = write_config(tmp_path / "exgb.yaml", {
         "name": "exgb", "models": [{"model": "tiny-bert", "finetuned_from": "spread", "pretrained": False}],
-        "data": {"source": str(ROOT / "tests" / "fixtures" / "tiny_reviews"), "train_size": 64, "eval_size": 16,
+        "data": {"source": str(ROOT / "data" / "tiny_reviews"), "train_size": 64, "eval_size": 16,
                  "test_size": 32},
         "embedding": {"max_length": 64, "concurrency": 1}, "xgboost": {"rounds": 10}, "workers": 2,
     }, f"python ray_jobs/embed_xgb.py --config exgb.yaml --storage {store}")

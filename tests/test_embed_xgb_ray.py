@@ -23,7 +23,7 @@ from sentisweep.trial.run import run_trial
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "tests" / "fixtures" / "tiny_reviews"
+FIXTURE = ROOT / "data" / "tiny_reviews"
 
 
 def _run(script: str, *args, timeout=600):

@@ -8,8 +8,8 @@ import importlib.util
 
 import pytest
 from helpers import synthetic_reviews, tiny_trial
+from hub_shaped import FAMILIES, build_folders
 
-from benchmarks.hub_shaped import FAMILIES, build_folders
 from sentisweep.config_load import parse_trial_config
 from sentisweep.trial.models import get_model_spec
 from sentisweep.trial.run import run_trial
@@ -175,7 +175,8 @@ def test_every_trial_of_the_shipped_gpu_configs_builds(name, folders, cache_dir,
     family standing in for the hub id (its placements must exist in that architecture)."""
     from pathlib import Path
 
-    from benchmarks.hub_shaped import HUB_IDS
+    from hub_shaped import HUB_IDS
+
     from sentisweep.config_load import load_config
     from sentisweep.plan import expand
     from sentisweep.storage import Store

@@ -45,13 +45,13 @@ def test_the_driver_pins_every_location_flag(tmp_path, monkeypatch):
 def test_under_ray_job_submit_a_relative_output_is_refused_with_what_to_give(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(RAY_JOB_VARIABLE, "{}")
-    args = argparse.Namespace(storage="results", mlflow_uri="sqlite:///m.db", data="tests/fixtures/x")
+    args = argparse.Namespace(storage="results", mlflow_uri="sqlite:///m.db", data="data/x")
     with pytest.raises(ConfigError) as err:
         pin_args(args)
     text = str(err.value)
     assert "--storage = 'results': a relative path under `ray job submit`" in text and "s3://" in text
     assert "--mlflow-uri = 'sqlite:///m.db'" in text
-    ok = argparse.Namespace(storage=str(tmp_path / "abs"), data="tests/fixtures/x")
+    ok = argparse.Namespace(storage=str(tmp_path / "abs"), data="data/x")
     pin_args(ok)  # absolute outputs and relative inputs (read from Ray's copy of the repository) pass
     assert ok.storage == str(tmp_path / "abs")
 
