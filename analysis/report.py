@@ -167,8 +167,41 @@ def build_report(locations: list[str], out: Path, within_points: float = 1.0) ->
     shown.to_csv(out / "table.csv", index=False)
     table.to_csv(out / "table_numbers.csv", index=False)
     (out / "table.tex").write_text(shown.to_latex(index=False, escape=True))
+    figures = result_figures(table, ok, out)
+    tuning_sections = tuning_and_search(locations, results, within_points, out, figures)
+    figures = {title: path for title, path in figures.items() if path is not None}
+    # verdicts only from trials that ran as the sweep meant: not a cell whose tuning failed and
+    # that --untuned-fallback ran at its configured settings
+    as_meant = ok[ok["tuning"] != "untuned"]
+    untuned = sorted(set(ok.loc[ok["tuning"] == "untuned", "variant"]))
+    tests = comparisons(as_meant, aggregate(as_meant)) if not as_meant.empty else []
+    significance = pd.DataFrame([c.as_row() for c in tests])
+    example_rows, examples_note = examples(ok)
+    not_ok = other[["trial_id", "model", "variant", "status", "error"]].copy()
+    not_ok["error"] = not_ok["error"].astype(str).str.split("\n").str[0].str[:160]
+    before_figures = [
+        ("Trials", f"{len(results)} trials: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in
+                                                         ("ok", "failed", "skipped", "stopped"))
+         + ". Only `ok` trials are averaged; the others are listed at the end.\n"),
+        ("Results per model and method", _markdown(shown)),
+        *tuning_sections,
+        ("Significance", "Paired bootstrap (2,000 resamples of the test rows) of the accuracy "
+                         "difference, and McNemar's exact test (for methods with several seeds: the same sign test "
+                         "on the rows where the seed-averaged correctness differs), each method against its "
+                         "model's full fine-tuning and against the best method."
+                         + (f" Left out: {', '.join(untuned)}, whose tuning found no setting (run untuned by "
+                            "--untuned-fallback)." if untuned else "") + "\n\n" + _markdown(significance))]
+    after_figures = [
+        ("Example predictions", (examples_note + "\n\n" if examples_note else "") + _markdown(example_rows)),
+        ("Failed, skipped and stopped trials", _markdown(not_ok))]
+    summary = {"counts": counts, "table": json.loads(table.to_json(orient="records")),
+               "significance": [c.as_row() for c in tests], "figures": [p.name for p in figures.values()]}
+    return write_report(out, locations, before_figures, figures, after_figures, summary)
 
-    figures = {
+
+def result_figures(table: pd.DataFrame, ok: pd.DataFrame, out: Path) -> dict[str, Path | None]:
+    """The figures every report has (None where the results hold nothing to draw)."""
+    return {
         "Accuracy vs peak memory": plots.pareto(table, "peak_memory_mib_mean", "peak memory (MiB)",
                                                 out / "pareto_memory.png"),
         "Accuracy vs training time": plots.pareto(table, "train_seconds_mean", "training time (s)",
@@ -184,83 +217,75 @@ def build_report(locations: list[str], out: Path, within_points: float = 1.0) ->
         "Adapter placement": plots.placement(ok, out / "placement.png"),
         "Pretrained vs fine-tuned": plots.pretrained_vs_finetuned(table, out / "pretrained_vs_finetuned.png"),
     }
+
+
+def tuning_and_search(locations: list[str], results: pd.DataFrame, within_points: float, out: Path,
+                      figures: dict) -> list[tuple[str, str]]:
+    """The sections of a tuned sweep (budget, choices) and of a search (its best against the
+    baselines, its Pareto front), and the expected-max curves of both; their figures go into
+    `figures`."""
     studies = {location: study_file(location, out) for location in locations}  # a search's, looked up once
     for study in studies.values():
         for png in plots.optuna_study(study, out) if study else []:
             figures[f"Optuna: {png.stem.split('_')[-1]} ({png.stem.split('_', 1)[1].rsplit('_', 1)[0]})"] = png
-    tuning_sections, curves = [], []
+    sections, curves = [], []
     for location in locations:
         tuned = tuning_of(location)
         if tuned:  # a tuned ablation: the budget, each cell's choice, and the expected-max curves
             chosen, tuning_rows = tuned
-            tuning_sections.append(("Equal-budget tuning", f"Budget: {chosen['budget_text']}.\n\n"
-                                    + _markdown(choices_table(chosen))))
+            sections.append(("Equal-budget tuning", f"Budget: {chosen['budget_text']}.\n\n"
+                             + _markdown(choices_table(chosen))))
             curves.append((expected_max_table(tuning_rows, ["model", "variant"]), chosen["budget_text"]))
         elif studies[location]:  # a search: its own trials (not the baselines beside them)
             own = load_results([location]) if len(locations) > 1 else results
             searched = own[own["model"] != BASELINE_MODEL]
             curves.append((expected_max_table(searched, ["model", "method"]), ""))
-            objectives = search_objectives(store_of(location))
-            versus = best_against_baselines(own[own["status"] == "ok"])
-            if versus:
-                tuning_sections.append(("Search: its best trial against the baselines",
-                                        "The trial with the best validation accuracy (chosen without looking at "
-                                        "test), on the same test rows as each baseline: paired bootstrap "
-                                        "(2,000 resamples) of the accuracy difference and McNemar's exact test.\n\n"
-                                        + _markdown(pd.DataFrame([c.as_row() for c in versus]))))
-            found = tradeoffs(searched, objectives, within_points) if objectives and len(objectives) > 1 else {}
-            if found:
-                text, front = describe(found, objectives, within_points)
-                tuning_sections.append(("Search trade-offs: the Pareto front", text + "\n" + _markdown(front)))
-                for cost in found["costs"]:
-                    figures[f"Search: validation accuracy vs {cost}"] = plots.search_front(
-                        found["rows"], found["front"], cost, found["cheapest"], out / f"search_front_{cost}.png")
+            sections += search_sections(own, searched, store_of(location), within_points, out, figures)
     for number, (curve, budget) in enumerate(curves, 1):
         name = "expected_max.png" if number == 1 else f"expected_max_{number}.png"
         figures["Expected best validation accuracy vs trials"
                 + (f" ({number})" if number > 1 else "")] = plots.expected_max_curves(curve, out / name, budget)
-        tuning_sections.append(("Expected best validation accuracy vs trials",
-                                "Dodge et al. 2019: the expected best of n trials drawn from those run "
-                                "(a trial stopped early counts with the accuracy it had reached).\n\n"
-                                + _markdown(_wide_curve(curve))))
-    figures = {title: path for title, path in figures.items() if path is not None}
-    # verdicts only from trials that ran as the sweep meant: not a cell whose tuning failed and
-    # that --untuned-fallback ran at its configured settings
-    as_meant = ok[ok["tuning"] != "untuned"]
-    untuned = sorted(set(ok.loc[ok["tuning"] == "untuned", "variant"]))
-    tests = comparisons(as_meant, aggregate(as_meant)) if not as_meant.empty else []
-    significance = pd.DataFrame([c.as_row() for c in tests])
-    example_rows, examples_note = examples(ok)
-    not_ok = other[["trial_id", "model", "variant", "status", "error"]].copy()
-    not_ok["error"] = not_ok["error"].astype(str).str.split("\n").str[0].str[:160]
+        sections.append(("Expected best validation accuracy vs trials",
+                         "Dodge et al. 2019: the expected best of n trials drawn from those run "
+                         "(a trial stopped early counts with the accuracy it had reached).\n\n"
+                         + _markdown(_wide_curve(curve))))
+    return sections
 
-    sections = [
-        ("Trials", f"{len(results)} trials: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in
-                                                         ("ok", "failed", "skipped", "stopped"))
-         + ". Only `ok` trials are averaged; the others are listed at the end.\n"),
-        ("Results per model and method", _markdown(shown)),
-        *tuning_sections,
-        ("Significance", "Paired bootstrap (2,000 resamples of the test rows) of the accuracy "
-                         "difference, and McNemar's exact test (for methods with several seeds: the same sign test "
-                         "on the rows where the seed-averaged correctness differs), each method against its "
-                         "model's full fine-tuning and against the best method."
-                         + (f" Left out: {', '.join(untuned)}, whose tuning found no setting (run untuned by "
-                            "--untuned-fallback)." if untuned else "") + "\n\n" + _markdown(significance)),
-        ("Example predictions", (examples_note + "\n\n" if examples_note else "") + _markdown(example_rows)),
-        ("Failed, skipped and stopped trials", _markdown(not_ok)),
-    ]
+
+def search_sections(own: pd.DataFrame, searched: pd.DataFrame, store, within_points: float, out: Path,
+                    figures: dict) -> list[tuple[str, str]]:
+    """A search's best trial against the baselines, and with several objectives its Pareto front."""
+    sections = []
+    versus = best_against_baselines(own[own["status"] == "ok"])
+    if versus:
+        sections.append(("Search: its best trial against the baselines",
+                         "The trial with the best validation accuracy (chosen without looking at "
+                         "test), on the same test rows as each baseline: paired bootstrap "
+                         "(2,000 resamples) of the accuracy difference and McNemar's exact test.\n\n"
+                         + _markdown(pd.DataFrame([c.as_row() for c in versus]))))
+    objectives = search_objectives(store)
+    found = tradeoffs(searched, objectives, within_points) if objectives and len(objectives) > 1 else {}
+    if found:
+        text, front = describe(found, objectives, within_points)
+        sections.append(("Search trade-offs: the Pareto front", text + "\n" + _markdown(front)))
+        for cost in found["costs"]:
+            figures[f"Search: validation accuracy vs {cost}"] = plots.search_front(
+                found["rows"], found["front"], cost, found["cheapest"], out / f"search_front_{cost}.png")
+    return sections
+
+
+def write_report(out: Path, locations: list[str], before_figures: list, figures: dict[str, Path],
+                 after_figures: list, summary: dict) -> Path:
+    """report.md, report.html (the same text, images inline) and summary.json in `out`."""
     markdown = ["# sentisweep report", f"Sources: {', '.join(map(str, locations))}\n"]
-    head = 3 + len(tuning_sections)
-    for title, body in sections[:head]:
+    for title, body in before_figures:
         markdown += [f"## {title}", body]
     markdown.append("## Figures")
     markdown += [f"### {title}\n![{title}]({path.name})\n" for title, path in figures.items()]
-    for title, body in sections[head:]:
+    for title, body in after_figures:
         markdown += [f"## {title}", body]
     (out / "report.md").write_text("\n".join(markdown))
     (out / "report.html").write_text(_html(markdown, figures))
-    summary = {"counts": counts, "table": json.loads(table.to_json(orient="records")),
-               "significance": [c.as_row() for c in tests], "figures": [p.name for p in figures.values()]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return out / "report.html"
 

@@ -224,6 +224,11 @@ def placement_rounds(config: Path, storage: Path, cpus: int, rounds: int) -> Non
             seen[name].append(run(str(storage / f"placement-{index}-{len(seen[name])}-{run.__name__}")))
             print(f"  round {index + 1}, {name}: {seen[name][-1]['work']:.1f} s", flush=True)
     ray.shutdown()  # [Ray]
+    print_placements(seen, [name for name, _ in places], rounds)
+
+
+def print_placements(seen: dict[str, list[dict[str, float]]], names: list[str], rounds: int) -> None:
+    """Each place's rounds and mean; Ray's idle share of a core; each place against the first."""
     print("\n| where the trial runs | training + evaluation s, each round | mean s | system CPU s, mean |\n"
           "| --- | --- | ---: | ---: |")
     mean = {name: sum(r["work"] for r in runs) / rounds for name, runs in seen.items()}
@@ -231,13 +236,12 @@ def placement_rounds(config: Path, storage: Path, cpus: int, rounds: int) -> Non
         each = ", ".join(f"{r['work']:.1f}" for r in runs)
         print(f"| {name} | {each} | {mean[name]:.1f} | "
               f"{sum(r['system'] for r in runs) / rounds:.2f} |")
-    shares = [100 * r["ray_share"] for r in seen[places[1][0]]]
+    shares = [100 * r["ray_share"] for r in seen[names[1]]]
     print(f"while Ray ran idle beside the trial, its processes and this driver used {sum(shares) / rounds:.1f}% "
           f"of one core (each round: {', '.join(f'{share:.1f}%' for share in shares)})")
-    alone = mean[places[0][0]]
+    alone = mean[names[0]]
     print("vs a plain process with Ray not running: " + ", ".join(
-        f"{name} {100 * (mean[name] / alone - 1):+.1f}%" for name, _ in places[1:]))
-
+        f"{name} {100 * (mean[name] / alone - 1):+.1f}%" for name in names[1:]))
 
 def no_op_trials(count: int) -> tuple[float, float]:
     """Seconds to start Ray, and seconds per no-op trial through Tuner.fit."""

@@ -157,7 +157,7 @@ def parse_variant(text: str) -> dict:
     return {key.strip(): yaml.safe_load(value)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="data source (default: ../shared/data/imdb)")
     p.add_argument("--model", default="minilm-l6")
@@ -176,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", default=str(ROOT / ".sentisweep_cache"))
     p.add_argument("--json", help="also write the measurements here")
     p.add_argument("--smoke-test", action="store_true", help="tiny-bert, 48 rows, 3 steps: checks the script runs")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.smoke_test:
         args.model, args.train_size, args.test_size, args.max_length, args.max_steps = "tiny-bert", 48, 16, 64, 3
     seeds = [int(seed) for seed in args.seeds.split(",")]

@@ -158,14 +158,7 @@ def run_probe(embeddings_dir: str | Path, xgb: XGBoostConfig, output_dir: str | 
         # The booster's fitted values are its leaves; the embedding model stays frozen.
         leaves = int((booster.trees_to_dataframe()["Feature"] == "Leaf").sum())
         result.trainable_params = leaves
-        result.peak_memory_bytes, result.peak_memory_kind = memory.peak_bytes, memory.kind
-        if worker_peak_bytes:  # distributed: the training happened in the workers, not here
-            result.peak_memory_bytes, result.peak_memory_kind = worker_peak_bytes, "host_rss_peak_worker"
-        # The method's memory cost includes embedding the texts (the model's forward passes),
-        # measured in the embedding actors when the embed job recorded it.
-        embedding_peak = max(int(splits[s].meta.get("peak_rss_bytes") or 0) for s in SPLITS)
-        if embedding_peak > (result.peak_memory_bytes or 0):
-            result.peak_memory_bytes, result.peak_memory_kind = embedding_peak, "host_rss_peak_worker"
+        _record_peak(result, memory, worker_peak_bytes, splits)
 
         for key, value in classification_metrics(test.labels, probabilities).items():
             setattr(result, key, value)
@@ -180,3 +173,14 @@ def run_probe(embeddings_dir: str | Path, xgb: XGBoostConfig, output_dir: str | 
     result.end_time = now_iso()
     write_results([result], out / RESULT_FILE)
     return result
+
+
+def _record_peak(result: TrialResult, memory, worker_peak_bytes: int | None, splits: dict) -> None:
+    """The method's peak memory: this process's, the training workers' when distributed, or the
+    embedding actors' (the model's forward passes, as the embed job recorded them) if larger."""
+    result.peak_memory_bytes, result.peak_memory_kind = memory.peak_bytes, memory.kind
+    if worker_peak_bytes:  # distributed: the training happened in the workers, not here
+        result.peak_memory_bytes, result.peak_memory_kind = worker_peak_bytes, "host_rss_peak_worker"
+    embedding_peak = max(int(splits[s].meta.get("peak_rss_bytes") or 0) for s in SPLITS)
+    if embedding_peak > (result.peak_memory_bytes or 0):
+        result.peak_memory_bytes, result.peak_memory_kind = embedding_peak, "host_rss_peak_worker"

@@ -92,13 +92,20 @@ def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> M
         weights = (quantized * FOUR_BIT_BYTES[bool(params.get("double_quant", True))] + (frozen - quantized) * body
                    + (head + adapters) * 4 if method.trains else frozen * body)
 
-    t = config.training
+    activations = activation_bytes(model_cfg, config.training, compute, adapter_values * compute, method.trains)
+    return MemoryEstimate(weights=int(weights), gradients=int(trainable * 4) if method.trains else 0,
+                          optimizer=int(trainable * 8) if method.trains else 0, activations=int(activations),
+                          overhead=CUDA_CONTEXT_BYTES if device == "cuda" else 0)
+
+
+def activation_bytes(model_cfg, t, compute: int, adapter_activations: float, trains: bool) -> float:
+    """What the peak holds of activations: kept for the backward pass while training (fewer with
+    gradient checkpointing), one layer's worth at a time when only evaluating."""
     layers = getattr(model_cfg, "num_hidden_layers", None) or model_cfg.n_layers
     hidden = getattr(model_cfg, "hidden_size", None) or model_cfg.dim
     ffn = getattr(model_cfg, "intermediate_size", None) or getattr(model_cfg, "hidden_dim", 4 * hidden)
     per_token_layer = (9 * hidden + 2 * ffn) * compute
-    adapter_activations = adapter_values * compute  # every adapted layer's, per token
-    if method.trains:
+    if trains:
         tokens = t.batch_size * t.max_length
         if t.gradient_checkpointing:
             activations = tokens * (layers * hidden * compute + per_token_layer + adapter_activations / layers)
@@ -108,6 +115,4 @@ def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> M
         activations = max(activations, t.eval_batch_size * t.max_length * per_token_layer)
     else:  # no backward: one layer's worth at a time, and the last position's logits
         activations = t.eval_batch_size * t.max_length * per_token_layer
-    return MemoryEstimate(weights=int(weights), gradients=int(trainable * 4) if method.trains else 0,
-                          optimizer=int(trainable * 8) if method.trains else 0, activations=int(activations),
-                          overhead=CUDA_CONTEXT_BYTES if device == "cuda" else 0)
+    return activations

@@ -220,7 +220,6 @@ def _validation_accuracy(prediction) -> dict[str, float]:
 
 def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult, out: Path,
                        device: str, precision: str, quiet: bool, callbacks: list, resume_from=None):
-    from scipy.special import softmax
     from transformers import DataCollatorWithPadding, Trainer
 
     counter = TokenCounter()
@@ -263,6 +262,14 @@ def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult
         best = history.loc[history["eval_accuracy"].idxmax()]
         result.best_val_accuracy, result.best_epoch = float(best["eval_accuracy"]), float(best["epoch"])
     result.history_path = str(write_parquet_atomic(history, out / "history.parquet"))
+
+    return _predict_and_keep(trainer, built, tokenized, result, out, config)
+
+
+def _predict_and_keep(trainer, built: BuiltModel, tokenized, result: TrialResult, out: Path, config):
+    """The test split's class probabilities (in the split's order), and the trained model kept
+    as `<out>/checkpoint` unless the config says not to."""
+    from scipy.special import softmax
 
     test = TokenizedRows(tokenized["test"], sort_by_length=True)
     with Stopwatch() as eval_clock:
