@@ -207,8 +207,6 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
         for column in SCHEMA.names:
             if column not in frame:
                 frame[column] = None
-        if frame["variant"].isna().any():  # rows from before the column: their method's name
-            frame["variant"] = frame["variant"].fillna(frame["method"])
         frames.append(frame)
     results = pd.concat(frames, ignore_index=True)
     unknown = sorted(set(results["status"]) - set(STATUSES))
