@@ -12,7 +12,7 @@ from typing import Any
 from ray_session.connect import DECLARED_GPUS_ONLY
 from sentisweep.config import TrialConfig
 from sentisweep.layout import RESULT_FILE, attempts_parts, trial_parts
-from sentisweep.results import attempts_of, now_iso, write_results
+from sentisweep.results import attempts_of, now_iso
 from sentisweep.storage import Store
 from sentisweep.trial.run import run_trial
 
@@ -87,12 +87,13 @@ def execute_trial(config: TrialConfig, store_location: str) -> None:
         saved = tune.get_checkpoint()  # [Ray] this trial's last checkpoint, if an earlier attempt saved one
         if saved is not None and config.training.resumable:
             resume_from = saved.to_directory(str(Path.cwd() / "resume"))  # [Ray] downloaded from the trial's storage
+        def annotate(result) -> None:  # before run_trial writes the row, once
+            result.attempts, result.attempt_hosts = attempts_of(store, config.sweep, trial)
+            if store.remote:
+                result.relocate(local, store.uri(*parts))  # the row names where its files will be
+
         result = run_trial(config.model_copy(update={"output_dir": local}), resume_from=resume_from,
-                           callbacks=[evaluation_reporter(config.training.resumable)])
-        result.attempts, result.attempt_hosts = attempts_of(store, config.sweep, trial)
-        if store.remote:
-            result.relocate(local, store.uri(*parts))  # the row names where its files will be
-        write_results([result], Path(local) / RESULT_FILE)
+                           callbacks=[evaluation_reporter(config.training.resumable)], annotate=annotate)
         if store.remote:
             store.upload(local, *parts)
         row = result.to_row()

@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import traceback
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +42,14 @@ log = logging.getLogger(__name__)
 
 
 def run_trial(config: TrialConfig, quiet: bool = True, overwrite: bool = False,
-              callbacks: list | None = None, resume_from: str | Path | None = None) -> TrialResult:
+              callbacks: list | None = None, resume_from: str | Path | None = None,
+              annotate: Callable[[TrialResult], None] | None = None) -> TrialResult:
     """Train and evaluate one trial; never raises for a failure inside the trial. Bad data is
     bad input, not a trial's failure: DataError is raised before anything is written.
     `callbacks` are extra transformers TrainerCallbacks (a sweep reports evaluations with one).
     `resume_from`: a checkpoint this trial saved with `training.resumable` (a Trainer
-    checkpoint folder): training continues at its step, with its optimizer and scheduler."""
+    checkpoint folder): training continues at its step, with its optimizer and scheduler.
+    `annotate` completes the row before its one write (a sweep adds its attempts)."""
     out = Path(config.output_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output_dir = {str(out)!r}: a file, not a folder")
@@ -68,6 +71,8 @@ def run_trial(config: TrialConfig, quiet: bool = True, overwrite: bool = False,
             log.error("trial %s failed: %s", result.trial_id, err)
             release_accelerator_memory()
         result.end_time = now_iso()
+        if annotate:
+            annotate(result)
         write_results([result], out / RESULT_FILE)
     return result
 
