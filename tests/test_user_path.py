@@ -24,12 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def checkout(tmp_path):
-    """A checkout's root as a user has it (the repository's sweeps/ and tests/ for the configs and
-    the fixture data), a Ray temp folder of its own (short: Ray's socket paths have a length limit),
+    """A checkout's root as a user has it (the repository's sweeps/ and ray_jobs/, and data/ for the
+    smoke configs' data), a Ray temp folder of its own (short: Ray's socket paths have a length limit),
     and the user's cache folder in tmp_path: the environment a user's shell would have."""
     root = tmp_path / "checkout"
     root.mkdir()
-    for name in ("sweeps", "ray_jobs", "tests"):
+    for name in ("sweeps", "ray_jobs", "data"):
         (root / name).symlink_to(ROOT / name)
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SENTISWEEP_CACHE_DIR")}
