@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ray_session import guard
+from ray_session import guard, tracking
 from sentisweep import exit_codes
 from sentisweep.config import ConfigError, SweepConfig
 from sentisweep.config_load import load_config
@@ -125,7 +125,7 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
     failed_cells = [c for c in chosen.values() if not c.get("values")]
     results = driver.finish(f"sweep {sweep.name}", trials, sweep, store, started, tuning_section(sweep, chosen),
                             tuning_warnings(failed_cells, args.untuned_fallback))
-    return driver.exit_status(results, failed_cells and not args.untuned_fallback)
+    return driver.exit_status(results, bool(failed_cells) and not args.untuned_fallback)
 
 
 def tuning_section(sweep: SweepConfig, chosen: dict[str, dict]) -> list[str]:
@@ -161,7 +161,7 @@ def run_trials(args, sweep: SweepConfig, store: Store, configs: dict[int, dict],
                 # our trial ids as the names in Tune's status table and its folders (TensorBoard's runs)
                 trial_name_creator=trial_id_of, trial_dirname_creator=trial_id_of),
             {"matrix_row": tune.grid_search(list(configs))}),  # [Ray]
-        driver.loggers(args, sweep.name))
+        tracking.logger_callbacks(args.mlflow_uri, sweep.name))
 
 
 @exit_codes.command

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ray_session import guard, tracking
+from ray_session import guard
 from ray_session.connect import ask_autoscaler, connect, unsatisfiable
 from sentisweep import exit_codes
 from sentisweep.config import ConfigError
@@ -91,10 +91,6 @@ def fit(trial_fn, resources, store: Store, folder: tuple[str, ...], resume: bool
                 # a resumable trial's latest checkpoint only: a retry needs no other
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))  # [Ray]
     return guard.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
-
-
-def loggers(args, name: str) -> list:
-    return tracking.logger_callbacks(args.mlflow_uri, name)
 
 
 def finish(title: str, trials, config, store: Store, started: float, sections: list[str],

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from ray_session import guard
+from ray_session import guard, tracking
 from sentisweep import exit_codes
 from sentisweep.config import OBJECTIVES, SearchConfig
 from sentisweep.config_load import load_config
@@ -96,7 +96,7 @@ def run(args, search: SearchConfig, store: Store) -> int:
     if args.resume and study.restore():
         print(f"study restored from {store.uri(search.name, JOURNAL)}", flush=True)
     grid = driver.fit(trial_fn, resources, store, (search.name,), args.resume, search.max_failures,
-                      lambda: search_config(search, study), [*driver.loggers(args, search.name), saving_callback(study)])
+                      lambda: search_config(search, study), [*tracking.logger_callbacks(args.mlflow_uri, search.name), saving_callback(study)])
     study.save()
 
     def trial_of(result):  # our TrialConfig from Tune's sampled config and its trial id

@@ -75,10 +75,6 @@ class MethodSpec:
     def trains(self) -> bool:
         return self.evaluate is None
 
-    @property
-    def defaults(self) -> dict[str, Any]:
-        return self.params().model_dump()
-
     def takes(self, *params: str) -> bool:
         """Whether the method has all these parameters (a LoRA search needs r, alpha, dropout)."""
         return all(p in self.params.model_fields for p in params)
