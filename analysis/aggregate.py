@@ -9,7 +9,8 @@ from scipy import stats
 from analysis.tradeoffs import pareto_mask
 
 METRICS = {  # column -> how the tables name it
-    "accuracy": "accuracy", "best_val_accuracy": "validation accuracy", "f1": "F1", "peak_memory_mib": "peak memory (MiB)",
+    "accuracy": "accuracy", "best_val_accuracy": "validation accuracy", "f1": "F1",
+    "peak_memory_mib": "peak memory (MiB)",
     "train_seconds": "train time (s)", "trainable_params": "trainable params",
     "trainable_percent": "trainable %", "train_samples_per_second": "samples/s",
 }

@@ -263,7 +263,7 @@ def pretrained_vs_finetuned(table: pd.DataFrame, path: Path) -> Path | None:
 
 
 def optuna_study(study_path: Path, out: Path) -> list[Path]:
-    """Optimisation history and parameter importance of the Optuna study of a search."""
+    """Optimisation history and parameter importance of the Optuna study (a journal) of a search."""
     import warnings
 
     import optuna
@@ -271,12 +271,9 @@ def optuna_study(study_path: Path, out: Path) -> list[Path]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # matplotlib backend
-    if study_path.suffix == ".db":  # searches before the journal kept a sqlite file
-        storage = f"sqlite:///{study_path}"
-    else:
-        from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal import JournalFileBackend
 
-        storage = optuna.storages.JournalStorage(JournalFileBackend(str(study_path)))
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(study_path)))
     made = []
     for summary in optuna.study.get_all_study_summaries(storage):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)

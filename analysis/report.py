@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import base64
-import html
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -107,8 +105,7 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 
 def study_file(location: str, out: Path) -> Path | None:
-    """A search's Optuna study file at `location` (local, or copied here from object storage),
-    or None: its journal, or the sqlite file searches kept before."""
+    """A search's Optuna journal at `location` (local, or copied here from object storage), or None."""
     from sentisweep.layout import STUDY_JOURNAL
     from sentisweep.storage import Store
 
@@ -116,16 +113,14 @@ def study_file(location: str, out: Path) -> Path | None:
         store = Store(location)
     except ValueError:  # a results file, not a folder: no study beside it
         return None
-    for name in (STUDY_JOURNAL, "optuna.db"):
-        if not store.is_file(name):
-            continue
-        if not store.remote:
-            return Path(store.path(name))
-        local = out / ".study" / name
-        local.parent.mkdir(parents=True, exist_ok=True)
-        store.get_file(local, name)
-        return local
-    return None
+    if not store.is_file(STUDY_JOURNAL):
+        return None
+    if not store.remote:
+        return Path(store.path(STUDY_JOURNAL))
+    local = out / ".study" / STUDY_JOURNAL
+    local.parent.mkdir(parents=True, exist_ok=True)
+    store.get_file(local, STUDY_JOURNAL)
+    return local
 
 
 def _wide_curve(curve: pd.DataFrame) -> pd.DataFrame:
@@ -276,48 +271,26 @@ def search_sections(own: pd.DataFrame, searched: pd.DataFrame, store, within_poi
 
 def write_report(out: Path, locations: list[str], before_figures: list, figures: dict[str, Path],
                  after_figures: list, summary: dict) -> Path:
-    """report.md, report.html (the same text, images inline) and summary.json in `out`."""
-    markdown = ["# sentisweep report", f"Sources: {', '.join(map(str, locations))}\n"]
-    for title, body in before_figures:
-        markdown += [f"## {title}", body]
-    markdown.append("## Figures")
-    markdown += [f"### {title}\n![{title}]({path.name})\n" for title, path in figures.items()]
-    for title, body in after_figures:
-        markdown += [f"## {title}", body]
-    (out / "report.md").write_text("\n".join(markdown))
-    (out / "report.html").write_text(_html(markdown, figures))
+    """report.md, report.html (the same text through markdown-it, figures inline as base64 PNGs,
+    so the file opens anywhere, offline) and summary.json in `out`."""
+    from markdown_it import MarkdownIt
+
+    def document(image_source) -> str:
+        lines = ["# sentisweep report", f"Sources: {', '.join(map(str, locations))}\n"]
+        lines += [f"## {title}\n{body}" for title, body in before_figures]
+        lines += ["## Figures"]
+        lines += [f"### {title}\n![{title}]({image_source(path)})\n" for title, path in figures.items()]
+        lines += [f"## {title}\n{body}" for title, body in after_figures]
+        return "\n".join(lines)
+
+    (out / "report.md").write_text(document(lambda path: path.name))
+    html = MarkdownIt("commonmark", {"html": False}).enable("table").render(  # raw HTML in a cell stays text
+        document(lambda path: "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()))
+    (out / "report.html").write_text(HTML_HEAD + html)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return out / "report.html"
 
 
-def _html(markdown: list[str], figures: dict[str, Path]) -> str:
-    """The markdown as plain HTML: tables as tables, figures embedded as base64 PNGs, so the
-    file opens anywhere, offline."""
-    parts = ["<!doctype html><meta charset='utf-8'><title>sentisweep report</title>",
-             "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
-             "font-size:13px}td{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}</style>"]
-    images = {path.name: base64.b64encode(path.read_bytes()).decode() for path in figures.values()}
-    in_table = False
-    for line in "\n".join(markdown).split("\n"):
-        is_row = line.startswith("| ")
-        is_rule = re.fullmatch(r"\|[-:| ]+\|", line) is not None  # the row under the header
-        if in_table and not is_row and not is_rule:
-            parts.append("</table>")
-            in_table = False
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            parts.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
-        elif line.startswith("!["):
-            title, name = line[2:-1].rsplit("](", 1)  # a title may hold brackets: "Optuna: history (search)"
-            parts.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{images[name]}'>")
-        elif is_row and not is_rule:
-            if not in_table:
-                parts.append("<table>")
-                in_table = True
-            cells = [html.escape(c.strip()) for c in line.strip().strip("|").split(" | ")]
-            parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-        elif line.strip() and not is_rule:
-            parts.append(f"<p>{html.escape(line)}</p>")
-    if in_table:
-        parts.append("</table>")
-    return "\n".join(parts)
+HTML_HEAD = ("<!doctype html><meta charset='utf-8'><title>sentisweep report</title>\n<style>"
+             "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;font-size:13px}"
+             "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}</style>\n")

@@ -75,7 +75,8 @@ def tradeoffs(results: pd.DataFrame, objectives: list[str], within_points: float
     best = rows["best_val_accuracy"].max()
     near = rows[rows["best_val_accuracy"] >= best - within_points / 100 - 1e-12]
     cheapest = near.sort_values(costs).iloc[0] if costs else near.iloc[0]
-    return {"rows": rows, "front": front, "hypervolume": hypervolume(points[front], np.full(len(objectives), REFERENCE)),
+    return {"rows": rows, "front": front,
+            "hypervolume": hypervolume(points[front], np.full(len(objectives), REFERENCE)),
             "costs": costs, "cheapest": cheapest, "best": best}
 
 

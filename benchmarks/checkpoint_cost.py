@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             plain_s, plain_b, trainable = measure(model, method, args.data, False, Path(work))
             full_s, full_b, _ = measure(model, method, args.data, True, Path(work))
             print(f"| {model} | {method} | {trainable} | {plain_s:.3f} / {plain_b / 2**20:.1f} | "
-                  f"{full_s:.3f} / {full_b / 2**20:.1f} | {full_b / plain_b:.2f} | {full_s / plain_s:.2f} |", flush=True)
+                  f"{full_s:.3f} / {full_b / 2**20:.1f} | {full_b / plain_b:.2f} | {full_s / plain_s:.2f} |",
+                  flush=True)
     return 0
 
 

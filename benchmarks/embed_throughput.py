@@ -139,15 +139,18 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| run | seconds | texts/s | vs (a) |\n| --- | ---: | ---: | ---: |")
     for name, seconds in rows:
         print(f"| {name} | {seconds:.1f} | {len(texts) / seconds:.1f} | {seconds_a / seconds:.2f}x |")
-    cosine = (padded_mean * masked_mean).sum(1) / (np.linalg.norm(padded_mean, axis=1) * np.linalg.norm(masked_mean, axis=1))
+    norms = np.linalg.norm(padded_mean, axis=1) * np.linalg.norm(masked_mean, axis=1)
+    cosine = (padded_mean * masked_mean).sum(1) / norms
     print(f"\nmax |(b) - (a) with masked pooling|: {np.abs(ours - masked_mean).max():.2e}")
     print(f"min cosine, (a)'s mean over padding vs the masked mean: {cosine.min():.3f}")
-    print(f"(b): {embedder.stats.real_tokens} real tokens, padding {1 - embedder.stats.real_tokens / embedder.stats.positions:.1%} "
+    padding = 1 - embedder.stats.real_tokens / embedder.stats.positions
+    print(f"(b): {embedder.stats.real_tokens} real tokens, padding {padding:.1%} "
           f"of positions; MFU {useful / seconds_b / peak:.0%} of the {peak:.0f} GFLOP/s peak on useful FLOPs "
           f"({useful / seconds_b / peaks['torch.mm']:.0%} of torch.mm's {peaks['torch.mm']:.0f})")
     # (b)/(a) beyond (a)'s padding factor: (b) runs faster per FLOP (its oneDNN linears).
     print(f"(a): computes {computed_a / useful:.2f}x the useful FLOPs (padding, attention over padded lengths); "
-          f"{useful / seconds_a / peak:.0%} of the peak on useful FLOPs, {computed_a / seconds_a / peak:.0%} on all it computes")
+          f"{useful / seconds_a / peak:.0%} of the peak on useful FLOPs, "
+          f"{computed_a / seconds_a / peak:.0%} on all it computes")
     if len(rows) == 3:
         print(f"(c) / (b): {seconds_b / rows[2][1]:.2f} of (b)'s throughput")
     return 0

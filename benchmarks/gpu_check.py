@@ -62,10 +62,12 @@ def check(device: str, work: Path, wanted: tuple[str, ...] = FAMILIES) -> list[d
         for method in methods:
             name = method if isinstance(method, str) else method["name"]
             if name == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
-                rows.append({"model": family, "method": name, "status": "skipped", "note": "bitsandbytes not installed"})
+                rows.append({"model": family, "method": name, "status": "skipped",
+                             "note": "bitsandbytes not installed"})
                 continue
             config = parse_trial_config({
-                "model": str(folder), "method": method, "seed": 1, "output_dir": str(work / "trials" / f"{family}-{name}"),
+                "model": str(folder), "method": method, "seed": 1,
+                "output_dir": str(work / "trials" / f"{family}-{name}"),
                 "data": {"source": str(data), "train_size": 128, "eval_size": 32, "test_size": 64,
                          "cache_dir": str(work / "cache")},
                 "training": {"max_steps": 6, "batch_size": 16, "eval_batch_size": 32, "max_length": 64,
@@ -122,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         wanted = tuple(args.families.split(","))
         unknown = sorted(set(wanted) - set(FAMILIES))
         if unknown:
-            raise exit_codes.BadInput(f"--families = {args.families!r}: {unknown} unknown; allowed: {', '.join(FAMILIES)}")
+            raise exit_codes.BadInput(f"--families = {args.families!r}: {unknown} unknown; "
+                                      f"allowed: {', '.join(FAMILIES)}")
         rows = pd.DataFrame(check(args.device, Path(args.work or scratch), wanted))
     expected_kinds = {"cuda_max_allocated"} if args.device == "cuda" else {"host_rss_peak", "host_rss_sampled"}
     trained = rows[rows["status"] == "ok"].dropna(subset=["kind"]) if "kind" in rows else rows.iloc[:0]

@@ -26,7 +26,8 @@ def _wordpiece(folder: Path, texts: list[str]) -> int:
     from tokenizers import BertWordPieceTokenizer
 
     tokenizer = BertWordPieceTokenizer(lowercase=True)
-    tokenizer.train_from_iterator(texts, vocab_size=VOCAB, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tokenizer.train_from_iterator(texts, vocab_size=VOCAB,
+                                  special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
     tokenizer.save_model(str(folder))  # vocab.txt
     _write(folder / "tokenizer_config.json", {"do_lower_case": True, "model_max_length": 512})
     return tokenizer.get_vocab_size()

@@ -134,7 +134,8 @@ class SimulatedCluster:
             self._ip("-n", netns, "link", "set", "lo", "up")
         ip = f"{self.subnet}.{number}" if netns else "127.0.0.1"
         env = {**self.env, "HOME": str(folder / "home"), "SENTISWEEP_CACHE_DIR": str(folder / "cache"),
-               "HF_HOME": str(folder / "hf"), "TMPDIR": str(folder / "tmp"), "SENTISWEEP_TEST_NODE": f"{self.tag}{name}"}
+               "HF_HOME": str(folder / "hf"), "TMPDIR": str(folder / "tmp"),
+               "SENTISWEEP_TEST_NODE": f"{self.tag}{name}"}
         for sub in ("home", "cache", "hf", "tmp"):
             (folder / sub).mkdir(parents=True)
         node = Node(name, ip, folder, netns, gpus, env)
@@ -175,7 +176,8 @@ class SimulatedCluster:
     def address(self) -> str:
         return f"{self.head.ip}:{self.gcs_port}"
 
-    def run_on_head(self, argv: list[str], timeout: float = 900, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    def run_on_head(self, argv: list[str], timeout: float = 900,
+                    cwd: Path | None = None) -> subprocess.CompletedProcess:
         """A driver on the head node (as a RayJob's entrypoint runs), joining the cluster."""
         command = self.head.command(["env", f"RAY_ADDRESS={self.address}", *argv])
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)

@@ -21,7 +21,8 @@
     python benchmarks/sweep_overhead.py                       # smoke config trials + 100 no-ops
     python benchmarks/sweep_overhead.py --config benchmarks/configs/minute_trials.yaml --no-ops 0 --repeats 2
     python benchmarks/sweep_overhead.py --config benchmarks/configs/minute_trials.yaml --no-ops 0 --repeats 2 --cpus 1
-    python benchmarks/sweep_overhead.py --config benchmarks/configs/short_trials.yaml --repeats 0 --no-ops 0 --placement-rounds 4
+    python benchmarks/sweep_overhead.py --config benchmarks/configs/short_trials.yaml \
+        --repeats 0 --no-ops 0 --placement-rounds 4
     python benchmarks/sweep_overhead.py --smoke-test          # 2 trials, 1 placement round, 5 no-ops (run by the tests)
 """
 
@@ -179,7 +180,8 @@ def placement_rounds(config: Path, storage: Path, cpus: int, rounds: int) -> Non
     from ray_session.connect import connect
 
     def in_process(out: str) -> dict[str, float]:
-        printed = in_fresh_python(f"import json; print(json.dumps(bench.measured_trial({str(config)!r}, {out!r}, {cpus})))")
+        printed = in_fresh_python("import json; print(json.dumps(bench.measured_trial("
+                                  f"{str(config)!r}, {out!r}, {cpus})))")
         return json.loads(printed.strip().splitlines()[-1])
 
     def in_task(out: str) -> dict[str, float]:
@@ -192,7 +194,8 @@ def placement_rounds(config: Path, storage: Path, cpus: int, rounds: int) -> Non
     def in_tune(out: str) -> dict[str, float]:
         tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": cpus}),  # [Ray]
                            param_space={"config": str(config), "out": out, "cpus": cpus},
-                           run_config=tune.RunConfig(storage_path=str(storage / "tune"), name=Path(out).name, verbose=0))
+                           run_config=tune.RunConfig(storage_path=str(storage / "tune"), name=Path(out).name,
+                                                     verbose=0))
         result = tuner.fit()[0]  # [Ray]
         if result.error:
             raise result.error

@@ -6,7 +6,7 @@ reporting every round as Ray's callback does by default. Prints seconds, ratios 
 accuracies. Ray starts before the timings, so `ray.init` is not in them.
 
     python benchmarks/xgboost_workers.py --embeddings results/embed-xgb-quick/embeddings/minilm-l6-pretrained
-    python benchmarks/xgboost_workers.py --smoke-test      # synthetic embeddings, a few rounds, ours only (the tests run it)
+    python benchmarks/xgboost_workers.py --smoke-test   # synthetic embeddings, a few rounds, ours only (the tests)
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         params = xgb.booster_params(2, 42, 2)
         start = time.perf_counter()
         single, _ = fit_single_process(params, args.rounds, None, splits["train"], splits["validation"])
-        rows = [("one process, xgboost.train (2 threads)", time.perf_counter() - start, accuracy(single, splits["test"]))]
+        rows = [("one process, xgboost.train (2 threads)", time.perf_counter() - start,
+                 accuracy(single, splits["test"]))]
 
         from ray_session.connect import connect
 
@@ -79,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             fit = xgboost_stage.fit_distributed(stage_args, folder.resolve(), str(Path(tmp, f"ray{every}")))
             start = time.perf_counter()
             booster, _ = fit(params, splits["train"], splits["validation"])
-            rows.append((f"{name}, {args.workers} workers", time.perf_counter() - start, accuracy(booster, splits["test"])))
-    print(f"\n{args.rounds} rounds on {len(splits['train'].labels)} x {splits['train'].matrix.shape[1]} train embeddings")
+            rows.append((f"{name}, {args.workers} workers", time.perf_counter() - start,
+                         accuracy(booster, splits["test"])))
+    train = splits["train"]
+    print(f"\n{args.rounds} rounds on {len(train.labels)} x {train.matrix.shape[1]} train embeddings")
     print("| run | seconds | vs one process | test accuracy |\n| --- | ---: | ---: | ---: |")
     for name, seconds, acc in rows:
         print(f"| {name} | {seconds:.1f} | {seconds / rows[0][1]:.1f}x | {acc:.4f} |")

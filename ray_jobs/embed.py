@@ -55,7 +55,8 @@ SMOKE_DATA = Path(__file__).resolve().parents[1] / "data" / "tiny_reviews"  # --
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="registry name, hub id or local folder (python -m sentisweep.train --help lists them)")
+    p.add_argument("--model", help="registry name, hub id or local folder "
+                                   "(python -m sentisweep.train --help lists them)")
     p.add_argument("--checkpoint", help="a trial's checkpoint folder (full model or peft adapter, merged); "
                                         "default: the pretrained model")
     p.add_argument("--pooling", choices=POOLINGS, help="default: the model's (registry)")
@@ -282,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     connect(args.local, None)  # [Ray] RAY_ADDRESS's cluster, or a local one
     metas = run(job)
     for split, meta in metas.items():
-        print(f"{split}: {meta['rows']} x {meta['dim']} in {meta['seconds']:.1f} s -> {Store(job.out).uri(split)}.parquet")
+        print(f"{split}: {meta['rows']} x {meta['dim']} in {meta['seconds']:.1f} s "
+              f"-> {Store(job.out).uri(split)}.parquet")
     return exit_codes.OK
 
 

@@ -60,7 +60,8 @@ def plan_memory(planned: list[PlannedTrial], resources: Resources, gpu_memory_by
             trial.gpus = min(1.0, max(1, math.ceil(8 * trial.memory.total / gpu_memory_bytes)) / 8)
         else:
             trial.gpus = 1.0  # nothing to size it by: a whole GPU
-        if device == "cuda" and trial.memory and gpu_memory_bytes and trial.memory.total > gpu_memory_bytes * trial.gpus:
+        too_big = trial.memory and gpu_memory_bytes and trial.memory.total > gpu_memory_bytes * trial.gpus
+        if device == "cuda" and too_big:
             problems.append(f"{trial.config.trial_id}: needs about {trial.memory.describe()}; its GPU share holds "
                             f"{gpu_memory_bytes * trial.gpus / 2**30:.1f} GiB ({trial.gpus:g} of "
                             f"{gpu_memory_bytes / 2**30:.1f} GiB). Use a smaller batch_size (with "

@@ -95,7 +95,8 @@ def summary(result) -> str:
     def fmt(value, spec=".4f"):
         return "-" if value is None else format(value, spec)
 
-    lines = [f"trial {result.trial_id}: {result.status}" + (f" ({result.error.splitlines()[0]})" if result.error else "")]
+    why = f" ({result.error.splitlines()[0]})" if result.error else ""
+    lines = [f"trial {result.trial_id}: {result.status}{why}"]
     if result.status == "ok":
         mem = result.peak_memory_bytes / 2**20 if result.peak_memory_bytes else None
         lines += [

@@ -96,7 +96,8 @@ def run(args, search: SearchConfig, store: Store) -> int:
     if args.resume and study.restore():
         print(f"study restored from {store.uri(search.name, JOURNAL)}", flush=True)
     grid = driver.fit(trial_fn, resources, store, (search.name,), args.resume, search.max_failures,
-                      lambda: search_config(search, study), [*tracking.logger_callbacks(args.mlflow_uri, search.name), saving_callback(study)])
+                      lambda: search_config(search, study),
+                      [*tracking.logger_callbacks(args.mlflow_uri, search.name), saving_callback(study)])
     study.save()
 
     def trial_of(result):  # our TrialConfig from Tune's sampled config and its trial id
@@ -109,7 +110,8 @@ def run(args, search: SearchConfig, store: Store) -> int:
     sections = [study.describe()] + ([f"best trial by validation accuracy, as a config: {shown(best)}\n"
                                       f"  run it alone: python -m sentisweep.train --config {shown(best)} --out "
                                       f"runs/{search.name}-best"] if best else [])
-    warnings = [] if best else [f"no trial of the search finished, so it found nothing (exit {exit_codes.TUNING_FAILED}); "
+    warnings = [] if best else ["no trial of the search finished, so it found nothing "
+                                f"(exit {exit_codes.TUNING_FAILED}); "
                                 "the failed trials' errors are above"]
     results = driver.finish(f"search {search.name}", trials, search, store, started, sections, warnings)
     return driver.exit_status(results, best is None)

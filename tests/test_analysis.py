@@ -206,14 +206,17 @@ def test_sensitivity_and_placement_plots(tmp_path):
 
 def test_optuna_study_plots(tmp_path):
     import optuna
+    from optuna.storages.journal import JournalFileBackend
 
     from analysis import plots
 
-    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize",
+    journal = tmp_path / "optuna.journal"  # as a search keeps it (sentisweep.layout.STUDY_JOURNAL)
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=0))
-    study.optimize(lambda t: -(t.suggest_float("lr", 1e-5, 1e-2, log=True) - 1e-3) ** 2 + t.suggest_int("r", 1, 8) * 1e-9,
-                   n_trials=6)
-    made = plots.optuna_study(tmp_path / "optuna.db", tmp_path)
+    study.optimize(lambda t: -(t.suggest_float("lr", 1e-5, 1e-2, log=True) - 1e-3) ** 2
+                   + t.suggest_int("r", 1, 8) * 1e-9, n_trials=6)
+    made = plots.optuna_study(journal, tmp_path)
     assert sorted(p.name for p in made) == ["optuna_s_history.png", "optuna_s_importance.png"]
 
 
@@ -228,7 +231,8 @@ def test_a_multi_class_task_gets_its_confusion_counts_by_class_name(tmp_path):
     predictions = pd.DataFrame({"row_id": [f"test:{i}" for i in range(8)], "label": [0, 1, 2, 3, 4, 5, 5, 5],
                                 "predicted": [0, 1, 2, 3, 4, 5, 4, 5]})
     predictions.to_parquet(tmp_path / "predictions.parquet")
-    group = pd.DataFrame({"model": ["m"], "variant": ["full"], "predictions_path": [str(tmp_path / "predictions.parquet")],
+    group = pd.DataFrame({"model": ["m"], "variant": ["full"],
+                          "predictions_path": [str(tmp_path / "predictions.parquet")],
                           "config_json": [json.dumps({"data": {"label_names": names}})],
                           "tn": [None], "fp": [None], "fn": [None], "tp": [None]})
     counts, labels = confusion_counts(group)

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.integration
 def test_train_throughput_smoke(data_dir, cache_dir):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--smoke-test",
-                          "--data", str(data_dir), "--cache-dir", str(cache_dir), "--variant", "attention_dropout=null"],
+                          "--data", str(data_dir), "--cache-dir", str(cache_dir),
+                          "--variant", "attention_dropout=null"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "fp32 matmul peak" in out.stdout

@@ -213,10 +213,12 @@ def core_errors(obj: dict) -> list[str]:
 def schema_errors(obj: dict) -> list[str]:
     if obj["apiVersion"] != "ray.io/v1":
         return core_errors(obj)
-    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in crd_validator(obj["kind"]).iter_errors(obj)]
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in crd_validator(obj["kind"]).iter_errors(obj)]
     # The CRDs embed the pod template; the core schema knows it more strictly.
     for template in pod_templates(obj):
-        errors += core_errors({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template})
+        errors += core_errors({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
+                               "template": template})
     return errors
 
 
@@ -231,7 +233,8 @@ def test_kustomization_renders_and_every_object_validates(overlay):
 
 @pytest.mark.unit
 def test_overlays_are_the_documented_ones():
-    assert set(OVERLAYS) == {f"overlays/{n}" for n in ("cluster", "ablation", "search", "embed-xgb", "single-gpu", "cpu-only")}
+    names = ("cluster", "ablation", "search", "embed-xgb", "single-gpu", "cpu-only")
+    assert set(OVERLAYS) == {f"overlays/{n}" for n in names}
     guide = (K8S / "README.md").read_text()
     for overlay in OVERLAYS:
         assert f"kubectl apply -k k8s/{overlay}" in guide, overlay
@@ -244,7 +247,8 @@ def test_schema_check_catches_a_misspelt_field():
     broken["spec"]["workerGroupSpecs"][0]["maxReplica"] = 3  # should be maxReplicas
     assert any("maxReplica" in e for e in schema_errors(broken))
     broken = copy.deepcopy(cluster)
-    broken["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFileSystem"] = True
+    head_container = broken["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    head_container["securityContext"]["readOnlyRootFileSystem"] = True
     assert schema_errors(broken)
 
 
@@ -284,7 +288,8 @@ def test_every_pod_is_hardened_labelled_and_sized():
             mounts_of = {v["name"]: v for v in spec.get("volumes", [])}
             for container in spec["containers"]:
                 context = container["securityContext"]
-                assert context["allowPrivilegeEscalation"] is False and context["capabilities"]["drop"] == ["ALL"], where
+                assert context["allowPrivilegeEscalation"] is False, where
+                assert context["capabilities"]["drop"] == ["ALL"], where
                 assert context["readOnlyRootFilesystem"] is True, where
                 mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
                 for path in WRITABLE_PATHS:  # what the image writes at run time
@@ -298,7 +303,8 @@ def test_every_pod_is_hardened_labelled_and_sized():
                 assert (env.get("NVIDIA_VISIBLE_DEVICES", {}).get("value") == "void") == (gpus == 0), where
                 if container["name"] == "ray-job-submitter":
                     continue
-                assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "token", "optional": True}
+                assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "token",
+                                                                         "optional": True}
                 assert mounts["/tmp/ray"] == "ray-logs", where  # the name KubeRay shares with the autoscaler
                 # Ray's object store takes 30% of memory; the shm volume must hold it and fit in memory
                 shm = quantity_bytes(mounts_of[mounts["/dev/shm"]]["emptyDir"]["sizeLimit"])
@@ -379,7 +385,8 @@ def total_memory_and_gpus(cluster: dict) -> tuple[float, int]:
     at its maximum."""
     head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     memory = quantity_bytes(head["memory"])
-    memory += quantity_bytes(cluster.get("autoscalerOptions", {}).get("resources", {}).get("limits", {}).get("memory", 0))
+    autoscaler_limits = cluster.get("autoscalerOptions", {}).get("resources", {}).get("limits", {})
+    memory += quantity_bytes(autoscaler_limits.get("memory", 0))
     gpus = 0
     for group in cluster["workerGroupSpecs"]:
         limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
@@ -410,7 +417,8 @@ def test_cpu_only_overlay_asks_for_no_gpu_and_fits_a_laptop():
     assert "nvidia.com/gpu" not in yaml.safe_dump(objects)  # no request, no toleration
     memory, gpus = total_memory_and_gpus(cluster["spec"])
     assert gpus == 0 and memory <= 12 * 2**30, memory / 2**30
-    requested = cpus(cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
+    head_container = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    requested = cpus(head_container["resources"]["limits"]["cpu"])
     requested += cpus(cluster["spec"]["autoscalerOptions"]["resources"]["limits"]["cpu"])
     requested += sum(g["maxReplicas"] * cpus(g["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
                      for g in cluster["spec"]["workerGroupSpecs"])

@@ -123,7 +123,8 @@ def test_embed_xgb_config_reports_every_problem(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(path, "embed_xgb")
     text = str(err.value)
-    assert "models[0].pooling = 'cls'" in text and "models[1].model" in text and "models[2]: pretrained is false" in text
+    assert "models[0].pooling = 'cls'" in text and "models[1].model" in text
+    assert "models[2]: pretrained is false" in text
 
 
 def test_best_checkpoint_is_chosen_on_validation_not_test(tmp_path):

@@ -36,7 +36,8 @@ COMMANDS = {
         "tests/test_minilm_imdb.py::test_minilm_lora_learns_imdb",
     "python sweeps/ablation.py --config sweeps/configs/smoke.yaml --dry-run":
         "tests/test_sweep_config.py::test_dry_run_prints_the_matrix_and_starts_nothing",
-    "python sweeps/ablation.py --resume": "tests/test_ablation_ray.py::test_interrupt_then_resume_runs_only_unfinished_trials",
+    "python sweeps/ablation.py --resume":
+        "tests/test_ablation_ray.py::test_interrupt_then_resume_runs_only_unfinished_trials",
     "python sweeps/search.py --config sweeps/configs/lora_search_quick.yaml":
         SEARCH_PATH + " (search_smoke.yaml for lora_search_quick.yaml)",
     "python sweeps/search.py --config sweeps/configs/cpu_vs_tfidf_search.yaml":
@@ -48,7 +49,8 @@ COMMANDS = {
         "tests/test_sweep_config.py::test_a_trial_too_large_for_its_gpu_is_refused_before_ray",
     "python benchmarks/gpu_check.py": NO_GPU,
     "python benchmarks/gpu_check.py --device cpu": "tests/test_benchmarks.py::test_gpu_check_runs_on_cpu",
-    "RAY_AUTH_MODE=token ray start --head --num-cpus 2": "tests/test_job_submit.py::test_tuned_sweep_under_ray_job_submit_lands_where_asked",
+    "RAY_AUTH_MODE=token ray start --head --num-cpus 2":
+        "tests/test_job_submit.py::test_tuned_sweep_under_ray_job_submit_lands_where_asked",
     "RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . -- python "
     "sweeps/ablation.py --config sweeps/configs/smoke.yaml --storage /shared/results":
         "tests/test_job_submit.py::test_tuned_sweep_under_ray_job_submit_lands_where_asked",
@@ -63,7 +65,8 @@ COMMANDS = {
     "python -m sentisweep.predict --results results/quick --input reviews.csv --output predictions.parquet":
         "tests/test_predict.py::test_predict_cli_texts_and_batch_file",
     "python -m sentisweep.export --results results/quick --select best --out exported/quick-best": USER_PATH,
-    "python -m sentisweep.demo --results results/quick --top-k 3": "tests/test_predict.py::test_demo_in_a_headless_browser",
+    "python -m sentisweep.demo --results results/quick --top-k 3":
+        "tests/test_predict.py::test_demo_in_a_headless_browser",
     "python -m analysis compare results/quick lora-r8-attention full": USER_PATH,
     # k8s/README.md
     "bash docker/release.sh ghcr.io/you/sentisweep": NO_REGISTRY,
@@ -86,7 +89,8 @@ COMMANDS = {
     "export RAY_AUTH_TOKEN=$(kubectl get secret sentisweep -o jsonpath='{.data.auth_token}' | base64 -d)": NO_CLUSTER,
     "ray job submit --address http://127.0.0.1:8265 -- python /home/ray/sentisweep/sweeps/ablation.py --config "
     "/home/ray/sentisweep/sweeps/configs/imdb_peft_ablation.yaml --storage /mnt/shared/results":
-        NO_CLUSTER + "; its config's dry run: tests/test_deploy.py::test_entrypoint_script_exists_and_config_passes_dry_run",
+        NO_CLUSTER + "; its config's dry run: "
+                     "tests/test_deploy.py::test_entrypoint_script_exists_and_config_passes_dry_run",
     "ray job logs --address http://127.0.0.1:8265 -f <submission id>": NO_CLUSTER,
     "kubectl apply -k k8s/overlays/single-gpu": NO_CLUSTER,
     "kubectl apply -k k8s/overlays/cpu-only": NO_CLUSTER,

@@ -109,8 +109,9 @@ def test_qlora_needs_bitsandbytes(monkeypatch):
 def test_attention_dropout_override(name, key, cache_dir):
     from sentisweep.trial.methods import LoadOptions, build
 
-    keep = build(MethodConfig(name="full"), get_model_spec(name), 2, LoadOptions(str(cache_dir), attention_dropout=None))
-    fused = build(MethodConfig(name="full"), get_model_spec(name), 2, LoadOptions(str(cache_dir), attention_dropout=0.0))
+    full, spec = MethodConfig(name="full"), get_model_spec(name)
+    keep = build(full, spec, 2, LoadOptions(str(cache_dir), attention_dropout=None))
+    fused = build(full, spec, 2, LoadOptions(str(cache_dir), attention_dropout=0.0))
     assert getattr(keep.model.config, key) == 0.1  # the architecture's default
     assert getattr(fused.model.config, key) == 0.0
 

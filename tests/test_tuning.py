@@ -253,7 +253,8 @@ def test_a_tuned_sweep_runs_tunes_reports_and_resumes(tmp_path):
                             capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert report.returncode == 0, report.stderr[-3000:]
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "## Equal-budget tuning" in markdown and "Budget: each cell: 3 trials of at most the seeds' own steps" in markdown
+    assert "## Equal-budget tuning" in markdown
+    assert "Budget: each cell: 3 trials of at most the seeds' own steps" in markdown
     assert "Optuna TPE (seed 0, the first 2 at random)" in markdown  # 3 trials: TPE models the third
     assert "## Expected best validation accuracy vs trials" in markdown and "| n=3 " in markdown
     assert (tmp_path / "report" / "expected_max.png").is_file()

@@ -83,7 +83,8 @@ def test_the_search_with_a_relative_storage_lands_under_this_directory(checkout)
     # the found trial alone, as best_trial.yaml's first line and the README say
     assert (folder / "best_trial.yaml").read_text().startswith(
         f"# python -m sentisweep.train --config {folder / 'best_trial.yaml'}")
-    alone = _run(root, env, "-m", "sentisweep.train", "--config", "mine/search-smoke/best_trial.yaml", "--out", "runs/best")
+    alone = _run(root, env, "-m", "sentisweep.train", "--config", "mine/search-smoke/best_trial.yaml",
+                 "--out", "runs/best")
     assert alone.returncode == 0, alone.stdout[-2000:] + alone.stderr[-2000:]
     assert (root / "runs" / "best" / "result.parquet").is_file()
 

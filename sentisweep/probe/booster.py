@@ -46,7 +46,8 @@ class XGBoostConfig(Strict):
         # Early stopping watches the last metric: log loss, not the error rate, which on a few
         # hundred validation rows moves in steps and stopped MiniLM's probe 30 rounds too early.
         objective = ({"objective": "binary:logistic", "eval_metric": ["error", "logloss"]} if num_classes == 2
-                     else {"objective": "multi:softprob", "num_class": num_classes, "eval_metric": ["merror", "mlogloss"]})
+                     else {"objective": "multi:softprob", "num_class": num_classes,
+                           "eval_metric": ["merror", "mlogloss"]})
         params = {**objective, "max_depth": self.max_depth, "eta": self.learning_rate, "subsample": self.subsample,
                   "colsample_bytree": self.colsample_bytree, "min_child_weight": self.min_child_weight,
                   "tree_method": self.tree_method, "seed": seed}

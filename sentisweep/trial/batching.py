@@ -18,7 +18,8 @@ def pad_right(sequences: Sequence[Sequence[int]], pad_token_id: int) -> tuple[to
     input_ids = torch.full((len(sequences), longest), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
     for i, ids in enumerate(sequences):
-        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)  # copies: rows read from Parquet are read-only arrays
+        # copies: rows read from Parquet are read-only arrays
+        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention_mask[i, : len(ids)] = 1
     return input_ids, attention_mask
 

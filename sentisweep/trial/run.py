@@ -304,4 +304,5 @@ def parameter_count(parameter) -> int:
 
 def _tokenizer_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.iterdir()
-               if f.is_file() and (f.name.startswith(("tokenizer", "special_tokens")) or f.name in ("vocab.txt", "vocab.json", "merges.txt")))
+               if f.is_file() and (f.name.startswith(("tokenizer", "special_tokens"))
+                                   or f.name in ("vocab.txt", "vocab.json", "merges.txt")))
