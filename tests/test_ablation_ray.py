@@ -53,15 +53,14 @@ def _finished_trials(root: Path) -> list[Path]:
     return sorted((root / "trials").glob("*/result.parquet"))
 
 
-def _tiny_bert_trials(tmp_path: Path, seeds=(1, 2, 3), **training) -> Path:
+def _tiny_bert_trials(tmp_path: Path, seeds=(1, 2), **training) -> Path:
     """The smoke config cut to tiny-bert x (full, LoRA) x `seeds`, all of which run: by default
-    6 trials, 3 rounds of 2 at once on 2 cores (about half the full smoke sweep's time).
-    `training` fields replace the smoke config's."""
+    4 trials, 2 rounds of 2 at once on 2 cores. `training` fields replace the smoke config's."""
     config = yaml.safe_load((ROOT / "sweeps" / "configs" / "smoke.yaml").read_text())
-    config.update(name="six", models=["tiny-bert"], methods=config["methods"][:2], seeds=list(seeds))
+    config.update(name="tiny", models=["tiny-bert"], methods=config["methods"][:2], seeds=list(seeds))
     config["data"]["source"] = str(ROOT / config["data"]["source"])
     config["training"].update(training)
-    return write_config(tmp_path / "six.yaml", config, "python sweeps/ablation.py --config six.yaml")
+    return write_config(tmp_path / "tiny.yaml", config, "python sweeps/ablation.py --config tiny.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +108,8 @@ def test_rerun_refuses_to_overwrite(smoke_sweep):
 
 
 def test_interrupt_then_resume_runs_only_unfinished_trials(tmp_path):
-    config = str(_tiny_bert_trials(tmp_path))
-    root = tmp_path / "six"
+    config = str(_tiny_bert_trials(tmp_path))  # 4 trials: the second round is cut
+    root = tmp_path / "tiny"
     driver = subprocess.Popen([*ABLATION, "--config", config, "--storage", str(tmp_path)], cwd=ROOT, env=_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint)
     _wait_for(lambda: len(_finished_trials(root)) >= 2, what="two finished trials")
@@ -119,7 +118,7 @@ def test_interrupt_then_resume_runs_only_unfinished_trials(tmp_path):
     assert driver.returncode == 130, output[-3000:]  # 128 + SIGINT
     assert "--resume" in output and not (root / "results.parquet").exists()
     finished = {path: path.stat().st_mtime_ns for path in _finished_trials(root)}
-    assert 2 <= len(finished) < 6
+    assert 2 <= len(finished) < 4
 
     refused = _ablation("--config", config, "--storage", str(tmp_path))
     assert refused.returncode == 2 and "pass --resume" in refused.stderr
@@ -127,7 +126,7 @@ def test_interrupt_then_resume_runs_only_unfinished_trials(tmp_path):
     resumed = _ablation("--config", config, "--storage", str(tmp_path), "--resume")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     results = pd.read_parquet(root / "results.parquet")
-    assert len(results) == 6 and results["trial_id"].is_unique and (results["status"] == "ok").all()
+    assert len(results) == 4 and results["trial_id"].is_unique and (results["status"] == "ok").all()
     for path, mtime in finished.items():  # finished before the interrupt: not run again
         assert path.stat().st_mtime_ns == mtime, path
 
@@ -162,8 +161,8 @@ def _a_trial_mid_training(root: Path) -> bool:
 def test_killed_worker_is_retried_and_every_trial_lands_once(tmp_path):
     # 4 trials of 120 steps, a checkpoint every 10, 2 at a time: both workers of a round are
     # mid-training for ~2 s here, not only the instant a 4-step trial trains.
-    root = tmp_path / "six"
-    config = _tiny_bert_trials(tmp_path, seeds=(1, 2), max_steps=120, eval_steps=10)
+    root = tmp_path / "tiny"
+    config = _tiny_bert_trials(tmp_path, max_steps=120, eval_steps=10)
     driver = subprocess.Popen([*ABLATION, "--config", str(config), "--storage", str(tmp_path)],
                               cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -202,8 +201,8 @@ def _kill_ray_left_behind() -> None:
 
 
 def test_driver_killed_outright_then_resume_loses_and_doubles_nothing(tmp_path):
-    root = tmp_path / "six"
-    config = str(_tiny_bert_trials(tmp_path, max_steps=40))
+    root = tmp_path / "tiny"
+    config = str(_tiny_bert_trials(tmp_path, max_steps=40))  # 4 trials, 2 rounds of 2
     driver = subprocess.Popen([*ABLATION, "--config", config, "--storage", str(tmp_path)], cwd=ROOT, env=_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     _wait_for(lambda: len(_finished_trials(root)) >= 2, what="two finished trials")
@@ -211,12 +210,12 @@ def test_driver_killed_outright_then_resume_loses_and_doubles_nothing(tmp_path):
     driver.wait(timeout=60)
     _kill_ray_left_behind()
     finished = {path.parent.name: path.stat().st_mtime_ns for path in _finished_trials(root)}
-    assert 2 <= len(finished) < 6 and not (root / "results.parquet").exists()
+    assert 2 <= len(finished) < 4 and not (root / "results.parquet").exists()
 
     resumed = _ablation("--config", config, "--storage", str(tmp_path), "--resume")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     results = pd.read_parquet(root / "results.parquet")
-    assert len(results) == 6 and results["trial_id"].is_unique and (results["status"] == "ok").all()
+    assert len(results) == 4 and results["trial_id"].is_unique and (results["status"] == "ok").all()
     starts = {t: len((root / "attempts" / f"{t}.jsonl").read_text().splitlines()) for t in results["trial_id"]}
     for trial_id, mtime in finished.items():  # finished before the kill: never started again
         assert starts[trial_id] == 1 and (root / "trials" / trial_id / "result.parquet").stat().st_mtime_ns == mtime
@@ -228,7 +227,7 @@ def test_a_trial_that_dies_more_often_than_max_failures_is_a_failed_row(tmp_path
     config = yaml.safe_load(_tiny_bert_trials(tmp_path, seeds=(1,), max_steps=3000, eval_steps=10).read_text())
     config.update(methods=config["methods"][:1], max_failures=1)  # one trial, retried once
     path = write_config(tmp_path / "one.yaml", config, "python sweeps/ablation.py --config one.yaml")
-    root = tmp_path / "six"
+    root = tmp_path / "tiny"
     driver = subprocess.Popen([*ABLATION, "--config", str(path), "--storage", str(tmp_path)],
                               cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     killed: set[int] = set()

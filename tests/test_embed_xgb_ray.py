@@ -1,5 +1,6 @@
-"""The embedding job (Ray Data), the XGBoost stage (Ray Train) and their driver, on a real
-local Ray: output schema and alignment, refusal to overwrite, 2 workers vs one process."""
+"""The embedding job's bad arguments, and the embedding + XGBoost driver on a real local Ray: rows
+and resume. The embedding job's output (schema, alignment, refusal to overwrite) and the XGBoost
+stage's 2 workers against one process run from a checkout's root: tests/test_user_path.py."""
 
 from __future__ import annotations
 
@@ -8,17 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import separable, tiny_trial, write_config, write_split
+from helpers import tiny_trial, write_config
 
-from sentisweep.config import DataConfig
 from sentisweep.config_load import parse_trial_config
-from sentisweep.probe.embeddings import read_embeddings
 from sentisweep.results import read_results
-from sentisweep.trial.data import load_task_data
 from sentisweep.trial.run import run_trial
 
 pytestmark = pytest.mark.ray
@@ -33,29 +30,6 @@ def _run(script: str, *args, timeout=600):
                           text=True, cwd=ROOT, timeout=timeout, env=env)
 
 
-def test_embed_job_writes_aligned_splits_and_refuses_to_overwrite(tmp_path, cache_dir):
-    out = tmp_path / "emb"
-    # 96 rows in blocks of 16, served longest first: written back in each split's own order.
-    done = _run("embed.py", "--smoke-test", "--out", out, "--cache-dir", cache_dir, "--rows-per-call", 16,
-                "--batch-size", 8)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert "texts embedded" in done.stdout
-    # The rows the job embedded are the rows the core's splits hold, labels included.
-    data = load_task_data(DataConfig(source=str(FIXTURE), train_size=48, eval_size=16, test_size=32))
-    for split, rows in (("train", 48), ("validation", 16), ("test", 32)):
-        row_ids, labels, matrix, meta = read_embeddings(out / f"{split}.parquet")
-        assert matrix.shape == (rows, 64) and matrix.dtype == np.float32 and np.isfinite(matrix).all()
-        expected = data.splits[split].set_index("row_id")["label"]
-        assert list(row_ids) == list(data.splits[split]["row_id"])
-        assert (expected.loc[row_ids].to_numpy() == labels).all()
-        assert meta["model"] == "tiny-bert" and meta["pooling"] == "cls" and meta["max_length"] == 64
-        assert meta["checkpoint"] == "pretrained" and meta["split"] == split
-    before = (out / "test.parquet").stat().st_mtime_ns
-    again = _run("embed.py", "--smoke-test", "--out", out, "--cache-dir", cache_dir)
-    assert again.returncode == 2 and "pass --overwrite" in again.stderr
-    assert (out / "test.parquet").stat().st_mtime_ns == before  # nothing already computed is touched
-
-
 def test_embed_job_bad_arguments_fail_before_ray(tmp_path):
     done = _run("embed.py", "--model", "tiny-qwen3", "--pooling", "cls", "--checkpoint", tmp_path / "none",
                 "--out", tmp_path / "o", "--data", FIXTURE, "--rows-per-call", 8, "--batch-size", 16)
@@ -63,30 +37,6 @@ def test_embed_job_bad_arguments_fail_before_ray(tmp_path):
     assert "pooling = 'cls'" in done.stderr and "no such folder" in done.stderr
     assert "--rows-per-call = 8: must be at least --batch-size (16)" in done.stderr
     assert "Ray" not in done.stdout  # nothing started
-
-
-def test_two_worker_xgboost_matches_single_process(tmp_path):
-    import xgboost
-
-    for split, (n, seed) in {"train": (1200, 1), "validation": (300, 2), "test": (600, 3)}.items():
-        write_split(tmp_path / "emb", split, *separable(n, seed))
-    done = _run("xgboost_stage.py", "--embeddings", tmp_path / "emb", "--storage", tmp_path / "store",
-                "--name", "probe", "--workers", 2, "--rounds", 60,
-                "--report-every", 20)  # reports during boosting too, not only at the end
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    # a local Ray has no dashboard, so no State API for Ray Train's placement-group cleaner to ask
-    assert "Failed to query Ray Train Controller" not in done.stdout + done.stderr
-    row = read_results(tmp_path / "store" / "probe" / "results.parquet").iloc[0]
-    assert row["status"] == "ok" and row["method"] == "embed+xgboost"
-    assert row["peak_memory_kind"] == "host_rss_peak_worker" and row["peak_memory_bytes"] > 0
-    # The same data and settings in one process, with the scikit-learn interface.
-    (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = (separable(n, s) for n, s in
-                                                                 ((1200, 1), (300, 2), (600, 3)))
-    single = xgboost.XGBClassifier(n_estimators=60, max_depth=6, learning_rate=0.1, subsample=0.8,
-                                   colsample_bytree=0.8, early_stopping_rounds=20, random_state=42)
-    single.fit(x_train, y_train, eval_set=[(x_valid, y_valid)], verbose=False)
-    single_accuracy = float((single.predict(x_test) == y_test).mean())
-    assert abs(row["accuracy"] - single_accuracy) <= 0.01, (row["accuracy"], single_accuracy)
 
 
 def test_driver_pretrained_and_finetuned_rows_then_resume(tmp_path, cache_dir):

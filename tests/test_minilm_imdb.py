@@ -18,10 +18,12 @@ pytestmark = [
 def test_minilm_lora_learns_imdb(cache_dir, tmp_path):
     config = parse_trial_config({
         "model": "minilm-l6", "method": {"name": "lora", "r": 8, "placement": "attention+ffn"}, "seed": 42,
+        # the last 64 tokens (a review ends with its verdict): 0.70 in 32 s here, where the first 128
+        # at lr 1e-3 took 66 s for 0.69
         "data": {"source": str(SHARED_IMDB), "train_size": 384, "eval_size": 64, "test_size": 200,
-                 "cache_dir": str(cache_dir)},
+                 "truncation": "tail", "cache_dir": str(cache_dir)},
         # 2 epochs x 24 steps: one epoch of random-order batches left seed 42 at 0.57
-        "training": {"epochs": 2, "learning_rate": 1e-3, "batch_size": 16, "max_length": 128},
+        "training": {"epochs": 2, "learning_rate": 2e-3, "batch_size": 16, "max_length": 64},
         "output_dir": str(tmp_path / "minilm"),
     })
     result = run_trial(config)

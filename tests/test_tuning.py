@@ -1,20 +1,17 @@
 """Equal-budget tuning: the spaces and their checks, the choice and its edge flags, the
-expected-max curve, and (tier ray) a tuned sweep on a real local Ray, resumed."""
+expected-max curve. The tuned sweep on a real local Ray, reported and resumed, runs as a user types
+it: tests/test_user_path.py."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import write_config
 
 from analysis.tuning import expected_max
 from sentisweep.config import ConfigError
@@ -214,55 +211,6 @@ def test_the_search_models_its_trials_after_a_fifth_of_them_are_random(trials, r
     # one trial short of the start-up: still at random; at it: the model
     assert next_rate(random_first - 1, True) == next_rate(random_first - 1, False)
     assert next_rate(random_first, True) != next_rate(random_first, False)
-
-
-@pytest.mark.ray
-def test_a_tuned_sweep_runs_tunes_reports_and_resumes(tmp_path):
-    config = yaml.safe_load(TUNED_SMOKE.read_text())
-    config["data"]["source"] = str(ROOT / config["data"]["source"])
-    path = write_config(tmp_path / "tuned.yaml", config, "python sweeps/ablation.py --config tuned.yaml")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    command = [sys.executable, str(ROOT / "sweeps" / "ablation.py"), "--config", str(path),
-               "--storage", str(tmp_path / "results")]
-    first = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900, env=env)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    root = tmp_path / "results" / "tuned-smoke"
-    chosen = json.loads((root / "tuning" / "chosen.json").read_text())
-    assert set(chosen["cells"]) == {"tiny-bert__full", "tiny-bert__lora-attention"}
-    tuning_rows = pd.read_parquet(root / "tuning" / "results.parquet")
-    assert len(tuning_rows) == 6 and set(tuning_rows["status"]) <= {"ok", "stopped"}
-    assert (tuning_rows["train_steps"] <= 8).all()
-    results = pd.read_parquet(root / "results.parquet")
-    assert (results["status"] == "ok").all() and len(results) == 4
-    # seed 1 is the chosen tuning trial's own run, not run again; seed 2 ran at the choice
-    reused = results.set_index("trial_id")["tuned_from"]
-    for cell in chosen["cells"].values():
-        assert reused[f"tiny-bert__{cell['variant']}__s1"] == cell["trial_id"]
-        assert pd.isna(reused[f"tiny-bert__{cell['variant']}__s2"])
-    for (model, variant), group in results.groupby(["model", "variant"]):
-        values = chosen["cells"][cell_key(model, variant)]["values"]
-        assert np.allclose(group["learning_rate"], values["learning_rate"])
-        assert "r" not in values or (group["lora_r"] == values["r"]).all()
-    assert "chose learning_rate" in first.stdout and "steps" in first.stdout
-    from sentisweep.results import read_results
-
-    # the sweep's folder read as a whole: its seeds' rows only, never the tuning trials beside them
-    assert set(read_results(str(root))["sweep"]) == {"tuned-smoke"} and len(read_results(str(root))) == 4
-
-    report = subprocess.run([sys.executable, "-m", "analysis", "report", str(root), "--out", str(tmp_path / "report")],
-                            capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert report.returncode == 0, report.stderr[-3000:]
-    markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "## Equal-budget tuning" in markdown
-    assert "Budget: each cell: 3 trials of at most the seeds' own steps" in markdown
-    assert "Optuna TPE (seed 0, the first 2 at random)" in markdown  # 3 trials: TPE models the third
-    assert "## Expected best validation accuracy vs trials" in markdown and "| n=3 " in markdown
-    assert (tmp_path / "report" / "expected_max.png").is_file()
-
-    again = subprocess.run([*command, "--resume"], capture_output=True, text=True, cwd=ROOT, timeout=900, env=env)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "tuning 0 cell(s)" in again.stdout  # the choices were kept, not searched again
-    assert json.loads((root / "tuning" / "chosen.json").read_text()) == chosen
 
 
 @pytest.mark.unit

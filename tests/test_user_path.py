@@ -14,9 +14,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-from helpers import our_files
+from helpers import our_files, separable, write_split
+
+from sentisweep.config import DataConfig
+from sentisweep.probe.embeddings import read_embeddings
+from sentisweep.results import read_results
+from sentisweep.trial.data import load_task_data
+from sentisweep.tuning import cell_key
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,13 +50,32 @@ def _run(root: Path, env: dict, *argv: str) -> subprocess.CompletedProcess:
 
 
 def test_the_tuned_sweep_without_storage_lands_in_results_and_every_cell_chooses(checkout):
+    """The README's main command on the tuned smoke config: every cell tunes and chooses, its seeds
+    run at the choice (the chosen trial's own run reused), then the commands the last screen names,
+    and --resume keeps the choices."""
     root, env, ray_tmp = checkout
     out = _run(root, env, "sweeps/ablation.py", "--config", "sweeps/configs/tuned_smoke.yaml")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    chosen = json.loads((root / "results" / "tuned-smoke" / "tuning" / "chosen.json").read_text())["cells"]
-    assert len(chosen) == 2 and all(cell["values"] and cell["ok"] >= 1 for cell in chosen.values()), chosen
-    results = pd.read_parquet(root / "results" / "tuned-smoke" / "results.parquet")
-    assert (results["status"] == "ok").all() and (results["tuning"] == "chosen").all()
+    folder = root / "results" / "tuned-smoke"
+    chosen = json.loads((folder / "tuning" / "chosen.json").read_text())
+    assert set(chosen["cells"]) == {"tiny-bert__full", "tiny-bert__lora-attention"}
+    assert all(cell["values"] and cell["ok"] >= 1 for cell in chosen["cells"].values()), chosen
+    tuning_rows = pd.read_parquet(folder / "tuning" / "results.parquet")
+    assert len(tuning_rows) == 6 and set(tuning_rows["status"]) <= {"ok", "stopped"}
+    assert (tuning_rows["train_steps"] <= 8).all()
+    results = pd.read_parquet(folder / "results.parquet")
+    assert len(results) == 4 and (results["status"] == "ok").all() and (results["tuning"] == "chosen").all()
+    # seed 1 is the chosen tuning trial's own run, not run again; seed 2 ran at the choice
+    reused = results.set_index("trial_id")["tuned_from"]
+    for cell in chosen["cells"].values():
+        assert reused[f"tiny-bert__{cell['variant']}__s1"] == cell["trial_id"]
+        assert pd.isna(reused[f"tiny-bert__{cell['variant']}__s2"])
+    for (model, variant), group in results.groupby(["model", "variant"]):
+        values = chosen["cells"][cell_key(model, variant)]["values"]
+        assert np.allclose(group["learning_rate"], values["learning_rate"])
+        assert "r" not in values or (group["lora_r"] == values["r"]).all()
+    # the sweep's folder read as a whole: its seeds' rows only, never the tuning trials beside them
+    assert set(read_results(str(folder))["sweep"]) == {"tuned-smoke"} and len(read_results(str(folder))) == 4
     assert our_files(ray_tmp) == []
     assert (root.parent / "user-cache" / "sentisweep" / "tokenized").is_dir()  # the cache: the user's, not Ray's
     # the last screen: each cell's choice, the table, where the rows are, the next command
@@ -68,7 +94,18 @@ def test_the_tuned_sweep_without_storage_lands_in_results_and_every_cell_chooses
         done = _run(root, env, *argv)
         assert done.returncode == 0, (argv, done.stdout[-2000:], done.stderr[-2000:])
     assert (root / "reports" / "tuned-smoke" / "report.html").is_file()
+    assert (root / "reports" / "tuned-smoke" / "expected_max.png").is_file()
+    markdown = (root / "reports" / "tuned-smoke" / "report.md").read_text()
+    assert "## Equal-budget tuning" in markdown
+    assert "Budget: each cell: 3 trials of at most the seeds' own steps" in markdown
+    assert "Optuna TPE (seed 0, the first 2 at random)" in markdown  # 3 trials: TPE models the third
+    assert "## Expected best validation accuracy vs trials" in markdown and "| n=3 " in markdown
     assert (root / "exported" / "tuned-smoke-best" / "model.safetensors").is_file()
+
+    again = _run(root, env, "sweeps/ablation.py", "--config", "sweeps/configs/tuned_smoke.yaml", "--resume")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "tuning 0 cell(s)" in again.stdout  # the choices were kept, not searched again
+    assert json.loads((folder / "tuning" / "chosen.json").read_text()) == chosen
 
 
 def test_the_search_with_a_relative_storage_lands_under_this_directory(checkout):
@@ -90,13 +127,50 @@ def test_the_search_with_a_relative_storage_lands_under_this_directory(checkout)
 
 
 def test_the_embedding_and_xgboost_jobs_with_relative_folders_land_under_this_directory(checkout):
-    root, env, ray_tmp = checkout
-    embedded = _run(root, env, "ray_jobs/embed.py", "--smoke-test", "--out", "emb", "--concurrency", "1")
-    assert embedded.returncode == 0, embedded.stdout[-2000:] + embedded.stderr[-2000:]
-    assert sorted(p.name for p in (root / "emb").iterdir()) == ["test.parquet", "train.parquet", "validation.parquet"]
-    boosted = _run(root, env, "ray_jobs/xgboost_stage.py", "--embeddings", "emb", "--workers", "2", "--rounds", "5",
-                   "--storage", "out")
-    assert boosted.returncode == 0, boosted.stdout[-2000:] + boosted.stderr[-2000:]
-    assert (pd.read_parquet(root / "out" / "embed-xgb" / "results.parquet")["status"] == "ok").all()
-    assert our_files(ray_tmp) == []
+    """The embedding job, then the XGBoost stage on 2 Ray Train workers, both with relative folders;
+    the stage against the same boosting in one process (separable embeddings: a tiny model's 32 test
+    rows could not tell a distributed fit from a broken one)."""
+    import xgboost
 
+    root, env, ray_tmp = checkout
+    # 96 rows in blocks of 16, served longest first: written back in each split's own order.
+    embedded = _run(root, env, "ray_jobs/embed.py", "--smoke-test", "--out", "emb", "--rows-per-call", "16",
+                    "--batch-size", "8")
+    assert embedded.returncode == 0, embedded.stdout[-2000:] + embedded.stderr[-2000:]
+    assert "texts embedded" in embedded.stdout
+    assert sorted(p.name for p in (root / "emb").iterdir()) == ["test.parquet", "train.parquet", "validation.parquet"]
+    # The rows the job embedded are the rows the core's splits hold, labels included.
+    data = load_task_data(DataConfig(source=str(ROOT / "data" / "tiny_reviews"), train_size=48, eval_size=16,
+                                     test_size=32))
+    for split, rows in (("train", 48), ("validation", 16), ("test", 32)):
+        row_ids, labels, matrix, meta = read_embeddings(root / "emb" / f"{split}.parquet")
+        assert matrix.shape == (rows, 64) and matrix.dtype == np.float32 and np.isfinite(matrix).all()
+        expected = data.splits[split].set_index("row_id")["label"]
+        assert list(row_ids) == list(data.splits[split]["row_id"])
+        assert (expected.loc[row_ids].to_numpy() == labels).all()
+        assert meta["model"] == "tiny-bert" and meta["pooling"] == "cls" and meta["max_length"] == 64
+        assert meta["checkpoint"] == "pretrained" and meta["split"] == split
+    before = (root / "emb" / "test.parquet").stat().st_mtime_ns
+    again = _run(root, env, "ray_jobs/embed.py", "--smoke-test", "--out", "emb")
+    assert again.returncode == 2 and "pass --overwrite" in again.stderr
+    assert (root / "emb" / "test.parquet").stat().st_mtime_ns == before  # nothing already computed is touched
+    sizes = {"train": (1200, 1), "validation": (300, 2), "test": (600, 3)}
+    for split, (n, seed) in sizes.items():
+        write_split(root / "separable", split, *separable(n, seed))
+    boosted = _run(root, env, "ray_jobs/xgboost_stage.py", "--embeddings", "separable", "--storage", "out",
+                   "--name", "probe", "--workers", "2", "--rounds", "60",
+                   "--report-every", "20")  # reports during boosting too, not only at the end
+    assert boosted.returncode == 0, boosted.stdout[-2000:] + boosted.stderr[-2000:]
+    # a local Ray has no dashboard, so no State API for Ray Train's placement-group cleaner to ask
+    assert "Failed to query Ray Train Controller" not in boosted.stdout + boosted.stderr
+    assert our_files(ray_tmp) == []
+    row = read_results(root / "out" / "probe" / "results.parquet").iloc[0]
+    assert row["status"] == "ok" and row["method"] == "embed+xgboost"
+    assert row["peak_memory_kind"] == "host_rss_peak_worker" and row["peak_memory_bytes"] > 0
+    # The same data and settings in one process, with the scikit-learn interface.
+    (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = (separable(n, s) for n, s in sizes.values())
+    single = xgboost.XGBClassifier(n_estimators=60, max_depth=6, learning_rate=0.1, subsample=0.8,
+                                   colsample_bytree=0.8, early_stopping_rounds=20, random_state=42)
+    single.fit(x_train, y_train, eval_set=[(x_valid, y_valid)], verbose=False)
+    single_accuracy = float((single.predict(x_test) == y_test).mean())
+    assert abs(row["accuracy"] - single_accuracy) <= 0.01, (row["accuracy"], single_accuracy)
