@@ -57,9 +57,11 @@ COMMANDS = {
     "python ray_jobs/embed_xgb.py --config sweeps/configs/embed_xgb_quick.yaml":
         "tests/test_embed_xgb_ray.py::test_driver_pretrained_and_finetuned_rows_then_resume (embed_xgb_smoke.yaml)",
     "python ray_jobs/embed.py --model minilm-l6 --data ../shared/data/imdb --test-size 1000 --out results/emb/minilm":
-        "tests/test_embed_xgb_ray.py::test_embed_job_writes_aligned_splits_and_refuses_to_overwrite (--smoke-test)",
+        "tests/test_user_path.py::"
+        "test_the_embedding_and_xgboost_jobs_with_relative_folders_land_under_this_directory (--smoke-test)",
     "python ray_jobs/xgboost_stage.py --embeddings results/emb/minilm --workers 2 --name embed-xgb":
-        "tests/test_embed_xgb_ray.py::test_two_worker_xgboost_matches_single_process",
+        "tests/test_user_path.py::"
+        "test_the_embedding_and_xgboost_jobs_with_relative_folders_land_under_this_directory",
     'python -m sentisweep.predict --results results/quick "A moving, beautifully shot film." '
     '"Two hours I will never get back."': "tests/test_predict.py::test_predict_cli_texts_and_batch_file",
     "python -m sentisweep.predict --results results/quick --input reviews.csv --output predictions.parquet":
