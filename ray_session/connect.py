@@ -62,7 +62,15 @@ def ask_autoscaler(cpus_per_trial: float, gpus_per_trial: float, trials: int) ->
     """When not even one trial fits the cluster now (a GPU group scaled to zero, spot nodes
     lost), ask an autoscaler for what `trials` concurrent trials need, so that it adds nodes
     before Tune queues anything, and say so. Returns what was asked, or None. (Trials that
-    merely queue need nothing: an autoscaler also scales up for pending trials.)"""
+    merely queue need nothing: an autoscaler also scales up for pending trials.)
+
+    Ray keeps a request until another replaces it: kept, it holds the nodes up after the work
+    and the cluster's idleTimeoutSeconds never fires (4 GPU workers, billed). So the request is
+    withdrawn when this process exits, whether it ends well, with an error or on Ctrl-C (atexit
+    handlers run last-registered first: this one before Ray's own shutdown, still connected).
+    Only a driver killed outright (SIGKILL) leaves it standing."""
+    import atexit
+
     import ray  # [Ray]
     from ray.autoscaler.sdk import request_resources  # [Ray]
 
@@ -71,7 +79,17 @@ def ask_autoscaler(cpus_per_trial: float, gpus_per_trial: float, trials: int) ->
     if all(cluster.get(k, 0) >= v for k, v in bundle.items()):
         return None
     request_resources(bundles=[bundle] * trials)  # [Ray] kept until replaced: the autoscaler holds the nodes
+    atexit.register(withdraw_request)
     asked = f"{trials} x {bundle}"
     print(f"the cluster lacks what the work needs now: asked the autoscaler for {asked}; it waits for those nodes",
           flush=True)
     return asked
+
+
+def withdraw_request() -> None:
+    """Replace this driver's autoscaler request with none: the autoscaler may scale idle nodes down."""
+    import ray  # [Ray]
+    from ray.autoscaler.sdk import request_resources  # [Ray]
+
+    if ray.is_initialized():
+        request_resources(bundles=[])  # [Ray]
