@@ -53,7 +53,7 @@ step "3/4 the image: $image"
 "${engine[@]}" build "${limits[@]}" --network host \
     --build-arg BASE_IMAGE=localhost/sentisweep-base:bookworm-py311 \
     --build-arg LOCK=docker/requirements-cpu.lock --build-arg PIP_FIND_LINKS=/wheels \
-    --build-arg GIT_COMMIT="$(git rev-parse HEAD)$(git diff --quiet HEAD || echo +dirty)" \
+    $(bash docker/provenance.sh | tr '\n' ' ') \
     --volume "$wheels:/wheels:ro" -t "$image" .
 
 step "4/4 the smoke sweep in the image: uid 1000, read-only root filesystem"

@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=$(python3 -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['project']['version'])")
-if [ -n "$(git status --porcelain --untracked-files=no)" ] && [ -z "${ALLOW_DIRTY:-}" ]; then
-    echo "image_tag.sh: uncommitted changes; commit them first (or ALLOW_DIRTY=1 for a local test)" >&2
+# untracked files count: the Dockerfile's COPY bakes them in
+if [ -n "$(git status --porcelain)" ] && [ -z "${ALLOW_DIRTY:-}" ]; then
+    echo "image_tag.sh: uncommitted or untracked files; commit or remove them first (or ALLOW_DIRTY=1 for a local test)" >&2
     exit 2
 fi
 echo "$version-$(git rev-parse --short=7 HEAD)"

@@ -4,6 +4,7 @@ the image as uid 1000 with a read-only root filesystem, to the end, and its repo
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -33,5 +34,12 @@ def test_image_builds_and_runs_the_smoke_sweep_as_uid_1000(tmp_path):
     # smoke.yaml: 2 models x 3 methods x 2 seeds, zero-shot on the encoder skipped (2)
     assert len(results) == 12
     assert sorted(results["status"].value_counts().items()) == [("ok", 10), ("skipped", 2)]
-    assert results["git_commit"].notna().all()  # provenance from the image, which has no .git
+    # provenance from the image, which has no .git: the commit it was built from (docker/provenance.sh)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert results["git_commit"].str.fullmatch(rf"{head}(\+dirty)?").all(), results["git_commit"].unique()
+    tag = subprocess.run(["bash", str(ROOT / "docker" / "image_tag.sh")], capture_output=True, text=True,
+                         env={**os.environ, "ALLOW_DIRTY": "1"}).stdout.strip()
+    labels = subprocess.run(["podman", "image", "inspect", "--format", "{{json .Labels}}",
+                             f"ghcr.io/sentisweep/sentisweep:{tag}-cpu"], capture_output=True, text=True)
+    assert head in json.loads(labels.stdout)["org.opencontainers.image.revision"], labels.stdout + labels.stderr
     assert (work / "shared" / "reports" / "smoke" / "report.html").stat().st_size > 10_000
