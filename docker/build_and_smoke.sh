@@ -50,10 +50,10 @@ step "2/4 base image: user ray (uid 1000), a Python 3.11 environment it owns"
     -t localhost/sentisweep-base:bookworm-py311 .
 
 step "3/4 the image: $image"
+mapfile -t provenance < <(bash docker/provenance.sh)  # the commit in every row, OCI labels (as release.sh)
 "${engine[@]}" build "${limits[@]}" --network host \
     --build-arg BASE_IMAGE=localhost/sentisweep-base:bookworm-py311 \
-    --build-arg LOCK=docker/requirements-cpu.lock --build-arg PIP_FIND_LINKS=/wheels \
-    $(bash docker/provenance.sh | tr '\n' ' ') \
+    --build-arg LOCK=docker/requirements-cpu.lock --build-arg PIP_FIND_LINKS=/wheels "${provenance[@]}" \
     --volume "$wheels:/wheels:ro" -t "$image" .
 
 step "4/4 the smoke sweep in the image: uid 1000, read-only root filesystem"

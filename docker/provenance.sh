@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 commit="$(git rev-parse HEAD)$([ -z "$(git status --porcelain)" ] || echo +dirty)"
-version=$(python3 -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['project']['version'])")
+tag=$(ALLOW_DIRTY=1 bash docker/image_tag.sh)  # VERSION-SHA: the one reader of the version
+version=${tag%-*}
 printf '%s\n' --build-arg "GIT_COMMIT=$commit" \
     --label "org.opencontainers.image.revision=$commit" \
     --label "org.opencontainers.image.version=$version" \

@@ -10,10 +10,11 @@ name="${1:-ghcr.io/sentisweep/sentisweep}"
 engine="${ENGINE:-docker}"
 tag=$(bash docker/image_tag.sh)  # refuses uncommitted changes
 
-mapfile -t provenance < <(bash docker/provenance.sh)  # the commit in every row, OCI labels
+mapfile -t flags < <(bash docker/provenance.sh)  # the commit in every row, OCI labels
 # the nodes are x86_64 (the locks hold x86_64 wheels): said, not taken from the build machine
-"$engine" build --platform linux/amd64 "${provenance[@]}" -t "$name:$tag" .
-"$engine" build --platform linux/amd64 "${provenance[@]}" --build-arg BASE_IMAGE=rayproject/ray:2.60.0-py311-cpu \
+flags+=(--platform linux/amd64)
+"$engine" build "${flags[@]}" -t "$name:$tag" .
+"$engine" build "${flags[@]}" --build-arg BASE_IMAGE=rayproject/ray:2.60.0-py311-cpu \
     --build-arg LOCK=docker/requirements-cpu.lock \
     --build-arg PIP_FIND_LINKS=https://download.pytorch.org/whl/cpu/torch/ -t "$name:$tag-cpu" .
 "$engine" push "$name:$tag"

@@ -79,6 +79,7 @@ def ask_autoscaler(cpus_per_trial: float, gpus_per_trial: float, trials: int) ->
     if all(cluster.get(k, 0) >= v for k, v in bundle.items()):
         return None
     request_resources(bundles=[bundle] * trials)  # [Ray] kept until replaced: the autoscaler holds the nodes
+    atexit.unregister(withdraw_request)  # once, however many stages of this driver asked
     atexit.register(withdraw_request)
     asked = f"{trials} x {bundle}"
     print(f"the cluster lacks what the work needs now: asked the autoscaler for {asked}; it waits for those nodes",
