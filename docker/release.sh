@@ -2,7 +2,7 @@
 # Builds and pushes both images of the commit checked out here, and sets their name and tag
 # in the manifests, so that what is deployed names exactly the code in the image:
 #   bash docker/release.sh [IMAGE_NAME]      (default ghcr.io/sentisweep/sentisweep)
-#   git commit -am "deploy $(bash docker/image_tag.sh)" k8s/ && kubectl apply -k k8s/overlays/...
+#   git commit -m "deploy $(git rev-parse --short=7 HEAD)" k8s/components/image k8s/overlays/cpu-only
 # ENGINE=docker (default) or podman. Tags: VERSION-SHA (CUDA 13.0) and VERSION-SHA-cpu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,4 +25,5 @@ set_image() {  # FILE TAG: the one images entry of a kustomization file
 }
 set_image k8s/components/image/kustomization.yaml "$tag"
 set_image k8s/overlays/cpu-only/kustomization.yaml "$tag-cpu"
-echo "k8s/ now deploys $name:$tag (cpu-only: $tag-cpu)"
+echo "k8s/ now deploys $name:$tag (cpu-only: $tag-cpu); commit that with:"
+echo "  git commit -m \"deploy \$(git rev-parse --short=7 HEAD)\" k8s/components/image k8s/overlays/cpu-only"

@@ -264,13 +264,46 @@ def image_tag() -> str:
 def test_image_tag_is_version_and_commit_and_every_pod_runs_it():
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     tag = image_tag()
-    assert re.fullmatch(rf"{re.escape(version)}-[0-9a-f]{{7,40}}", tag), tag
+    # released: version + commit; else the placeholder that says what to run
+    assert re.fullmatch(rf"{re.escape(version)}-[0-9a-f]{{7,40}}|unreleased-run-docker-release-sh", tag), tag
     for overlay, obj in all_ray_objects():
         expected = f"{IMAGE_NAME}:{tag}-cpu" if overlay == "overlays/cpu-only" else f"{IMAGE_NAME}:{tag}"
         for template in pod_templates(obj):
             for container in template["spec"]["containers"]:
                 assert container["image"] == expected, overlay
                 assert container["imagePullPolicy"] == "IfNotPresent", overlay
+
+
+@pytest.mark.unit
+def test_guide_commit_after_release_records_only_the_tags(tmp_path):
+    """The guide's commit command, run as typed in a checkout where release.sh has just set the
+    tags (its sed, on copies) beside another uncommitted change, which must stay out."""
+    guide = (K8S / "README.md").read_text()
+    (command,) = [line for line in guide.splitlines() if line.startswith('git commit -m "deploy')]
+    release = (ROOT / "docker" / "release.sh").read_text()
+    assert command in release  # the script's own hint is the same command
+    for path in ("k8s/components/image/kustomization.yaml", "k8s/overlays/cpu-only/kustomization.yaml",
+                 "README.md"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / path, tmp_path / path)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    for step in (["init", "-q"], ["add", "."], ["commit", "-qm", "start"]):
+        subprocess.run(git + step, check=True)
+    set_image = re.search(r"set_image\(\) \{.*?\n(.*?)\n\}", release, re.S).group(1)
+    script = (f"name=ghcr.io/you/sentisweep\nset_image() {{\n{set_image}\n}}\n"
+              "set_image k8s/components/image/kustomization.yaml 0.1.0-abcdef1\n"
+              "set_image k8s/overlays/cpu-only/kustomization.yaml 0.1.0-abcdef1-cpu\n"
+              "echo more >> README.md\n" + command.replace("git commit", "git -c user.name=t -c user.email=t@t commit"))
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    changed = subprocess.run(git + ["show", "--name-only", "--format=%s", "HEAD"], capture_output=True,
+                             text=True, check=True).stdout.split()
+    head = subprocess.run(git + ["rev-parse", "--short=7", "HEAD~1"], capture_output=True, text=True).stdout.strip()
+    assert changed == ["deploy", head, "k8s/components/image/kustomization.yaml",
+                       "k8s/overlays/cpu-only/kustomization.yaml"]
+    assert "newTag: 0.1.0-abcdef1-cpu" in (tmp_path / "k8s/overlays/cpu-only/kustomization.yaml").read_text()
+    assert subprocess.run(git + ["status", "--porcelain"], capture_output=True, text=True).stdout.split() == [
+        "M", "README.md"]
 
 
 @pytest.mark.unit
@@ -350,7 +383,7 @@ def test_rayjob_frees_its_gpus_first_and_fails_when_it_cannot_start(overlay):
         assert ttl["DeleteWorkers"] == 0 and ttl["DeleteCluster"] > 0, condition  # GPUs at once, head for logs
         assert "DeleteSelf" not in ttl  # the RayJob's status stays
     assert spec["preRunningDeadlineSeconds"] > 0 and spec["activeDeadlineSeconds"] > spec["preRunningDeadlineSeconds"]
-    assert spec["backoffLimit"] >= 1 and "--resume" in spec["entrypoint"] + _script_text(spec["entrypoint"])
+    assert "--resume" in spec["entrypoint"] + _script_text(spec["entrypoint"])  # a re-applied RayJob continues
     assert "runtimeEnvYAML" not in spec  # nothing to upload: the code is in the image
 
 
@@ -395,6 +428,50 @@ def total_memory_and_gpus(cluster: dict) -> tuple[float, int]:
     return memory, gpus
 
 
+SPOT_LABELS = {"cloud.google.com/gke-spot", "cloud.google.com/gke-preemptible", "eks.amazonaws.com/capacityType",
+               "karpenter.sh/capacity-type", "kubernetes.azure.com/scalesetpriority"}
+
+
+def avoided_node_labels(template: dict) -> set[str]:
+    """The node labels a pod template refuses (required NotIn), in every one of its node terms."""
+    terms = (template["spec"].get("affinity", {}).get("nodeAffinity", {})
+             .get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", []))
+    sets = [{e["key"] for e in term.get("matchExpressions", []) if e["operator"] == "NotIn"} for term in terms]
+    return set.intersection(*sets) if sets else set()
+
+
+@pytest.mark.unit
+def test_heads_and_submitters_stay_off_spot_nodes_and_no_drain_evicts_a_head():
+    for overlay, obj in all_ray_objects():
+        cluster = ray_cluster_spec(obj)
+        assert avoided_node_labels(cluster["headGroupSpec"]["template"]) == SPOT_LABELS, overlay
+        if obj["kind"] == "RayJob":
+            assert avoided_node_labels(obj["spec"]["submitterPodTemplate"]) == SPOT_LABELS, overlay
+        for group in cluster["workerGroupSpecs"]:  # trials on a lost node are retried: spot is fine
+            assert not avoided_node_labels(group["template"]), overlay
+    for overlay in OVERLAYS:
+        (budget,) = of_kind(rendered(overlay), "PodDisruptionBudget")
+        assert budget["spec"] == {"maxUnavailable": 0, "selector": {"matchLabels": {**APP_LABEL,
+                                                                                   "ray.io/node-type": "head"}}}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("overlay", JOB_OVERLAYS)
+def test_rayjob_is_not_retried_whole_and_outlives_a_lost_submitter(overlay):
+    (job,) = of_kind(rendered(overlay), "RayJob")
+    assert job["spec"]["backoffLimit"] == 0  # a retry is a new cluster of 4 GPU workers; bad input repeats
+    assert job["spec"]["submitterConfig"]["backoffLimit"] >= 10
+
+
+@pytest.mark.unit
+def test_network_policy_admits_prometheus_on_the_metrics_port_only():
+    (policy,) = of_kind(rendered("overlays/cluster"), "NetworkPolicy")
+    scrape = [rule for rule in policy["spec"]["ingress"]
+              if any(p.get("podSelector", {}).get("matchLabels") == {"app.kubernetes.io/name": "prometheus"}
+                     for p in rule["from"])]
+    assert [rule["ports"] for rule in scrape] == [[{"port": 8080, "protocol": "TCP"}]]
+
+
 @pytest.mark.unit
 def test_single_gpu_overlay_starts_only_what_one_gpu_and_a_workstation_hold():
     objects = rendered("overlays/single-gpu")
@@ -403,7 +480,7 @@ def test_single_gpu_overlay_starts_only_what_one_gpu_and_a_workstation_hold():
     memory, gpus = total_memory_and_gpus(cluster["spec"])
     assert gpus == 1
     assert memory <= 32 * 2**30, memory / 2**30
-    (claim,) = of_kind(objects, "PersistentVolumeClaim")
+    (claim,) = of_kind(rendered("storage-one-node"), "PersistentVolumeClaim")
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]  # one node: what local-path offers
     # and it changed what it meant to: the cluster overlay holds 4 GPUs
     (full,) = of_kind(rendered("overlays/cluster"), "RayCluster")
@@ -425,17 +502,71 @@ def test_cpu_only_overlay_asks_for_no_gpu_and_fits_a_laptop():
     assert requested <= 4
 
 
+# the node shapes the node-pool components are for: (selector label, value), allocatable CPUs and GiB
+NODE_POOLS = {"gke-l4": (("cloud.google.com/gke-accelerator", "nvidia-l4"), 7.9, 26),
+              "eks-g5": (("node.kubernetes.io/instance-type", "g5.2xlarge"), 7.9, 30)}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("pool", sorted(NODE_POOLS))
+@pytest.mark.parametrize("overlay", ["overlays/cluster", *JOB_OVERLAYS])
+def test_node_pool_component_puts_workers_on_its_gpu_nodes_and_they_fit(pool, overlay, tmp_path):
+    """An overlay with a node-pool component, as the guide has a user write it: the workers go to
+    that pool's GPU nodes, fit one per node beside its DaemonSets (a core and 2 GiB left), and
+    every object still validates."""
+    guide = (K8S / "README.md").read_text()
+    (snippet,) = re.findall(r"```yaml\n(# k8s/my-gpus/kustomization.yaml[^\n]*\n.*?)```", guide, flags=re.S)
+    mine = tmp_path / "my-gpus"
+    mine.mkdir()
+    (mine / "kustomization.yaml").write_text(
+        snippet.replace("../overlays/ablation", os.path.relpath(K8S / overlay, mine))
+        .replace("../components/gke-l4", os.path.relpath(K8S / "components" / pool, mine)))
+    objects = list(_render(str(mine)))
+    (label, value), allocatable_cpus, allocatable_gib = NODE_POOLS[pool]
+    (cluster,) = [ray_cluster_spec(o) for o in objects if o["apiVersion"] == "ray.io/v1"]
+    for group in cluster["workerGroupSpecs"]:
+        spec = group["template"]["spec"]
+        assert spec["nodeSelector"] == {label: value}
+        limits = spec["containers"][0]["resources"]["limits"]
+        assert cpus(limits["cpu"]) <= allocatable_cpus - 1 and limits["nvidia.com/gpu"] == "1"
+        assert quantity_bytes(limits["memory"]) <= (allocatable_gib - 2) * 2**30
+        shm = next(v for v in spec["volumes"] if v["name"] == "dshm")["emptyDir"]["sizeLimit"]
+        assert quantity_bytes(shm) >= 0.3 * quantity_bytes(limits["memory"])  # Ray's object store
+    assert "nodeSelector" not in cluster["headGroupSpec"]["template"]["spec"]  # the head needs no GPU node
+    for obj in objects:
+        assert schema_errors(obj) == [], f"{pool} {overlay}: {obj['kind']}"
+
+
 @pytest.mark.unit
 def test_storage_class_patch_in_the_guide_renders(tmp_path):
     """The guide's overlay for naming a storage class, rendered as a user would write it."""
     guide = (K8S / "README.md").read_text()
-    (snippet,) = re.findall(r"```yaml\n(# k8s/overlays/my-cluster/kustomization.yaml[^\n]*\n.*?)```", guide, flags=re.S)
-    overlay = tmp_path / "my-cluster"
+    (snippet,) = re.findall(r"```yaml\n(# k8s/my-storage/kustomization.yaml[^\n]*\n.*?)```", guide, flags=re.S)
+    overlay = tmp_path / "my-storage"
     overlay.mkdir()
-    relative = os.path.relpath(K8S / "overlays" / "cluster", overlay)
-    (overlay / "kustomization.yaml").write_text(snippet.replace("../cluster", relative))
+    relative = os.path.relpath(K8S / "storage", overlay)
+    (overlay / "kustomization.yaml").write_text(snippet.replace("../storage", relative))
     (claim,) = of_kind(list(_render(str(overlay))), "PersistentVolumeClaim")
     assert claim["spec"]["storageClassName"] == "efs-sc"
+
+
+@pytest.mark.unit
+def test_no_overlay_holds_the_results_volume_and_every_claim_is_the_storage_one():
+    """`kubectl delete -k` of any overlay must leave the results: the volume is k8s/storage's
+    alone (or storage-one-node's), and every pod mounts that claim."""
+    claims = {c["metadata"]["name"] for k in ("storage", "storage-one-node")
+              for c in of_kind(rendered(k), "PersistentVolumeClaim")}
+    assert claims == {"sentisweep-shared"}
+    for overlay in OVERLAYS:
+        objects = rendered(overlay)
+        assert not of_kind(objects, "PersistentVolumeClaim"), overlay
+        mounted = {v["persistentVolumeClaim"]["claimName"] for obj in objects if obj["apiVersion"] == "ray.io/v1"
+                   for t in pod_templates(obj)
+                   for v in t["spec"].get("volumes", []) if "persistentVolumeClaim" in v}
+        assert mounted == claims, overlay
+    guide = (K8S / "README.md").read_text()
+    teardown = guide.split("## Teardown", 1)[1].split("\n## ", 1)[0]
+    assert "kubectl delete -k k8s/storage" in teardown and "kubectl apply -k k8s/storage" in guide
 
 
 # --- RayJob entrypoints ---------------------------------------------------------------------

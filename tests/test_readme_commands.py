@@ -72,13 +72,16 @@ COMMANDS = {
     "python -m analysis compare results/quick lora-r8-attention full": USER_PATH,
     # k8s/README.md
     "bash docker/release.sh ghcr.io/you/sentisweep": NO_REGISTRY,
-    'git commit -am "deploy $(bash docker/image_tag.sh)"': NO_REGISTRY,
+    'git commit -m "deploy $(git rev-parse --short=7 HEAD)" k8s/components/image k8s/overlays/cpu-only':
+        "tests/test_deploy.py::test_guide_commit_after_release_records_only_the_tags",
     "kubectl create secret docker-registry regcred --docker-server=ghcr.io --docker-username=... "
     "--docker-password=...": NO_CLUSTER,
     "kubectl patch serviceaccount sentisweep -p '{\"imagePullSecrets\": [{\"name\": \"regcred\"}]}'": NO_CLUSTER,
     "helm repo add kuberay https://ray-project.github.io/kuberay-helm/": NO_CLUSTER,
     "helm install kuberay-operator kuberay/kuberay-operator --version 1.7.0": NO_CLUSTER,
     "kubectl create secret generic hf-token --from-literal=token=hf_...": NO_CLUSTER,
+    "kubectl apply -k k8s/storage": NO_CLUSTER,
+    "kubectl apply -k k8s/storage-one-node": NO_CLUSTER,
     "kubectl apply -k k8s/overlays/cluster": NO_CLUSTER,
     "kubectl get raycluster sentisweep -w": NO_CLUSTER,
     "kubectl annotate serviceaccount sentisweep "
@@ -104,6 +107,10 @@ COMMANDS = {
     "python -c \"import pandas as pd; t = pd.read_parquet('results.parquet'); print((t.groupby(['model', "
     "'method'])['peak_memory_bytes'].max() / 2**30).round(1))\"": NO_CLUSTER,
     "kubectl delete rayjob sentisweep-peft-ablation && kubectl apply -k k8s/overlays/ablation": NO_CLUSTER,
+    "kubectl delete rayjob sentisweep-peft-ablation": NO_CLUSTER,
+    "kubectl delete raycluster sentisweep": NO_CLUSTER,
+    "kubectl delete -k k8s/overlays/cluster": NO_CLUSTER,
+    "kubectl delete -k k8s/storage": NO_CLUSTER,
 }
 
 
