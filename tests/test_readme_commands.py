@@ -80,6 +80,8 @@ COMMANDS = {
     "helm repo add kuberay https://ray-project.github.io/kuberay-helm/": NO_CLUSTER,
     "helm install kuberay-operator kuberay/kuberay-operator --version 1.7.0": NO_CLUSTER,
     "kubectl create secret generic hf-token --from-literal=token=hf_...": NO_CLUSTER,
+    "python k8s/preflight.py k8s/overlays/cluster": "tests/test_preflight.py::test_a_ready_cluster_passes_every_check "
+    "(a cluster described by kubectl's answers)",
     "kubectl apply -k k8s/storage": NO_CLUSTER,
     "kubectl apply -k k8s/storage-one-node": NO_CLUSTER,
     "kubectl apply -k k8s/overlays/cluster": NO_CLUSTER,
