@@ -538,6 +538,21 @@ def test_node_pool_component_puts_workers_on_its_gpu_nodes_and_they_fit(pool, ov
 
 
 @pytest.mark.unit
+def test_fetch_pod_reaches_the_results_and_nothing_else():
+    """After a RayJob no pod is left to copy from: the fetch pod mounts the results volume, runs
+    the released image, and holds no token, no GPU and no Ray label (the NetworkPolicy's)."""
+    (pod,) = rendered("fetch")
+    spec = pod["spec"]
+    (container,) = spec["containers"]
+    assert container["image"] == f"{IMAGE_NAME}:{image_tag()}"
+    assert [v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v] == [
+        "sentisweep-shared"]
+    assert spec["automountServiceAccountToken"] is False and "nvidia.com/gpu" not in str(container["resources"])
+    assert pod["metadata"]["labels"] != APP_LABEL and spec["securityContext"]["runAsNonRoot"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] and spec["activeDeadlineSeconds"] > 0
+
+
+@pytest.mark.unit
 def test_storage_class_patch_in_the_guide_renders(tmp_path):
     """The guide's overlay for naming a storage class, rendered as a user would write it."""
     guide = (K8S / "README.md").read_text()

@@ -113,6 +113,17 @@ COMMANDS = {
     "kubectl delete raycluster sentisweep": NO_CLUSTER,
     "kubectl delete -k k8s/overlays/cluster": NO_CLUSTER,
     "kubectl delete -k k8s/storage": NO_CLUSTER,
+    "kubectl apply -k k8s/fetch": NO_CLUSTER,
+    "kubectl wait --for=condition=Ready pod/sentisweep-fetch": NO_CLUSTER,
+    "kubectl exec sentisweep-fetch -- python -m analysis report /mnt/shared/results/imdb-peft-ablation "
+    "--out /mnt/shared/reports/peft": NO_CLUSTER,
+    "kubectl cp sentisweep-fetch:/mnt/shared/reports/peft ./report-peft": NO_CLUSTER,
+    "kubectl delete -k k8s/fetch": NO_CLUSTER,
+    "CLUSTER=$(kubectl get rayjob sentisweep-peft-ablation -o jsonpath='{.status.rayClusterName}')": NO_CLUSTER,
+    "kubectl port-forward svc/$CLUSTER-head-svc 8265:8265 &": NO_CLUSTER,
+    "export RAY_AUTH_TOKEN=$(kubectl get secret $CLUSTER -o jsonpath='{.data.auth_token}' | base64 -d)": NO_CLUSTER,
+    "ray job list --address http://127.0.0.1:8265": NO_CLUSTER,
+    "kubectl logs -f -l ray.io/cluster=$CLUSTER,ray.io/node-type=head -c ray-head": NO_CLUSTER,
 }
 
 
