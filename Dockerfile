@@ -53,7 +53,10 @@ COPY --chown=1000:100 benchmarks benchmarks
 COPY --chown=1000:100 data/tiny_reviews data/tiny_reviews
 COPY --chown=1000:100 docker/embed_xgb_study.sh docker/embed_xgb_study.sh
 # Compiled now: the pods' root filesystem is read-only, so Python could not write .pyc later.
+# `pip check`: the locked packages (installed --no-deps) and the base image's agree on every
+# requirement, or the build stops here rather than a trial on a GPU node.
 RUN pip install --no-cache-dir --no-deps --no-build-isolation -e . \
+    && python -m pip check \
     && python -m compileall -q sentisweep ray_session sweeps ray_jobs analysis benchmarks
 
 # A smoke check anyone can run on the built image (no GPU needed):

@@ -16,14 +16,14 @@
    Ray task and in a Tune trainable (as the sweeps run it), N rounds in a rotating order:
    its own training + evaluation seconds and the process's system CPU time; and the share of
    one core that Ray's own processes (and the driver) used while the trial ran beside them.
-3. Tune's own scheduling cost per trial: 100 no-op trials.
+Tune's own cost per trial, and how it grows with the trials, is `benchmarks/sweep_scale.py`'s.
 
-    python benchmarks/sweep_overhead.py                       # smoke config trials + 100 no-ops
-    python benchmarks/sweep_overhead.py --config benchmarks/configs/minute_trials.yaml --no-ops 0 --repeats 2
-    python benchmarks/sweep_overhead.py --config benchmarks/configs/minute_trials.yaml --no-ops 0 --repeats 2 --cpus 1
+    python benchmarks/sweep_overhead.py                       # the smoke config's trials
+    python benchmarks/sweep_overhead.py --config benchmarks/configs/minute_trials.yaml --repeats 2
+    python benchmarks/sweep_overhead.py --config benchmarks/configs/minute_trials.yaml --repeats 2 --cpus 1
     python benchmarks/sweep_overhead.py --config benchmarks/configs/short_trials.yaml \
-        --repeats 0 --no-ops 0 --placement-rounds 4
-    python benchmarks/sweep_overhead.py --smoke-test          # 2 trials, 1 placement round, 5 no-ops (run by the tests)
+        --repeats 0 --placement-rounds 4
+    python benchmarks/sweep_overhead.py --smoke-test          # 2 trials, 1 placement round (run by the tests)
 """
 
 from __future__ import annotations
@@ -246,28 +246,6 @@ def print_placements(seen: dict[str, list[dict[str, float]]], names: list[str], 
     print("vs a plain process with Ray not running: " + ", ".join(
         f"{name} {100 * (mean[name] / alone - 1):+.1f}%" for name in names[1:]))
 
-def no_op_trials(count: int) -> tuple[float, float]:
-    """Seconds to start Ray, and seconds per no-op trial through Tuner.fit."""
-    import ray
-    from ray import tune
-
-    def no_op(config):
-        tune.report({"x": config["i"]})
-
-    start = time.perf_counter()
-    ray.init(address="local", include_dashboard=False)
-    started = time.perf_counter() - start
-    with tempfile.TemporaryDirectory() as tmp:
-        tuner = tune.Tuner(tune.with_resources(no_op, {"cpu": 0.5}),
-                           param_space={"i": tune.grid_search(list(range(count)))},
-                           run_config=tune.RunConfig(storage_path=tmp, name="noop", verbose=0))
-        start = time.perf_counter()
-        tuner.fit()
-        per_trial = (time.perf_counter() - start) / count
-    ray.shutdown()
-    return started, per_trial
-
-
 def run_names(at_once: int, cpus: int) -> dict[str, str]:
     """The table's names of the two runs: how many trials each runs at once."""
     if at_once == 1:
@@ -303,13 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 1,
                    help="CPUs (and torch threads) per trial; fewer than the machine has runs as many "
                         "trials at once as fit, in both runs (default: all, one trial at a time)")
-    p.add_argument("--no-ops", type=int, default=100, help="no-op trials for the scheduling cost (0 = skip)")
     p.add_argument("--repeats", type=int, default=1,
                    help="pairs of runs, in ABBA order (2 = Ray, loop, loop, Ray; 0 = skip)")
     p.add_argument("--placement-rounds", type=int, default=0,
                    help="rounds of one trial in a plain process, a Ray task and a Tune trainable (0 = skip)")
     p.add_argument("--smoke-test", action="store_true",
-                   help="2 trials, 1 placement round and 5 no-ops: checks the script runs")
+                   help="2 trials and 1 placement round: checks the script runs")
     args = p.parse_args(argv)
     if not 0 < args.cpus <= (os.cpu_count() or 1):
         p.error(f"--cpus {args.cpus}: between 1 and this machine's {os.cpu_count()} CPUs")
@@ -349,10 +326,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"one trial in four places, {rounds} round(s), {args.cpus} CPUs:", flush=True)
             placement_rounds(benchmark_config(Path(args.config), args.cpus, storage, 1, "placement"),
                              storage, args.cpus, rounds)
-    no_ops = 5 if args.smoke_test else args.no_ops
-    if no_ops:
-        started, per_trial = no_op_trials(no_ops)
-        print(f"{no_ops} no-op trials: Ray start {started:.1f} s, then {per_trial:.2f} s of scheduling per trial")
     return 0
 
 
