@@ -13,10 +13,14 @@ tag=$(bash docker/image_tag.sh)  # refuses uncommitted changes
 mapfile -t flags < <(bash docker/provenance.sh)  # the commit in every row, OCI labels
 # the nodes are x86_64 (the locks hold x86_64 wheels): said, not taken from the build machine
 flags+=(--platform linux/amd64)
-"$engine" build "${flags[@]}" -t "$name:$tag" .
+# the build context is the commit itself (git archive): nothing untracked or ignored reaches the image
+context=$(mktemp -d)
+trap 'rm -rf "$context"' EXIT
+git archive HEAD | tar -x -C "$context"
+"$engine" build "${flags[@]}" -t "$name:$tag" "$context"
 "$engine" build "${flags[@]}" --build-arg BASE_IMAGE=rayproject/ray:2.60.0-py311-cpu \
     --build-arg LOCK=docker/requirements-cpu.lock \
-    --build-arg PIP_FIND_LINKS=https://download.pytorch.org/whl/cpu/torch/ -t "$name:$tag-cpu" .
+    --build-arg PIP_FIND_LINKS=https://download.pytorch.org/whl/cpu/torch/ -t "$name:$tag-cpu" "$context"
 "$engine" push "$name:$tag"
 "$engine" push "$name:$tag-cpu"
 

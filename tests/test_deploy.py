@@ -274,6 +274,45 @@ def test_image_tag_is_version_and_commit_and_every_pod_runs_it():
                 assert container["imagePullPolicy"] == "IfNotPresent", overlay
 
 
+FAKE_ENGINE = """#!/usr/bin/env bash
+echo "$@" >> "$ENGINE_LOG"
+if [ "$1" = build ]; then (cd "${@: -1}" && find . ! -type d | LC_ALL=C sort) > "$ENGINE_LOG.$#"; fi
+"""
+
+
+@pytest.mark.unit
+def test_release_builds_both_images_from_the_commit_pushes_them_and_sets_the_tags(tmp_path):
+    """docker/release.sh with a stand-in engine that logs its calls and the build context's files, in a
+    fresh clone of this commit: both builds get exactly the committed files (git archive) and the
+    provenance flags, both tags are pushed and written into k8s/, and the commit hint is printed."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    (tmp_path / "engine").write_text(FAKE_ENGINE)
+    (tmp_path / "engine").chmod(0o755)
+    log = tmp_path / "engine.log"
+    done = subprocess.run(["bash", "docker/release.sh", "registry.example/you/sentisweep"], cwd=clone,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "ENGINE": str(tmp_path / "engine"), "ENGINE_LOG": str(log)})
+    assert done.returncode == 0, done.stderr
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip()
+    version = tomllib.loads((clone / "pyproject.toml").read_text())["project"]["version"]
+    tag = f"{version}-{head[:7]}"
+    calls = log.read_text().splitlines()
+    builds = [c for c in calls if c.startswith("build ")]
+    assert len(builds) == 2 and all(f"GIT_COMMIT={head} " in b and "--platform linux/amd64" in b for b in builds)
+    assert f"org.opencontainers.image.revision={head} " in builds[0]
+    assert [c for c in calls if c.startswith("push ")] == [f"push registry.example/you/sentisweep:{tag}",
+                                                           f"push registry.example/you/sentisweep:{tag}-cpu"]
+    committed = sorted(f"./{f}" for f in subprocess.run(["git", "ls-files"], cwd=clone, capture_output=True,
+                                                          text=True).stdout.split())
+    contexts = list(tmp_path.glob("engine.log.*"))  # each build's context, by its number of arguments
+    assert len(contexts) == 2 and all(p.read_text().split() == committed for p in contexts)
+    image = (clone / "k8s/components/image/kustomization.yaml").read_text()
+    assert "newName: registry.example/you/sentisweep" in image and f"newTag: {tag}\n" in image
+    assert f"newTag: {tag}-cpu" in (clone / "k8s/overlays/cpu-only/kustomization.yaml").read_text()
+    assert 'git commit -m "deploy $(git rev-parse --short=7 HEAD)" k8s/components/image' in done.stdout
+
+
 @pytest.mark.unit
 def test_guide_commit_after_release_records_only_the_tags(tmp_path):
     """The guide's commit command, run as typed in a checkout where release.sh has just set the
