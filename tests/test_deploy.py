@@ -548,7 +548,7 @@ NODE_POOLS = {"gke-l4": (("cloud.google.com/gke-accelerator", "nvidia-l4"), 7.9,
 
 @pytest.mark.unit
 @pytest.mark.parametrize("pool", sorted(NODE_POOLS))
-@pytest.mark.parametrize("overlay", ["overlays/cluster", *JOB_OVERLAYS])
+@pytest.mark.parametrize("overlay", ["overlays/cluster", "overlays/ablation"])  # a RayCluster, a RayJob
 def test_node_pool_component_puts_workers_on_its_gpu_nodes_and_they_fit(pool, overlay, tmp_path):
     """An overlay with a node-pool component, as the guide has a user write it: the workers go to
     that pool's GPU nodes, fit one per node beside its DaemonSets (a core and 2 GiB left), and
