@@ -93,9 +93,8 @@ def storage(claims: list[dict]) -> list[tuple[bool, str]]:
 
 
 def gpus(objects: list[dict]) -> list[tuple[bool, str]]:
-    wanted = any("nvidia.com/gpu" in json.dumps(o.get("spec", {})) and o["apiVersion"] == "ray.io/v1"
-                 for o in objects)
-    if not wanted:
+    # a container that asks for a GPU (a toleration of the GPU taint alone asks for none)
+    if not any("nvidia.com/gpu" in c.get("resources", {}).get("limits", {}) for o in objects for c in _containers(o)):
         return []
     nodes = (kubectl("get", "nodes") or {}).get("items", [])
     total = sum(int(n["status"].get("allocatable", {}).get("nvidia.com/gpu", 0)) for n in nodes)
