@@ -25,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import ValidationError
 
-from ray_session.connect import DECLARED_GPUS_ONLY, ask_autoscaler, connect
+from ray_session.autoscale import make_room
+from ray_session.connect import DECLARED_GPUS_ONLY, connect
 from sentisweep import exit_codes
 from sentisweep.config import (
     DEFAULT_MAX_LENGTH,
@@ -264,8 +265,8 @@ def run(job: EmbedJob) -> dict[str, dict]:
     if a.gpus_per_actor is None and not gpus:  # said aloud: a GPU study must not become a CPU run unnoticed
         print("no GPU in the cluster now: embedding on CPU actors (pass --gpus-per-actor 1 to wait for the GPU "
               "nodes an autoscaler adds)", flush=True)
-    elif gpus and have_gpus < gpus:
-        ask_autoscaler(1, gpus, a.concurrency)  # [Ray] the actors wait for the GPU nodes
+    elif gpus:
+        make_room(1, gpus, a.concurrency, None)  # [Ray] refused, or the GPU nodes an autoscaler adds waited for
     meta = {"model": a.model, "checkpoint": Store(a.checkpoint).uri() if a.checkpoint else "pretrained",
             "pooling": a.pooling or get_model_spec(a.model).pooling, "max_length": a.max_length,
             "label_names": [str(n) for n in data.label_names], "data": job.data.model_dump(mode="json")}

@@ -8,7 +8,8 @@ import argparse
 import time
 
 from ray_session import guard
-from ray_session.connect import ask_autoscaler, connect, unsatisfiable
+from ray_session.autoscale import make_room
+from ray_session.connect import connect
 from sentisweep import exit_codes
 from sentisweep.config import ConfigError
 from sentisweep.layout import RESULTS_TABLE, TUNE_FOLDER
@@ -32,9 +33,10 @@ def parser(prog: str, description: str, what: str, default_config: str, epilog: 
     p.add_argument("--num-gpus", type=float, default=None,
                    help="GPUs Ray may schedule on with --local (default: what torch sees)")
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
-    p.add_argument("--expect-gpus", type=float, default=0, metavar="N",
-                   help=f"an autoscaler will add nodes with N GPUs each: wait for them (and ask for them) "
-                        f"instead of refusing a GPU {what} on a cluster that has no GPU now")
+    p.add_argument("--wait-for-nodes", type=float, metavar="MINUTES",
+                   help="when no node can run a trial now, wait this long for the autoscaler to add one "
+                        "(default 30 where an autoscaler runs; without one such a sweep is refused at once "
+                        "unless this is given: nodes added by hand, or by a scaler Ray does not see)")
     p.add_argument("--mlflow-uri", help="also log every trial to MLflow (e.g. sqlite:///abs/path/mlflow.db or "
                                         "http://host:5000; needs the mlflow extra)")
     return p
@@ -56,13 +58,10 @@ def open_store(location: str) -> Store:
 
 
 def start_ray(args, cpus_per_trial: float, gpus_per_trial: float, trials: int) -> None:
-    """Join or start Ray, refuse work no trial of which could ever start, and ask an autoscaler
-    for what `trials` concurrent trials need."""
+    """Join or start Ray; refuse work no trial of which could ever start, or wait for the
+    autoscaler to add a node for it (ray_session/autoscale.py)."""
     connect(args.local, args.num_gpus)  # [Ray]
-    problem = unsatisfiable(cpus_per_trial, gpus_per_trial, args.expect_gpus)
-    if problem:
-        raise exit_codes.BadInput(problem)
-    ask_autoscaler(cpus_per_trial, gpus_per_trial, trials)  # [Ray]
+    make_room(cpus_per_trial, gpus_per_trial, trials, args.wait_for_nodes)  # [Ray]
 
 
 def fit(trial_fn, resources, store: Store, folder: tuple[str, ...], resume: bool, max_failures: int,

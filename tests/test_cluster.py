@@ -181,7 +181,7 @@ def test_search_on_s3_resumes_after_its_driver_is_killed(cluster, s3_env, tmp_pa
 
 @pytest.fixture(scope="module")
 def cpu_only_cluster(tmp_path_factory):
-    """A head and one CPU worker: a cluster whose GPU group an autoscaler has scaled to zero."""
+    """A head and one CPU worker: a cluster whose GPU node someone will add by hand."""
     yield from _started(tmp_path_factory.mktemp("growing"), {"c1": 0})
 
 
@@ -192,10 +192,11 @@ def test_gpu_node_that_joins_late_runs_the_waiting_trials(cpu_only_cluster, tmp_
     store = f"s3://{BUCKET}/results"
     config = _sweep_config(tmp_path, "late-gpu", methods=["full"])
     sweep = [sys.executable, str(ROOT / "sweeps" / "ablation.py"), "--config", str(config), "--storage", store]
-    refused = cluster.run_on_head(sweep, timeout=300)  # no GPU now, none declared: refused at once
-    assert refused.returncode == 2 and "--expect-gpus" in refused.stderr, refused.stderr[-2000:]
+    refused = cluster.run_on_head(sweep, timeout=300)  # no GPU node, no autoscaler: refused at once
+    assert refused.returncode == 2 and "no autoscaler runs" in refused.stderr, refused.stderr[-2000:]
+    assert "--wait-for-nodes MINUTES" in refused.stderr
 
-    driver = cluster.popen_on_head([*sweep, "--expect-gpus", "1"], tmp_path / "driver.log")
+    driver = cluster.popen_on_head([*sweep, "--wait-for-nodes", "10"], tmp_path / "driver.log")
     try:
         _wait_for(lambda: "asked the autoscaler" in (tmp_path / "driver.log").read_text(), "the request", 300, driver)
         time.sleep(3)  # the driver is waiting, not failing

@@ -541,6 +541,58 @@ def test_cpu_only_overlay_asks_for_no_gpu_and_fits_a_laptop():
     assert requested <= 4
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize("overlay, cpus_per_trial, gpus_per_trial, grows", [
+    ("overlays/cluster", 8, 1, "gpu"),
+    ("overlays/single-gpu", 6, 1, "gpu"),
+    ("overlays/single-gpu", 8, 1, None),  # its one worker has 6 CPUs
+    ("overlays/cpu-only", 1, 0, "cpu"),  # smoke.yaml: CPU-only demand waits too
+    ("overlays/cpu-only", 1, 1, None),
+])
+def test_a_driver_on_an_autoscaled_overlay_reads_what_it_can_grow_to(overlay, cpus_per_trial, gpus_per_trial,
+                                                                       grows, monkeypatch, tmp_path, capsys):
+    """The sweep's driver on the head of an overlay's cluster, which starts with no worker: it reads
+    the RayCluster from the API server (as the autoscaler beside it does, through Ray's own
+    converter) and waits for the node types that fit a trial, or refuses at once if none can."""
+    import ray._private.state
+    from ray.autoscaler._private.kuberay.node_provider import KubernetesHttpApiClient
+
+    from ray_session import autoscale
+    from sentisweep.exit_codes import BadInput
+
+    (ray_cluster,) = of_kind(rendered(overlay), "RayCluster")
+    ray_cluster["metadata"]["namespace"] = "team-a"
+    (tmp_path / "token").write_text("a token")
+    (tmp_path / "namespace").write_text("team-a\n")
+    monkeypatch.setattr(autoscale, "SERVICE_ACCOUNT", tmp_path)  # what the head pod has mounted
+    monkeypatch.setenv("RAY_CLUSTER_NAME", ray_cluster["metadata"]["name"])  # KubeRay sets it in Ray's containers
+    fetched = []
+
+    def api_server(client, path):
+        fetched.append((client._namespace, path))
+        return ray_cluster
+
+    monkeypatch.setattr(KubernetesHttpApiClient, "get", api_server)
+    monkeypatch.setattr(ray._private.state.state, "get_cluster_config", lambda: None)  # Ray 2.60's OSS autoscaler
+    monkeypatch.setattr(autoscale, "nodes_now", lambda: [{"CPU": 0.0, "memory": 2.0**33}])  # the head alone
+    monkeypatch.setattr(autoscale, "autoscaler_report", lambda: {})
+    asked, waited = [], []
+    monkeypatch.setattr("ray.autoscaler.sdk.request_resources", lambda bundles: asked.append(bundles))
+    monkeypatch.setattr("ray.is_initialized", lambda: True)  # connected to the cluster, as the driver is
+    monkeypatch.setattr(autoscale, "_wait_for_node", lambda bundle, minutes: waited.append(minutes))
+    if grows:
+        autoscale.make_room(cpus_per_trial, gpus_per_trial, 3, None)
+        bundle = {"CPU": cpus_per_trial, **({"GPU": gpus_per_trial} if gpus_per_trial else {})}
+        assert asked == [[bundle] * 3, []]  # asked, then withdrawn once a node was up
+        assert waited == [autoscale.DEFAULT_WAIT_MINUTES]
+        assert f"(node types that fit: {grows})" in capsys.readouterr().out
+    else:
+        with pytest.raises(BadInput, match="none its autoscaler can add does") as refused:
+            autoscale.make_room(cpus_per_trial, gpus_per_trial, 3, None)
+        assert "at most 1" in str(refused.value) and asked == [] and waited == []
+    assert fetched == [("team-a", f"rayclusters/{ray_cluster['metadata']['name']}")]
+
+
 # the node shapes the node-pool components are for: (selector label, value), allocatable CPUs and GiB
 NODE_POOLS = {"gke-l4": (("cloud.google.com/gke-accelerator", "nvidia-l4"), 7.9, 26),
               "eks-g5": (("node.kubernetes.io/instance-type", "g5.2xlarge"), 7.9, 30)}
