@@ -55,15 +55,20 @@ def node_types() -> list[NodeType] | None:
 
 
 def autoscaler_report() -> dict | None:
-    """The autoscaler's last status (Ray's autoscaler v1 writes it to the GCS every few seconds),
-    or None where none runs. v2 keeps its state elsewhere: {} then."""
+    """The last status of an autoscaler that can add nodes (Ray's autoscaler v1 writes it to the
+    GCS every few seconds), or None where none runs. Every head runs Ray's monitor, but without an
+    autoscaling config (a `ray start --head` cluster) it only mirrors the nodes there are, each its
+    own node type `node_<node id>`: that is no autoscaler. v2 keeps its state elsewhere: {} then."""
     from ray._private.ray_constants import DEBUG_AUTOSCALING_STATUS  # [Ray]
+    from ray.autoscaler._private.util import format_readonly_node_type  # [Ray]
     from ray.autoscaler.v2.utils import is_autoscaler_v2  # [Ray]
     from ray.experimental.internal_kv import _internal_kv_get  # [Ray]
 
     status = _internal_kv_get(DEBUG_AUTOSCALING_STATUS)  # [Ray]
     if status:
-        return json.loads(status).get("autoscaler_report") or {}
+        report = json.loads(status).get("autoscaler_report") or {}
+        mirrored = (report.get("node_type_mapping") or {}).items()
+        return report if any(kind != format_readonly_node_type(node) for node, kind in mirrored) else None
     return {} if is_autoscaler_v2(fetch_from_server=True) else None  # [Ray]
 
 

@@ -97,7 +97,9 @@ COMMANDS = {
     "ray job submit --address http://127.0.0.1:8265 -- python /home/ray/sentisweep/sweeps/ablation.py --config "
     "/home/ray/sentisweep/sweeps/configs/imdb_peft_ablation.yaml --storage /mnt/shared/results":
         NO_CLUSTER + "; its config's dry run: "
-                     "tests/test_deploy.py::test_entrypoint_script_exists_and_config_passes_dry_run",
+                     "tests/test_deploy.py::test_entrypoint_script_exists_and_config_passes_dry_run; at smoke size "
+                     "against Ray's fake autoscaler on a head of 0 CPUs: tests/test_fake_autoscaler.py::"
+                     "test_the_guides_submit_scales_up_runs_and_the_cluster_scales_back_down",
     "ray job logs --address http://127.0.0.1:8265 -f <submission id>": NO_CLUSTER,
     "kubectl apply -k k8s/overlays/single-gpu": NO_CLUSTER,
     "kubectl apply -k k8s/overlays/cpu-only": NO_CLUSTER,
