@@ -172,6 +172,21 @@ def test_shipped_gpu_configs_build_and_fit_an_80_gib_gpu(name, imdb_mirror, tmp_
 
 
 @pytest.mark.unit
+def test_qwen3_4b_qlora_checkpoints_and_leaves_half_a_24_gb_card(imdb_mirror, tmp_path, capsys):
+    """Issue 37: the 4-bit trial lost checkpointing when it stopped being forced, and its 21.6 GiB
+    estimate called a 24 GB card a fit with nothing left for what the planner does not count."""
+    from sweeps.ablation import main
+
+    assert main(["--config", "sweeps/configs/distilbert_vs_qwen3.yaml", "--dry-run", "--gpu-memory", "24",
+                 "--storage", str(tmp_path / "store")]) == 0
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if "__qlora-r32__" in line]
+    assert float(row.split("|")[8].split()[0]) < 12
+    config = yaml.safe_load((ROOT / "sweeps" / "configs" / "distilbert_vs_qwen3.yaml").read_text())
+    (qlora,) = [m for m in config["methods"] if m["name"] == "qlora"]
+    assert qlora["training"]["gradient_checkpointing"] is True
+
+
+@pytest.mark.unit
 def test_a_trial_too_large_for_its_gpu_is_refused_before_ray(imdb_mirror, tmp_path, capsys):
     from sweeps.ablation import main
 
