@@ -87,3 +87,30 @@ def test_a_trial_file_may_state_its_kind(tmp_path):
     path.write_text("# python -m sentisweep.train --config trial.yaml\nkind: sweep\nmodel: tiny-bert\n")
     with pytest.raises(ConfigError, match="kind = 'sweep': this is a sweep config, not a trial config"):
         load_config(path, "trial")
+
+
+
+@pytest.mark.parametrize("older", [False, True])
+def test_checkpointing_reaches_the_trainer_under_either_name(older, tmp_path, monkeypatch):
+    """transformers 5.23 renamed gradient_checkpointing to activation_checkpointing; the GPU
+    machine's 5.17 knows only the old name (issue 37: every trial there would have crashed)."""
+    import transformers
+
+    from sentisweep.trial import run
+
+    class Older:  # TrainingArguments as 5.0-5.22 declare it
+        __dataclass_fields__ = {k: v for k, v in transformers.TrainingArguments.__dataclass_fields__.items()
+                                if not k.startswith("activation_")}
+
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    if older:
+        monkeypatch.setattr(transformers, "TrainingArguments", Older)
+    config = parse_trial_config({"model": "tiny-bert", "method": "lora", "training": {"gradient_checkpointing": True}})
+    args = run._training_args(config, tmp_path, "cpu", "fp32", quiet=True)
+    if older:
+        assert args.kwargs["gradient_checkpointing"] is True and "activation_checkpointing" not in args.kwargs
+        assert args.kwargs["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
+    else:
+        assert args.activation_checkpointing and args.activation_checkpointing_kwargs == {"use_reentrant": False}

@@ -190,6 +190,10 @@ class TokenizedRows:
 def _training_args(config: TrialConfig, out: Path, device: str, precision: str, quiet: bool):
     from transformers import TrainingArguments
 
+    # transformers 5.23 renamed gradient_checkpointing to activation_checkpointing (the old name
+    # warns, deprecated); 5.0-5.22, such as the GPU machine's 5.17, know only the old one
+    fields = TrainingArguments.__dataclass_fields__
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     t = config.training
     evaluate = "no"
     eval_steps = None
@@ -214,7 +218,7 @@ def _training_args(config: TrialConfig, out: Path, device: str, precision: str, 
         dataloader_pin_memory=device == "cuda", remove_unused_columns=False,
         logging_steps=t.logging_steps, report_to="none", disable_tqdm=quiet,
         # the non-reentrant variant: it works with frozen inputs (adapters) and is torch's advice
-        activation_checkpointing=t.gradient_checkpointing, activation_checkpointing_kwargs={"use_reentrant": False},
+        **{checkpointing: t.gradient_checkpointing, f"{checkpointing}_kwargs": {"use_reentrant": False}},
     )
 
 
