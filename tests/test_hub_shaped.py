@@ -203,3 +203,23 @@ def test_the_embedder_keeps_no_kv_cache(folders, cache_dir):
     embedder = Embedder(str(folders["qwen3"]), max_length=32, cache_dir=str(cache_dir))
     assert embedder.model.config.use_cache is False
     assert embedder.embed(["a fine film", "a dull one"]).shape == (2, embedder.dim)
+
+
+def test_the_embedder_computes_in_fp32_on_cpu_whatever_dtype_the_weights_were_saved_in(folders, cache_dir,
+                                                                                          tmp_path):
+    """Qwen3's Hub weights are bf16, and transformers loads them as saved: on these CPUs (no bf16
+    units) that ran 2.5-4x slower, and on a T4 bf16 is emulated (issue 37: dtypes said, not inherited)."""
+    import shutil
+
+    import torch
+    from transformers import AutoModel
+
+    from sentisweep.probe.embeddings import Embedder
+
+    saved_bf16 = tmp_path / "qwen3-bf16"
+    shutil.copytree(folders["qwen3"], saved_bf16)
+    AutoModel.from_pretrained(str(saved_bf16), dtype=torch.bfloat16).save_pretrained(str(saved_bf16))
+    assert AutoModel.from_pretrained(str(saved_bf16)).dtype == torch.bfloat16  # what loading as saved gives
+    embedder = Embedder(str(saved_bf16), max_length=32, cache_dir=str(cache_dir))
+    assert embedder.model.dtype == torch.float32
+    assert embedder.embed(["a fine film"]).dtype == "float32"

@@ -21,7 +21,7 @@ from sentisweep.config import DEFAULT_MAX_LENGTH, POOLINGS, default_cache_dir
 from sentisweep.exit_codes import BadInput
 from sentisweep.results import trial_info
 from sentisweep.storage import local_copy
-from sentisweep.trial.device import inference_autocast
+from sentisweep.trial.device import cuda_half_dtype, inference_autocast
 from sentisweep.trial.methods.base import no_kv_cache, with_pad_token
 from sentisweep.trial.models import ModelSpec, get_model_spec, materialize
 
@@ -85,21 +85,26 @@ def load_backbone(spec: ModelSpec, checkpoint: Path | None, cache_dir: str, devi
     """(backbone, tokenizer): the transformer body without its head, eval mode, on `device`.
     A checkpoint is a trial's: a full classifier, or a peft adapter on the registry model,
     which is merged into the weights (one matmul per layer instead of two)."""
+    import torch
     from transformers import AutoModel, AutoTokenizer
 
     from sentisweep.trial.checkpoint import load_checkpoint
 
+    # Dtypes said, not the stored ones (transformers loads a Hub model in the dtype it was saved
+    # in): fp32 on CPU (no bf16 units here), the GPU's fast half precision on CUDA; a checkpoint's
+    # adapter merges in fp32 first (trial/checkpoint.py), then the weights go to that dtype.
     load_kwargs = _quantization_kwargs(quantize, device)
+    dtype = torch.float32 if device == "cpu" else cuda_half_dtype()
     if checkpoint is None:
         tokenizer = with_pad_token(AutoTokenizer.from_pretrained(spec.resolve_tokenizer()))
-        model = AutoModel.from_pretrained(materialize(spec, cache_dir), **load_kwargs)
+        model = AutoModel.from_pretrained(materialize(spec, cache_dir), **({"dtype": dtype} | load_kwargs))
         no_kv_cache(model)
     else:
         labels = trial_info(checkpoint).get("label_names") or ["0", "1"]
         classifier, tokenizer = load_checkpoint(checkpoint, cache_dir, labels, spec, merge=not quantize, **load_kwargs)
         model = classifier.base_model
     if not quantize:
-        model = model.to(device)
+        model = model.to(device, dtype=dtype)
     return model.eval(), tokenizer
 
 
@@ -119,7 +124,7 @@ def _quantization_kwargs(quantize: str | None, device: str) -> dict:
 
     if quantize == "4bit":
         config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                    bnb_4bit_compute_dtype=torch.float32 if device == "cpu" else torch.bfloat16)
+                                    bnb_4bit_compute_dtype=torch.float32 if device == "cpu" else cuda_half_dtype())
     else:  # pragma: no cover - GPU only
         config = BitsAndBytesConfig(load_in_8bit=True)
     return {"quantization_config": config, "device_map": {"": device if device == "cpu" else 0}}

@@ -45,8 +45,16 @@ def inference_autocast(device: str):
     if not str(device).startswith("cuda"):
         return contextlib.nullcontext()
     torch.backends.cuda.matmul.allow_tf32 = True  # pragma: no cover - GPU only
+    return torch.autocast("cuda", dtype=cuda_half_dtype())  # pragma: no cover - GPU only
+
+
+def cuda_half_dtype():
+    """bf16 where the GPU has bf16 units (compute capability 8.0 and later), else fp16: a T4 or
+    V100 runs bf16 through emulation, far slower."""
+    import torch
+
     major, _ = torch.cuda.get_device_capability()  # pragma: no cover - GPU only
-    return torch.autocast("cuda", dtype=torch.bfloat16 if major >= 8 else torch.float16)  # pragma: no cover
+    return torch.bfloat16 if major >= 8 else torch.float16  # pragma: no cover - GPU only
 
 
 def release_accelerator_memory() -> None:
