@@ -85,7 +85,8 @@ def run_embedding(config: EmbedXgbConfig, run: dict) -> None:
     job = embed.EmbedJob(model=entry.model, out=str(run["embeddings"]), data=config.data,
                          checkpoint=run["checkpoint"], pooling=entry.pooling, max_length=e.max_length,
                          batch_size=e.batch_size, quantize=entry.quantize, overwrite=True,
-                         concurrency=e.concurrency, cpus_per_actor=e.cpus_per_actor)
+                         concurrency=e.concurrency, cpus_per_actor=e.cpus_per_actor,
+                         gpus_per_actor=e.gpus_per_actor)
     problems = job.problems()
     if problems:
         raise ConfigError(problems, f"embedding {entry.model} {run['source']}")

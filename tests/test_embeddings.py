@@ -127,6 +127,22 @@ def test_embed_xgb_config_reports_every_problem(tmp_path):
     assert "models[2]: pretrained is false" in text
 
 
+def test_a_study_asks_for_gpu_embedding_actors_and_the_job_gets_them(monkeypatch):
+    """Issue 37: a study's settings could not ask for GPU actors, so on a cluster whose GPU group
+    was at zero Qwen3-4B embedded on CPU. The shipped GPU study asks for one GPU each."""
+    from pathlib import Path
+
+    from ray_jobs import embed, embed_xgb
+
+    config = load_config(Path(__file__).resolve().parents[1] / "sweeps/configs/embed_xgb_gpu.yaml", "embed_xgb")
+    assert config.embedding.gpus_per_actor == 1
+    jobs = []
+    monkeypatch.setattr(embed, "run", jobs.append)
+    embed_xgb.run_embedding(config, {"entry": config.models[0], "embeddings": "emb", "checkpoint": None,
+                                     "source": "pretrained"})
+    assert jobs[0].gpus_per_actor == 1 and jobs[0].concurrency == 4
+
+
 def test_best_checkpoint_is_chosen_on_validation_not_test(tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()

@@ -31,6 +31,9 @@ class EmbeddingSettings(Strict):
     batch_size: int = Field(DEFAULT_BATCH_SIZE, gt=0)
     concurrency: int = Field(2, gt=0, description="embedding actors")
     cpus_per_actor: float = Field(0.5, gt=0)
+    # GPUs of each actor: default 1 where the cluster has a GPU now, else CPU actors (said aloud).
+    # Set it where an autoscaler adds the GPU nodes: the job then waits for them.
+    gpus_per_actor: float | None = Field(None, ge=0)
 
 
 class EmbedXgbConfig(Strict):
