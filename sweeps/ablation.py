@@ -26,6 +26,7 @@ from sentisweep.results import gather_results
 from sentisweep.screen import matrix_table
 from sentisweep.storage import Store
 from sentisweep.trial.data import check_data
+from sentisweep.trial.models import get_model_spec, prefetch
 from sentisweep.tuning import apply_choices, budget_text, cells, describe_choice
 from sweeps import driver, trainable, tuning
 
@@ -77,7 +78,6 @@ def pretokenize(planned: list[PlannedTrial]) -> None:
 
     from sentisweep.trial.data import load_task_data
     from sentisweep.trial.methods import get_method
-    from sentisweep.trial.models import get_model_spec
     from sentisweep.trial.tokenization import tokenize_frame
 
     done: set[tuple] = set()
@@ -107,6 +107,7 @@ def pretokenize(planned: list[PlannedTrial]) -> None:
 def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial]) -> int:
     started = time.monotonic()
     pretokenize([t for t in planned if t.skip_reason is None])  # bad data: BadInput, nothing has run
+    prefetch([get_model_spec(t.config.model) for t in planned if t.skip_reason is None])
     gpus_of = {row: t.gpus for row, t in enumerate(planned, 1) if t.skip_reason is None}
     driver.start_ray(args, sweep.resources.cpus_per_trial, max(gpus_of.values(), default=0),
                      min(len(gpus_of), sweep.resources.max_concurrent or len(gpus_of)))

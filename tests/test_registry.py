@@ -152,3 +152,25 @@ def test_a_name_is_registered_once_and_a_typo_gets_a_suggestion():
     with pytest.raises(UnknownNameError, match=r"colour = 'magneta': unknown; did you mean 'magenta'\? known: magenta"):
         registry.get("magneta")
     assert "did you mean" not in registry.unknown("zzz")
+
+
+def test_the_driver_fetches_each_hub_model_once_and_leaves_a_failed_fetch_to_the_trials(monkeypatch, capsys):
+    """Issue 37: every trial downloaded its weights itself, the GPUs of trials started together
+    idle on one download. The driver fetches each Hub repo once; local models need nothing."""
+    import huggingface_hub
+
+    from sentisweep.trial.models import PREFETCH_PATTERNS, prefetch
+
+    fetched = []
+
+    def snapshot_download(repo_id, allow_patterns):
+        if repo_id == "Qwen/Qwen3-4B":
+            raise OSError("gated repo: no access")
+        fetched.append((repo_id, allow_patterns))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    specs = [get_model_spec(name) for name in
+             ("distilbert-base-uncased", "distilbert-base-uncased", "Qwen/Qwen3-4B", "tiny-bert")]
+    assert prefetch(specs) == ["distilbert-base-uncased"]
+    assert fetched == [("distilbert-base-uncased", PREFETCH_PATTERNS)]
+    assert "could not fetch Qwen/Qwen3-4B (OSError: gated repo: no access)" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -247,6 +248,34 @@ def _is_decoder(config) -> bool:
 
 def arch_spec(model_type: str) -> ArchSpec:
     return ARCHS.get(model_type, GENERIC_ARCH)
+
+
+# What from_pretrained reads of a Hub repo: config, safetensors weights (and their index), tokenizer
+# files. Not a repo's other formats (distilbert-base-uncased also holds TF, Flax, ONNX and .bin copies).
+PREFETCH_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
+
+
+def prefetch(specs: list[ModelSpec]) -> list[str]:
+    """Download each Hub model's files once, before any trial starts, into the Hugging Face cache
+    the trials read (on Kubernetes the shared volume): trials that start together would otherwise
+    each wait on the same multi-GB download with their GPUs idle. Local folders and tiny models
+    need nothing. A download that fails is left to the trials, whose rows then say why.
+    Returns the repo ids fetched."""
+    fetched = []
+    for spec in {s.name: s for s in specs}.values():
+        source = spec.resolve_source() if spec.tiny_config is None else None
+        if not source or Path(source).exists():
+            continue
+        from huggingface_hub import snapshot_download
+
+        print(f"fetching {source} into the Hugging Face cache, once for all its trials", flush=True)
+        try:
+            snapshot_download(source, allow_patterns=PREFETCH_PATTERNS)
+            fetched.append(source)
+        except Exception as err:  # no network, no access to a gated repo: the trials say so in their rows
+            print(f"warning: could not fetch {source} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                  f"its trials will try themselves", file=sys.stderr, flush=True)
+    return fetched
 
 
 def materialize(spec: ModelSpec, cache_dir: str | Path) -> str:
