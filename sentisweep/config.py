@@ -142,6 +142,10 @@ class TrainingConfig(Strict):
     resumable: bool = False
     keep_checkpoint: bool = True
     threads: int | None = Field(None, gt=0, description="torch threads; None = leave as is")
+    # The share of one GPU this trial has (a sweep sets it from what Ray gave it). Below 1 the
+    # trial's CUDA memory is capped at that share of the GPU: one underestimated trial then fails
+    # alone with an out-of-memory error instead of killing the trials beside it.
+    gpu_share: float | None = Field(None, gt=0, le=1)
     logging_steps: int = Field(10, gt=0)
 
     @model_validator(mode="after")

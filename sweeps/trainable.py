@@ -63,6 +63,8 @@ def execute_trial(config: TrialConfig, store_location: str) -> None:
         # the device Ray assigned: a GPU trial without CUDA fails instead of training on the CPU
         # for days, and a CPU trial on a GPU node stays off the GPU
         training["device"] = "cuda" if given.get("GPU", 0) else "cpu"
+    if 0 < given.get("GPU", 0) < 1:
+        training["gpu_share"] = given["GPU"]  # capped at its share: neighbours on the GPU survive its overrun
     update = {"training": config.training.model_copy(update=training)}
     if os.environ.get("SENTISWEEP_CACHE_DIR"):
         # this node's own cache (the driver's path may not exist here: object storage, no shared

@@ -114,3 +114,22 @@ def test_checkpointing_reaches_the_trainer_under_either_name(older, tmp_path, mo
         assert args.kwargs["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
     else:
         assert args.activation_checkpointing and args.activation_checkpointing_kwargs == {"use_reentrant": False}
+
+
+def test_a_trial_on_a_shared_gpu_is_capped_at_its_share(monkeypatch):
+    """Issue 37: fractional GPU shares put several trials on one GPU with no cap, so one
+    underestimate killed its neighbours. Below a whole GPU the trial's CUDA memory is capped."""
+    import types
+
+    import torch
+
+    from sentisweep.trial.device import cap_gpu_memory
+
+    fractions = []
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", fractions.append)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(total_memory=80 * 2**30))
+    assert cap_gpu_memory(0.25, "cuda") == 20 * 2**30 and fractions == [0.25]
+    assert cap_gpu_memory(1.0, "cuda") is None and cap_gpu_memory(None, "cuda") is None
+    assert cap_gpu_memory(0.25, "cpu") is None and fractions == [0.25]
+    with pytest.raises(ConfigError, match="gpu_share"):
+        parse_trial_config({"model": "tiny-bert", "method": "lora", "training": {"gpu_share": 1.5}})

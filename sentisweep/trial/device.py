@@ -57,6 +57,17 @@ def cuda_half_dtype():
     return torch.bfloat16 if major >= 8 else torch.float16  # pragma: no cover - GPU only
 
 
+def cap_gpu_memory(share: float | None, device: str) -> int | None:
+    """Cap this process's CUDA memory at `share` of the GPU when it shares one (share < 1).
+    Returns the cap in bytes, or None where nothing is capped (CPU, a whole GPU)."""
+    if device != "cuda" or share is None or share >= 1:
+        return None
+    import torch
+
+    torch.cuda.set_per_process_memory_fraction(share)
+    return int(share * torch.cuda.get_device_properties(0).total_memory)
+
+
 def release_accelerator_memory() -> None:
     import torch
 

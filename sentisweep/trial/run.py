@@ -24,7 +24,12 @@ from sentisweep.layout import RESULT_FILE, TRIAL_INFO_FILE
 from sentisweep.results import TrialResult, now_iso, predictions_frame, row_of, write_results
 from sentisweep.storage import dir_bytes, write_parquet_atomic
 from sentisweep.trial.data import TaskData, load_task_data
-from sentisweep.trial.device import cpu_name, release_accelerator_memory, resolve_device_and_precision
+from sentisweep.trial.device import (
+    cap_gpu_memory,
+    cpu_name,
+    release_accelerator_memory,
+    resolve_device_and_precision,
+)
 from sentisweep.trial.memory import estimate_trial_memory
 from sentisweep.trial.methods import (
     BuiltModel,
@@ -109,6 +114,7 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
     device, precision = resolve_device_and_precision(config.training.precision, config.training.device)
     result.device, result.precision_mode = device, precision
     result.device_name = torch.cuda.get_device_name(0) if device == "cuda" else cpu_name()
+    result.gpu_memory_cap_bytes = cap_gpu_memory(config.training.gpu_share, device)
     spec = get_model_spec(config.model)
     estimate = estimate_trial_memory(config, device, precision)
     result.memory_estimate_bytes = estimate.total if estimate else None
