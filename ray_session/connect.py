@@ -41,3 +41,17 @@ def quiet_placement_group_cleaner() -> None:
 
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(
         logging.ERROR)
+
+
+def gpu_memory_of_a_gpu_node() -> int | None:
+    """The memory of a GPU node's first GPU, read there: a cluster's driver runs on a head with no
+    GPU, so its own torch cannot say. None where the GPUs are declared but absent (test clusters)."""
+    import ray  # [Ray]
+
+    @ray.remote(num_cpus=0, num_gpus=0.01)  # [Ray] a sliver of a GPU, beside whatever runs there
+    def total_memory() -> int | None:
+        import torch
+
+        return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
+
+    return ray.get(total_memory.remote())  # [Ray]

@@ -17,6 +17,7 @@ import sys
 import time
 
 from ray_session import guard, tracking
+from ray_session.connect import gpu_memory_of_a_gpu_node
 from sentisweep import exit_codes
 from sentisweep.config import ConfigError, SweepConfig
 from sentisweep.config_load import load_config
@@ -71,6 +72,20 @@ def gpu_memory_bytes(flag_gib: float | None, config_gib: float | None) -> int | 
     return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
 
 
+def check_memory_on_a_gpu_node(sweep: SweepConfig, planned: list[PlannedTrial]) -> dict[int, float] | None:
+    """The memory check of plan(), against a GPU node's GPU where the driver has none (a cluster's
+    head) and neither --gpu-memory nor the config says one: before any trial runs. Returns the GPU
+    shares sized on it, or None where no GPU could be read."""
+    measured = gpu_memory_of_a_gpu_node()  # [Ray]
+    if measured is None:
+        return None
+    problems = plan_memory(planned, sweep.resources, measured)
+    if problems:
+        raise ConfigError(problems, f"memory check against the cluster's GPU ({measured / 2**30:.1f} GiB)")
+    print(f"memory check against the cluster's GPU ({measured / 2**30:.1f} GiB): every trial fits", flush=True)
+    return {row: t.gpus for row, t in enumerate(planned, 1) if t.skip_reason is None}
+
+
 def pretokenize(planned: list[PlannedTrial]) -> None:
     """Tokenize once per (tokenizer, max_length) for the whole sweep, before trials start,
     so concurrent trials read the cache instead of racing to build it."""
@@ -111,6 +126,8 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
     gpus_of = {row: t.gpus for row, t in enumerate(planned, 1) if t.skip_reason is None}
     driver.start_ray(args, sweep.resources.cpus_per_trial, max(gpus_of.values(), default=0),
                      min(len(gpus_of), sweep.resources.max_concurrent or len(gpus_of)))
+    if sweep.resources.uses_gpus and gpu_memory_bytes(args.gpu_memory, sweep.resources.gpu_memory_gib) is None:
+        gpus_of = check_memory_on_a_gpu_node(sweep, planned) or gpus_of
     chosen = {}
     if sweep.tuning:  # each cell's own search first, at an equal budget; its choice runs on every seed
         chosen = tuning.tune_cells(sweep, planned, store, args.resume)

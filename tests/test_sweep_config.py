@@ -172,6 +172,30 @@ def test_shipped_gpu_configs_build_and_fit_an_80_gib_gpu(name, imdb_mirror, tmp_
 
 
 @pytest.mark.unit
+def test_on_a_cluster_the_memory_check_reads_a_gpu_nodes_gpu(imdb_mirror, tmp_path, monkeypatch, capsys):
+    """Issue 37: the check read the driver's GPU, and a cluster's driver sits on a head without one,
+    so it never ran there. It reads a GPU node's GPU once Ray is up, before any trial runs."""
+    from sweeps import ablation
+
+    config = yaml.safe_load((ROOT / "sweeps" / "configs" / "distilbert_vs_qwen3.yaml").read_text())
+    config["resources"]["gpus_per_trial"] = "auto"
+    path = tmp_path / "auto.yaml"
+    path.write_text("# python sweeps/ablation.py --config auto.yaml\n" + yaml.safe_dump(config))
+    args = ablation.build_parser().parse_args(["--config", str(path), "--storage", str(tmp_path / "s")])
+    sweep, _, planned = ablation.plan(args)  # no GPU here, none said: nothing to check against yet
+    assert all(t.gpus == 1.0 for t in planned if t.skip_reason is None)
+    monkeypatch.setattr(ablation, "gpu_memory_of_a_gpu_node", lambda: 80 * 2**30)
+    shares = ablation.check_memory_on_a_gpu_node(sweep, planned)
+    assert "memory check against the cluster's GPU (80.0 GiB): every trial fits" in capsys.readouterr().out
+    assert shares and min(shares.values()) == 0.125  # DistilBERT's 2.4 GiB: one eighth of 80
+    monkeypatch.setattr(ablation, "gpu_memory_of_a_gpu_node", lambda: 4 * 2**30)
+    with pytest.raises(ConfigError, match=r"against the cluster's GPU \(4.0 GiB\)"):
+        ablation.check_memory_on_a_gpu_node(sweep, planned)
+    monkeypatch.setattr(ablation, "gpu_memory_of_a_gpu_node", lambda: None)  # GPUs declared, none there
+    assert ablation.check_memory_on_a_gpu_node(sweep, planned) is None
+
+
+@pytest.mark.unit
 def test_qwen3_4b_qlora_checkpoints_and_leaves_half_a_24_gb_card(imdb_mirror, tmp_path, capsys):
     """Issue 37: the 4-bit trial lost checkpointing when it stopped being forced, and its 21.6 GiB
     estimate called a 24 GB card a fit with nothing left for what the planner does not count."""
