@@ -100,7 +100,7 @@ class TrialResult:
     peak_memory_kind: str | None = None  # cuda_max_allocated | host_rss_peak (kernel VmHWM) | host_rss_sampled
     peak_memory_reserved_bytes: int | None = None
     memory_growth_bytes: int | None = None  # CPU: the host RSS the trial added (peak - at its start)
-    memory_estimate_bytes: int | None = None  # the planner's figure (sentisweep/trial/memory.py)
+    memory_estimate_bytes: int | None = None  # the planner's peak of the allocator (trial/memory.py)
     gpu_memory_cap_bytes: int | None = None  # a shared GPU: this trial's CUDA memory cap (training.gpu_share)
     trainable_params: int | None = None
     total_params: int | None = None

@@ -174,3 +174,17 @@ def test_the_driver_fetches_each_hub_model_once_and_leaves_a_failed_fetch_to_the
     assert prefetch(specs) == ["distilbert-base-uncased"]
     assert fetched == [("distilbert-base-uncased", PREFETCH_PATTERNS)]
     assert "could not fetch Qwen/Qwen3-4B (OSError: gated repo: no access)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method, frozen_in_fp32", [("head-only", True), ("qlora", True), ("lora", False)])
+def test_the_planner_holds_the_frozen_body_as_the_method_does(method, frozen_in_fp32):
+    """Issue 37: on CUDA the planner put every frozen body in the compute dtype, but head-only
+    loads it in fp32 and QLoRA's non-4-bit parts are upcast to fp32 by peft. The row's estimate
+    is the allocator's peak, like peak_memory_bytes (max_memory_allocated has no CUDA context)."""
+    from sentisweep.config_load import parse_trial_config
+    from sentisweep.trial.memory import CUDA_CONTEXT_BYTES, estimate_trial_memory
+
+    config = parse_trial_config({"model": "tiny-qwen3", "method": method})
+    on_gpu, on_cpu = estimate_trial_memory(config, "cuda", "bf16"), estimate_trial_memory(config, "cpu", "fp32")
+    assert (on_gpu.weights == on_cpu.weights) == frozen_in_fp32
+    assert on_gpu.total - on_gpu.allocated == CUDA_CONTEXT_BYTES and on_cpu.total == on_cpu.allocated

@@ -41,8 +41,15 @@ class MemoryEstimate:
     overhead: int = 0
 
     @property
+    def allocated(self) -> int:
+        """What torch's allocator holds at the peak: like for like with `max_memory_allocated`,
+        which never counts the CUDA context."""
+        return self.weights + self.optimizer + max(self.activations, self.gradients)
+
+    @property
     def total(self) -> int:
-        return self.weights + self.optimizer + max(self.activations, self.gradients) + self.overhead
+        """What the GPU must hold: the allocator's peak and the CUDA context."""
+        return self.allocated + self.overhead
 
     def describe(self) -> str:
         gib = 2**30
@@ -83,8 +90,9 @@ def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> M
     if method.trains_weights == "all":
         weights = total * 4  # fp32 master weights (mixed precision computes in bf16/fp16)
     else:
-        # adapters and zero-shot on CUDA hold the frozen body in the compute dtype; fp32 elsewhere
-        body = compute if device == "cuda" else 4
+        # adapters and zero-shot on CUDA hold the frozen body in the compute dtype; fp32 elsewhere,
+        # and where the method keeps it so (head-only; QLoRA's embeddings, norms and head)
+        body = compute if device == "cuda" and not method.frozen_in_fp32 else 4
         frozen = total - head if method.trains else total
         quantized = 0
         if method.needs_bitsandbytes:

@@ -117,7 +117,7 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
     result.gpu_memory_cap_bytes = cap_gpu_memory(config.training.gpu_share, device)
     spec = get_model_spec(config.model)
     estimate = estimate_trial_memory(config, device, precision)
-    result.memory_estimate_bytes = estimate.total if estimate else None
+    result.memory_estimate_bytes = estimate.allocated if estimate else None  # like peak_memory_bytes
     result.train_rows, result.validation_rows, result.test_rows = (
         len(data.splits[s]) for s in ("train", "validation", "test"))
     transformers.set_seed(config.seed)  # the head's initialisation depends on it

@@ -136,7 +136,7 @@ register_method(MethodSpec("dora", build_dora, LoraParams, adapter_size=dora_siz
 register_method(MethodSpec(
     "qlora", build_qlora, QLoraParams, adapter_size=lora_size,
     description="LoRA on a 4-bit (NF4) quantized body; bitsandbytes, CPU or CUDA", learning_rates=LORA_LEARNING_RATES,
-    needs_bitsandbytes=True))
+    needs_bitsandbytes=True, frozen_in_fp32=True))
 # IA3 trains a few vectors and wants rates several times LoRA's (5e-4 left it under-trained: issue 26)
 register_method(MethodSpec("ia3", build_ia3, IA3Params, adapter_size=ia3_size, learning_rates=(1e-3, 5e-2),
                            description="IA3 learned rescaling vectors (peft)"))

@@ -62,6 +62,10 @@ class MethodSpec:
     families: tuple[str, ...] = ("encoder", "decoder")
     description: str = ""
     needs_bitsandbytes: bool = False
+    # How a method that trains part of the model holds the frozen rest on CUDA, for the memory
+    # planner: in the trial's compute dtype (bf16/fp16: `body_dtype`), or in fp32 (head-only loads
+    # it so; QLoRA's non-4-bit parts, which peft's k-bit preparation upcasts)
+    frozen_in_fp32: bool = False
     # How a method that does not train classifies the test split:
     # evaluate(built, params, texts, label_names, max_length, batch_size, device) -> (n, classes)
     # probabilities. None: it trains, and the Trainer evaluates it.

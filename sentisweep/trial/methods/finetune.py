@@ -21,4 +21,4 @@ def build_head_only(model, params, num_labels, opts):
 register_method(MethodSpec("full", build_full, trains_weights="all", description="every parameter trains",
                            learning_rates=(1e-5, 2e-4)))
 register_method(MethodSpec("head-only", build_head_only, trains_weights="head", learning_rates=(1e-4, 3e-2),
-                           description="frozen body, only the classifier head trains"))
+                           description="frozen body, only the classifier head trains", frozen_in_fp32=True))
