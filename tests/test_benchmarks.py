@@ -156,15 +156,39 @@ def test_sweep_overhead_report_one_at_a_time(capsys):
 @pytest.mark.integration
 def test_gpu_check_runs_on_cpu(tmp_path):
     """The one-command GPU check, on CPU: every method on two Hub-shaped families (tests/test_hub_shaped.py
-    trains every family with every method in-process), zero-shot and the embedder, one table, exit 0."""
+    trains every family with every method in-process), zero-shot and the embedder, a PASS line per
+    criterion, the table and verdicts in --out, exit 0."""
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu",
-                          "--families", "deberta-v3,qwen3", "--work", str(tmp_path)],
+                          "--families", "deberta-v3,qwen3", "--work", str(tmp_path), "--out", str(tmp_path / "c.md")],
                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     table = [line for line in out.stdout.splitlines() if line.startswith("| ")]
     assert any("| qwen3 " in row and "| zero-shot " in row and "| ok " in row for row in table)
-    assert any("| deberta-v3 " in row and "| qlora " in row for row in table)
-    assert " 0 failed" in out.stdout and "on cpu" in out.stdout
+    assert any("| deberta-v3 " in row and "| qlora " in row and "| ok " in row for row in table)
+    verdicts = [line for line in out.stdout.splitlines() if line.startswith(("PASS ", "FAIL "))]
+    assert [v.split(":")[0] for v in verdicts] == ["PASS preflight", "PASS tiny matrix at auto", "PASS embedder",
+                                                  "PASS peak memory kind"], verdicts
+    assert "transformers " in verdicts[0] and "pydantic " in verdicts[0]
+    assert (tmp_path / "c.md").read_text().strip().endswith(verdicts[-1])
+
+
+@pytest.mark.unit
+def test_gpu_check_preflight_names_what_is_missing_before_any_work(tmp_path):
+    """On a machine without pydantic and bitsandbytes (the lent GPU machine as it is) the check
+    stops at its first line, naming both, and exits 1 (issue 37: it could not even start there)."""
+    blocker = tmp_path / "sitecustomize.py"  # this Python as if the two were not installed
+    blocker.write_text("import importlib.util, sys\n"
+                       "class Absent:\n"
+                       "    def find_spec(self, name, path=None, target=None):\n"
+                       "        if name.split('.')[0] in ('pydantic', 'bitsandbytes'):\n"
+                       "            raise ModuleNotFoundError(name)\n"
+                       "sys.meta_path.insert(0, Absent())\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", str(tmp_path / "c.md")],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert out.returncode == 1, out.stdout + out.stderr
+    (line,) = out.stdout.splitlines()
+    assert line.startswith("FAIL preflight: Python ") and line.endswith("missing: bitsandbytes, pydantic"), line
 
 
 @pytest.mark.integration
