@@ -31,10 +31,10 @@ from pathlib import Path
 
 # module -> distribution: what the check imports, sentisweep's pure-Python pieces included
 NEEDED = {"torch": "torch", "transformers": "transformers", "peft": "peft", "accelerate": "accelerate",
-          "safetensors": "safetensors", "tokenizers": "tokenizers", "sentencepiece": "sentencepiece",
-          "bitsandbytes": "bitsandbytes", "pydantic": "pydantic", "yaml": "pyyaml", "numpy": "numpy",
-          "pandas": "pandas", "pyarrow": "pyarrow", "sklearn": "scikit-learn", "scipy": "scipy",
-          "psutil": "psutil", "tabulate": "tabulate"}
+          "safetensors": "safetensors", "tokenizers": "tokenizers", "huggingface_hub": "huggingface-hub",
+          "sentencepiece": "sentencepiece", "bitsandbytes": "bitsandbytes", "pydantic": "pydantic",
+          "yaml": "pyyaml", "numpy": "numpy", "pandas": "pandas", "pyarrow": "pyarrow", "sklearn": "scikit-learn",
+          "scipy": "scipy", "psutil": "psutil", "tabulate": "tabulate"}
 METHODS = ["full", "head-only", {"name": "lora", "r": 8}, {"name": "dora", "r": 8}, "ia3", {"name": "qlora", "r": 8}]
 WORDS = {1: ["great", "wonderful", "moving", "superb", "loved"], 0: ["awful", "boring", "dull", "terrible", "hated"]}
 FILLER = ["the", "film", "plot", "actors", "story", "scene", "was", "and", "a", "movie", "ending", "music"]
