@@ -14,7 +14,7 @@ import platform
 import socket
 import subprocess
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -269,7 +269,7 @@ def provenance() -> dict[str, Any]:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")  # a timeline of short trials
+    return datetime.now(UTC).isoformat(timespec="milliseconds")  # a timeline of short trials
 
 
 def row_of(config) -> TrialResult:

@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -101,7 +101,7 @@ def test_timeline_splits_each_trial_into_phases(tmp_path):
     events_file = tmp_path / "events.jsonl"
     events_file.write_text("".join(json.dumps({"time": base + t, "pid": pid, "event": e}) + "\n"
                                    for pid, t, e in events))
-    at = lambda t: datetime.fromtimestamp(base + t, tz=timezone.utc).isoformat(timespec="milliseconds")  # noqa: E731
+    at = lambda t: datetime.fromtimestamp(base + t, tz=UTC).isoformat(timespec="milliseconds")  # noqa: E731
     results = pd.DataFrame({"trial_id": ["b", "a"], "start_time": [at(21.0), at(9.0)], "end_time": [at(28.5), at(15.0)],
                             "train_seconds": [5.0, 4.0], "eval_seconds": [None, 1.0]})
     phases = timeline.trial_phases(events_file, results).set_index("trial_id")
