@@ -18,7 +18,7 @@ from helpers import not_installed
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
-STANDIN = ROOT / ".gpu-standin"
+STANDIN = ROOT / ".venv" / "gpu-standin"  # in the venv: an environment, not our code
 ABSENT = ("ray", "datasets", "xgboost", "optuna", "mlflow", "sentisweep", "__editable__")
 RUNNER = """
 import runpy, sys
@@ -38,7 +38,7 @@ def site_without_what_the_gpu_machine_lacks(view: Path) -> Path:
 
 def test_the_gpu_check_passes_with_the_gpu_machines_versions_and_nothing_it_lacks(tmp_path):
     if not STANDIN.is_dir():
-        not_installed(f"{STANDIN} (pip install --no-deps --target .gpu-standin -r benchmarks/gpu_machine.txt)")
+        not_installed(f"{STANDIN} (pip install --no-deps --target .venv/gpu-standin -r benchmarks/gpu_machine.txt)")
     view = site_without_what_the_gpu_machine_lacks(tmp_path / "site")
     path = os.pathsep.join(map(str, [STANDIN, ROOT / "benchmarks", ROOT, view]))
     out = subprocess.run([sys.executable, "-S", "-c", f"import sys; sys.path[:0] = {path.split(os.pathsep)!r}\n"
