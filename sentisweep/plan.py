@@ -45,6 +45,12 @@ class PlannedTrial:
         return self.skip_reason is None and self.blocked is None
 
 
+# A trial's estimate must fit in this share of its GPU memory: the rest is for what the planner
+# does not count (the caching allocator's fragmentation, cuBLAS workspaces, transient casts).
+# Not yet calibrated on a GPU (benchmarks/gpu_check.py prints estimate and measured peak side by side).
+FIT_SHARE = 0.9
+
+
 def plan_memory(planned: list[PlannedTrial], resources: Resources, gpu_memory_bytes: int | None) -> list[str]:
     """Each runnable trial's memory estimate and GPU share; the trials that cannot fit theirs.
     `gpus_per_trial: auto` gives each the eighths of the GPU its estimate needs (at least one)."""
@@ -57,15 +63,16 @@ def plan_memory(planned: list[PlannedTrial], resources: Resources, gpu_memory_by
         if resources.gpus_per_trial != "auto":
             trial.gpus = resources.gpus_per_trial
         elif trial.memory and gpu_memory_bytes:
-            trial.gpus = min(1.0, max(1, math.ceil(8 * trial.memory.total / gpu_memory_bytes)) / 8)
+            trial.gpus = min(1.0, max(1, math.ceil(8 * trial.memory.total / (FIT_SHARE * gpu_memory_bytes))) / 8)
         else:
             trial.gpus = 1.0  # nothing to size it by: a whole GPU
-        too_big = trial.memory and gpu_memory_bytes and trial.memory.total > gpu_memory_bytes * trial.gpus
+        too_big = trial.memory and gpu_memory_bytes and trial.memory.total > FIT_SHARE * gpu_memory_bytes * trial.gpus
         if device == "cuda" and too_big:
             problems.append(f"{trial.config.trial_id}: needs about {trial.memory.describe()}; its GPU share holds "
                             f"{gpu_memory_bytes * trial.gpus / 2**30:.1f} GiB ({trial.gpus:g} of "
-                            f"{gpu_memory_bytes / 2**30:.1f} GiB). Use a smaller batch_size (with "
-                            "gradient_accumulation), gradient_checkpointing, an adapter method, or a larger GPU")
+                            f"{gpu_memory_bytes / 2**30:.1f} GiB), {FIT_SHARE:.0%} of it for what the planner counts. "
+                            "Use a smaller batch_size (with gradient_accumulation), gradient_checkpointing, an adapter "
+                            "method, or a larger GPU")
     return problems
 
 

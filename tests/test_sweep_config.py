@@ -196,6 +196,23 @@ def test_on_a_cluster_the_memory_check_reads_a_gpu_nodes_gpu(imdb_mirror, tmp_pa
 
 
 @pytest.mark.unit
+def test_an_estimate_must_leave_a_margin_of_its_gpu(imdb_mirror, tmp_path):
+    """Issue 37: an estimate of 21.6 GiB was called a fit on a 24 GB card, with nothing left for
+    what the planner does not count. An estimate over 90% of its GPU share is refused."""
+    from sentisweep.plan import FIT_SHARE, plan_memory
+    from sweeps import ablation
+
+    args = ablation.build_parser().parse_args(["--config", "sweeps/configs/distilbert_vs_qwen3.yaml",
+                                               "--storage", str(tmp_path / "s")])
+    sweep, _, planned = ablation.plan(args)  # no GPU known here: nothing refused yet
+    (full,) = [t for t in planned if t.config.method.name == "full"]
+    need = full.memory.total
+    assert plan_memory([full], sweep.resources, int(need / (FIT_SHARE - 0.02))) == []
+    (problem,) = plan_memory([full], sweep.resources, int(need / (FIT_SHARE + 0.02)))
+    assert full.config.trial_id in problem and "90% of it for what the planner counts" in problem
+
+
+@pytest.mark.unit
 def test_qwen3_4b_qlora_checkpoints_and_leaves_half_a_24_gb_card(imdb_mirror, tmp_path, capsys):
     """Issue 37: the 4-bit trial lost checkpointing when it stopped being forced, and its 21.6 GiB
     estimate called a 24 GB card a fit with nothing left for what the planner does not count."""
@@ -232,9 +249,11 @@ def test_auto_gpu_shares_follow_each_trials_estimate(data_dir, tmp_path, capsys,
     config = yaml.safe_load((ROOT / "sweeps" / "configs" / "smoke.yaml").read_text())
     config["resources"] = {"cpus_per_trial": 1, "gpus_per_trial": "auto"}
     config["data"]["source"] = str(data_dir)
+    # DistilBERT (the registry knows its shape offline): full fine-tuning about 2.4 GiB, LoRA less
+    config["models"], config["methods"] = ["distilbert-base-uncased"], ["full", {"name": "lora", "r": 4}]
     path = tmp_path / "auto.yaml"
     path.write_text("# python sweeps/ablation.py --config auto.yaml --local --num-gpus 1\n" + yaml.safe_dump(config))
-    assert main(["--config", str(path), "--dry-run", "--gpu-memory", "1", "--storage", str(tmp_path / "s")]) == 0
+    assert main(["--config", str(path), "--dry-run", "--gpu-memory", "8", "--storage", str(tmp_path / "s")]) == 0
     shares = {row.split("|")[2].strip(): float(row.split("|")[7].split(",")[1].split()[0])
               for row in capsys.readouterr().out.splitlines() if row.startswith("| ") and " GPU |" in row}
     assert shares and set(shares.values()) <= {k / 8 for k in range(1, 9)}
