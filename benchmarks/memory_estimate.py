@@ -2,9 +2,10 @@
 
     python benchmarks/memory_estimate.py                # MiniLM-L6 and tiny-bert x full, LoRA, QLoRA
     python benchmarks/memory_estimate.py --smoke-test   # tiny-bert x LoRA at max_length 32 (the tests run it)
+    python benchmarks/memory_estimate.py --models tiny-bert,tiny-deberta --methods full --max-length 512
 
 Each trial runs in a fresh Python process (a process's freed memory is reused by later trials
-and would hide their growth): 6 steps of batch 16 at max_length 128, evaluation batch 16.
+and would hide their growth): 6 steps of batch 16 at max_length 128 (--max-length), evaluation batch 16.
 Two measurements of the same trial:
     tensors   the peak of torch's live CPU tensor bytes (torch.profiler's memory events summed in
               time order): the quantity a GPU's max_memory_allocated reports, and the one the
@@ -72,12 +73,15 @@ def measure(model: str, method: str, data: str, max_length: int) -> tuple[int, i
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="imdb", help="a data source (default: imdb, or its local mirror)")
+    p.add_argument("--models", default="minilm-l6,tiny-bert")
+    p.add_argument("--methods", default="full,lora,qlora")
+    p.add_argument("--max-length", type=int, default=128, help="IMDb reviews fill 512 tokens too")
     p.add_argument("--smoke-test", action="store_true")
     args = p.parse_args(argv)
     runs = ([("tiny-bert", "lora")] if args.smoke_test else
-            [(model, method) for model in ("minilm-l6", "tiny-bert") for method in ("full", "lora", "qlora")])
+            [(model, method) for model in args.models.split(",") for method in args.methods.split(",")])
     # the estimate is for batches padded to max_length: the fixture's reviews (5-46 words) fill 32 tokens
-    max_length = 32 if args.smoke_test else 128
+    max_length = 32 if args.smoke_test else args.max_length
     if args.smoke_test and args.data == "imdb":
         args.data = str(ROOT / "data" / "tiny_reviews")
     print("| model | method | tensors' peak MiB | host RSS added MiB | estimate MiB | estimate / tensors' peak "

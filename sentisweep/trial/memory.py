@@ -30,6 +30,8 @@ BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 # NF4: half a byte a weight, plus one absmax per 64 weights (fp32, or 8-bit with double quantization)
 FOUR_BIT_BYTES = {True: 0.5 + 1.0 / 64 + 4.0 / (64 * 256), False: 0.5 + 4.0 / 64}
 CUDA_CONTEXT_BYTES = 500 * 2**20  # the CUDA context and cuBLAS workspace, before any tensor
+# values kept per head, pair of positions and layer by attentions that are not fused (above)
+UNFUSED_ATTENTION = {"deberta-v2": 4, "deberta": 4}
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,14 @@ def activation_bytes(model_cfg, t, compute: int, adapter_activations: float, tra
     layers = getattr(model_cfg, "num_hidden_layers", None) or model_cfg.n_layers
     hidden = getattr(model_cfg, "hidden_size", None) or model_cfg.dim
     ffn = getattr(model_cfg, "intermediate_size", None) or getattr(model_cfg, "hidden_dim", 4 * hidden)
-    per_token_layer = (9 * hidden + 2 * ffn) * compute
+    # An unfused attention keeps values per head and pair of positions: DeBERTa's disentangled
+    # scores (content, content-to-position, position-to-content), their softmax and its dropout
+    # mask, about 4 per layer. Measured (benchmarks/memory_estimate.py's trial, CPU, tiny-deberta
+    # full fine-tuning, batch 16 x 512): 340 MiB of tensors at the peak, 76 estimated without this
+    # term, 332 with it. Fused kernels (SDPA: BERT, RoBERTa, Qwen3 on CUDA) keep none.
+    heads = getattr(model_cfg, "num_attention_heads", 0)
+    per_token_layer = (9 * hidden + 2 * ffn + UNFUSED_ATTENTION.get(model_cfg.model_type, 0) * heads * t.max_length
+                       ) * compute
     if trains:
         tokens = t.batch_size * t.max_length
         if t.gradient_checkpointing:
