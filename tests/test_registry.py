@@ -202,3 +202,19 @@ def test_the_planner_counts_debertas_unfused_attention():
                                            "cpu", "fp32") for m in ("tiny-bert", "tiny-deberta"))
     layers, heads = 2, 2
     assert deberta.activations - bert.activations == 16 * 512 * layers * 4 * heads * 512 * 4
+
+
+def test_mixed_precision_full_fine_tuning_counts_the_half_copies_of_its_weights():
+    """Issue 37: on CUDA in bf16, autocast keeps a half-precision copy of every fp32 weight it
+    multiplies with until the backward pass; adapters on a bf16 body have no such copies."""
+    from sentisweep.config_load import parse_trial_config
+    from sentisweep.trial.memory import estimate_trial_memory
+
+    def activations(method: str, precision: str) -> int:
+        return estimate_trial_memory(parse_trial_config({"model": "tiny-qwen3", "method": method}), "cuda",
+                                     precision).activations
+
+    total = estimate_trial_memory(parse_trial_config({"model": "tiny-qwen3", "method": "full"}), "cuda",
+                                  "fp32").weights // 4
+    assert activations("full", "bf16") - activations("full", "fp32") // 2 == total * 2
+    assert activations("lora", "bf16") == activations("lora", "fp32") // 2

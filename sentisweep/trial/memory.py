@@ -103,6 +103,11 @@ def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> M
                    + (head + adapters) * 4 if method.trains else frozen * body)
 
     activations = activation_bytes(model_cfg, config.training, compute, adapter_values * compute, method.trains)
+    if method.trains_weights == "all" and device == "cuda" and compute == 2:
+        # mixed precision: autocast casts each fp32 weight to bf16/fp16 for its matmul, and the
+        # matmul keeps that copy for the backward pass (the input's gradient needs it), freed
+        # layer by layer as the saved activations are. Not yet checked on a GPU.
+        activations += total * compute
     return MemoryEstimate(weights=int(weights), gradients=int(trainable * 4) if method.trains else 0,
                           optimizer=int(trainable * 8) if method.trains else 0, activations=int(activations),
                           overhead=CUDA_CONTEXT_BYTES if device == "cuda" else 0)
