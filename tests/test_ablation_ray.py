@@ -4,7 +4,6 @@ worker, GPU scheduling with declared GPUs."""
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -61,50 +60,6 @@ def _tiny_bert_trials(tmp_path: Path, seeds=(1, 2), **training) -> Path:
     config["data"]["source"] = str(ROOT / config["data"]["source"])
     config["training"].update(training)
     return write_config(tmp_path / "tiny.yaml", config, "python sweeps/ablation.py --config tiny.yaml")
-
-
-@pytest.fixture(scope="module")
-def smoke_sweep(tmp_path_factory):
-    storage = tmp_path_factory.mktemp("storage")
-    out = _ablation("--config", "sweeps/configs/smoke.yaml", "--storage", str(storage),
-                    "--mlflow-uri", f"sqlite:///{storage / 'mlflow.db'}")
-    return storage, out
-
-
-def test_smoke_sweep_writes_every_trial_once(smoke_sweep):
-    storage, out = smoke_sweep
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    results = pd.read_parquet(storage / "smoke" / "results.parquet")
-    assert len(results) == 12 and results["trial_id"].is_unique
-    assert results["status"].value_counts().to_dict() == {"ok": 10, "skipped": 2}
-    ok = results[results["status"] == "ok"]
-    assert ok["accuracy"].between(0, 1).all() and (ok["torch_threads"] == 1).all()
-    assert (ok["attempts"] == 1).all()  # each trial started exactly once
-    for trial_id in ok["trial_id"]:  # Tune's names and folders are our trial ids
-        assert (storage / "smoke" / "tune" / trial_id).is_dir() and f"│ {trial_id} " in out.stdout, trial_id
-    assert re.search(r"\| tiny-qwen3 \| zero-shot \| [^|]+ \| 2 \|", out.stdout)  # the last screen's table, 2 seeds
-    assert "next: python -m analysis report " in out.stdout
-
-
-def test_trials_logged_to_mlflow(smoke_sweep):
-    import mlflow
-
-    storage, _ = smoke_sweep
-    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("smoke")
-    runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 10  # one per trial that ran, named by its trial id
-    results = pd.read_parquet(storage / "smoke" / "results.parquet")
-    assert {run.info.run_name for run in runs} == set(results.loc[results["status"] == "ok", "trial_id"])
-    assert all("accuracy" in run.data.metrics for run in runs)
-
-
-def test_rerun_refuses_to_overwrite(smoke_sweep):
-    storage, _ = smoke_sweep
-    before = (storage / "smoke" / "results.parquet").read_bytes()
-    out = _ablation("--config", "sweeps/configs/smoke.yaml", "--storage", str(storage))
-    assert out.returncode == 2 and "this sweep finished" in out.stderr
-    assert (storage / "smoke" / "results.parquet").read_bytes() == before
 
 
 def test_interrupt_then_resume_runs_only_unfinished_trials(tmp_path):
@@ -298,10 +253,14 @@ def test_resources_no_node_can_satisfy(tmp_path):
 
 def test_storage_uri_uploads_each_trial(tmp_path):
     """With a URI (s3://, gs://, here file://) trials run in their own local folder and are
-    uploaded through pyarrow's filesystem when they end; the table is written there too."""
+    uploaded through pyarrow's filesystem when they end; the table is written there too, each
+    trial is an MLflow run, and a second run refuses to overwrite the finished sweep."""
+    import mlflow
+
     config = _gpu_sweep(tmp_path, 0.0)
     remote = tmp_path / "bucket"
-    out = _ablation("--config", str(config), "--storage", remote.as_uri())
+    out = _ablation("--config", str(config), "--storage", remote.as_uri(),
+                    "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = pd.read_parquet(remote / "gpu0" / "results.parquet")
     assert (results["status"] == "ok").all() and len(results) == 2
@@ -310,5 +269,12 @@ def test_storage_uri_uploads_each_trial(tmp_path):
         folder = remote / "gpu0" / "trials" / trial_id
         assert (folder / "result.parquet").is_file() and (folder / "predictions.parquet").is_file()
         assert list((folder / "checkpoint").glob("*.safetensors"))
+    # every trial in MLflow too, one run each, named by its trial id
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("gpu0").experiment_id])
+    assert {run.info.run_name for run in runs} == set(results["trial_id"]) and len(runs) == 2
+    assert all("accuracy" in run.data.metrics for run in runs)
+    before = (remote / "gpu0" / "results.parquet").read_bytes()
     again = _ablation("--config", str(config), "--storage", remote.as_uri())
     assert again.returncode == 2 and "this sweep finished" in again.stderr
+    assert (remote / "gpu0" / "results.parquet").read_bytes() == before  # nothing overwritten

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -101,8 +102,17 @@ def test_the_guides_submit_scales_up_runs_and_the_cluster_scales_back_down(autos
     assert job.returncode == 0, log[-5000:]
     assert "asked the autoscaler for 10 x {CPU: 1}" in log, log[:6000]  # the 10 trials that run
     assert "a node that can run a trial joined" in log
+    # the smoke sweep's own checks (no other test runs it): every trial once, in Tune's folder by its id
     results = pd.read_parquet(tmp_path / "results" / "smoke" / "results.parquet")
-    assert len(results) == 12 and set(results["status"]) == {"ok", "skipped"}
+    assert len(results) == 12 and results["trial_id"].is_unique
+    assert results["status"].value_counts().to_dict() == {"ok": 10, "skipped": 2}
+    ok = results[results["status"] == "ok"]
+    assert ok["accuracy"].between(0, 1).all() and (ok["torch_threads"] == 1).all()
+    assert (ok["attempts"] == 1).all()  # each trial started exactly once
+    for trial_id in ok["trial_id"]:  # Tune's names and folders are our trial ids
+        assert (tmp_path / "results" / "smoke" / "tune" / trial_id).is_dir() and f"│ {trial_id} " in log, trial_id
+    assert re.search(r"\| tiny-qwen3 \| zero-shot \| [^|]+ \| 2 \|", log)  # the last screen's table, 2 seeds
+    assert "next: python -m analysis report " in log
     # the request withdrawn, the trials done: the worker goes after its idle timeout
     watch = subprocess.run([sys.executable, "-c", WATCH, gcs_address, str(IDLE_S + 90)], env=env,
                            capture_output=True, text=True, timeout=300)
