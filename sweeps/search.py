@@ -31,6 +31,7 @@ from sentisweep.results import best_by_validation, gather_results
 from sentisweep.screen import shown
 from sentisweep.storage import Store
 from sentisweep.trial.data import check_data
+from sentisweep.trial.models import get_model_spec, prefetch
 from sentisweep.tuning import random_first
 from sweeps import driver, trainable
 from sweeps.study import JOURNAL, StudyStorage, resumable_optuna_search, saving_callback, tpe_sampler
@@ -85,6 +86,7 @@ def run(args, search: SearchConfig, store: Store) -> int:
     # the report reads the search's objectives (its Pareto front) from here
     store.write_bytes(search.model_dump_json(indent=1).encode(), search.name, SEARCH_FILE)
     print(study.describe(), flush=True)
+    prefetch([get_model_spec(search.model)])  # once, not by every trial at once
     resources = {"cpu": search.resources.cpus_per_trial, "gpu": search.resources.gpus_per_trial}
     driver.start_ray(args, resources["cpu"], resources["gpu"],
                      min(search.num_samples, search.resources.max_concurrent or search.num_samples))

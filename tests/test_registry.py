@@ -176,6 +176,32 @@ def test_the_driver_fetches_each_hub_model_once_and_leaves_a_failed_fetch_to_the
     assert "could not fetch Qwen/Qwen3-4B (OSError: gated repo: no access)" in capsys.readouterr().err
 
 
+def test_a_search_fetches_its_model_once_before_ray_starts(monkeypatch, tmp_path):
+    """Issue 37: the search's trials, started together, each downloaded the same Hub weights; its
+    driver fetches them first, as the ablation's does (the fetch itself: the test above)."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from sentisweep.config_load import load_config
+    from sentisweep.storage import Store
+    from sweeps import driver, search
+
+    calls = []
+    monkeypatch.setattr(search, "prefetch", lambda specs: calls.append(("prefetch", [s.name for s in specs])))
+
+    def start_ray(*args, **kwargs):
+        calls.append(("start_ray",))
+        raise RuntimeError("no Ray in this test")
+
+    monkeypatch.setattr(driver, "start_ray", start_ray)
+    config = load_config(Path(__file__).parents[1] / "sweeps" / "configs" / "search_smoke.yaml", "search",
+                         {"model": "distilbert-base-uncased"})
+    args = SimpleNamespace(study_storage=None, resume=False, mlflow_uri=None)
+    with pytest.raises(RuntimeError, match="no Ray in this test"):
+        search.run(args, config, Store(str(tmp_path)))
+    assert calls == [("prefetch", ["distilbert-base-uncased"]), ("start_ray",)]
+
+
 @pytest.mark.parametrize("method, frozen_in_fp32", [("head-only", True), ("qlora", True), ("lora", False)])
 def test_the_planner_holds_the_frozen_body_as_the_method_does(method, frozen_in_fp32):
     """Issue 37: on CUDA the planner put every frozen body in the compute dtype, but head-only
