@@ -4,7 +4,7 @@ Ray Data job, on the same reviews and model, in one run.
 (a) the notebook loop: batches of 8 in dataset order, padded to the longest (up to 512),
     mean over *all* positions, `no_grad`;
 (b) `sentisweep.probe.embeddings.Embedder` in this process: length-sorted batches of 8, linears
-    through oneDNN with packed weights (`sentisweep/onednn.py`), masked mean;
+    through oneDNN with packed weights (`sentisweep/trial/onednn.py`), masked mean;
 (c) `ray_jobs/embed.py`'s pipeline: Ray Data, 2 actors of 0.5 CPU and 1 thread each.
 
 Prints texts/s of each and the ratios, the max |(b) - (a) with masked pooling| (same maths,

@@ -45,7 +45,7 @@ def matmul_peaks_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
     processors (this machine: 216 vs 483 GFLOP/s, 2 threads)."""
     import torch
 
-    from sentisweep.probe import onednn
+    from sentisweep.trial import onednn
 
     a, b = torch.randn(size, size), torch.randn(size, size)
     kernels = {"torch.mm": lambda: torch.mm(a, b)}

@@ -142,6 +142,10 @@ class TrainingConfig(Strict):
     resumable: bool = False
     keep_checkpoint: bool = True
     threads: int | None = Field(None, gt=0, description="torch threads; None = leave as is")
+    # On CPU, every fp32 linear's matmuls (forward and backward) through oneDNN instead of torch's
+    # default, MKL's sgemm, which takes its AVX2 path on AMD processors (sentisweep/trial/onednn.py:
+    # 2.4x on MiniLM's FFN linear here). false: torch's own, as before 2026-12-05.
+    onednn_linears: bool = True
     # The share of one GPU this trial has (a sweep sets it from what Ray gave it). Below 1 the
     # trial's CUDA memory is capped at that share of the GPU: one underestimated trial then fails
     # alone with an out-of-memory error instead of killing the trials beside it.

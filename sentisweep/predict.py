@@ -117,12 +117,12 @@ class Classifier:
 
     def probabilities(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         """(n, classes), in the order of `texts`. On CPU the first call packs the model's
-        linears for oneDNN (`sentisweep/onednn.py`: the embedder measured 1.68x): from then on
+        linears for oneDNN (`sentisweep/trial/onednn.py`: the embedder measured 1.68x): from then on
         `self.model` predicts only (export saves a Classifier that has not predicted)."""
         import torch
 
-        from sentisweep.probe.onednn import pack_linears
         from sentisweep.trial.batching import length_sorted_batches
+        from sentisweep.trial.onednn import pack_linears
         from sentisweep.trial.tokenization import encode
 
         check_texts(texts)

@@ -107,6 +107,7 @@ class TrialResult:
     trainable_percent: float | None = None
     adapter_bytes: int | None = None
     torch_threads: int | None = None
+    onednn_linears: int | None = None  # CPU: linears whose matmuls ran through oneDNN (training.onednn_linears)
     gradient_checkpointing: int | None = None  # 1 when activations were recomputed (less memory, more time)
     # provenance
     device: str | None = None

@@ -20,8 +20,8 @@ from helpers import not_installed, tiny_trial
 from sentisweep.config_load import parse_trial_config
 from sentisweep.export import export
 from sentisweep.predict import PredictError, load_selected, main, read_texts, select_trial
-from sentisweep.probe import onednn
 from sentisweep.results import SCHEMA, write_results
+from sentisweep.trial import onednn
 from sentisweep.trial.run import run_trial
 
 ROOT = Path(__file__).resolve().parents[1]

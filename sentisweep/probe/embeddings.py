@@ -162,7 +162,7 @@ class Embedder:
         self.model, self.tokenizer = load_backbone(self.spec, self.checkpoint, cache_dir, device, quantize)
         # On CPU, linears through oneDNN with packed weights (onednn.py: 1.68x here).
         # (pack_linears leaves GPU weights alone; 4-bit/8-bit models keep their own kernels.)
-        from sentisweep.probe.onednn import pack_linears
+        from sentisweep.trial.onednn import pack_linears
 
         self.packed_linears = 0 if quantize else pack_linears(self.model)
         self.dim = self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.dim

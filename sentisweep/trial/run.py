@@ -126,6 +126,10 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
                               config.training.gradient_checkpointing)
         built = build(config.method, spec, len(data.label_names), options)
         model = built.model
+        if device == "cpu" and config.training.onednn_linears:
+            from sentisweep.trial.onednn import train_through_onednn
+
+            result.onednn_linears = train_through_onednn(model)
         result.total_params = sum(parameter_count(p) for p in model.parameters())
         result.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         result.trainable_percent = 100.0 * result.trainable_params / max(1, result.total_params)
