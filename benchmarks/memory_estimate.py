@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,24 +28,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TRIAL = """
 import json, sys
-from torch.autograd import DeviceType
-from torch.profiler import ProfilerActivity, profile
+from real_shaped import tensors_peak_of  # benchmarks/ is on PYTHONPATH (run())
 from sentisweep.config_load import parse_trial_config
 from sentisweep.trial.run import run_trial
 model, method, data, work, profiled, max_length = sys.argv[1:]
 config = parse_trial_config({"model": model, "method": method, "output_dir": work + "/trial",
     "data": {"source": data, "train_size": 256, "eval_size": 64, "test_size": 64, "cache_dir": work + "/cache"},
     "training": {"max_steps": 6, "batch_size": 16, "eval_batch_size": 16, "max_length": int(max_length)}})
-live = peak = 0
 if profiled == "1":  # the profiler's own event buffers would inflate the RSS: RSS is read in a run without it
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
-        result = run_trial(config, overwrite=True)
-    for event in sorted(profiler.profiler.kineto_results.events(), key=lambda e: e.start_ns()):
-        if event.name() == "[memory]" and event.device_type() == DeviceType.CPU:
-            live += event.nbytes()  # an allocation is positive, a free negative
-            peak = max(peak, live)
+    result, peak = tensors_peak_of(lambda: run_trial(config, overwrite=True))
 else:
-    result = run_trial(config, overwrite=True)
+    result, peak = run_trial(config, overwrite=True), 0
 print(json.dumps([result.status, result.memory_growth_bytes, peak, result.memory_estimate_bytes, result.error]))
 """
 
@@ -53,7 +47,9 @@ def run(model: str, method: str, data: str, max_length: int, profiled: bool) -> 
     with tempfile.TemporaryDirectory() as work:
         out = subprocess.run([sys.executable, "-c", TRIAL, model, method, data, work, str(int(profiled)),
                               str(max_length)],
-                             capture_output=True, text=True, cwd=ROOT)
+                             capture_output=True, text=True, cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                 [str(ROOT / "benchmarks"), *filter(None, [os.environ.get("PYTHONPATH")])])})
     lines = out.stdout.strip().splitlines()
     if out.returncode or not lines:
         raise RuntimeError(out.stderr[-2000:])

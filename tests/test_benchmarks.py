@@ -156,20 +156,30 @@ def test_sweep_overhead_report_one_at_a_time(capsys):
 @pytest.mark.integration
 def test_gpu_check_runs_on_cpu(tmp_path):
     """The one-command GPU check, on CPU: every method on two Hub-shaped families (tests/test_hub_shaped.py
-    trains every family with every method in-process), zero-shot and the embedder, a PASS line per
-    criterion, the table and verdicts in --out, exit 0."""
+    trains every family with every method in-process), zero-shot, the embedder unquantized and in
+    4 bits, predict from two trained checkpoints, then two real-shaped cases (registry tiny models
+    here; tiny encoders learn too slowly in 18 steps for the loss verdict, a GPU runs real widths),
+    each in its own process: a PASS line per criterion, the tables and verdicts in --out."""
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu",
-                          "--families", "deberta-v3,qwen3", "--work", str(tmp_path), "--out", str(tmp_path / "c.md")],
+                          "--families", "deberta-v3,qwen3", "--work", str(tmp_path), "--out", str(tmp_path / "c.md"),
+                          "--real-shaped", "tiny-qwen3:ia3,tiny-qwen3:lora:checkpointing", "--steps", "18"],
                          capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    verdicts = [line for line in out.stdout.splitlines() if line.startswith(("PASS ", "FAIL "))]
+    assert out.returncode == 0, "\n".join(verdicts) + out.stdout[-3000:] + out.stderr[-3000:]
     table = [line for line in out.stdout.splitlines() if line.startswith("| ")]
     assert any("| qwen3 " in row and "| zero-shot " in row and "| ok " in row for row in table)
     assert any("| deberta-v3 " in row and "| qlora " in row and "| ok " in row for row in table)
-    verdicts = [line for line in out.stdout.splitlines() if line.startswith(("PASS ", "FAIL "))]
-    assert [v.split(":")[0] for v in verdicts] == ["PASS preflight", "PASS tiny matrix at auto", "PASS embedder",
-                                                  "PASS peak memory kind"], verdicts
+    assert [v.split(":")[0] for v in verdicts] == [
+        "PASS preflight", "PASS tiny matrix at auto", "PASS embedder unquantized", "PASS embedder 4bit",
+        "PASS predict", "PASS predict", "PASS peak memory kind",
+        "PASS memory tiny-qwen3 ia3", "PASS loss tiny-qwen3 ia3",
+        "PASS memory tiny-qwen3 lora +checkpointing", "PASS loss tiny-qwen3 lora +checkpointing"], verdicts
     assert "transformers " in verdicts[0] and "pydantic " in verdicts[0]
+    assert "qwen3-qlora-auto" in verdicts[4]  # the QLoRA checkpoint, merged, is served
     assert (tmp_path / "c.md").read_text().strip().endswith(verdicts[-1])
+    cases = [json.loads(path.read_text()) for path in sorted((tmp_path / "cases").glob("*.json"))]
+    assert len({case["pid"] for case in cases}) == 2  # each case in its own process
+    assert all(case["row"]["train_tokens_per_second"] > 0 and case["row"]["padding_fraction"] == 0 for case in cases)
 
 
 @pytest.mark.unit
@@ -189,6 +199,32 @@ def test_gpu_check_preflight_names_what_is_missing_before_any_work(tmp_path):
     assert out.returncode == 1, out.stdout + out.stderr
     (line,) = out.stdout.splitlines()
     assert line.startswith("FAIL preflight: Python ") and line.endswith("missing: bitsandbytes, pydantic"), line
+
+
+@pytest.mark.unit
+def test_real_shaped_verdicts_and_cases():
+    """The GPU check's real-shaped verdicts: memory within 15% of the measured peak either way,
+    the loss's last third below 90% of its first; cases as model:method[:checkpointing]."""
+    from real_shaped import CUDA_CASES, Case, loss_verdict, memory_verdict
+
+    assert memory_verdict(1000, 1140)[0] and memory_verdict(1000, 860)[0]
+    assert not memory_verdict(1000, 1160)[0] and not memory_verdict(1000, 840)[0]
+    assert not memory_verdict(None, 1000)[0] and "nothing to compare" in memory_verdict(0, 1000)[1]
+    assert "+14%" in memory_verdict(1000, 1140)[1]
+    assert loss_verdict([0.7, 0.7, 0.5, 0.4, 0.2, 0.1])[0]
+    assert not loss_verdict([0.7, 0.69, 0.7, 0.68, 0.69, 0.7])[0]  # flat: 0.695 -> 0.695
+    assert not loss_verdict([0.7, 0.1])[0] and "too few" in loss_verdict([0.7, 0.1])[1]
+    assert Case.parse("Qwen/Qwen3-4B:qlora:checkpointing") == Case("Qwen/Qwen3-4B", "qlora", True)
+    assert Case.parse("roberta-base:full").label == "roberta-base full"
+    with pytest.raises(ValueError, match="model:method:checkpointing"):
+        Case.parse("roberta-base:full:fast")
+    # every default case names a registry model with an architecture and a registered method
+    from sentisweep.trial.methods import get_method
+    from sentisweep.trial.models import hub_config
+
+    for case in CUDA_CASES:
+        assert hub_config(case.model) is not None and get_method(case.method)
+    assert {c.checkpointing for c in CUDA_CASES if c.model == "Qwen/Qwen3-4B"} == {True, False}
 
 
 @pytest.mark.integration

@@ -48,6 +48,7 @@ COMMANDS = {
     "python sweeps/ablation.py --config sweeps/configs/distilbert_vs_qwen3.yaml --dry-run --gpu-memory 24":
         "tests/test_sweep_config.py::test_a_trial_too_large_for_its_gpu_is_refused_before_ray",
     "python benchmarks/gpu_check.py": NO_GPU,
+    "python benchmarks/gpu_check.py --real-shaped none": NO_GPU,
     "python benchmarks/gpu_check.py --device cpu": "tests/test_benchmarks.py::test_gpu_check_runs_on_cpu",
     "RAY_AUTH_MODE=token ray start --head --num-cpus 2":
         "tests/test_job_submit.py::test_tuned_sweep_under_ray_job_submit_lands_where_asked",

@@ -244,3 +244,22 @@ def test_mixed_precision_full_fine_tuning_counts_the_half_copies_of_its_weights(
                                   "fp32").weights // 4
     assert activations("full", "bf16") - activations("full", "fp32") // 2 == total * 2
     assert activations("lora", "bf16") == activations("lora", "fp32") // 2
+
+
+def test_a_head_only_trial_keeps_no_activations_of_its_frozen_body():
+    """The backward pass of a trained head never reaches the frozen body, so nothing of the body is
+    kept for it: the planner holds one layer's worth, as evaluation does (benchmarks/real_shaped.py
+    measured tiny-qwen3 head-only at 10 MiB of tensors against 34 estimated before)."""
+    from sentisweep.config_load import parse_trial_config
+    from sentisweep.trial.memory import activation_bytes, estimate_trial_memory
+    from sentisweep.trial.models import hub_config
+
+    def estimate(method):
+        config = parse_trial_config({"model": "tiny-bert", "method": method, "output_dir": "unused",
+                                     "training": {"batch_size": 16, "eval_batch_size": 16, "max_length": 256}})
+        return config, estimate_trial_memory(config, "cpu", "fp32")
+
+    config, head = estimate("head-only")
+    _, full = estimate("full")
+    assert head.activations == activation_bytes(hub_config("tiny-bert"), config.training, 4, 0, trains=False)
+    assert head.activations * 2 <= full.activations  # 2 layers kept against one at a time

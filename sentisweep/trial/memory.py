@@ -102,7 +102,11 @@ def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> M
         weights = (quantized * FOUR_BIT_BYTES[bool(params.get("double_quant", True))] + (frozen - quantized) * body
                    + (head + adapters) * 4 if method.trains else frozen * body)
 
-    activations = activation_bytes(model_cfg, config.training, compute, adapter_values * compute, method.trains)
+    # a frozen body under a trained head keeps nothing for a backward pass that never reaches it:
+    # one layer's worth at a time, as evaluation (tiny-qwen3 head-only, CPU, 256 tokens: 10 MiB of
+    # tensors at the peak, 34 estimated as if the body's activations were kept)
+    keeps_activations = method.trains and method.trains_weights != "head"
+    activations = activation_bytes(model_cfg, config.training, compute, adapter_values * compute, keeps_activations)
     if method.trains_weights == "all" and device == "cuda" and compute == 2:
         # mixed precision: autocast casts each fp32 weight to bf16/fp16 for its matmul, and the
         # matmul keeps that copy for the backward pass (the input's gradient needs it), freed
