@@ -70,7 +70,7 @@ COMMANDS = {
     "python -m sentisweep.export --results results/quick --select best --out exported/quick-best": USER_PATH,
     "python -m sentisweep.demo --results results/quick --top-k 3":
         "tests/test_predict.py::test_demo_in_a_headless_browser",
-    "python -m analysis compare results/quick lora-r8-attention full": USER_PATH,
+    "python -m analysis compare results/quick lora full": USER_PATH + " (lora-attention for lora)",
     # k8s/README.md
     "bash docker/release.sh ghcr.io/you/sentisweep": NO_REGISTRY,
     'git commit -m "deploy $(git rev-parse --short=7 HEAD)" k8s/components/image k8s/overlays/cpu-only':
