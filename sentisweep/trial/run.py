@@ -108,6 +108,8 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
     import torch
     import transformers
 
+    from sentisweep.trial.onednn import train_through_onednn
+
     if config.training.threads:
         torch.set_num_threads(config.training.threads)  # Ray's OMP_NUM_THREADS is not reliable
     result.torch_threads = torch.get_num_threads()
@@ -127,12 +129,8 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
         built = build(config.method, spec, len(data.label_names), options)
         model = built.model
         if device == "cpu" and config.training.onednn_linears:
-            from sentisweep.trial.onednn import train_through_onednn
-
             result.onednn_linears = train_through_onednn(model)
-        result.total_params = sum(parameter_count(p) for p in model.parameters())
-        result.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        result.trainable_percent = 100.0 * result.trainable_params / max(1, result.total_params)
+        _count_parameters(model, result)
         method = get_method(config.method.name)
         test = data.splits["test"]
         if method.trains:
@@ -159,13 +157,22 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
     result.peak_memory_bytes, result.peak_memory_kind = memory.peak_bytes, memory.kind
     result.peak_memory_reserved_bytes = memory.reserved_bytes
     result.memory_growth_bytes = memory.peak_bytes - memory.start_bytes if device == "cpu" else None
+    _score(result, test, probabilities, out)
 
+
+def _score(result: TrialResult, test: pd.DataFrame, probabilities, out: Path) -> None:
+    """The test split's metrics into the row, and its per-example predictions beside it."""
     labels = test["label"].to_numpy()
-    quality = classification_metrics(labels, probabilities)
-    for key, value in quality.items():
+    for key, value in classification_metrics(labels, probabilities).items():
         setattr(result, key, value)
     predictions = predictions_frame(test["row_id"], labels, probabilities)
     result.predictions_path = str(write_parquet_atomic(predictions, out / "predictions.parquet"))
+
+
+def _count_parameters(model, result: TrialResult) -> None:
+    result.total_params = sum(parameter_count(p) for p in model.parameters())
+    result.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    result.trainable_percent = 100.0 * result.trainable_params / max(1, result.total_params)
 
 
 # -- training with the Hugging Face Trainer ----------------------------------------------
