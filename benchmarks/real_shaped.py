@@ -49,6 +49,11 @@ class Case:
     def label(self) -> str:
         return f"{self.model} {self.method}" + (" +checkpointing" if self.checkpointing else "")
 
+    @property
+    def slug(self) -> str:
+        """The label as a file name: the trial's folder and the case's record."""
+        return self.label.replace("/", "--").replace(" ", "-")
+
     @classmethod
     def parse(cls, text: str) -> Case:
         """`model:method` or `model:method:checkpointing`."""
@@ -123,9 +128,8 @@ def build_model_folder(model: str, root: Path, texts: list[str], device: str) ->
 def trial_config(case: Case, folder: Path, data: Path, work: Path, device: str, steps: int):
     from sentisweep.config_load import parse_trial_config
 
-    name = case.label.replace("/", "--").replace(" ", "-")
     return parse_trial_config({
-        "model": str(folder), "method": case.method, "seed": 1, "output_dir": str(work / "trials" / name),
+        "model": str(folder), "method": case.method, "seed": 1, "output_dir": str(work / "trials" / case.slug),
         "data": {"source": str(data), "train_size": steps * BATCH, "eval_size": 32, "test_size": 64,
                  "cache_dir": str(work / "cache")},
         "training": {"max_steps": steps, "batch_size": BATCH, "eval_batch_size": BATCH, "max_length": MAX_LENGTH,
@@ -178,7 +182,7 @@ def tensors_peak_of(run):
 
 def run_case(case: Case, device: str, steps: int, work: Path, timeout: float) -> dict:
     """One case in a fresh Python process with this one's path (a stand-in's `-S` included)."""
-    out = work / "cases" / f"{case.label.replace('/', '--').replace(' ', '-')}.json"
+    out = work / "cases" / f"{case.slug}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     command = [sys.executable, *(["-S"] if sys.flags.no_site else []), str(Path(__file__).with_name("gpu_check.py")),
