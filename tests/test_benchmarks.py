@@ -31,15 +31,6 @@ def test_train_throughput_smoke(data_dir, cache_dir):
         assert f"{method}, sentisweep, attention_dropout=None: " in out.stdout
 
 
-@pytest.mark.integration
-def test_eval_batch_smoke():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_batch.py"), "--smoke-test"],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert out.returncode == 0, out.stderr[-3000:]
-    rows = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \|$", out.stdout, re.MULTILINE)
-    assert [int(batch) for batch, _, _ in rows] == [64, 32, 16, 8]
-    assert float(rows[0][2]) == 1.0 and all(float(speed) > 0 for _, speed, _ in rows)
-
 
 @pytest.mark.ray
 def test_sweep_overhead_smoke():
@@ -260,14 +251,6 @@ def test_sweep_scale_smoke():
     for target in ("tune_s_per_trial", "rss_growth_mb", "rows_and_report_s"):
         assert f"{target}: " in out.stdout
 
-
-@pytest.mark.cluster
-def test_multinode_smoke():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "multinode.py"), "--smoke-test"],
-                         capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    (row,) = [line for line in out.stdout.splitlines() if line.startswith("| two worker nodes")]
-    assert float(row.split("|")[2]) > 0 and float(row.split("|")[3]) > 0
 
 
 @pytest.mark.ray
