@@ -108,6 +108,7 @@ class TrialResult:
     adapter_bytes: int | None = None
     torch_threads: int | None = None
     onednn_linears: int | None = None  # CPU: linears whose matmuls ran through oneDNN (training.onednn_linears)
+    uniform_dropouts: int | None = None  # CPU: dropouts whose masks came from torch.rand (training.uniform_dropout)
     gradient_checkpointing: int | None = None  # 1 when activations were recomputed (less memory, more time)
     # provenance
     device: str | None = None

@@ -108,8 +108,6 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
     import torch
     import transformers
 
-    from sentisweep.trial.onednn import train_through_onednn
-
     if config.training.threads:
         torch.set_num_threads(config.training.threads)  # Ray's OMP_NUM_THREADS is not reliable
     result.torch_threads = torch.get_num_threads()
@@ -128,8 +126,8 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
                               config.training.gradient_checkpointing)
         built = build(config.method, spec, len(data.label_names), options)
         model = built.model
-        if device == "cpu" and config.training.onednn_linears:
-            result.onednn_linears = train_through_onednn(model)
+        if device == "cpu":
+            _use_faster_cpu_kernels(model, config, result)
         _count_parameters(model, result)
         method = get_method(config.method.name)
         test = data.splits["test"]
@@ -158,6 +156,17 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
     result.peak_memory_reserved_bytes = memory.reserved_bytes
     result.memory_growth_bytes = memory.peak_bytes - memory.start_bytes if device == "cpu" else None
     _score(result, test, probabilities, out)
+
+
+def _use_faster_cpu_kernels(model, config: TrialConfig, result: TrialResult) -> None:
+    """The CPU kernels the trial's config allows in place of torch's defaults, each counted in its row."""
+    from sentisweep.trial.dropout import draw_dropout_from_uniform
+    from sentisweep.trial.onednn import train_through_onednn
+
+    if config.training.onednn_linears:
+        result.onednn_linears = train_through_onednn(model)
+    if config.training.uniform_dropout:
+        result.uniform_dropouts = draw_dropout_from_uniform(model)
 
 
 def _score(result: TrialResult, test: pd.DataFrame, probabilities, out: Path) -> None:
