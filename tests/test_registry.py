@@ -236,14 +236,65 @@ def test_mixed_precision_full_fine_tuning_counts_the_half_copies_of_its_weights(
     from sentisweep.config_load import parse_trial_config
     from sentisweep.trial.memory import estimate_trial_memory
 
+    # tiny-bert: everything it keeps is in the compute dtype (Qwen3's norms keep fp32 inputs)
     def activations(method: str, precision: str) -> int:
-        return estimate_trial_memory(parse_trial_config({"model": "tiny-qwen3", "method": method}), "cuda",
+        return estimate_trial_memory(parse_trial_config({"model": "tiny-bert", "method": method}), "cuda",
                                      precision).activations
 
-    total = estimate_trial_memory(parse_trial_config({"model": "tiny-qwen3", "method": "full"}), "cuda",
+    total = estimate_trial_memory(parse_trial_config({"model": "tiny-bert", "method": "full"}), "cuda",
                                   "fp32").weights // 4
     assert activations("full", "bf16") - activations("full", "fp32") // 2 == total * 2
     assert activations("lora", "bf16") == activations("lora", "fp32") // 2
+
+
+def _saved_bytes_per_token_layer(config, frozen: bool = False) -> float:
+    """What autograd saves for the backward pass of one fp32 training forward, per token and layer
+    (2 layers against 4, so embeddings and head cancel), parameters not counted. `frozen`: no weight
+    is trained, and the gradient flows back to the input embeddings (as through adapters)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    saved = []
+    for layers in (2, 4):
+        settings = {**config.to_dict(), "num_hidden_layers": layers}
+        settings.pop("layer_types", None)
+        model = AutoModelForSequenceClassification.from_config(type(config)(**settings), attn_implementation="sdpa")
+        params = {p.data_ptr() for p in model.requires_grad_(not frozen).parameters()}
+        storages = {}
+
+        def pack(tensor, params=params, storages=storages):
+            if tensor.data_ptr() not in params:
+                storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        ids = torch.randint(5, 500, (2, 64))
+        inputs = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            model.train()(inputs_embeds=inputs, attention_mask=torch.ones_like(ids))
+        saved.append(sum(storages.values()))
+    return (saved[1] - saved[0]) / 2 / ids.numel()
+
+
+def test_the_planner_counts_what_a_qwen3_layer_keeps():
+    """Issue 37: a Qwen3 layer keeps about twice BERT's 9h + 2i per token (an attention wider than
+    its hidden size, four RMSNorms, a gated MLP). The planner's term against what autograd saves
+    for a Qwen3-shaped layer (attention twice the hidden size, as Qwen3-0.6B's), and in bf16 the
+    norms' inputs stay fp32."""
+    import transformers
+
+    from sentisweep.trial.memory import gated_decoder_layer_bytes
+
+    shape = dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=64, intermediate_size=384)
+    config = transformers.Qwen3Config(vocab_size=500, pad_token_id=0, **shape)
+    planned = gated_decoder_layer_bytes(config, 128, 384, 4, 4)
+    measured = _saved_bytes_per_token_layer(config)
+    assert 0.9 <= planned / measured <= 1.1, (planned, measured)
+    # a frozen body keeps less (measured 2,572 values a token, planned 2,816)
+    frozen = gated_decoder_layer_bytes(config, 128, 384, 4, 4, frozen=True)
+    assert 1.0 <= frozen / _saved_bytes_per_token_layer(config, frozen=True) <= 1.15 and frozen < 0.75 * planned
+    assert planned > 1.5 * (9 * 128 + 2 * 384) * 4  # BERT's term would miss half
+    norms = 2 * 128 + 4 * 64 + 2 * 64
+    assert gated_decoder_layer_bytes(config, 128, 384, 4, 2) == planned - (norms + 4 * 4 * 64 + 4 * 384) * 2
 
 
 def test_a_head_only_trial_keeps_no_activations_of_its_frozen_body():

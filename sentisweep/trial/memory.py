@@ -6,9 +6,10 @@ each trial's share of one GPU from it (`gpus_per_trial: auto`).
     weights      frozen body at its dtype (4-bit where quantized), trainable weights in fp32
     optimizer    AdamW: two fp32 moments per trainable weight
     activations  kept for the backward pass: per layer and token about 9 h + 2 i values of the
-                 compute dtype, h the hidden and i the feed-forward size (Korthikanti et al. 2022:
-                 34 s b h bytes at fp16 with 1-byte dropout masks, i.e. 17 h values when i = 4 h;
-                 fused attention keeps no s x s scores). Each adapted linear layer adds its
+                 compute dtype in a BERT-like layer, h the hidden and i the feed-forward size
+                 (Korthikanti et al. 2022: 34 s b h bytes at fp16 with 1-byte dropout masks, i.e.
+                 17 h values when i = 4 h; fused attention keeps no s x s scores); about twice that
+                 in a Qwen3 layer (gated_decoder_layer_bytes). Each adapted linear layer adds its
                  input after LoRA's dropout and the dropout's 1-byte mask (1.25 x its input
                  width) plus the r values of its A; IA3 adds the vector's input. With gradient
                  checkpointing: one layer's worth plus each layer's input
@@ -32,6 +33,8 @@ FOUR_BIT_BYTES = {True: 0.5 + 1.0 / 64 + 4.0 / (64 * 256), False: 0.5 + 4.0 / 64
 CUDA_CONTEXT_BYTES = 500 * 2**20  # the CUDA context and cuBLAS workspace, before any tensor
 # values kept per head, pair of positions and layer by attentions that are not fused (above)
 UNFUSED_ATTENTION = {"deberta-v2": 4, "deberta": 4}
+# decoders whose layers keep what gated_decoder_layer_bytes counts, not BERT's 9h + 2i
+GATED_DECODERS = {"qwen3"}
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> M
     # one layer's worth at a time, as evaluation (tiny-qwen3 head-only, CPU, 256 tokens: 10 MiB of
     # tensors at the peak, 34 estimated as if the body's activations were kept)
     keeps_activations = method.trains and method.trains_weights != "head"
-    activations = activation_bytes(model_cfg, config.training, compute, adapter_values * compute, keeps_activations)
+    activations = activation_bytes(model_cfg, config.training, compute, adapter_values * compute, keeps_activations,
+                                   frozen_body=method.trains_weights != "all")
     if method.trains_weights == "all" and device == "cuda" and compute == 2:
         # mixed precision: autocast casts each fp32 weight to bf16/fp16 for its matmul, and the
         # matmul keeps that copy for the backward pass (the input's gradient needs it), freed
@@ -117,7 +121,30 @@ def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> M
                           overhead=CUDA_CONTEXT_BYTES if device == "cuda" else 0)
 
 
-def activation_bytes(model_cfg, t, compute: int, adapter_activations: float, trains: bool) -> float:
+def gated_decoder_layer_bytes(model_cfg, hidden: int, ffn: int, heads: int, compute: int,
+                              frozen: bool = False) -> float:
+    """Bytes a Qwen3-style layer keeps per token for its backward pass. Its attention is wider than
+    its hidden size (Qwen3-0.6B: 16 heads x 128 = 2,048 against 1,024), its four RMSNorms (input,
+    after attention, and on each head's query and key) keep their input in fp32 and their output,
+    SDPA keeps the query, the key and value repeated to every head (a padding mask rules out
+    SDPA's own GQA) and its output, and the gated MLP keeps 4 values per FFN unit (the gate, its
+    SiLU, the up projection, their product) where BERT's keeps 2. In values: 2 (2h + q + k) + 4q + 4i.
+    A frozen body (adapters) keeps no linear's input for a weight's gradient: each norm's input, SDPA's
+    four and the MLP's 3, (2h + q + k) + 4q + 3i.
+    Measured (the tensors autograd saves, fp32, CPU, per layer from 2 against 4 layers): Qwen3-0.6B's
+    shape 30,762 values a token (this gives 30,720; BERT's 9h + 2i gave 15,360); tiny-qwen3 1,416
+    (1,280 here); frozen, tests/test_registry.py's Qwen3 shape 2,572 (2,816 here), tiny-qwen3 904 (896)."""
+    head_dim = getattr(model_cfg, "head_dim", None) or hidden // heads
+    query = heads * head_dim
+    key = (getattr(model_cfg, "num_key_value_heads", None) or heads) * head_dim
+    norms = 2 * hidden + query + key  # each norm's input (fp32 inside the norm), and its output if trained
+    if frozen:
+        return norms * 4 + (4 * query + 3 * ffn) * compute
+    return norms * 4 + (norms + 4 * query + 4 * ffn) * compute
+
+
+def activation_bytes(model_cfg, t, compute: int, adapter_activations: float, trains: bool,
+                     frozen_body: bool = False) -> float:
     """What the peak holds of activations: kept for the backward pass while training (fewer with
     gradient checkpointing), one layer's worth at a time when only evaluating."""
     layers = getattr(model_cfg, "num_hidden_layers", None) or model_cfg.n_layers
@@ -129,8 +156,11 @@ def activation_bytes(model_cfg, t, compute: int, adapter_activations: float, tra
     # full fine-tuning, batch 16 x 512): 340 MiB of tensors at the peak, 76 estimated without this
     # term, 332 with it. Fused kernels (SDPA: BERT, RoBERTa, Qwen3 on CUDA) keep none.
     heads = getattr(model_cfg, "num_attention_heads", 0)
-    per_token_layer = (9 * hidden + 2 * ffn + UNFUSED_ATTENTION.get(model_cfg.model_type, 0) * heads * t.max_length
-                       ) * compute
+    if model_cfg.model_type in GATED_DECODERS:
+        per_token_layer = gated_decoder_layer_bytes(model_cfg, hidden, ffn, heads, compute, frozen_body)
+    else:
+        per_token_layer = (9 * hidden + 2 * ffn + UNFUSED_ATTENTION.get(model_cfg.model_type, 0) * heads * t.max_length
+                           ) * compute
     if trains:
         tokens = t.batch_size * t.max_length
         if t.gradient_checkpointing:
