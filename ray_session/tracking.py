@@ -1,4 +1,4 @@
-"""Experiment tracking beside Tune's own TensorBoard files: MLflow, one run per trial."""
+"""Experiment tracking beside each trial's own TensorBoard events: MLflow, one run per trial."""
 
 from __future__ import annotations
 

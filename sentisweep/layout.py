@@ -3,8 +3,8 @@ study, in one place. `<storage>/<name>/` holds:
 
     results.parquet             every row, whatever its status (RESULTS_TABLE)
     tune/                       Ray Tune's experiment, for --resume (TUNE_FOLDER)
-    trials/<trial_id>/          one trial (trial_parts): result.parquet (RESULT_FILE), history and
-                                predictions, checkpoint/ with sentisweep_trial.json (TRIAL_INFO_FILE)
+    trials/<trial_id>/          one trial (trial_parts): result.parquet (RESULT_FILE), history,
+                                predictions, tensorboard/, checkpoint/ with sentisweep_trial.json (TRIAL_INFO_FILE)
     attempts/<trial_id>.jsonl   each start of a trial, beside its folder, which a retry replaces
     tuning/                     a tuned sweep's search trials: the same layout, plus chosen.json
     optuna.journal, search.json, best_trial.yaml   a search's study, config and best trial

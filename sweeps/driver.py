@@ -5,6 +5,7 @@ are marked `# [Ray]`."""
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from ray_session import guard
@@ -72,6 +73,11 @@ def fit(trial_fn, resources, store: Store, folder: tuple[str, ...], resume: bool
     Ctrl-C a KeyboardInterrupt after Tune saved its state. Returns the ResultGrid."""
     from ray import tune  # [Ray]
 
+    # No per-trial JSON, CSV and TensorBoard files from Tune in the driver's folder: with a remote
+    # store, every save of the experiment (each >= 10 s) uploads that whole folder again, so its
+    # uploads grow with trials squared (on the simulated cluster, 300 no-op trials took 1.10 s a
+    # trial with them and 0.91 s without; benchmarks/README.md). A trial writes its own events.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # [Ray] documented in Tune's environment variables
     trial_fn = tune.with_resources(trial_fn, resources)  # [Ray] a dict, or a function of the trial's config
     path = store.path(*folder, TUNE_FOLDER)
     if resume and tune.Tuner.can_restore(path, storage_filesystem=store.fs):  # [Ray]

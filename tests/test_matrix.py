@@ -52,6 +52,8 @@ def test_trains_and_measures(model, method, partial, data_dir, cache_dir, tmp_pa
     assert len(predictions) == 32 and predictions["probability"].between(0.5, 1.0).all()
     history = pd.read_parquet(result.history_path)
     assert history["loss"].notna().sum() >= 1
+    events = list((tmp_path / "trial" / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and b"train/loss" in events[0].read_bytes()  # TensorBoard's record of the loss
     stored = read_results(tmp_path / "trial" / "result.parquet")
     assert stored.loc[0, "status"] == "ok" and list(stored.columns) == SCHEMA.names
     assert json.loads(stored.loc[0, "versions"])["torch"]

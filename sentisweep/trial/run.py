@@ -255,7 +255,9 @@ def _validation_accuracy(prediction) -> dict[str, float]:
 
 def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult, out: Path,
                        device: str, precision: str, quiet: bool, callbacks: list, resume_from=None):
+    from tensorboardX import SummaryWriter
     from transformers import DataCollatorWithPadding, Trainer
+    from transformers.integrations import TensorBoardCallback
 
     counter = TokenCounter()
     train_dataset = TokenizedRows(tokenized["train"])
@@ -274,7 +276,11 @@ def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult
         eval_dataset=TokenizedRows(tokenized["validation"], sort_by_length=True),
         # each batch padded to its own longest row, not to max_length
         data_collator=DataCollatorWithPadding(built.tokenizer),
-        compute_metrics=_validation_accuracy, callbacks=callbacks,
+        compute_metrics=_validation_accuracy,
+        # the trial's own TensorBoard events (loss, learning rate, validations), in its folder: a sweep
+        # uploads them once with the trial, not with every save of Tune's experiment (sweeps/driver.py).
+        # Flushed every 5 s: a trial a scheduler stops is killed, not closed
+        callbacks=[*callbacks, TensorBoardCallback(SummaryWriter(str(out / "tensorboard"), flush_secs=5))],
     )
     if quiet:  # without tqdm the Trainer prints every log dict; a sweep shows its own progress
         from transformers import PrinterCallback
