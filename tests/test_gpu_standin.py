@@ -1,9 +1,9 @@
 """The GPU check in a CPU stand-in of the lent GPU machine's environment (issue 37): that machine's
 versions of the packages it has (benchmarks/gpu_machine.txt: transformers 5.17 ...), nothing it
-lacks (no Ray, no datasets, no XGBoost, Optuna or MLflow), and no editable install of ours: the
-checkout on the path, as its command runs there. Run as `python -S` (no site-packages, no .pth
-files) with this venv's packages seen through a folder of links that leaves those out. What
-breaks there (a package, a version's API) breaks here first."""
+lacks (no Ray, no datasets, no XGBoost, Optuna, MLflow or tensorboardX), and no editable install
+of ours: the checkout on the path, as its command runs there. Run as `python -S` (no
+site-packages, no .pth files) with this venv's packages seen through a folder of links that
+leaves those out. What breaks there (a package, a version's API) breaks here first."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from helpers import not_installed
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / ".venv" / "gpu-standin"  # in the venv: an environment, not our code
-ABSENT = ("ray", "datasets", "xgboost", "optuna", "mlflow", "sentisweep", "__editable__")
+ABSENT = ("ray", "datasets", "xgboost", "optuna", "mlflow", "tensorboardx", "sentisweep", "__editable__")
 RUNNER = """
 import runpy, sys
 sys.argv = sys.argv[1:]

@@ -117,6 +117,24 @@ def test_adapters_over_a_half_precision_body_train_in_fp32(method, half_folders,
     assert frozen == {torch.bfloat16}  # the body stays in half precision: that is the memory saving
 
 
+def test_an_adapter_on_a_half_precision_base_loads_back_merged_in_fp32(half_folders, cache_dir, tmp_path):
+    """Predict, export and the embedder load a trial's checkpoint one way (load_checkpoint): a
+    base stored in fp16 would otherwise take the adapter merged in half precision (issue 37)."""
+    import torch
+
+    from sentisweep.trial.checkpoint import load_checkpoint
+    from sentisweep.trial.methods import LoadOptions, build
+
+    config = parse_trial_config({"model": str(half_folders["deberta-v3"]), "method": "lora"})
+    spec = get_model_spec(config.model)
+    built = build(config.method, spec, 2, LoadOptions(str(cache_dir)))
+    built.model.save_pretrained(str(tmp_path / "adapter"))
+    built.tokenizer.save_pretrained(str(tmp_path / "adapter"))
+    model, _ = load_checkpoint(tmp_path / "adapter", str(cache_dir), ["neg", "pos"], base=spec)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert not any("lora" in name for name, _ in model.named_parameters())  # merged into the weights
+
+
 def test_zero_shot_scores_only_the_last_position_in_the_chat_template(folders, cache_dir):
     """The output layer sees one position per text (not the whole vocabulary at every position),
     the probabilities equal the full computation's, the chat model's template frames the prompt,

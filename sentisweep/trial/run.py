@@ -248,6 +248,26 @@ def _training_args(config: TrialConfig, out: Path, device: str, precision: str, 
     )
 
 
+def _tensorboard_events(out: Path) -> list:
+    """The HF Trainer's TensorBoard callback, writing the trial's loss, learning rate and validations
+    into its own folder: a sweep uploads them once with the trial, not with every save of Tune's
+    experiment (sweeps/driver.py). The writer the callback itself would pick: torch's (it needs the
+    tensorboard package, as the lent GPU machine has), else tensorboardX (ray[tune]'s); none where
+    neither is installed: the events are a view, the row does not depend on them."""
+    from transformers.integrations import TensorBoardCallback
+
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            log.warning("no TensorBoard events: neither tensorboard nor tensorboardX is installed")
+            return []
+    # flushed every 5 s: a trial a scheduler stops is killed, not closed
+    return [TensorBoardCallback(SummaryWriter(str(out / "tensorboard"), flush_secs=5))]
+
+
 def _validation_accuracy(prediction) -> dict[str, float]:
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
     return {"accuracy": float((np.argmax(logits, axis=-1) == prediction.label_ids).mean())}
@@ -255,9 +275,7 @@ def _validation_accuracy(prediction) -> dict[str, float]:
 
 def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult, out: Path,
                        device: str, precision: str, quiet: bool, callbacks: list, resume_from=None):
-    from tensorboardX import SummaryWriter
     from transformers import DataCollatorWithPadding, Trainer
-    from transformers.integrations import TensorBoardCallback
 
     counter = TokenCounter()
     train_dataset = TokenizedRows(tokenized["train"])
@@ -276,11 +294,7 @@ def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult
         eval_dataset=TokenizedRows(tokenized["validation"], sort_by_length=True),
         # each batch padded to its own longest row, not to max_length
         data_collator=DataCollatorWithPadding(built.tokenizer),
-        compute_metrics=_validation_accuracy,
-        # the trial's own TensorBoard events (loss, learning rate, validations), in its folder: a sweep
-        # uploads them once with the trial, not with every save of Tune's experiment (sweeps/driver.py).
-        # Flushed every 5 s: a trial a scheduler stops is killed, not closed
-        callbacks=[*callbacks, TensorBoardCallback(SummaryWriter(str(out / "tensorboard"), flush_secs=5))],
+        compute_metrics=_validation_accuracy, callbacks=[*callbacks, *_tensorboard_events(out)],
     )
     if quiet:  # without tqdm the Trainer prints every log dict; a sweep shows its own progress
         from transformers import PrinterCallback
