@@ -254,16 +254,15 @@ def _tensorboard_events(out: Path) -> list:
     experiment (sweeps/driver.py). The writer the callback itself would pick: torch's (it needs the
     tensorboard package, as the lent GPU machine has), else tensorboardX (ray[tune]'s); none where
     neither is installed: the events are a view, the row does not depend on them."""
-    from transformers.integrations import TensorBoardCallback
+    from transformers.integrations import TensorBoardCallback, is_tensorboard_available
 
+    if not is_tensorboard_available():
+        log.warning("no TensorBoard events: neither tensorboard nor tensorboardX is installed")
+        return []
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        try:
-            from tensorboardX import SummaryWriter
-        except ImportError:
-            log.warning("no TensorBoard events: neither tensorboard nor tensorboardX is installed")
-            return []
+        from tensorboardX import SummaryWriter
     # flushed every 5 s: a trial a scheduler stops is killed, not closed
     return [TensorBoardCallback(SummaryWriter(str(out / "tensorboard"), flush_secs=5))]
 
