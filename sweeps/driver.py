@@ -5,6 +5,7 @@ are marked `# [Ray]`."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 
@@ -78,6 +79,9 @@ def fit(trial_fn, resources, store: Store, folder: tuple[str, ...], resume: bool
     # uploads grow with trials squared (on the simulated cluster, 300 no-op trials took 1.10 s a
     # trial with them and 0.91 s without; benchmarks/README.md). A trial writes its own events.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # [Ray] documented in Tune's environment variables
+    # The ResultGrid then finds no per-trial result.json / progress.csv to build its metrics tables
+    # from and warns once per trial; we read each trial's last metrics (`trainable.outcomes`), not those
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # [Ray]
     trial_fn = tune.with_resources(trial_fn, resources)  # [Ray] a dict, or a function of the trial's config
     path = store.path(*folder, TUNE_FOLDER)
     if resume and tune.Tuner.can_restore(path, storage_filesystem=store.fs):  # [Ray]
