@@ -117,6 +117,27 @@ def test_adapters_over_a_half_precision_body_train_in_fp32(method, half_folders,
     assert frozen == {torch.bfloat16}  # the body stays in half precision: that is the memory saving
 
 
+@pytest.mark.parametrize("half", ["bfloat16", "float16"])
+def test_qlora_on_deberta_v3_trains_under_half_precision_autocast(half, folders, cache_dir):
+    """On a GPU QLoRA computes under bf16/fp16 autocast. DeBERTa-v3 failed there (gpu_check on an
+    H100: "value cannot be converted to type c10::BFloat16 without overflow"), and CPU autocast
+    takes the same path: a forward and a backward pass, as the Trainer runs them."""
+    import torch
+
+    from sentisweep.trial.methods import LoadOptions, build
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        pytest.skip("bitsandbytes is not installed")
+    config = parse_trial_config({"model": str(folders["deberta-v3"]),
+                                 "method": {"name": "qlora", "r": 4, "compute_dtype": half}})
+    built = build(config.method, get_model_spec(config.model), 2, LoadOptions(str(cache_dir)))
+    batch = built.tokenizer(["a fine film", "the plot was dull and far too long"], padding=True, return_tensors="pt")
+    with torch.autocast("cpu", dtype=getattr(torch, half)):
+        loss = built.model(**batch, labels=torch.tensor([1, 0])).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
 def test_an_adapter_on_a_half_precision_base_loads_back_merged_in_fp32(half_folders, cache_dir, tmp_path):
     """Predict, export and the embedder load a trial's checkpoint one way (load_checkpoint): a
     base stored in fp16 would otherwise take the adapter merged in half precision (issue 37)."""
