@@ -109,8 +109,15 @@ def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> M
     # one layer's worth at a time, as evaluation (tiny-qwen3 head-only, CPU, 256 tokens: 10 MiB of
     # tensors at the peak, 34 estimated as if the body's activations were kept)
     keeps_activations = method.trains and method.trains_weights != "head"
+    autocast = device == "cuda" and compute == 2
+    # The residual stream's bytes a value: fp32 where torch's layer_norm (an fp32 op under CUDA
+    # autocast) makes it so in BERT-like layers, and under QLoRA, whose embeddings and norms peft
+    # keeps in fp32 and whose 4-bit linears return their input's dtype. Qwen3's own RMSNorm
+    # returns its input's dtype: a bf16 body keeps a bf16 stream (Qwen3-0.6B LoRA, H100: +0%).
+    fp32_stream = method.needs_bitsandbytes or (autocast and model_cfg.model_type not in GATED_DECODERS)
     activations = activation_bytes(model_cfg, config.training, compute, adapter_values * compute, keeps_activations,
-                                   frozen_body=method.trains_weights != "all")
+                                   frozen_body=method.trains_weights != "all", autocast=autocast,
+                                   stream=4 if fp32_stream else compute)
     if method.trains_weights == "all" and device == "cuda" and compute == 2:
         # mixed precision: autocast casts each fp32 weight to bf16/fp16 for its matmul, and the
         # matmul keeps that copy for the backward pass (the input's gradient needs it), freed
@@ -122,7 +129,7 @@ def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> M
 
 
 def gated_decoder_layer_bytes(model_cfg, hidden: int, ffn: int, heads: int, compute: int,
-                              frozen: bool = False) -> float:
+                              frozen: bool = False, stream: int | None = None) -> float:
     """Bytes a Qwen3-style layer keeps per token for its backward pass. Its attention is wider than
     its hidden size (Qwen3-0.6B: 16 heads x 128 = 2,048 against 1,024), its four RMSNorms (input,
     after attention, and on each head's query and key) keep their input in fp32 and their output,
@@ -133,38 +140,49 @@ def gated_decoder_layer_bytes(model_cfg, hidden: int, ffn: int, heads: int, comp
     four and the MLP's 3, (2h + q + k) + 4q + 3i.
     Measured (the tensors autograd saves, fp32, CPU, per layer from 2 against 4 layers): Qwen3-0.6B's
     shape 30,762 values a token (this gives 30,720; BERT's 9h + 2i gave 15,360); tiny-qwen3 1,416
-    (1,280 here); frozen, tests/test_registry.py's Qwen3 shape 2,572 (2,816 here), tiny-qwen3 904 (896)."""
+    (1,280 here); frozen, tests/test_registry.py's Qwen3 shape 2,572 (2,816 here), tiny-qwen3 904 (896).
+    `stream`: the bytes of a frozen linear's output where they differ from the compute dtype's. Under
+    QLoRA the MLP's three are fp32 (a 4-bit linear returns its fp32 input's dtype) while SDPA's four
+    are cast to the compute dtype: Qwen3-4B QLoRA, H100, batch 16 x 256, 33,933 MiB measured against
+    26,065 planned with the MLP in bf16, 6 i x 4,096 tokens x 36 layers = 8,208 MiB short."""
     head_dim = getattr(model_cfg, "head_dim", None) or hidden // heads
     query = heads * head_dim
     key = (getattr(model_cfg, "num_key_value_heads", None) or heads) * head_dim
     norms = 2 * hidden + query + key  # each norm's input (fp32 inside the norm), and its output if trained
     if frozen:
-        return norms * 4 + (4 * query + 3 * ffn) * compute
+        return norms * 4 + 4 * query * compute + 3 * ffn * (stream or compute)
     return norms * 4 + (norms + 4 * query + 4 * ffn) * compute
 
 
 def activation_bytes(model_cfg, t, compute: int, adapter_activations: float, trains: bool,
-                     frozen_body: bool = False) -> float:
+                     frozen_body: bool = False, autocast: bool = False, stream: int | None = None) -> float:
     """What the peak holds of activations: kept for the backward pass while training (fewer with
-    gradient checkpointing), one layer's worth at a time when only evaluating."""
+    gradient checkpointing), one layer's worth at a time when only evaluating. `autocast`: CUDA
+    mixed precision; `stream`: the residual stream's bytes a value (default the compute dtype's)."""
     layers = getattr(model_cfg, "num_hidden_layers", None) or model_cfg.n_layers
     hidden = getattr(model_cfg, "hidden_size", None) or model_cfg.dim
     ffn = getattr(model_cfg, "intermediate_size", None) or getattr(model_cfg, "hidden_dim", 4 * hidden)
+    stream = stream or compute
     # An unfused attention keeps values per head and pair of positions: DeBERTa's disentangled
     # scores (content, content-to-position, position-to-content), their softmax and its dropout
     # mask, about 4 per layer. Measured (benchmarks/memory_estimate.py's trial, CPU, tiny-deberta
     # full fine-tuning, batch 16 x 512): 340 MiB of tensors at the peak, 76 estimated without this
-    # term, 332 with it. Fused kernels (SDPA: BERT, RoBERTa, Qwen3 on CUDA) keep none.
+    # term, 332 with it. Fused kernels (SDPA: BERT, RoBERTa, Qwen3 on CUDA) keep none. They are
+    # fp32 whatever the compute dtype: CUDA autocast runs softmax in fp32, and its output and the
+    # dropout's stay so until the product with the values (DeBERTa-v3-base full, H100, bf16,
+    # batch 16 x 256: 4 x 2 bytes x 12 heads x 256 x 4,096 tokens x 12 layers = 1,152 MiB short).
     heads = getattr(model_cfg, "num_attention_heads", 0)
+    unfused = UNFUSED_ATTENTION.get(model_cfg.model_type, 0)
     if model_cfg.model_type in GATED_DECODERS:
-        per_token_layer = gated_decoder_layer_bytes(model_cfg, hidden, ffn, heads, compute, frozen_body)
+        per_token_layer = gated_decoder_layer_bytes(model_cfg, hidden, ffn, heads, compute, frozen_body, stream)
     else:
-        per_token_layer = (9 * hidden + 2 * ffn + UNFUSED_ATTENTION.get(model_cfg.model_type, 0) * heads * t.max_length
-                           ) * compute
+        per_token_layer = (9 * hidden + 2 * ffn) * compute + unfused * heads * t.max_length * 4
+        if autocast:
+            per_token_layer += bert_autocast_extra(hidden, stream, compute, fused=not unfused)
     if trains:
         tokens = t.batch_size * t.max_length
-        if t.gradient_checkpointing:
-            activations = tokens * (layers * hidden * compute + per_token_layer + adapter_activations / layers)
+        if t.gradient_checkpointing:  # each layer's input, in the stream's dtype
+            activations = tokens * (layers * hidden * stream + per_token_layer + adapter_activations / layers)
         else:
             activations = tokens * (layers * per_token_layer + adapter_activations)
         # evaluation batches hold one layer at a time; training's peak is larger unless they are much bigger
@@ -172,3 +190,14 @@ def activation_bytes(model_cfg, t, compute: int, adapter_activations: float, tra
     else:  # no backward: one layer's worth at a time, and the last position's logits
         activations = t.eval_batch_size * t.max_length * per_token_layer
     return activations
+
+
+def bert_autocast_extra(hidden: int, stream: int, compute: int, fused: bool) -> float:
+    """Bytes a BERT-like layer keeps per token under CUDA autocast beyond 9h + 2i values of the
+    compute dtype (Korthikanti's count, every value in half precision): both layer norms' inputs are
+    fp32 (+2 bytes x 2h), each of the query, key and value projections keeps its own half-precision
+    copy of their fp32 input where one was counted (+2 x 2h), and SDPA keeps its output beside the
+    output projection's reshaped copy (+2h). That is 10h bytes: at batch 16 x 256 on an H100 (bf16)
+    DistilBERT full measured 1,781 MiB against 1,506 planned without it (+180 MiB with it) and
+    RoBERTa-base 3,328 against 2,888 (+360)."""
+    return (stream - compute) * 2 * hidden + 2 * compute * hidden + (compute * hidden if fused else 0)
