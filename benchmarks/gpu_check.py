@@ -4,8 +4,9 @@ precision a GPU trains in (auto, then fp16: what a T4 runs), zero-shot on the Qw
 decoder, the embedder in full precision and in 4 bits, and predict from a trained checkpoint.
 Then real-shaped models with random weights (benchmarks/real_shaped.py: DistilBERT, RoBERTa and
 DeBERTa-v3 base fully, Qwen3-0.6B with LoRA, Qwen3-4B with QLoRA with and without gradient
-checkpointing), each in its own process at batch 16 x 256 tokens: measured peak memory against
-the planner's estimate, tokens per second, and the loss falling.
+checkpointing; then DeBERTa-v3 with QLoRA, RoBERTa with LoRA, Qwen3-0.6B with QLoRA), each in
+its own process at batch 16 x 256 tokens: measured peak memory against the planner's estimate,
+tokens per second, and the loss falling.
 
     python benchmarks/gpu_check.py                           # on the first CUDA GPU
     python benchmarks/gpu_check.py --device cpu              # the tiny part on CPU (what the tests run)
@@ -185,7 +186,7 @@ def parse_args(argv: list[str] | None):
                    help="the Hub-shaped families of the tiny part (default all)")
     p.add_argument("--real-shaped", default="default",
                    help="the real-shaped cases, model:method[:checkpointing] comma-separated (registry names); "
-                        "default: the six of benchmarks/real_shaped.py on cuda, none on cpu; 'none' skips them")
+                        "default: the nine of benchmarks/real_shaped.py on cuda, none on cpu; 'none' skips them")
     p.add_argument("--steps", type=int, default=30, help="optimizer steps of each real-shaped case (default 30)")
     p.add_argument("--case-timeout", type=float, default=240, help="seconds one real-shaped case may take")
     p.add_argument("--out", help="also write the tables and the verdicts to this markdown file")
