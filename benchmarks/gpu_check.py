@@ -113,20 +113,20 @@ def check(device: str, precision: str, work: Path, wanted: tuple[str, ...]) -> t
     return rows, folders
 
 
-def check_embedder(folders: dict[str, Path], device: str, quantize: str | None) -> dict:
+def check_embedder(folders: dict[str, Path], family: str, device: str, quantize: str | None) -> dict:
     import numpy as np
 
     from sentisweep.probe.embeddings import Embedder
 
     start = time.perf_counter()
     try:
-        embedder = Embedder(str(folders["qwen3"]), max_length=64, device=device, quantize=quantize)
+        embedder = Embedder(str(folders[family]), max_length=64, device=device, quantize=quantize)
         vectors = embedder.embed(reviews(64, 4)["text"].tolist())
         ok = vectors.shape == (64, embedder.dim) and bool(np.isfinite(vectors).all())
         note = f"{vectors.shape[0]} x {vectors.shape[1]}, {embedder.pooling} pooling"
     except Exception as err:  # a check reports, it does not stop
         ok, note = False, f"{type(err).__name__}: {err}"[:100]
-    return {"model": "qwen3", "method": f"embedder {quantize or 'unquantized'}", "status": "ok" if ok else "failed",
+    return {"model": family, "method": f"embedder {quantize or 'unquantized'}", "status": "ok" if ok else "failed",
             "seconds": round(time.perf_counter() - start, 2), "note": note}
 
 
@@ -255,10 +255,12 @@ def _tiny_part(device: str, wanted: tuple[str, ...], work: Path, verdicts: Verdi
         verdicts.add(not failed, f"tiny matrix at {precision}", f"{ok} ok on {device_name}"
                      + (f"; failed: {', '.join(failed)}" if failed else ""))
         rows += matrix
-    if "qwen3" in folders:  # the embedder's check runs on the decoder (last-token pooling)
+    # the embedder on the decoder (last-token pooling) and on DeBERTa-v3, whose 4-bit queries
+    # need the autocast dtype (sentisweep/trial/methods/base.py)
+    for family in [f for f in ("qwen3", "deberta-v3") if f in folders]:
         for quantize in (None, "4bit"):
-            rows.append(check_embedder(folders, device, quantize))
-            verdicts.add(rows[-1]["status"] == "ok", rows[-1]["method"], rows[-1]["note"])
+            rows.append(check_embedder(folders, family, device, quantize))
+            verdicts.add(rows[-1]["status"] == "ok", f"{family} {rows[-1]['method']}", rows[-1]["note"])
     # predict from trained checkpoints: Qwen3's QLoRA (merged into the full-precision base) and a LoRA
     trained = [("qwen3", "qlora")] + [(family, "lora") for family in folders]
     served = [c for c in (work / "trials" / f"{f}-{m}-auto" / "checkpoint" for f, m in trained) if c.is_dir()][:2]

@@ -43,7 +43,7 @@ def test_the_gpu_check_passes_with_the_gpu_machines_versions_and_nothing_it_lack
     path = os.pathsep.join(map(str, [STANDIN, ROOT / "benchmarks", ROOT, view]))
     out = subprocess.run([sys.executable, "-S", "-c", f"import sys; sys.path[:0] = {path.split(os.pathsep)!r}\n"
                           + RUNNER, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu",
-                          "--families", "bert,qwen3", "--work", str(tmp_path / "work")],
+                          "--families", "deberta-v3,qwen3", "--work", str(tmp_path / "work")],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -52,4 +52,4 @@ def test_the_gpu_check_passes_with_the_gpu_machines_versions_and_nothing_it_lack
     preflight = out.stdout.splitlines()[0]
     for name, version in pins:
         assert f"{name.replace('_', '-')} {version}" in preflight, (name, preflight)
-    assert "PASS tiny matrix at auto" in out.stdout and "PASS embedder" in out.stdout
+    assert "PASS tiny matrix at auto" in out.stdout and "PASS deberta-v3 embedder 4bit" in out.stdout

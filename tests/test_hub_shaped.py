@@ -244,6 +244,32 @@ def test_the_embedder_keeps_no_kv_cache(folders, cache_dir):
     assert embedder.embed(["a fine film", "a dull one"]).shape == (2, embedder.dim)
 
 
+def test_a_4bit_deberta_v3_embedder_runs_under_cuda_autocast(folders, cache_dir, monkeypatch):
+    """On CUDA a 4-bit embedder runs under bf16 autocast, which computes layer_norm in fp32, so
+    DeBERTa-v3's 4-bit query projections return fp32 and its attention mask overflowed bf16 (as
+    QLoRA did on an H100). CPU autocast leaves layer_norm in its input's dtype: CUDA's rule is
+    imitated here, the one difference that matters to this path."""
+    import torch
+
+    from sentisweep.probe.embeddings import load_backbone
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        pytest.skip("bitsandbytes is not installed")
+    layer_norm = torch.nn.functional.layer_norm
+
+    def layer_norm_in_fp32(x, shape, weight=None, bias=None, eps=1e-5):
+        with torch.autocast("cpu", enabled=False):
+            return layer_norm(x.float(), shape, None if weight is None else weight.float(),
+                              None if bias is None else bias.float(), eps)
+
+    monkeypatch.setattr(torch.nn.functional, "layer_norm", layer_norm_in_fp32)
+    model, tokenizer = load_backbone(get_model_spec(str(folders["deberta-v3"])), None, str(cache_dir), "cpu", "4bit")
+    batch = tokenizer(["a fine film", "the plot was dull and far too long"], padding=True, return_tensors="pt")
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = model(**batch).last_hidden_state
+    assert torch.isfinite(hidden.float()).all()
+
+
 def test_the_embedder_computes_in_fp32_on_cpu_whatever_dtype_the_weights_were_saved_in(folders, cache_dir,
                                                                                           tmp_path):
     """Qwen3's Hub weights are bf16, and transformers loads them as saved: on these CPUs (no bf16

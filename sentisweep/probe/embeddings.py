@@ -22,7 +22,7 @@ from sentisweep.exit_codes import BadInput
 from sentisweep.results import trial_info
 from sentisweep.storage import local_copy
 from sentisweep.trial.device import cuda_half_dtype, inference_autocast
-from sentisweep.trial.methods.base import no_kv_cache, with_pad_token
+from sentisweep.trial.methods.base import no_kv_cache, quantized_queries_in_autocast_dtype, with_pad_token
 from sentisweep.trial.models import ModelSpec, get_model_spec, materialize
 
 # CLS is the first token of an encoder; a decoder's first token has seen nothing else.
@@ -103,7 +103,9 @@ def load_backbone(spec: ModelSpec, checkpoint: Path | None, cache_dir: str, devi
         labels = trial_info(checkpoint).get("label_names") or ["0", "1"]
         classifier, tokenizer = load_checkpoint(checkpoint, cache_dir, labels, spec, merge=not quantize, **load_kwargs)
         model = classifier.base_model
-    if not quantize:
+    if quantize:
+        quantized_queries_in_autocast_dtype(model)
+    else:
         model = model.to(device, dtype=dtype)
     return model.eval(), tokenizer
 

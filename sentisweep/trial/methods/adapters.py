@@ -16,6 +16,7 @@ from sentisweep.trial.methods.base import (
     body_dtype,
     load_classifier,
     loaded_config,
+    quantized_queries_in_autocast_dtype,
     register_method,
 )
 from sentisweep.trial.models import arch_spec, linear_layout
@@ -72,30 +73,8 @@ def build_qlora(model, params, num_labels, opts):
     # gradient checkpointing is a training option like any other (training.gradient_checkpointing)
     net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=False)
     built = peft_wrap(net, tok, LoraConfig, params["placement"], lora_kwargs(params, dora=False))
-    if model_type == "deberta-v2":
-        queries_in_autocast_dtype(built.model)
+    quantized_queries_in_autocast_dtype(built.model)
     return built
-
-
-def queries_in_autocast_dtype(net) -> None:
-    """DeBERTa-v2/v3 under QLoRA and autocast, found by benchmarks/gpu_check.py on an H100:
-    transformers masks the attention scores with the minimum of the *query's* dtype
-    (modeling_deberta_v2.py: `torch.finfo(query_layer.dtype).min`; DeBERTa-v1's same line was
-    fixed upstream, transformers PR 35336). A 4-bit projection returns its input's dtype, fp32
-    after prepare_model_for_kbit_training's fp32 layer norms, while the scores leave bmm in bf16
-    or fp16, and fp32's minimum (-3.40e38) overflows both (bf16's is -3.39e38, fp16's -65,504).
-    A plain Linear under autocast returns the autocast dtype: each query projection does so here."""
-    import torch
-
-    def to_autocast_dtype(module, args, output):
-        kind = output.device.type
-        if torch.is_autocast_enabled(kind) and output.is_floating_point():
-            return output.to(torch.get_autocast_dtype(kind))
-        return output
-
-    for name, module in net.named_modules():
-        if name.endswith(".query_proj"):  # peft's wrapper: its output is the query
-            module.register_forward_hook(to_autocast_dtype)
 
 
 def build_ia3(model, params, num_labels, opts):

@@ -181,6 +181,31 @@ def no_kv_cache(net) -> None:
         net.config.use_cache = False
 
 
+def quantized_queries_in_autocast_dtype(net) -> None:
+    """DeBERTa-v2/v3 with 4-bit (or 8-bit) linears under CUDA autocast, found by
+    benchmarks/gpu_check.py on an H100: transformers masks the attention scores with the minimum
+    of the *query's* dtype (modeling_deberta_v2.py: `torch.finfo(query_layer.dtype).min`;
+    DeBERTa-v1's same line was fixed upstream, transformers PR 35336). A quantized projection
+    returns its input's dtype, fp32 (autocast runs layer_norm in fp32, and QLoRA keeps the norms
+    in fp32), while the scores leave bmm in bf16 or fp16, and fp32's minimum (-3.40e38) overflows
+    both (bf16's is -3.39e38, fp16's -65,504). A plain Linear under autocast returns the autocast
+    dtype: each query projection does so here. Other architectures are left as they are."""
+    import torch
+
+    if getattr(net.config, "model_type", None) != "deberta-v2":
+        return
+
+    def to_autocast_dtype(module, args, output):
+        kind = output.device.type
+        if torch.is_autocast_enabled(kind) and output.is_floating_point():
+            return output.to(torch.get_autocast_dtype(kind))
+        return output
+
+    for name, module in net.named_modules():
+        if name.endswith("query_proj"):  # under peft its wrapper, whose output is the query
+            module.register_forward_hook(to_autocast_dtype)
+
+
 def body_dtype(opts: LoadOptions):
     """Adapter methods may hold frozen weights in half precision on CUDA; fp32 elsewhere."""
     import torch
