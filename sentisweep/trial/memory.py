@@ -92,19 +92,9 @@ def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> M
     trainable = ({"all": total, "head": head}.get(method.trains_weights, adapters + head)) if method.trains else 0
 
     compute = BYTES[precision]
-    if method.trains_weights == "all":
-        weights = total * 4  # fp32 master weights (mixed precision computes in bf16/fp16)
-    else:
-        # adapters and zero-shot on CUDA hold the frozen body in the compute dtype; fp32 elsewhere,
-        # and where the method keeps it so (head-only; QLoRA's embeddings, norms and head)
-        body = compute if device == "cuda" and not method.frozen_in_fp32 else 4
-        frozen = total - head if method.trains else total
-        quantized = 0
-        if method.needs_bitsandbytes:
-            quantized = sum(modules[n].in_features * modules[n].out_features for n in layout.attention + layout.ffn)
-        weights = (quantized * FOUR_BIT_BYTES[bool(params.get("double_quant", True))] + (frozen - quantized) * body
-                   + (head + adapters) * 4 if method.trains else frozen * body)
-
+    quantized = sum(modules[n].in_features * modules[n].out_features for n in layout.attention + layout.ffn
+                    ) if method.needs_bitsandbytes else 0
+    weights = weight_bytes(method, params, total, head, adapters, quantized, device, compute)
     # a frozen body under a trained head keeps nothing for a backward pass that never reaches it:
     # one layer's worth at a time, as evaluation (tiny-qwen3 head-only, CPU, 256 tokens: 10 MiB of
     # tensors at the peak, 34 estimated as if the body's activations were kept)
@@ -121,11 +111,25 @@ def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> M
     if method.trains_weights == "all" and device == "cuda" and compute == 2:
         # mixed precision: autocast casts each fp32 weight to bf16/fp16 for its matmul, and the
         # matmul keeps that copy for the backward pass (the input's gradient needs it), freed
-        # layer by layer as the saved activations are. Not yet checked on a GPU.
+        # layer by layer as the saved activations are (part of the H100 fit: benchmarks/README.md).
         activations += total * compute
     return MemoryEstimate(weights=int(weights), gradients=int(trainable * 4) if method.trains else 0,
                           optimizer=int(trainable * 8) if method.trains else 0, activations=int(activations),
                           overhead=CUDA_CONTEXT_BYTES if device == "cuda" else 0)
+
+
+def weight_bytes(method, params: dict, total: int, head: int, adapters: int, quantized: int, device: str,
+                 compute: int) -> float:
+    """Full fine-tuning keeps fp32 master weights (mixed precision computes in bf16/fp16). Adapters
+    and zero-shot on CUDA hold the frozen body in the compute dtype, fp32 elsewhere and where the
+    method keeps it so (head-only; QLoRA's embeddings, norms and head), its `quantized` linear
+    weights in 4 bits; what trains (adapters, head) in fp32."""
+    if method.trains_weights == "all":
+        return total * 4
+    body = compute if device == "cuda" and not method.frozen_in_fp32 else 4
+    frozen = total - head if method.trains else total
+    packed = quantized * FOUR_BIT_BYTES[bool(params.get("double_quant", True))]
+    return packed + (frozen - quantized) * body + ((head + adapters) * 4 if method.trains else 0)
 
 
 def gated_decoder_layer_bytes(model_cfg, hidden: int, ffn: int, heads: int, compute: int,
