@@ -71,7 +71,8 @@ class Case:
 CUDA_CASES = (Case("distilbert-base-uncased", "full"), Case("roberta-base", "full"),
               Case("microsoft/deberta-v3-base", "full"), Case("Qwen/Qwen3-0.6B", "lora"),
               Case("Qwen/Qwen3-4B", "qlora", checkpointing=True), Case("Qwen/Qwen3-4B", "qlora"),
-              Case("microsoft/deberta-v3-base", "qlora"), Case("roberta-base", "lora"), Case("Qwen/Qwen3-0.6B", "qlora"))
+              Case("microsoft/deberta-v3-base", "qlora"), Case("roberta-base", "lora"),
+              Case("Qwen/Qwen3-0.6B", "qlora"))
 
 
 def long_reviews(n: int, seed: int, words: int = 320):

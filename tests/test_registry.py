@@ -248,7 +248,8 @@ def test_mixed_precision_counts_what_autocast_keeps_in_a_bert_like_layer():
     config = parse_trial_config({"model": "tiny-bert", "method": "full", "training": training})
     model = hub_config("tiny-bert")
     total = estimate_trial_memory(config, "cuda", "fp32").weights // 4
-    autocast = config.training.batch_size * config.training.max_length * model.num_hidden_layers * 10 * model.hidden_size
+    tokens = config.training.batch_size * config.training.max_length
+    autocast = tokens * model.num_hidden_layers * 10 * model.hidden_size
     assert activations("full", "bf16") - activations("full", "fp32") // 2 == total * 2 + autocast
     assert activations("lora", "bf16") - activations("lora", "fp32") // 2 == autocast
 
