@@ -108,7 +108,7 @@ def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> M
     activations = activation_bytes(model_cfg, config.training, compute, adapter_values * compute, keeps_activations,
                                    frozen_body=method.trains_weights != "all", autocast=autocast,
                                    stream=4 if fp32_stream else compute)
-    if method.trains_weights == "all" and device == "cuda" and compute == 2:
+    if method.trains_weights == "all" and autocast:
         # mixed precision: autocast casts each fp32 weight to bf16/fp16 for its matmul, and the
         # matmul keeps that copy for the backward pass (the input's gradient needs it), freed
         # layer by layer as the saved activations are (part of the H100 fit: benchmarks/README.md).
