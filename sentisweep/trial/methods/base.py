@@ -184,12 +184,13 @@ def no_kv_cache(net) -> None:
 def quantized_queries_in_autocast_dtype(net) -> None:
     """DeBERTa-v2/v3 with 4-bit (or 8-bit) linears under CUDA autocast, found by
     benchmarks/gpu_check.py on an H100: transformers masks the attention scores with the minimum
-    of the *query's* dtype (modeling_deberta_v2.py: `torch.finfo(query_layer.dtype).min`;
-    DeBERTa-v1's same line was fixed upstream, transformers PR 35336). A quantized projection
-    returns its input's dtype, fp32 (autocast runs layer_norm in fp32, and QLoRA keeps the norms
-    in fp32), while the scores leave bmm in bf16 or fp16, and fp32's minimum (-3.40e38) overflows
-    both (bf16's is -3.39e38, fp16's -65,504). A plain Linear under autocast returns the autocast
-    dtype: each query projection does so here. Other architectures are left as they are."""
+    of the *query's* dtype (modeling_deberta_v2.py: `torch.finfo(query_layer.dtype).min`, still so
+    in transformers 5.25; the fix proposed upstream, transformers PR 35336, is not in it). A
+    quantized projection returns its input's dtype, fp32 (autocast runs layer_norm in fp32, and
+    QLoRA keeps the norms in fp32), while the scores leave bmm in bf16 or fp16, and fp32's minimum
+    (-3.40e38) overflows both (bf16's is -3.39e38, fp16's -65,504). A plain Linear under autocast
+    returns the autocast dtype: each query projection does so here. Other architectures are left
+    as they are (DeBERTa-v1 has the same line, but one fused in_proj for query, key and value)."""
     import torch
 
     if getattr(net.config, "model_type", None) != "deberta-v2":
