@@ -182,7 +182,7 @@ def activation_bytes(model_cfg, t, compute: int, adapter_activations: float, tra
     else:
         per_token_layer = (9 * hidden + 2 * ffn) * compute + unfused * heads * t.max_length * 4
         if autocast:
-            per_token_layer += bert_autocast_extra(hidden, stream, compute, fused=not unfused)
+            per_token_layer += bert_autocast_extra(hidden, compute, fused=not unfused)
     if trains:
         tokens = t.batch_size * t.max_length
         if t.gradient_checkpointing:  # each layer's input, in the stream's dtype
@@ -196,7 +196,7 @@ def activation_bytes(model_cfg, t, compute: int, adapter_activations: float, tra
     return activations
 
 
-def bert_autocast_extra(hidden: int, stream: int, compute: int, fused: bool) -> float:
+def bert_autocast_extra(hidden: int, compute: int, fused: bool) -> float:
     """Bytes a BERT-like layer keeps per token under CUDA autocast beyond 9h + 2i values of the
     compute dtype (Korthikanti's count, every value in half precision): both layer norms' inputs are
     fp32 (+2 bytes x 2h), each of the query, key and value projections keeps its own half-precision
@@ -204,4 +204,4 @@ def bert_autocast_extra(hidden: int, stream: int, compute: int, fused: bool) -> 
     output projection's reshaped copy (+2h). That is 10h bytes: at batch 16 x 256 on an H100 (bf16)
     DistilBERT full measured 1,781 MiB against 1,506 planned without it (+180 MiB with it) and
     RoBERTa-base 3,328 against 2,888 (+360)."""
-    return (stream - compute) * 2 * hidden + 2 * compute * hidden + (compute * hidden if fused else 0)
+    return (4 - compute) * 2 * hidden + 2 * compute * hidden + (compute * hidden if fused else 0)
