@@ -170,12 +170,19 @@ class Verdicts:
                 out.write(line + "\n")
 
     def finish(self, tables: list[str]) -> int:
-        """The tables above the verdicts, in --out; exit status 0 when every criterion passed."""
+        """The tables above the verdicts, in --out; exit status 0 when every criterion passed. After
+        the tables a last line says how many passed and names what failed (the verdicts scrolled
+        by above them); a check stopped before any table ends on its one FAIL line."""
         for table in tables:
             print(table, flush=True)
         if self.out:
             self.out.write_text("\n\n".join(tables + ["\n".join(self.lines)]) + "\n")
-        return 0 if self.lines and all(line.startswith("PASS") for line in self.lines) else 1
+        failed = [line.split(":")[0].removeprefix("FAIL ") for line in self.lines if not line.startswith("PASS")]
+        if tables:
+            print(f"gpu check: {len(self.lines) - len(failed)} of {len(self.lines)} criteria passed"
+                  + (f"; failed: {', '.join(failed)}" if failed else "")
+                  + (f"; tables and verdicts in {self.out}" if self.out else ""), flush=True)
+        return 0 if self.lines and not failed else 1
 
 
 def parse_args(argv: list[str] | None):

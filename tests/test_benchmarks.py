@@ -169,6 +169,8 @@ def test_gpu_check_runs_on_cpu(tmp_path):
     assert "transformers " in verdicts[0] and "pydantic " in verdicts[0]
     assert "qwen3-qlora-auto" in verdicts[6]  # the QLoRA checkpoint, merged, is served
     assert (tmp_path / "c.md").read_text().strip().endswith(verdicts[-1])
+    last = out.stdout.strip().splitlines()[-1]  # after the tables, what happened
+    assert last == f"gpu check: 13 of 13 criteria passed; tables and verdicts in {tmp_path / 'c.md'}"
     cases = [json.loads(path.read_text()) for path in sorted((tmp_path / "cases").glob("*.json"))]
     assert len({case["pid"] for case in cases}) == 2  # each case in its own process
     assert all(case["row"]["train_tokens_per_second"] > 0 and case["row"]["padding_fraction"] == 0 for case in cases)
