@@ -1,38 +1,31 @@
 """What Ray Tune costs on top of the trials themselves.
 
-1. The same trials through `sweeps/ablation.py` (a process per trial, Ray started in the
-   command) and through a plain loop of `run_trial` in one fresh Python process, one trial
-   at a time in both, in one run: both wall times (each a whole command: interpreter,
-   imports, data, an empty cache of its own) and the overhead percentage. With
-   `--repeats 2` the runs go Ray, loop, loop, Ray, so a drift in this machine's speed
-   (a shared VM: +-5% from one minute to the next, measured) falls on both sides alike.
-   With `--cpus 1` both sides run as many trials at once as there are cores, 1 CPU each (as
-   the shipped CPU configs do): the sweep through Ray's scheduling, the loop through a pool
-   of as many plain Python processes (tokenizing first, as the sweep's driver does).
-   Then the Ray runs' trials phase by phase (`benchmarks/timeline.py`): Ray starting each
-   trial's worker, our imports in it, run_trial, and the command's own start and end.
-2. Where a trial runs (`--placement-rounds N`): the config's first trial in a fresh plain
-   process with no Ray on the machine, the same with a local Ray instance up and idle, in a
-   Ray task and in a Tune trainable (as the sweeps run it), N rounds in a rotating order:
-   its own training + evaluation seconds and the process's system CPU time; and the share of
-   one core that Ray's own processes (and the driver) used while the trial ran beside them.
+The same trials through `sweeps/ablation.py` (a process per trial, Ray started in the
+command) and through a plain loop of `run_trial` in one fresh Python process, one trial
+at a time in both, in one run: both wall times (each a whole command: interpreter,
+imports, data, an empty cache of its own) and the overhead percentage. With
+`--repeats 2` the runs go Ray, loop, loop, Ray, so a drift in this machine's speed
+(a shared VM: +-5% from one minute to the next, measured) falls on both sides alike.
+With `--cpus 1` both sides run as many trials at once as there are cores, 1 CPU each (as
+the shipped CPU configs do): the sweep through Ray's scheduling, the loop through a pool
+of as many plain Python processes (tokenizing first, as the sweep's driver does).
+Then the Ray runs' trials phase by phase (`benchmarks/timeline.py`): Ray starting each
+trial's worker, our imports in it, run_trial, and the command's own start and end.
+Where a trial runs (a plain process, a Ray task, a Tune trainable) was measured by
+`--placement-rounds`, retired: `git show d4cf24c:benchmarks/sweep_overhead.py`.
 Tune's own cost per trial, and how it grows with the trials, is `benchmarks/sweep_scale.py`'s.
 
     python benchmarks/sweep_overhead.py                       # the smoke config's trials
     python benchmarks/sweep_overhead.py --config benchmarks/configs/minute_trials.yaml --repeats 2
     python benchmarks/sweep_overhead.py --config benchmarks/configs/minute_trials.yaml --repeats 2 --cpus 1
-    python benchmarks/sweep_overhead.py --config benchmarks/configs/short_trials.yaml \
-        --repeats 0 --placement-rounds 4
-    python benchmarks/sweep_overhead.py --smoke-test          # 2 trials, 1 placement round (run by the tests)
+    python benchmarks/sweep_overhead.py --smoke-test          # 2 trials (run by the tests)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -142,110 +135,6 @@ def trial_work_seconds(rows: pd.DataFrame) -> float:
     return float((rows["train_seconds"] + rows["eval_seconds"].fillna(0)).sum())
 
 
-def measured_trial(config: str, out: str, cpus: int) -> dict[str, float]:
-    """Run the config's first runnable trial into `out`: its training + evaluation seconds
-    and the system CPU seconds this process spent meanwhile (all its threads, Ray's included)."""
-    trial = runnable_trials(config, out, cpus)[0].config
-    set_quiet(True)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
-    result = run_trial(trial)
-    assert result.status == "ok", result.error
-    return {"work": result.train_seconds + (result.eval_seconds or 0.0),
-            "system": resource.getrusage(resource.RUSAGE_SELF).ru_stime - before}
-
-
-def cpu_seconds_of_this_tree() -> dict[int, float]:
-    """User + system CPU seconds so far of this process and every process below it: with a
-    local Ray started here, the driver and all of Ray's (GCS, raylet, agents, log monitor,
-    idle workers)."""
-    import psutil  # a dependency of Ray
-
-    seconds = {}
-    me = psutil.Process()
-    for process in [me, *me.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-        except psutil.Error:  # ended meanwhile
-            continue
-        seconds[process.pid] = times.user + times.system
-    return seconds
-
-
-def placement_rounds(config: Path, storage: Path, cpus: int, rounds: int) -> None:
-    """The same trial in a fresh plain process, a Ray task (a new worker each: max_calls=1)
-    and a Tune function trainable, `rounds` times each in a rotating order (drift falls on all)."""
-    import ray
-    from ray import tune
-
-    from ray_session.connect import connect
-
-    def in_process(out: str) -> dict[str, float]:
-        printed = in_fresh_python("import json; print(json.dumps(bench.measured_trial("
-                                  f"{str(config)!r}, {out!r}, {cpus})))")
-        return json.loads(printed.strip().splitlines()[-1])
-
-    def in_task(out: str) -> dict[str, float]:
-        task = ray.remote(num_cpus=cpus, max_calls=1)(measured_trial)  # [Ray]
-        return ray.get(task.remote(str(config), out, cpus))  # [Ray]
-
-    def trainable(params):
-        tune.report(measured_trial(params["config"], params["out"], params["cpus"]))  # [Ray]
-
-    def in_tune(out: str) -> dict[str, float]:
-        tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": cpus}),  # [Ray]
-                           param_space={"config": str(config), "out": out, "cpus": cpus},
-                           run_config=tune.RunConfig(storage_path=str(storage / "tune"), name=Path(out).name,
-                                                     verbose=0))
-        result = tuner.fit()[0]  # [Ray]
-        if result.error:
-            raise result.error
-        return result.metrics
-
-    def beside_idle_ray(out: str) -> dict[str, float]:
-        """The trial in a fresh process while Ray runs idle, and the share of one core that
-        Ray's processes and this driver used meanwhile. The trial's process starts and ends
-        between the two readings, so it is not counted."""
-        before, start = cpu_seconds_of_this_tree(), time.perf_counter()
-        measured = in_process(out)
-        after, wall = cpu_seconds_of_this_tree(), time.perf_counter() - start
-        used = sum(after[pid] - before[pid] for pid in after.keys() & before.keys())
-        return {**measured, "ray_share": used / wall}
-
-    def without_ray(out: str) -> dict[str, float]:
-        ray.shutdown()  # [Ray] no raylet, GCS or agents on the machine while this trial runs
-        return in_process(out)
-
-    places = [("plain Python process, Ray not running", without_ray),
-              ("plain Python process, Ray running idle", beside_idle_ray), ("Ray task", in_task),
-              ("Tune trainable (as the sweeps run trials)", in_tune)]
-    seen: dict[str, list[dict[str, float]]] = {name: [] for name, _ in places}
-    for index in range(rounds):
-        shift = index % len(places)
-        for name, run in places[shift:] + places[:shift]:
-            if run is not without_ray:  # Ray started when first needed, again after the run without it
-                connect(True, 0)  # [Ray]
-            seen[name].append(run(str(storage / f"placement-{index}-{len(seen[name])}-{run.__name__}")))
-            print(f"  round {index + 1}, {name}: {seen[name][-1]['work']:.1f} s", flush=True)
-    ray.shutdown()  # [Ray]
-    print_placements(seen, [name for name, _ in places], rounds)
-
-
-def print_placements(seen: dict[str, list[dict[str, float]]], names: list[str], rounds: int) -> None:
-    """Each place's rounds and mean; Ray's idle share of a core; each place against the first."""
-    print("\n| where the trial runs | training + evaluation s, each round | mean s | system CPU s, mean |\n"
-          "| --- | --- | ---: | ---: |")
-    mean = {name: sum(r["work"] for r in runs) / rounds for name, runs in seen.items()}
-    for name, runs in seen.items():
-        each = ", ".join(f"{r['work']:.1f}" for r in runs)
-        print(f"| {name} | {each} | {mean[name]:.1f} | "
-              f"{sum(r['system'] for r in runs) / rounds:.2f} |")
-    shares = [100 * r["ray_share"] for r in seen[names[1]]]
-    print(f"while Ray ran idle beside the trial, its processes and this driver used {sum(shares) / rounds:.1f}% "
-          f"of one core (each round: {', '.join(f'{share:.1f}%' for share in shares)})")
-    alone = mean[names[0]]
-    print("vs a plain process with Ray not running: " + ", ".join(
-        f"{name} {100 * (mean[name] / alone - 1):+.1f}%" for name in names[1:]))
-
 def run_names(at_once: int, cpus: int) -> dict[str, str]:
     """The table's names of the two runs: how many trials each runs at once."""
     if at_once == 1:
@@ -275,7 +164,7 @@ def report(seconds: dict[str, list[float]], outside: dict[str, list[float]], tri
               f"of the loop ({extra_outside / trials:+.1f} s per trial)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "sweeps" / "configs" / "smoke.yaml"))
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 1,
@@ -283,10 +172,12 @@ def main(argv: list[str] | None = None) -> int:
                         "trials at once as fit, in both runs (default: all, one trial at a time)")
     p.add_argument("--repeats", type=int, default=1,
                    help="pairs of runs, in ABBA order (2 = Ray, loop, loop, Ray; 0 = skip)")
-    p.add_argument("--placement-rounds", type=int, default=0,
-                   help="rounds of one trial in a plain process, a Ray task and a Tune trainable (0 = skip)")
-    p.add_argument("--smoke-test", action="store_true",
-                   help="2 trials and 1 placement round: checks the script runs")
+    p.add_argument("--smoke-test", action="store_true", help="2 trials: checks the script runs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if not 0 < args.cpus <= (os.cpu_count() or 1):
         p.error(f"--cpus {args.cpus}: between 1 and this machine's {os.cpu_count()} CPUs")
@@ -321,11 +212,6 @@ def main(argv: list[str] | None = None) -> int:
             report(seconds, outside, trials, args.repeats, names, concurrent)
             print(f"the Ray runs' {sum(map(len, phases))} trials, phase by phase:")
             timeline.print_phases(pd.concat(phases))
-        rounds = 1 if args.smoke_test else args.placement_rounds
-        if rounds:
-            print(f"one trial in four places, {rounds} round(s), {args.cpus} CPUs:", flush=True)
-            placement_rounds(benchmark_config(Path(args.config), args.cpus, storage, 1, "placement"),
-                             storage, args.cpus, rounds)
     return 0
 
 

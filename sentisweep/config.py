@@ -137,8 +137,8 @@ class TrainingConfig(Strict):
     eval_steps: int | None = Field(None, gt=0)
     # Save the optimizer's and scheduler's state with each evaluation's checkpoint, so that a
     # trial started again (a sweep's retry after a lost node) resumes at that step instead of
-    # step 0. Costs each checkpoint the optimizer's state too (Adam: 2 x the trainable
-    # weights); benchmarks/checkpoint_cost.py measures it. Needs evaluations to save at.
+    # step 0. Costs each checkpoint the optimizer's state too (Adam: 2 x the trainable weights, so
+    # a full fine-tune's checkpoint is 3x the bytes: benchmarks/README.md). Needs evaluations.
     resumable: bool = False
     keep_checkpoint: bool = True
     threads: int | None = Field(None, gt=0, description="torch threads; None = leave as is")
