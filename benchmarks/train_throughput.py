@@ -2,7 +2,7 @@
 
 Baseline, as notebooks do it: the Hugging Face Trainer on a dataset padded to max_length
 (256), batch 16, no length grouping. Ours: `run_trial` on the same model, method, rows and
-hyperparameters (dynamic padding per batch, length-grouped batches). Both run in this one
+hyperparameters (each batch padded to its own longest row, in random order). Both run in this one
 process, one after the other, so they share the machine's state. Prints samples/s of each,
 the ratio, both test accuracies, and each one's model FLOPs utilisation (MFU) against this
 machine's fp32 matmul peak measured at the start.
