@@ -29,7 +29,7 @@ from train_throughput import (
     report_peak,  # a sibling script: benchmarks/ is on the path of `python benchmarks/x.py`
 )
 
-from sentisweep.config import DataConfig
+from sentisweep.config import DataConfig, default_cache_dir
 from sentisweep.probe.embeddings import Embedder, load_backbone
 from sentisweep.trial.data import load_task_data
 from sentisweep.trial.models import set_quiet
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="minilm-l6")
     p.add_argument("--texts", type=int, default=2000)
     p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--cache-dir", default=str(ROOT / ".sentisweep_cache"))
+    p.add_argument("--cache-dir", default=default_cache_dir(), help="default: as a trial config's data.cache_dir")
     p.add_argument("--no-ray", action="store_true", help="skip (c)")
     p.add_argument("--smoke-test", action="store_true")
     args = p.parse_args(argv)

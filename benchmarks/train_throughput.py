@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.significance import compare, correctness
-from sentisweep.config import DataConfig, MethodConfig
+from sentisweep.config import DataConfig, MethodConfig, default_cache_dir
 from sentisweep.config_load import parse_trial_config
 from sentisweep.trial.data import load_task_data
 from sentisweep.trial.methods import LoadOptions, build
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="default: 5e-5 full, 5e-4 adapters")
-    p.add_argument("--cache-dir", default=str(ROOT / ".sentisweep_cache"))
+    p.add_argument("--cache-dir", default=default_cache_dir(), help="default: as a trial config's data.cache_dir")
     p.add_argument("--json", help="also write the measurements here")
     p.add_argument("--smoke-test", action="store_true", help="tiny-bert, 48 rows, 3 steps: checks the script runs")
     return p

@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--train-size", type=int)
     d.add_argument("--eval-size", type=int)
     d.add_argument("--test-size", type=int)
-    d.add_argument("--cache-dir", help="tokenization and tiny-model cache (default .sentisweep_cache)")
+    d.add_argument("--cache-dir", help="tokenization and tiny-model cache (default $SENTISWEEP_CACHE_DIR, "
+                                       "else ~/.cache/sentisweep)")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=float)
     t.add_argument("--max-steps", type=int)
