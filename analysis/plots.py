@@ -89,19 +89,26 @@ def bars(table: pd.DataFrame, metric: str, label: str, path: Path) -> Path | Non
 
 
 def rank_sensitivity(ok: pd.DataFrame, path: Path) -> Path | None:
-    """Accuracy against LoRA rank, one line per model and placement; needs 2+ ranks."""
+    """Accuracy against LoRA rank, one line per model, method and placement; needs 2+ ranks."""
     lora = ok[ok["method"].isin(["lora", "dora", "qlora"]) & ok["lora_r"].notna()]
-    if lora["lora_r"].nunique() < 2:
+    return _sensitivity(lora, "lora_r", ["model", "method", "placement"], "LoRA rank r (log scale)",
+                        "LoRA rank sensitivity", path, base=2)
+
+
+def _sensitivity(data: pd.DataFrame, x: str, groups: list[str], xlabel: str, title: str, path: Path,
+                 base: float = 10) -> Path | None:
+    """Test accuracy (mean, std over seeds) against `x` on a log axis, a line per group that has 2+ values."""
+    data = data.dropna(subset=[x, "accuracy"])
+    lines = [(key, g) for key, g in data.groupby(groups, dropna=False) if g[x].nunique() >= 2]
+    if not lines:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (model, method, placement), group in lora.groupby(["model", "method", "placement"], dropna=False):
-        stats = group.groupby("lora_r")["accuracy"].agg(["mean", "std"]).reset_index()
-        ax.errorbar(stats["lora_r"], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
-                    label=f"{model} {method} ({placement})")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("LoRA rank r (log scale)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("LoRA rank sensitivity")
+    for key, group in lines:
+        stats = group.groupby(x)["accuracy"].agg(["mean", "std"]).reset_index()
+        name = f"{key[0]} {key[1]}" + (f" ({key[2]})" if len(key) > 2 else "")
+        ax.errorbar(stats[x], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3, label=name)
+    ax.set_xscale("log", base=base)
+    ax.set(xlabel=xlabel, ylabel="test accuracy", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -184,20 +191,8 @@ def confusion_matrices(ok: pd.DataFrame, path: Path) -> Path | None:
 
 def lr_sensitivity(ok: pd.DataFrame, path: Path) -> Path | None:
     """Accuracy against learning rate, a line per model and method; needs 2+ rates."""
-    data = ok.dropna(subset=["learning_rate", "accuracy"])
-    lines = [(key, g) for key, g in data.groupby(["model", "method"]) if g["learning_rate"].nunique() >= 2]
-    if not lines:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (model, method), group in lines:
-        stats = group.groupby("learning_rate")["accuracy"].agg(["mean", "std"]).reset_index()
-        ax.errorbar(stats["learning_rate"], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
-                    label=f"{model} {method}")
-    ax.set_xscale("log")
-    ax.set(xlabel="learning rate (log scale)", ylabel="test accuracy", title="Learning-rate sensitivity")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _sensitivity(ok, "learning_rate", ["model", "method"], "learning rate (log scale)",
+                        "Learning-rate sensitivity", path)
 
 
 def placement(ok: pd.DataFrame, path: Path) -> Path | None:
