@@ -92,8 +92,9 @@ def estimate_trial_memory(config: TrialConfig, device: str, precision: str) -> M
     trainable = ({"all": total, "head": head}.get(method.trains_weights, adapters + head)) if method.trains else 0
 
     compute = BYTES[precision]
-    quantized = sum(modules[n].in_features * modules[n].out_features for n in layout.attention + layout.ffn
-                    ) if method.needs_bitsandbytes else 0
+    body_linears = layout.attention + layout.ffn  # what QLoRA quantizes: every body linear, head excluded
+    quantized = sum(modules[n].in_features * modules[n].out_features for n in body_linears
+                    if method.needs_bitsandbytes)
     weights = weight_bytes(method, params, total, head, adapters, quantized, device, compute)
     # a frozen body under a trained head keeps nothing for a backward pass that never reaches it:
     # one layer's worth at a time, as evaluation (tiny-qwen3 head-only, CPU, 256 tokens: 10 MiB of
