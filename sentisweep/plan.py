@@ -26,6 +26,7 @@ from sentisweep.trial.memory import MemoryEstimate, estimate_trial_memory
 from sentisweep.trial.methods import (
     IncompatibleMethodError,
     check_compatible,
+    get_method,
 )
 from sentisweep.trial.models import get_model_spec
 
@@ -43,6 +44,19 @@ class PlannedTrial:
     @property
     def runs(self) -> bool:
         return self.skip_reason is None and self.blocked is None
+
+
+def rate_warnings(planned: list[PlannedTrial]) -> list[str]:
+    """Each cell of an untuned sweep that runs at a learning rate outside its method's usual range
+    (one rate for every method: the default 2e-5 leaves a LoRA trial near chance)."""
+    found: dict[str, str] = {}
+    for trial in (t for t in planned if t.runs):
+        c = trial.config
+        warning = get_method(c.method.name).rate_warning(c.training.learning_rate)
+        if warning:
+            found.setdefault(f"{c.model} / {c.resolved_variant()}", warning)
+    return [f"{cell}: {warning}; give the variant its own training.learning_rate, or add `tuning:` to the "
+            "config" for cell, warning in found.items()]
 
 
 # A trial's estimate must fit in this share of its GPU memory: the rest is for what the planner

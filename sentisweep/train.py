@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from sentisweep import exit_codes
-from sentisweep.config import PLACEMENTS, TrialConfig, deep_merge
+from sentisweep.config import PLACEMENTS, TrainingConfig, TrialConfig, deep_merge
 from sentisweep.config_load import load_config, parse_trial_config
 
 EXIT_CODES = {"ok": exit_codes.OK, "failed": exit_codes.FAILED, "skipped": exit_codes.SKIPPED}
 
 EPILOG = """\
 examples:
-  # LoRA on the offline MiniLM, 2,000 IMDb train rows (about 3 minutes on 2 CPU cores)
-  python -m sentisweep.train --model minilm-l6 --method lora --data ../shared/data/imdb \\
-      --train-size 2000 --eval-size 500 --test-size 1000 --max-length 128 --epochs 1 --out runs/minilm-lora
+  # LoRA on the offline MiniLM, 2,000 IMDb train rows (about 2 minutes on 2 CPU cores; the README's)
+  python -m sentisweep.train --model minilm-l6 --method lora --data imdb --train-size 2000 --eval-size 500 \\
+      --test-size 2000 --max-length 128 --epochs 1 --lr 5e-4 --out runs/minilm-lora
 
   # a YAML file holding only what differs from the defaults, plus overrides
   python -m sentisweep.train --config my_trial.yaml --seed 43 --out runs/seed43
@@ -29,6 +29,7 @@ exit status: 0 ok, 1 trial failed, 2 bad arguments or config, 3 trial skipped (c
 
 def build_parser() -> argparse.ArgumentParser:
     from sentisweep.trial.methods import METHODS
+    from sentisweep.trial.methods.base import format_rate
     from sentisweep.trial.models import MODELS
 
     p = argparse.ArgumentParser(
@@ -55,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=float)
     t.add_argument("--max-steps", type=int)
-    t.add_argument("--lr", dest="learning_rate", type=float)
+    default_rate = format_rate(TrainingConfig.model_fields["learning_rate"].default)
+    rates = "; ".join(f"{name} {m.rate_range}" for name, m in METHODS.items() if m.learning_rates)
+    t.add_argument("--lr", dest="learning_rate", type=float,
+                   help=f"default {default_rate}; each method's usual range (what a sweep's tuning searches): {rates}")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--grad-accum", dest="gradient_accumulation", type=int)
     t.add_argument("--max-length", type=int)
@@ -125,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                            else parse_trial_config(overrides, source="command line"))
     from sentisweep.layout import RESULT_FILE
     from sentisweep.trial.data import check_source
+    from sentisweep.trial.methods import METHODS
     from sentisweep.trial.run import run_trial
 
     out = Path(config.output_dir)
@@ -137,12 +142,18 @@ def main(argv: list[str] | None = None) -> int:
         raise exit_codes.BadInput(*problems)
     print(f"trial {config.resolved_trial_id()}: model {config.model}, method {config.method.name}, "
           f"seed {config.seed}, data {config.data.source} -> {config.output_dir}", flush=True)
+    rate_warning = METHODS[config.method.name].rate_warning(config.training.learning_rate)
+    if rate_warning:  # now, so a user can stop it, and again on the last screen
+        rate_warning += "; pass --lr in that range"
+        print(f"WARNING: {rate_warning}", flush=True)
     try:
         result = run_trial(config, quiet=args.quiet, overwrite=args.overwrite)  # bad data: BadInput, nothing written
     except KeyboardInterrupt:
         print(f"\ninterrupted: nothing was written to {out} (what was there is as it was)", file=sys.stderr)
         return exit_codes.INTERRUPTED
     print(summary(result))
+    if rate_warning:
+        print(f"WARNING: {rate_warning}")
     return EXIT_CODES[result.status]
 
 

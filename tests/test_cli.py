@@ -34,6 +34,9 @@ def test_one_trial_end_to_end_then_refuses_to_overwrite(data_dir, cache_dir, tmp
     out = _run(*args)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "test accuracy" in out.stdout and "samples/s" in out.stdout and "peak memory" in out.stdout
+    # no --lr: the default 2e-5 is said at the start and on the last screen
+    assert out.stdout.count("WARNING: learning rate 2e-5 is below lora's usual range (1e-4 to 5e-3") == 2
+    assert out.stdout.rstrip().splitlines()[-1].startswith("WARNING: learning rate")
     row = pd.read_parquet(tmp_path / "t" / "result.parquet").iloc[0]
     assert row["status"] == "ok" and row["placement"] == "q_lin,v_lin" and row["lora_r"] == 4
     again = _run(*args)

@@ -142,6 +142,17 @@ def test_gpu_precision_choice_is_guarded(monkeypatch):
     assert type(inference_autocast("cpu")).__name__ == "nullcontext"
 
 
+@pytest.mark.parametrize("method, rate, side", [("lora", 2e-5, "below"), ("lora", 5e-4, None), ("ia3", 0.1, "above"),
+                                               ("full", 2e-5, None), ("head-only", 2e-5, "below"),
+                                               ("zero-shot", 2e-5, None)])
+def test_a_rate_outside_the_methods_usual_range_is_said(method, rate, side):
+    warning = get_method(method).rate_warning(rate)
+    if side is None:
+        assert warning is None
+    else:
+        assert f"is {side} {method}'s usual range ({get_method(method).rate_range}" in warning
+
+
 def test_a_name_is_registered_once_and_a_typo_gets_a_suggestion():
     from sentisweep.registry import Registry
 

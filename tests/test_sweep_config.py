@@ -13,7 +13,7 @@ import yaml
 
 from sentisweep.config import ConfigError
 from sentisweep.config_load import load_config, parse_sweep_config
-from sentisweep.plan import expand, trial_from_sample
+from sentisweep.plan import expand, rate_warnings, trial_from_sample
 from sentisweep.storage import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,17 @@ def test_shipped_configs_validate_and_open_with_their_command(path):
         assert trial_from_sample(search, {"r": search.space.r[0], "alpha_multiple": 1, "learning_rate": 1e-4,
                                           "dropout": 0.1}, "t1", Store("/tmp/x")).method.r == search.space.r[0]
     else:
-        assert expand(load_config(path, "sweep"), Store("/tmp/x"), "cpu")
+        sweep = load_config(path, "sweep")
+        planned = expand(sweep, Store("/tmp/x"), "cpu")
+        assert planned and (sweep.tuning or rate_warnings(planned) == [])  # each method at a rate that suits it
+
+
+@pytest.mark.unit
+def test_an_untuned_cell_outside_its_methods_usual_rate_is_named():
+    sweep = parse_sweep_config({"models": ["tiny-bert"], "seeds": [1, 2],
+                                "methods": ["full", "lora", {"name": "ia3", "training": {"learning_rate": 3e-3}}]})
+    (warning,) = rate_warnings(expand(sweep, Store("/tmp/x"), "cpu"))  # the default 2e-5: full's, not LoRA's
+    assert warning.startswith("tiny-bert / lora: learning rate 2e-5 is below lora's usual range (1e-4 to 5e-3")
 
 
 @pytest.mark.unit
@@ -63,7 +73,7 @@ def test_dry_run_prints_the_matrix_and_starts_nothing(tmp_path):
     assert "12 trials: 10 to run, 2 skipped" in out.stdout
     assert "| tiny-qwen3__lora-r4-attention__s2 |" in out.stdout
     assert "skip: method 'zero-shot' needs a decoder model; 'tiny-bert' is an encoder" in out.stdout
-    assert "dry run: nothing started\n" in out.stdout
+    assert "dry run: nothing started\n" in out.stdout and "WARNING" not in out.stdout
     assert not any(tmp_path.iterdir())
     # where a finished sweep's table already is, the dry run says the run would refuse, and why
     (tmp_path / "smoke").mkdir()

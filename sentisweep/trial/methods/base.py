@@ -79,12 +79,34 @@ class MethodSpec:
     def trains(self) -> bool:
         return self.evaluate is None
 
+    @property
+    def rate_range(self) -> str:
+        """The usual range as people write it: 1e-4 to 5e-3."""
+        return " to ".join(map(format_rate, self.learning_rates))
+
+    def rate_warning(self, learning_rate: float) -> str | None:
+        """A rate outside the method's usual range, said aloud: the config's default 2e-5 suits
+        full fine-tuning, and a LoRA trial at it barely trains (MiniLM-L6, 2,000 IMDb rows: test
+        accuracy 0.585 against 0.7695 at 5e-4, 2026-12-06)."""
+        if self.learning_rates is None or self.learning_rates[0] <= learning_rate <= self.learning_rates[1]:
+            return None
+        side = "below" if learning_rate < self.learning_rates[0] else "above"
+        return (f"learning rate {format_rate(learning_rate)} is {side} {self.name}'s usual range "
+                f"({self.rate_range}, what a sweep's tuning searches): it may barely train, or diverge")
+
     def takes(self, *params: str) -> bool:
         """Whether the method has all these parameters (a LoRA search needs r, alpha, dropout)."""
         return all(p in self.params.model_fields for p in params)
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
+
+
+def format_rate(rate: float) -> str:
+    """A learning rate as people write it: 5e-4, 2.5e-5."""
+    import numpy as np
+
+    return np.format_float_scientific(rate, trim="-", exp_digits=1)
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
