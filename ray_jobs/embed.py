@@ -1,7 +1,7 @@
 """Sentence embeddings of every split with Ray Data, into Parquet.
 
     python ray_jobs/embed.py --model minilm-l6 --data ../shared/data/imdb --out results/emb/minilm
-    python ray_jobs/embed.py --model minilm-l6 --checkpoint results/quick/trials/<trial>/checkpoint --out ...
+    python ray_jobs/embed.py --model minilm-l6 --checkpoint <a quick trial>/checkpoint --truncation tail --out ...
     ray job submit --working-dir . -- python ray_jobs/embed.py --model minilm-l6 --out /shared/emb/minilm
     python ray_jobs/embed.py --smoke-test --out /tmp/emb        # tiny model, 96 texts (the tests run it)
 
@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-size", type=int)
     p.add_argument("--test-size", type=int)
     p.add_argument("--split-seed", type=int, default=0, help="as a sweep's data.split_seed (same seed, same rows)")
+    p.add_argument("--truncation", choices=("head", "tail", "head+tail"), default="head",
+                   help="which tokens of a long text: as the checkpoint was trained (the quick sweep's: tail)")
     p.add_argument("--cache-dir", default=default_cache_dir(),
                    help="tokenizer and tiny-model cache (default $SENTISWEEP_CACHE_DIR, else ~/.cache/sentisweep)")
     p.add_argument("--splits", default=",".join(SPLITS), help="which splits to embed")
@@ -141,7 +143,8 @@ class EmbedJob:
     def embedder_kwargs(self, threads: int | None) -> dict:
         return {"model": self.model, "checkpoint": self.checkpoint, "pooling": self.pooling,
                 "max_length": self.max_length, "batch_size": self.batch_size, "quantize": self.quantize,
-                "threads": threads, "cache_dir": self.data.cache_dir}
+                "threads": threads, "cache_dir": self.data.cache_dir, "truncation": self.data.truncation,
+                "head_share": self.data.head_share}
 
 
 def job_from_args(args: argparse.Namespace) -> EmbedJob:
@@ -160,7 +163,8 @@ def job_from_args(args: argparse.Namespace) -> EmbedJob:
         problems.append("--out: required (the folder for <split>.parquet)")
     try:
         data = pinned_data(DataConfig(source=args.data, train_size=args.train_size, eval_size=args.eval_size,
-                                      test_size=args.test_size, split_seed=args.split_seed, cache_dir=args.cache_dir))
+                                      test_size=args.test_size, split_seed=args.split_seed, cache_dir=args.cache_dir,
+                                      truncation=args.truncation))
     except ValidationError as err:
         problems += [f"--{p.replace('_', '-')}" for p in format_pydantic(err)]
         data = None

@@ -15,6 +15,7 @@ command again continues where it stopped (`--overwrite` redoes everything).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from ray_jobs import embed, xgboost_stage
@@ -24,7 +25,8 @@ from sentisweep.config import ConfigError
 from sentisweep.config_load import load_config
 from sentisweep.layout import RESULTS_TABLE
 from sentisweep.locations import pin_args, pinned, pinned_data, refusal
-from sentisweep.probe.embed_xgb_config import EmbedXgbConfig, best_checkpoint
+from sentisweep.probe.embed_xgb_config import EmbedXgbConfig, best_checkpoint, data_differences
+from sentisweep.probe.embeddings import META_KEY
 from sentisweep.results import ResultsError, read_results
 from sentisweep.storage import Store, exists, is_remote
 
@@ -55,8 +57,13 @@ def plan(config: EmbedXgbConfig, strict: bool = True) -> list[dict]:
                 if not exists(location):
                     raise ConfigError([f"no results at {location} yet; run that sweep first, into the same "
                                        f"storage ({config.storage})"])
-                trial_id, checkpoint = best_checkpoint(read_results(location), entry.model, location)
-                sources.append(("finetuned", trial_id, checkpoint))
+                best = best_checkpoint(read_results(location), entry.model, location)
+                differences = data_differences(config.data, json.loads(best["config_json"])["data"],
+                                               f"its trial {best['trial_id']}")
+                if differences:
+                    raise ConfigError([*differences, "set the study's data as that sweep's: the same rows and "
+                                                     "tokens the checkpoint was trained and tested on"])
+                sources.append(("finetuned", str(best["trial_id"]), str(best["checkpoint_path"])))
             except ConfigError as err:
                 problems += [f"models[{i}].finetuned_from = {entry.finetuned_from!r}: {p}" for p in err.problems]
                 sources.append(("finetuned", None, None))
@@ -77,6 +84,19 @@ def plan(config: EmbedXgbConfig, strict: bool = True) -> list[dict]:
 def embedded(folder: str) -> bool:
     store = Store(folder)
     return all(store.is_file(f"{split}.parquet") for split in embed.SPLITS)
+
+
+def stale_embeddings(config: EmbedXgbConfig, runs: list[dict]) -> list[str]:
+    """Embeddings already there that other rows or tokens made (the config's data changed since):
+    reusing them, or keeping their rows, would report the old study as the new one."""
+    import pyarrow.parquet as pq
+
+    problems = []
+    for run in (r for r in runs if embedded(r["embeddings"])):
+        store = Store(run["embeddings"])
+        meta = pq.read_schema(store.path("train.parquet"), filesystem=store.fs).metadata[META_KEY]
+        problems += data_differences(config.data, json.loads(meta)["data"], f"the embeddings in {store.uri()}")
+    return problems
 
 
 def run_embedding(config: EmbedXgbConfig, run: dict) -> None:
@@ -109,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError([problem], args.config)
     config = config.model_copy(update={"storage": pinned(config.storage), "data": pinned_data(config.data)})
     runs = plan(config, strict=not args.dry_run)
+    stale = [] if args.overwrite else stale_embeddings(config, runs)
+    if stale:
+        raise ConfigError([*stale, "pass --overwrite to embed again and replace their rows, or give the study "
+                                   "another name"], args.config)
     store = Store(config.storage)
     results_table = store.uri(config.name, RESULTS_TABLE)
     done_rows = set(read_results(results_table)["method_params"].map(_source_of)) \
@@ -150,8 +174,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _source_of(method_params: str) -> tuple[str, str]:
-    import json
-
     params = json.loads(method_params or "{}")
     return params.get("embeddings", ""), params.get("checkpoint", "")
 

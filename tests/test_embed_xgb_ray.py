@@ -63,3 +63,11 @@ def test_driver_pretrained_and_finetuned_rows_then_resume(tmp_path, cache_dir):
     again = _run("embed_xgb.py", "--config", config_path, "--storage", tmp_path)
     assert again.returncode == 0 and again.stdout.count("row exists, kept") == 2
     assert "Started a local Ray instance" not in again.stdout + again.stderr  # nothing to do: no Ray
+    # other rows under the same name: refused, never the old embeddings and rows reported as these
+    changed = write_config(tmp_path / "changed.yaml", config | {"models": [{"model": "tiny-bert"}],
+                                                                "data": config["data"] | {"test_size": 16}},
+                           f"python ray_jobs/embed_xgb.py --config {tmp_path / 'changed.yaml'}")
+    refused = _run("embed_xgb.py", "--config", changed, "--storage", tmp_path)
+    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert "data.test_size = 16, but the embeddings in " in refused.stderr and "--overwrite" in refused.stderr
+    assert len(read_results(tmp_path / "embed-xgb-smoke" / "results.parquet")) == 2

@@ -10,11 +10,11 @@ import pytest
 import torch
 from helpers import separable, tiny_trial, write_split
 
-from sentisweep.config import ConfigError
+from sentisweep.config import ConfigError, DataConfig
 from sentisweep.config_load import load_config, parse_trial_config
 from sentisweep.layout import TRIAL_INFO_FILE
 from sentisweep.probe.booster import XGBoostConfig, fit_single_process, load_splits, run_probe
-from sentisweep.probe.embed_xgb_config import best_checkpoint
+from sentisweep.probe.embed_xgb_config import best_checkpoint, data_differences
 from sentisweep.probe.embeddings import Embedder, EmbeddingError, pool, read_embeddings
 from sentisweep.trial.run import run_trial
 
@@ -143,6 +143,25 @@ def test_a_study_asks_for_gpu_embedding_actors_and_the_job_gets_them(monkeypatch
     assert jobs[0].gpus_per_actor == 1 and jobs[0].concurrency == 4
 
 
+def test_the_embedder_keeps_the_tokens_training_kept(cache_dir):
+    # 12 tokens of TEXTS[1] kept: its first 10, or its last 10, framed by [CLS] ... [SEP]
+    head, tail = (Embedder("tiny-bert", max_length=12, cache_dir=str(cache_dir), truncation=truncation)
+                  for truncation in ("head", "tail"))
+    last_ten = head.tokenizer.decode(head.tokenizer(TEXTS[1], add_special_tokens=False)["input_ids"][-10:])
+    assert np.allclose(tail.embed([TEXTS[1]]), head.embed([last_ten]), atol=1e-5)
+    assert not np.allclose(tail.embed([TEXTS[1]]), head.embed([TEXTS[1]]), atol=1e-3)
+    assert np.allclose(tail.embed([TEXTS[0]]), head.embed([TEXTS[0]]), atol=1e-6)  # short: nothing cut
+
+
+def test_a_study_must_read_the_rows_and_tokens_of_the_trial_it_embeds():
+    theirs = DataConfig(train_size=2000, eval_size=300, truncation="tail", cache_dir="/theirs").model_dump(mode="json")
+    assert data_differences(DataConfig(train_size=2000, eval_size=300, truncation="tail",
+                                       label_names=["neg", "pos"]), theirs, "t") == []  # where the cache is: free
+    assert data_differences(DataConfig(train_size=2000, eval_size=500), theirs, "its trial m__full__s42") == [
+        "data.eval_size = 500, but its trial m__full__s42 read 300",
+        "data.truncation = 'head', but its trial m__full__s42 read 'tail'"]
+
+
 def test_best_checkpoint_is_chosen_on_validation_not_test(tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
@@ -150,7 +169,8 @@ def test_best_checkpoint_is_chosen_on_validation_not_test(tmp_path):
         "trial_id": ["a", "b", "c"], "model": "m", "method": ["lora", "full", "full"], "status": ["ok", "ok", "failed"],
         "accuracy": [0.95, 0.80, None], "best_val_accuracy": [0.70, 0.85, 0.99],
         "checkpoint_path": [str(tmp_path / "a"), str(tmp_path / "b"), None]})
-    assert best_checkpoint(results, "m", "sweep") == ("b", str(tmp_path / "b"))
+    best = best_checkpoint(results, "m", "sweep")
+    assert (best["trial_id"], best["checkpoint_path"]) == ("b", str(tmp_path / "b"))
     with pytest.raises(ConfigError, match="no ok trial of other"):
         best_checkpoint(results, "other", "sweep")
 

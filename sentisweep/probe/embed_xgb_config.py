@@ -77,9 +77,10 @@ def parse_embed_xgb_config(raw: dict[str, Any], source: str | None = None) -> Em
     return config
 
 
-def best_checkpoint(results: pd.DataFrame, model: str, where: str) -> tuple[str, str]:
-    """(trial_id, checkpoint folder) of `model`'s best ok trial with a checkpoint, chosen by
-    validation accuracy: choosing by test accuracy would leak the test set into the choice."""
+def best_checkpoint(results: pd.DataFrame, model: str, where: str) -> pd.Series:
+    """The row of `model`'s best ok trial with a checkpoint (`trial_id`, `checkpoint_path`,
+    `config_json`), chosen by validation accuracy: choosing by test accuracy would leak the
+    test set into the choice."""
     candidates = results[(results["status"] == "ok") & (results["model"] == model)
                          & (results["method"] != METHOD) & results["checkpoint_path"].notna()]
     candidates = candidates[candidates["checkpoint_path"].map(exists).astype(bool)]  # a folder, or in s3://
@@ -87,4 +88,15 @@ def best_checkpoint(results: pd.DataFrame, model: str, where: str) -> tuple[str,
     if best is None:
         raise ConfigError([f"no ok trial of {model} with a checkpoint folder and a validation accuracy in {where} "
                            f"(trials of it there: {int((results['model'] == model).sum())})"])
-    return str(best["trial_id"]), str(best["checkpoint_path"])
+    return best
+
+
+def data_differences(data: DataConfig, theirs: dict[str, Any], whose: str) -> list[str]:
+    """Each data field where the study differs from what it builds on: the trial whose checkpoint
+    it embeds, or embeddings made before. The analysis compares the study with its sweep row by
+    row, and a checkpoint learned from its own rows and tokens (the quick sweep keeps the last 128:
+    embedding the first would undo that), so all must read the same. Only where the cache is and
+    what the classes are called may differ."""
+    ours = data.model_dump(mode="json", exclude={"cache_dir", "label_names"})
+    return [f"data.{key} = {value!r}, but {whose} read {theirs.get(key)!r}"
+            for key, value in ours.items() if theirs.get(key, DataConfig.model_fields[key].default) != value]

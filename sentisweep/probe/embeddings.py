@@ -148,7 +148,8 @@ class Embedder:
 
     def __init__(self, model: str, checkpoint: str | Path | None = None, pooling: str | None = None,
                  max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu",
-                 cache_dir: str | None = None, quantize: str | None = None, threads: int | None = None):
+                 cache_dir: str | None = None, quantize: str | None = None, threads: int | None = None,
+                 truncation: str = "head", head_share: float = 0.25):
         import torch
 
         if threads:
@@ -161,6 +162,7 @@ class Embedder:
         self.pooling = check_pooling(self.spec, pooling)
         self.checkpoint = check_checkpoint(checkpoint, cache_dir)
         self.max_length, self.batch_size, self.device = max_length, batch_size, device
+        self.truncation, self.head_share = truncation, head_share  # which tokens of a long text: as training kept
         self.model, self.tokenizer = load_backbone(self.spec, self.checkpoint, cache_dir, device, quantize)
         # On CPU, linears through oneDNN with packed weights (onednn.py: 1.68x here).
         # (pack_linears leaves GPU weights alone; 4-bit/8-bit models keep their own kernels.)
@@ -176,9 +178,10 @@ class Embedder:
         import torch
 
         from sentisweep.trial.batching import length_sorted_batches
+        from sentisweep.trial.tokenization import encode
 
         start = time.perf_counter()
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        ids = encode(list(texts), self.tokenizer, self.max_length, self.truncation, self.head_share)
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         with torch.inference_mode(), inference_autocast(self.device):
             for rows, input_ids, mask in length_sorted_batches(ids, self.batch_size, self.tokenizer.pad_token_id):
