@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from sentisweep.layout import STUDY_JOURNAL as JOURNAL
+from sentisweep.screen import shown
 from sentisweep.storage import Store
 from sentisweep.tuning import random_first
 
@@ -64,7 +65,7 @@ class StudyStorage:
             return f"Optuna study in {self.url.split('@')[-1]} (a database: the password is not shown)"
         if self.copied:
             return f"Optuna study: {self.local} on this driver, copied to {self.store.uri(self.name, JOURNAL)}"
-        return f"Optuna study: {self.local}"
+        return f"Optuna study: {shown(str(self.local))}"  # as the lines around it: relative where it is here
 
 
 def saving_callback(study: StudyStorage):

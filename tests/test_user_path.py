@@ -117,6 +117,7 @@ def test_the_search_with_a_relative_storage_lands_under_this_directory(checkout)
     assert (results["status"] == "ok").any() and (folder / "optuna.journal").is_file()
     assert (folder / "best_trial.yaml").is_file() and our_files(ray_tmp) == []
     assert "next: python -m analysis report mine/search-smoke --out reports/search-smoke" in out.stdout
+    assert "Optuna study: mine/search-smoke/optuna.journal\n" in out.stdout  # as typed, as the lines around it
     # the found trial alone, as best_trial.yaml's first line and the README say
     assert (folder / "best_trial.yaml").read_text().startswith(
         f"# python -m sentisweep.train --config {folder / 'best_trial.yaml'}")
