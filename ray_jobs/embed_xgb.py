@@ -25,7 +25,12 @@ from sentisweep.config import ConfigError
 from sentisweep.config_load import load_config
 from sentisweep.layout import RESULTS_TABLE
 from sentisweep.locations import pin_args, pinned, pinned_data, refusal
-from sentisweep.probe.embed_xgb_config import EmbedXgbConfig, best_checkpoint, data_differences
+from sentisweep.probe.embed_xgb_config import (
+    EmbedXgbConfig,
+    best_checkpoint,
+    data_differences,
+    trial_differences,
+)
 from sentisweep.probe.embeddings import META_KEY
 from sentisweep.results import ResultsError, read_results
 from sentisweep.storage import Store, exists, is_remote
@@ -58,8 +63,7 @@ def plan(config: EmbedXgbConfig, strict: bool = True) -> list[dict]:
                     raise ConfigError([f"no results at {location} yet; run that sweep first, into the same "
                                        f"storage ({config.storage})"])
                 best = best_checkpoint(read_results(location), entry.model, location)
-                differences = data_differences(config.data, json.loads(best["config_json"])["data"],
-                                               f"its trial {best['trial_id']}")
+                differences = trial_differences(config, best)
                 if differences:
                     raise ConfigError([*differences, "set the study's data as that sweep's: the same rows and "
                                                      "tokens the checkpoint was trained and tested on"])

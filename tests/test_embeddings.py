@@ -14,7 +14,12 @@ from sentisweep.config import ConfigError, DataConfig
 from sentisweep.config_load import load_config, parse_trial_config
 from sentisweep.layout import TRIAL_INFO_FILE
 from sentisweep.probe.booster import XGBoostConfig, fit_single_process, load_splits, run_probe
-from sentisweep.probe.embed_xgb_config import best_checkpoint, data_differences
+from sentisweep.probe.embed_xgb_config import (
+    best_checkpoint,
+    data_differences,
+    parse_embed_xgb_config,
+    trial_differences,
+)
 from sentisweep.probe.embeddings import Embedder, EmbeddingError, pool, read_embeddings
 from sentisweep.trial.run import run_trial
 
@@ -160,6 +165,11 @@ def test_a_study_must_read_the_rows_and_tokens_of_the_trial_it_embeds():
     assert data_differences(DataConfig(train_size=2000, eval_size=500), theirs, "its trial m__full__s42") == [
         "data.eval_size = 500, but its trial m__full__s42 read 300",
         "data.truncation = 'head', but its trial m__full__s42 read 'tail'"]
+    trial = pd.Series({"trial_id": "m__full__s42", "config_json": json.dumps(
+        {"data": theirs, "training": {"max_length": 128}})})
+    study = parse_embed_xgb_config({"name": "s", "models": [{"model": "tiny-bert"}], "embedding": {"max_length": 64},
+                                    "data": {"train_size": 2000, "eval_size": 300, "truncation": "tail"}})
+    assert trial_differences(study, trial) == ["embedding.max_length = 64, but its trial m__full__s42 trained at 128"]
 
 
 def test_best_checkpoint_is_chosen_on_validation_not_test(tmp_path):

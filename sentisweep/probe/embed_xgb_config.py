@@ -4,6 +4,7 @@ XGBoost, and embeddings after fine-tuning (the best trial of a sweep) -> XGBoost
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 import pandas as pd
@@ -100,3 +101,14 @@ def data_differences(data: DataConfig, theirs: dict[str, Any], whose: str) -> li
     ours = data.model_dump(mode="json", exclude={"cache_dir", "label_names"})
     return [f"data.{key} = {value!r}, but {whose} read {theirs.get(key)!r}"
             for key, value in ours.items() if theirs.get(key, DataConfig.model_fields[key].default) != value]
+
+
+def trial_differences(config: EmbedXgbConfig, trial: pd.Series) -> list[str]:
+    """Where the study would not read what the trial whose checkpoint it embeds was trained and
+    tested on: its data, and the tokens of a text kept (max_length)."""
+    trained, whose = json.loads(trial["config_json"]), f"its trial {trial['trial_id']}"
+    found = data_differences(config.data, trained["data"], whose)
+    if config.embedding.max_length != trained["training"]["max_length"]:
+        found.append(f"embedding.max_length = {config.embedding.max_length}, but {whose} trained at "
+                     f"{trained['training']['max_length']}")
+    return found
