@@ -20,6 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pyarrow as pa
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-size", type=int)
     p.add_argument("--test-size", type=int)
     p.add_argument("--split-seed", type=int, default=0, help="as a sweep's data.split_seed (same seed, same rows)")
-    p.add_argument("--truncation", choices=("head", "tail", "head+tail"), default="head",
+    p.add_argument("--truncation", choices=get_args(DataConfig.model_fields["truncation"].annotation), default="head",
                    help="which tokens of a long text: as the checkpoint was trained (the quick sweep's: tail)")
     p.add_argument("--cache-dir", default=default_cache_dir(),
                    help="tokenizer and tiny-model cache (default $SENTISWEEP_CACHE_DIR, else ~/.cache/sentisweep)")

@@ -46,9 +46,12 @@ class PlannedTrial:
         return self.skip_reason is None and self.blocked is None
 
 
-def rate_warnings(planned: list[PlannedTrial]) -> list[str]:
+def rate_warnings(sweep: SweepConfig, planned: list[PlannedTrial]) -> list[str]:
     """Each cell of an untuned sweep that runs at a learning rate outside its method's usual range
-    (one rate for every method: the default 2e-5 leaves a LoRA trial near chance)."""
+    (one rate for every method: the default 2e-5 leaves a LoRA trial near chance). A tuned sweep
+    chooses each cell's rate within its range: none."""
+    if sweep.tuning:
+        return []
     found: dict[str, str] = {}
     for trial in (t for t in planned if t.runs):
         c = trial.config

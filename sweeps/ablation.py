@@ -142,8 +142,7 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
     trials = gather_results(planned, store, trainable.outcomes(grid, trial_id_of))
     failed_cells = [c for c in chosen.values() if not c.get("values")]
     results = driver.finish(f"sweep {sweep.name}", trials, sweep, store, started, tuning_section(sweep, chosen),
-                            tuning_warnings(failed_cells, args.untuned_fallback)
-                            + ([] if sweep.tuning else rate_warnings(planned)))
+                            tuning_warnings(failed_cells, args.untuned_fallback) + rate_warnings(sweep, planned))
     return driver.exit_status(results, bool(failed_cells) and not args.untuned_fallback)
 
 
@@ -194,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     print(matrix_table(planned, sweep.resources, sweep.baselines, tuned), flush=True)
     if sweep.tuning:
         print(f"equal-budget tuning before the seeds run: {budget_text(sweep.tuning, sweep)}", flush=True)
-    else:  # said now, so a user can stop the sweep, and again on its last screen
-        print("".join(f"WARNING: {w}\n" for w in rate_warnings(planned)), end="", flush=True)
+    for warning in rate_warnings(sweep, planned):  # said now, so a user can stop the sweep; again at its end
+        print(f"WARNING: {warning}", flush=True)
     if sweep.description:
         print(sweep.description.strip(), flush=True)
     print(check_data(sweep.data), flush=True)  # before any work, the dry run's too: every data check

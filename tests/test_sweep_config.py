@@ -42,14 +42,14 @@ def test_shipped_configs_validate_and_open_with_their_command(path):
     else:
         sweep = load_config(path, "sweep")
         planned = expand(sweep, Store("/tmp/x"), "cpu")
-        assert planned and (sweep.tuning or rate_warnings(planned) == [])  # each method at a rate that suits it
+        assert planned and rate_warnings(sweep, planned) == []  # each method at a rate that suits it
 
 
 @pytest.mark.unit
 def test_an_untuned_cell_outside_its_methods_usual_rate_is_named():
     sweep = parse_sweep_config({"models": ["tiny-bert"], "seeds": [1, 2],
                                 "methods": ["full", "lora", {"name": "ia3", "training": {"learning_rate": 3e-3}}]})
-    (warning,) = rate_warnings(expand(sweep, Store("/tmp/x"), "cpu"))  # the default 2e-5: full's, not LoRA's
+    (warning,) = rate_warnings(sweep, expand(sweep, Store("/tmp/x"), "cpu"))  # the default 2e-5: full's, not LoRA's
     assert warning.startswith("tiny-bert / lora: learning rate 2e-5 is below lora's usual range (1e-4 to 5e-3")
 
 
