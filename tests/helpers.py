@@ -114,13 +114,14 @@ def start_postgres():
     return url, stop
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on now (the OS picks it): no fixed port two runs could share."""
-    import socket
+def head_ports() -> dict[str, int]:
+    """Every port `ray start --head` would take at a fixed default, made free and distinct: no
+    fixed port two runs could share, and no port given twice (see simcluster.free_ports)."""
+    from simcluster import free_ports
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    flags = ["--port", "--dashboard-port", "--ray-client-server-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"]
+    return dict(zip(flags, free_ports(len(flags)), strict=True))
 
 
 def kill_tagged(variable: str, tag: str, rounds: int = 10) -> int:

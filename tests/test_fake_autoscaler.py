@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import free_port, kill_tagged
+from helpers import head_ports, kill_tagged
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,24 +53,20 @@ def autoscaled_head():
 
     tag = secrets.token_hex(4)
     temp = Path(tempfile.mkdtemp(prefix="fa", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    gcs_address = f"{ray._private.services.get_node_ip_address()}:{free_port()}"
+    ports = head_ports()
+    gcs_address = f"{ray._private.services.get_node_ip_address()}:{ports['--port']}"
     (temp / "autoscaling.json").write_text(json.dumps(_config(gcs_address)))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SENTISWEEP_CACHE_DIR")}
     env.update(RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0", RAY_FAKE_CLUSTER="1",
                AUTOSCALER_UPDATE_INTERVAL_S="1", SENTISWEEP_CACHE_DIR=str(temp / "cache"), **{TAG: tag},
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # the job's `python`
-    dashboard = free_port()
-    ports = {"--port": gcs_address.rsplit(":", 1)[1], "--dashboard-port": dashboard,
-             "--ray-client-server-port": free_port(), "--dashboard-agent-listen-port": free_port(),
-             "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
-             "--runtime-env-agent-port": free_port()}
     start = subprocess.run([RAY, "start", "--head", "--num-cpus", "0", "--temp-dir", str(temp / "ray"),
                             "--autoscaling-config", str(temp / "autoscaling.json"), "--disable-usage-stats",
                             *[str(x) for kv in ports.items() for x in kv]],
                            env=env, capture_output=True, text=True, timeout=180)
     try:
         assert start.returncode == 0, start.stdout + start.stderr
-        yield env, gcs_address, f"http://127.0.0.1:{dashboard}"
+        yield env, gcs_address, f"http://127.0.0.1:{ports['--dashboard-port']}"
     finally:
         kill_tagged(TAG, tag)
         shutil.rmtree(temp, ignore_errors=True)

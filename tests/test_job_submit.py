@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import free_port, kill_tagged, our_files
+from helpers import head_ports, kill_tagged, our_files
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,21 +30,18 @@ TAG = "SENTISWEEP_TEST_RAY_HEAD"
 def ray_head():
     tag = secrets.token_hex(4)
     temp = Path(tempfile.mkdtemp(prefix="rj", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    dashboard = free_port()
+    ports = head_ports()
     # Ray 2.60 turns token authentication on: `ray start` and `ray job submit` both need
     # RAY_AUTH_MODE=token (submission failed with InvalidAuthToken without it).
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SENTISWEEP_CACHE_DIR")}
     env.update(RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0", **{TAG: tag},
                SENTISWEEP_CACHE_DIR=str(temp.parent / f"{temp.name}-cache"))
-    ports = {"--port": free_port(), "--dashboard-port": dashboard, "--ray-client-server-port": free_port(),
-             "--dashboard-agent-listen-port": free_port(), "--dashboard-agent-grpc-port": free_port(),
-             "--metrics-export-port": free_port(), "--runtime-env-agent-port": free_port()}
     start = subprocess.run([RAY, "start", "--head", "--num-cpus", "2", "--temp-dir", str(temp),
                             "--disable-usage-stats", *[str(x) for kv in ports.items() for x in kv]],
                            env=env, capture_output=True, text=True, timeout=180)
     try:
         assert start.returncode == 0, start.stdout + start.stderr
-        yield env, f"http://127.0.0.1:{dashboard}", temp
+        yield env, f"http://127.0.0.1:{ports['--dashboard-port']}", temp
     finally:
         kill_tagged(TAG, tag)
         shutil.rmtree(temp, ignore_errors=True)

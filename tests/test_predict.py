@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers import not_installed, tiny_trial
+from simcluster import free_ports
 
 from sentisweep.config_load import parse_trial_config
 from sentisweep.export import export
@@ -111,12 +111,6 @@ def test_bad_inputs_are_clear(store, tmp_path, capsys):
     assert "is missing or is not a model folder" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.integration
 def test_demo_in_a_headless_browser(store, tmp_path):
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
@@ -126,7 +120,7 @@ def test_demo_in_a_headless_browser(store, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    port = _free_port()
+    [port] = free_ports(1)
     demo = subprocess.Popen([sys.executable, "-m", "sentisweep.demo", "--results", str(store), "--top-k", "2",
                              "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
