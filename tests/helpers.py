@@ -114,14 +114,20 @@ def start_postgres():
     return url, stop
 
 
-def head_ports() -> dict[str, int]:
-    """Every port `ray start --head` would take at a fixed default, made free and distinct: no
-    fixed port two runs could share, and no port given twice (see simcluster.free_ports)."""
+def head_ports() -> tuple[dict[str, int], dict[str, str]]:
+    """Every port `ray start --head` would take at a fixed default, made free and distinct:
+    its flags, and the two metrics servers' variables. Fixed, two Rays on one machine share a
+    port; drawn one at a time, one Ray is given a port twice (see simcluster.free_ports). The
+    dashboard's and the autoscaler's Prometheus ports, 44227 and 44217, lie inside the range the
+    OS draws from, so another drawn port could be one of them."""
     from simcluster import free_ports
 
     flags = ["--port", "--dashboard-port", "--ray-client-server-port", "--dashboard-agent-listen-port",
              "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"]
-    return dict(zip(flags, free_ports(len(flags)), strict=True))
+    variables = ["DASHBOARD_METRIC_PORT", "AUTOSCALER_METRIC_PORT"]
+    ports = free_ports(len(flags) + len(variables))
+    return (dict(zip(flags, ports, strict=False)),
+            {name: str(port) for name, port in zip(variables, ports[len(flags):], strict=True)})
 
 
 def kill_tagged(variable: str, tag: str, rounds: int = 10) -> int:

@@ -53,11 +53,11 @@ def autoscaled_head():
 
     tag = secrets.token_hex(4)
     temp = Path(tempfile.mkdtemp(prefix="fa", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    ports = head_ports()
+    ports, metrics_ports = head_ports()
     gcs_address = f"{ray._private.services.get_node_ip_address()}:{ports['--port']}"
     (temp / "autoscaling.json").write_text(json.dumps(_config(gcs_address)))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SENTISWEEP_CACHE_DIR")}
-    env.update(RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0", RAY_FAKE_CLUSTER="1",
+    env.update(RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0", **metrics_ports, RAY_FAKE_CLUSTER="1",
                AUTOSCALER_UPDATE_INTERVAL_S="1", SENTISWEEP_CACHE_DIR=str(temp / "cache"), **{TAG: tag},
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # the job's `python`
     start = subprocess.run([RAY, "start", "--head", "--num-cpus", "0", "--temp-dir", str(temp / "ray"),

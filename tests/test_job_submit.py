@@ -30,11 +30,11 @@ TAG = "SENTISWEEP_TEST_RAY_HEAD"
 def ray_head():
     tag = secrets.token_hex(4)
     temp = Path(tempfile.mkdtemp(prefix="rj", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    ports = head_ports()
+    ports, metrics_ports = head_ports()
     # Ray 2.60 turns token authentication on: `ray start` and `ray job submit` both need
     # RAY_AUTH_MODE=token (submission failed with InvalidAuthToken without it).
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SENTISWEEP_CACHE_DIR")}
-    env.update(RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0", **{TAG: tag},
+    env.update(RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0", **metrics_ports, **{TAG: tag},
                SENTISWEEP_CACHE_DIR=str(temp.parent / f"{temp.name}-cache"))
     start = subprocess.run([RAY, "start", "--head", "--num-cpus", "2", "--temp-dir", str(temp),
                             "--disable-usage-stats", *[str(x) for kv in ports.items() for x in kv]],
