@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from analysis.report import build_report
 
-        path = build_report(args.results, Path(args.out), args.within)
-        print(f"report: {path}")
+        _, screen = build_report(args.results, Path(args.out), args.within)
+        print(screen)
         return exit_codes.OK
     from analysis.report import group_correctness
     from analysis.significance import compare

@@ -16,6 +16,7 @@ from analysis.significance import Comparison, compare, correctness
 from analysis.tradeoffs import describe, search_objectives, tradeoffs
 from analysis.tuning import choices_table, expected_max_table, store_of, tuning_of
 from sentisweep.results import BASELINE_MODEL, best_by_validation
+from sentisweep.screen import shown, status_counts
 
 
 def group_correctness(ok: pd.DataFrame) -> dict[str, pd.Series]:
@@ -144,9 +145,10 @@ def best_against_baselines(ok: pd.DataFrame) -> list[Comparison]:
             for name, right in best_right.items() for baseline, baseline_right in baselines.items()]
 
 
-def build_report(locations: list[str], out: Path, within_points: float = 1.0) -> Path:
-    """The report of `locations` in `out`. `within_points`: for a multi-objective search, the
-    cheapest trial within this many points of the best validation accuracy is named."""
+def build_report(locations: list[str], out: Path, within_points: float = 1.0) -> tuple[Path, str]:
+    """The report of `locations` in `out`, and the screen that says what it found. `within_points`:
+    for a multi-objective search, the cheapest trial within this many points of the best
+    validation accuracy is named."""
     if out.exists() and not out.is_dir():
         raise ResultsError(f"--out = {str(out)!r}: a file, not a folder")
     results = load_results(locations)
@@ -175,9 +177,8 @@ def build_report(locations: list[str], out: Path, within_points: float = 1.0) ->
     not_ok = other[["trial_id", "model", "variant", "status", "error"]].copy()
     not_ok["error"] = not_ok["error"].astype(str).str.split("\n").str[0].str[:160]
     before_figures = [
-        ("Trials", f"{len(results)} trials: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in
-                                                         ("ok", "failed", "skipped", "stopped"))
-         + ". Only `ok` trials are averaged; the others are listed at the end.\n"),
+        ("Trials", f"{len(results)} {status_counts(results)}. Only `ok` trials are averaged; the others are "
+                   "listed at the end.\n"),
         ("Results per model and method", _markdown(shown)),
         *tuning_sections,
         ("Significance", "Paired bootstrap (2,000 resamples of the test rows) of the accuracy "
@@ -190,8 +191,29 @@ def build_report(locations: list[str], out: Path, within_points: float = 1.0) ->
         ("Example predictions", (examples_note + "\n\n" if examples_note else "") + _markdown(example_rows)),
         ("Failed, skipped and stopped trials", _markdown(not_ok))]
     summary = {"counts": counts, "table": json.loads(table.to_json(orient="records")),
-               "significance": [c.as_row() for c in tests], "figures": [p.name for p in figures.values()]}
-    return write_report(out, locations, before_figures, figures, after_figures, summary)
+               "significance": [c.as_row() for c in tests], "figures": [p.name for p in figures.values()],
+               "untuned": untuned}
+    path = write_report(out, locations, before_figures, figures, after_figures, summary)
+    return path, report_screen(path, locations, results, table, untuned, len(figures))
+
+
+def report_screen(path: Path, locations: list[str], results: pd.DataFrame, table: pd.DataFrame,
+                  untuned: list[str], figures: int) -> str:
+    """What the report found, on the terminal: the counts, each model's best, where the files
+    are, the next command, and last what the reader must not miss: failed and skipped trials
+    (stopped ones are a search's scheduler at work), cells that ran untuned."""
+    lines = [f"{len(results)} {status_counts(results)}", "best per model by validation accuracy (its test accuracy):"]
+    lines += [f"  {row.model} / {row.variant}: {row.accuracy_mean:.4f} ({row.seeds} seed{'s' * (row.seeds > 1)})"
+              for row in table[table["best_for_model"]].itertuples()]
+    lines += [f"report: {shown(str(path))} (report.md, summary.json, table.csv and {figures} figures beside it)",
+              f"next: python -m analysis compare {shown(locations[0])} A B   # two 'model / method' of the table, "
+              "on the same test rows"]
+    lines += [f"WARNING: {count} trial(s) {status}: listed at the end of the report, with why"
+              for status, count in results["status"].value_counts().items() if status in ("failed", "skipped")]
+    if untuned:
+        lines.append(f"WARNING: {', '.join(untuned)} ran untuned (--untuned-fallback): left out of the significance "
+                     "tests")
+    return "\n".join(lines)
 
 
 def result_figures(table: pd.DataFrame, ok: pd.DataFrame, out: Path) -> dict[str, Path | None]:

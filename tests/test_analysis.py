@@ -122,10 +122,14 @@ def tiny_results(tmp_path_factory):
     return root / "tiny"
 
 
-def test_report_has_every_section_and_valid_images(tiny_results, tmp_path):
+def test_report_has_every_section_and_valid_images(tiny_results, tmp_path, capsys):
     from analysis.__main__ import main
 
     assert main(["report", str(tiny_results), "--out", str(tmp_path / "report")]) == 0
+    screen = capsys.readouterr().out.splitlines()  # what happened, and last what must not be missed
+    assert screen[0] == "12 trials: 10 ok, 0 failed, 2 skipped, 0 stopped"
+    assert any(line.startswith("  tiny-bert / ") for line in screen)
+    assert screen[-1] == "WARNING: 2 trial(s) skipped: listed at the end of the report, with why"
     report = tmp_path / "report"
     text = (report / "report.md").read_text()
     for section in ["## Trials", "## Results per model and method", "## Significance", "## Figures",
