@@ -48,6 +48,7 @@ from sentisweep.probe.embeddings import (
 )
 from sentisweep.registry import UnknownNameError
 from sentisweep.results import now_iso
+from sentisweep.screen import elapsed
 from sentisweep.storage import Store
 from sentisweep.trial.models import get_model_spec
 
@@ -230,7 +231,7 @@ def embed_splits(frames: dict, job: EmbedJob, out: Store, gpus_per_actor: float,
         batch_size=a.rows_per_call, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=a.concurrency),
         num_cpus=a.cpus_per_actor if not gpus_per_actor else 1, num_gpus=gpus_per_actor or None)
     parts: dict[str, list] = {split: [] for split in frames}
-    done, start, peak_rss_bytes = 0, time.perf_counter(), 0
+    done, start, peak_rss_bytes, shown_at = 0, time.perf_counter(), 0, 0.0
     for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):  # [Ray] streams as actors finish
         vectors = np.ascontiguousarray(batch["embedding"], dtype=np.float32)
         peak_rss_bytes = max(peak_rss_bytes, int(batch["peak_rss_bytes"].max()))
@@ -242,8 +243,11 @@ def embed_splits(frames: dict, job: EmbedJob, out: Store, gpus_per_actor: float,
                     "row_id": pa.array(batch["row_id"][keep]), "label": pa.array(batch["label"][keep], pa.int64()),
                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors[keep].reshape(-1)),
                                                                    vectors.shape[1])}))
-        done += len(vectors)
-        print(f"  {done}/{len(rows)} texts embedded, {done / (time.perf_counter() - start):.1f} texts/s", flush=True)
+        done, now = done + len(vectors), time.perf_counter()
+        if now - shown_at >= 15 or done == len(rows):  # 26,000 texts came in 203 batches: a line each was a flood
+            rate, shown_at = done / (now - start), now
+            left = f", about {elapsed((len(rows) - done) / rate)} left" if done < len(rows) else ""
+            print(f"  {done}/{len(rows)} texts embedded, {rate:.1f} texts/s{left}", flush=True)
     seconds = time.perf_counter() - start
     metas = {}
     for split, tables in parts.items():
