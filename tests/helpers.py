@@ -80,7 +80,6 @@ def start_postgres():
     import glob
     import os
     import shutil
-    import socket
     import subprocess
     import tempfile
 
@@ -93,9 +92,9 @@ def start_postgres():
     folder = Path(tempfile.mkdtemp(prefix="sentisweep-postgres-"))
     if as_user:
         shutil.chown(folder, "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from simcluster import free_ports
+
+    [port] = free_ports(1)
     data = folder / "data"
     subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "sentisweep"],
                    check=True, capture_output=True)
