@@ -9,7 +9,7 @@ import pytest
 from helpers import synthetic_reviews
 
 from sentisweep.config import DataConfig
-from sentisweep.trial.data import DataError, load_task_data
+from sentisweep.trial.data import DataError, check_data, load_task_data
 
 pytestmark = pytest.mark.unit
 
@@ -120,6 +120,10 @@ def test_subset_larger_than_split_uses_all_with_a_warning(data_dir, caplog):
     with caplog.at_level(logging.WARNING):
         data = _load(data_dir, test_size=10_000)
     assert data.sizes()["test"] == 48 and "test_size" in caplog.text
+    # and the line every sweep and search prints before any work says it too, not only the log
+    line = check_data(DataConfig(source=str(data_dir), test_size=10_000, eval_size=8))
+    assert line.splitlines()[1:] == ["WARNING: data.test_size = 10,000 but the test split holds 48 rows: "
+                                     "the trials use all of them"]
 
 
 def test_cleaning_can_be_turned_off(data_dir):

@@ -101,7 +101,12 @@ def check_data(cfg: DataConfig) -> str:
     data = load_task_data(cfg)
     sizes = ", ".join(f"{split} {len(frame):,}" for split, frame in data.splits.items())
     classes = ", ".join(f"{i}={name}" for i, name in enumerate(data.label_names))
-    return f"data: {cfg.source} ({resolve_source(cfg.source)}): {sizes} rows; classes {classes}"
+    # a size past the split's rows takes them all (a tuning trial's 64-row test split counts on
+    # it); a user who asked for more is told so here, before any work, not only in a log line
+    short = [f"\nWARNING: data.{field} = {asked:,} but the {split} split holds {len(data.splits[split]):,} rows: "
+             "the trials use all of them" for split, field in _SIZE_FIELD.items()
+             if (asked := getattr(cfg, field)) and asked > len(data.splits[split])]
+    return f"data: {cfg.source} ({resolve_source(cfg.source)}): {sizes} rows; classes {classes}" + "".join(short)
 
 
 def _hub_problem(source: str, err: Exception) -> str:
