@@ -160,10 +160,10 @@ def build_report(locations: list[str], out: Path, within_points: float = 1.0) ->
         raise ResultsError(f"no successful trial to analyse ({counts}): {listing}")
     out.mkdir(parents=True, exist_ok=True)
     table = aggregate(ok)
-    shown = display_table(table)
-    shown.to_csv(out / "table.csv", index=False)
+    readable = display_table(table)
+    readable.to_csv(out / "table.csv", index=False)
     table.to_csv(out / "table_numbers.csv", index=False)
-    (out / "table.tex").write_text(shown.to_latex(index=False, escape=True))
+    (out / "table.tex").write_text(readable.to_latex(index=False, escape=True))
     figures = result_figures(table, ok, out)
     tuning_sections = tuning_and_search(locations, results, within_points, out, figures)
     figures = {title: path for title, path in figures.items() if path is not None}
@@ -179,7 +179,7 @@ def build_report(locations: list[str], out: Path, within_points: float = 1.0) ->
     before_figures = [
         ("Trials", f"{len(results)} {status_counts(results)}. Only `ok` trials are averaged; the others are "
                    "listed at the end.\n"),
-        ("Results per model and method", _markdown(shown)),
+        ("Results per model and method", _markdown(readable)),
         *tuning_sections,
         ("Significance", "Paired bootstrap (2,000 resamples of the test rows) of the accuracy "
                          "difference, and McNemar's exact test (for methods with several seeds: the same sign test "
