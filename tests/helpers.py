@@ -125,7 +125,7 @@ def head_ports() -> tuple[dict[str, int], dict[str, str]]:
              "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"]
     variables = ["DASHBOARD_METRIC_PORT", "AUTOSCALER_METRIC_PORT"]
     ports = free_ports(len(flags) + len(variables))
-    return (dict(zip(flags, ports, strict=False)),
+    return (dict(zip(flags, ports[:len(flags)], strict=True)),
             {name: str(port) for name, port in zip(variables, ports[len(flags):], strict=True)})
 
 
