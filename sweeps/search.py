@@ -154,8 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     pin_args(args)  # every location made absolute here, before anything leaves this process
     search = load_config(args.config, "search", driver.overrides(args, num_samples=args.num_samples))
-    # trials run in working directories of their own (sentisweep/locations.py)
-    search.data, search.model = pinned_data(search.data), pinned_model(search.model)
     store = driver.open_store(args.storage)
     print(f"search {search.name}: {search.num_samples} trials of {search.model} / {search.method} "
           f"(placement {search.placement}) -> {store.uri(search.name)}\n  space: {search.space.describe()}\n"
@@ -168,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
           + (f"\n  plus baselines on the same splits: {', '.join(search.baselines)}" if search.baselines else ""),
           flush=True)
     print(check_data(search.data), flush=True)  # before any work, the dry run's too: every data check
+    # trials run in working directories of their own (sentisweep/locations.py)
+    search.data, search.model = pinned_data(search.data), pinned_model(search.model)
     if args.dry_run:
         return guard.dry_run_done(store, search.name, args.resume)
     args.resume = guard.effective_resume(store, search.name, args.resume)
