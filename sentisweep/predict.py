@@ -189,11 +189,15 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
     if suffix not in readers:
         raise PredictError(f"--input = {str(path)!r}: unknown format {suffix!r}; allowed: .txt (one text a line), "
                            ".csv, .parquet, .jsonl")
-    frame = readers[suffix](path)
+    try:
+        frame = readers[suffix](path)
+    except (ValueError, OSError) as e:  # pandas' ParserError and pyarrow's errors are ValueErrors
+        raise PredictError(f"--input = {str(path)!r}: not a readable {suffix} file ({str(e).strip()}); "
+                           "a CSV text holding a comma must be quoted") from e
     if text_column not in frame:
         raise PredictError(f"--input = {str(path)!r}: no column {text_column!r}; columns: {list(frame.columns)} "
                            "(choose one with --text-column)")
-    return frame[text_column].astype(str).tolist()
+    return frame[text_column].fillna("").astype(str).tolist()  # an empty cell is an empty text, not "nan"
 
 
 def describe(row: pd.Series) -> str:

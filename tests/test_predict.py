@@ -101,6 +101,11 @@ def test_bad_inputs_are_clear(store, tmp_path, capsys):
     with pytest.raises(PredictError, match="no column 'text'; columns: \\['review'\\]"):
         pd.DataFrame({"review": ["x"]}).to_csv(tmp_path / "r.csv", index=False)
         read_texts(tmp_path / "r.csv")
+    (tmp_path / "unquoted.csv").write_text("text\nGreat.\nAwful, boring.\n")
+    with pytest.raises(PredictError, match="unquoted.csv': not a readable .csv file .*must be quoted"):
+        read_texts(tmp_path / "unquoted.csv")
+    (tmp_path / "blank.csv").write_text("text,id\nGreat.,1\n,2\n")
+    assert read_texts(tmp_path / "blank.csv") == ["Great.", ""]  # so check_texts names text 2 as empty
     failed = pd.read_parquet(store / "results.parquet").assign(status="failed")
     failed[SCHEMA.names].to_parquet(tmp_path / "failed.parquet")
     assert main(["--results", str(tmp_path / "failed.parquet"), "ok"]) == 2
