@@ -205,9 +205,10 @@ def report_screen(path: Path, locations: list[str], results: pd.DataFrame, table
     lines = [f"{len(results)} {status_counts(results)}", "best per model by validation accuracy (its test accuracy):"]
     lines += [f"  {row.model} / {row.variant}: {row.accuracy_mean:.4f} ({row.seeds} seed{'s' * (row.seeds > 1)})"
               for row in table[table["best_for_model"]].itertuples()]
-    lines += [f"report: {shown(str(path))} (report.md, summary.json, table.csv and {figures} figures beside it)",
-              f"next: python -m analysis compare {shown(locations[0])} A B   # two 'model / method' of the table, "
-              "on the same test rows"]
+    lines.append(f"report: {shown(str(path))} (report.md, summary.json, table.csv and {figures} figures beside it)")
+    if len(table) > 1:  # a comparison needs two rows of the table
+        lines.append(f"next: python -m analysis compare {shown(locations[0])} A B   # two 'model / method' of the "
+                     "table, on the same test rows")
     lines += [f"WARNING: {count} trial(s) {status}: listed at the end of the report, with why"
               for status, count in results["status"].value_counts().items() if status in ("failed", "skipped")]
     if untuned:

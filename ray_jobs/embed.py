@@ -48,7 +48,7 @@ from sentisweep.probe.embeddings import (
 )
 from sentisweep.registry import UnknownNameError
 from sentisweep.results import now_iso
-from sentisweep.screen import elapsed
+from sentisweep.screen import elapsed, shown
 from sentisweep.storage import Store
 from sentisweep.trial.models import get_model_spec
 
@@ -295,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     for split, meta in metas.items():
         print(f"{split}: {meta['rows']} x {meta['dim']} in {meta['seconds']:.1f} s "
               f"-> {Store(job.out).uri(split)}.parquet")
+    print(f"next: python ray_jobs/xgboost_stage.py --embeddings {shown(job.out)}   # XGBoost on them")
     return exit_codes.OK
 
 

@@ -33,6 +33,7 @@ from sentisweep.probe.embed_xgb_config import (
 )
 from sentisweep.probe.embeddings import META_KEY
 from sentisweep.results import ResultsError, read_results
+from sentisweep.screen import report_command
 from sentisweep.storage import Store, exists, is_remote
 
 
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                                                         if result.status == "ok" else f": {result.error}"))
     print(read_results(results_table)[["trial_id", "status", "accuracy", "best_val_accuracy", "train_seconds"]]
           .to_string(index=False))
+    print(f"next: {report_command(store.uri(config.name))}")
     return exit_codes.FAILED if failed else exit_codes.OK
 
 

@@ -33,6 +33,7 @@ from sentisweep.layout import RESULT_FILE, RESULTS_TABLE, trial_parts
 from sentisweep.locations import pin_args
 from sentisweep.probe.booster import XGBoostConfig, fit_single_process, load_splits, probe_trial_id, run_probe
 from sentisweep.results import SCHEMA, TrialResult, write_results
+from sentisweep.screen import report_command
 from sentisweep.storage import Store
 
 
@@ -220,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         return exit_codes.FAILED
     print(f"{result.trial_id}: test accuracy {result.accuracy:.4f} (validation {result.best_val_accuracy:.4f}, "
           f"best round {result.best_epoch:.0f}), fit + embedding {result.train_seconds:.1f} s -> "
-          f"{Store(stage.storage).uri(stage.name, RESULTS_TABLE)}")
+          f"{Store(stage.storage).uri(stage.name, RESULTS_TABLE)}\n"
+          f"next: {report_command(Store(stage.storage).uri(stage.name))}")
     return exit_codes.OK
 
 

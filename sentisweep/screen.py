@@ -62,6 +62,12 @@ def elapsed(seconds: float) -> str:
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
+def report_command(root: str) -> str:
+    """The command that reports on the results store at `root`, as the user would type it here."""
+    where = shown(root)
+    return f"python -m analysis report {where} --out reports/{Path(where).name}"
+
+
 def final_screen(title: str, results: pd.DataFrame, root: str, table: str, seconds: float,
                  sections: list[str] = (), warnings: list[str] = ()) -> str:
     """The closing lines: `title` and time, `sections` (e.g. each tuning cell's choice), the
@@ -70,7 +76,7 @@ def final_screen(title: str, results: pd.DataFrame, root: str, table: str, secon
     lines = ["", "=" * 100, f"{title}: finished in {elapsed(seconds)}", *sections, "", summary_table(results), "",
              f"rows: {shown(table)} ({len(results)} rows), in pandas: "
              f"from sentisweep.results import read_results; read_results({where!r})",
-             f"next: python -m analysis report {where} --out reports/{Path(where).name}"]
+             f"next: {report_command(root)}"]
     if warnings:
         lines += ["", *[f"WARNING: {w}" for w in warnings]]
     return "\n".join(lines)

@@ -129,7 +129,13 @@ def test_report_has_every_section_and_valid_images(tiny_results, tmp_path, capsy
     screen = capsys.readouterr().out.splitlines()  # what happened, and last what must not be missed
     assert screen[0] == "12 trials: 10 ok, 0 failed, 2 skipped, 0 stopped"
     assert any(line.startswith("  tiny-bert / ") for line in screen)
+    assert any(line.startswith("next: python -m analysis compare ") for line in screen)
     assert screen[-1] == "WARNING: 2 trial(s) skipped: listed at the end of the report, with why"
+    one = pd.read_parquet(tiny_results / "results.parquet").query("model == 'tiny-bert' and method == 'full'")
+    (tmp_path / "one").mkdir()
+    one.to_parquet(tmp_path / "one" / "results.parquet")
+    assert main(["report", str(tmp_path / "one"), "--out", str(tmp_path / "one_report")]) == 0
+    assert "compare" not in capsys.readouterr().out  # a comparison needs two rows of the table
     report = tmp_path / "report"
     text = (report / "report.md").read_text()
     for section in ["## Trials", "## Results per model and method", "## Significance", "## Figures",

@@ -52,6 +52,8 @@ def test_driver_pretrained_and_finetuned_rows_then_resume(tmp_path, cache_dir):
                                f"python ray_jobs/embed_xgb.py --config {tmp_path / 'embed_xgb_smoke.yaml'}")
     done = _run("embed_xgb.py", "--config", config_path, "--storage", tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert done.stdout.rstrip().endswith(f"next: python -m analysis report {tmp_path / 'embed-xgb-smoke'} "
+                                         "--out reports/embed-xgb-smoke")
     rows = read_results(tmp_path / "embed-xgb-smoke" / "results.parquet")
     assert sorted(rows["trial_id"]) == ["tiny-bert__embed+xgboost-finetuned-lora__s42",
                                         "tiny-bert__embed+xgboost-pretrained__s42"]

@@ -139,6 +139,8 @@ def test_the_embedding_and_xgboost_jobs_with_relative_folders_land_under_this_di
                     "--batch-size", "8")
     assert embedded.returncode == 0, embedded.stdout[-2000:] + embedded.stderr[-2000:]
     assert "  96/96 texts embedded, " in embedded.stdout  # the last line always shows, however few came between
+    assert embedded.stdout.rstrip().endswith(
+        "next: python ray_jobs/xgboost_stage.py --embeddings emb   # XGBoost on them")
     assert sorted(p.name for p in (root / "emb").iterdir()) == ["test.parquet", "train.parquet", "validation.parquet"]
     # The rows the job embedded are the rows the core's splits hold, labels included.
     data = load_task_data(DataConfig(source=str(ROOT / "data" / "tiny_reviews"), train_size=48, eval_size=16,
@@ -162,6 +164,7 @@ def test_the_embedding_and_xgboost_jobs_with_relative_folders_land_under_this_di
                    "--name", "probe", "--workers", "2", "--rounds", "60",
                    "--report-every", "20")  # reports during boosting too, not only at the end
     assert boosted.returncode == 0, boosted.stdout[-2000:] + boosted.stderr[-2000:]
+    assert boosted.stdout.rstrip().endswith("next: python -m analysis report out/probe --out reports/probe")
     # a local Ray has no dashboard, so no State API for Ray Train's placement-group cleaner to ask
     assert "Failed to query Ray Train Controller" not in boosted.stdout + boosted.stderr
     assert our_files(ray_tmp) == []
