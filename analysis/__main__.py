@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     result = compare(a, groups[a], b, groups[b])
     for key, value in result.as_row().items():
         print(f"{key:>12}: {value}")
+    untuned = ok.loc[ok["tuning"] == "untuned"]
+    for name in sorted({a, b} & set(untuned["model"] + " / " + untuned["variant"])):  # the report leaves these out
+        print(f"WARNING: {name} ran untuned (--untuned-fallback): its tuning found no setting, so this compares "
+              "it at its configured settings, not at its best")
     return exit_codes.OK
 
 

@@ -155,12 +155,20 @@ def test_report_has_every_section_and_valid_images(tiny_results, tmp_path, capsy
     assert summary["counts"]["ok"] == 10 and summary["counts"]["skipped"] == 2
 
 
-def test_compare_prints_one_pair(tiny_results, capsys):
+def test_compare_prints_one_pair(tiny_results, tmp_path, capsys):
     from analysis.__main__ import main
 
     assert main(["compare", str(tiny_results), "tiny-qwen3 / full", "tiny-qwen3 / zero-shot"]) == 0
     out = capsys.readouterr().out
-    assert "McNemar p" in out and "verdict" in out
+    assert "McNemar p" in out and "verdict" in out and "WARNING" not in out
+    results = pd.read_parquet(tiny_results / "results.parquet")
+    (tmp_path / "fallback").mkdir()
+    results.assign(tuning=results["tuning"].mask(results["method"] == "full", "untuned")).to_parquet(
+        tmp_path / "fallback" / "results.parquet")
+    assert main(["compare", str(tmp_path / "fallback"), "tiny-qwen3 / full", "tiny-qwen3 / zero-shot"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "WARNING: tiny-qwen3 / full ran untuned (--untuned-fallback): its tuning found no setting, so this "
+        "compares it at its configured settings, not at its best")
 
 
 def test_compare_names_one_method_or_says_why(tiny_results, capsys):
