@@ -8,6 +8,7 @@ import atexit
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,10 +96,18 @@ def describe(report: dict) -> str:
 
 
 def make_room(cpus_per_trial: float, gpus_per_trial: float, trials: int, wait_minutes: float | None) -> None:
-    """Return once a node can run one trial. Where none can now: refuse (exit 2) if the cluster can
-    never have one (its node types say so, or it has no autoscaler and `wait_minutes` is None);
-    else ask the autoscaler for `trials` trials' nodes and wait for the first, at most
-    `wait_minutes` (default DEFAULT_WAIT_MINUTES). The request is withdrawn then, and at exit.
+    """Return once a node can run one trial (`ask_for_room`, then its wait)."""
+    ask_for_room(cpus_per_trial, gpus_per_trial, trials, wait_minutes)()
+
+
+def ask_for_room(cpus_per_trial: float, gpus_per_trial: float, trials: int,
+                 wait_minutes: float | None) -> Callable[[], None]:
+    """Where no node can run one trial now: refuse (exit 2) if the cluster can never have one (its
+    node types say so, or it has no autoscaler and `wait_minutes` is None); else ask the autoscaler
+    for `trials` trials' nodes. Returns the wait for the first node, at most `wait_minutes` (default
+    DEFAULT_WAIT_MINUTES; nothing to wait for where a node fits now), which withdraws the request
+    once one joined; the request is withdrawn at exit too. Between the two a driver does its own
+    preparation (tokenizing, fetching weights) while the node boots: a refusal comes before it.
 
     Ray keeps a request until another replaces it: kept, it holds the nodes up after the work
     and the cluster's idleTimeoutSeconds never fires (4 GPU workers, billed). Once a node is up,
@@ -109,7 +118,7 @@ def make_room(cpus_per_trial: float, gpus_per_trial: float, trials: int, wait_mi
 
     bundle = {"CPU": cpus_per_trial, **({"GPU": gpus_per_trial} if gpus_per_trial else {})}
     if any(covers(node, bundle) for node in nodes_now()):
-        return
+        return lambda: None
     what = f"resources.cpus_per_trial = {cpus_per_trial:g}, gpus_per_trial = {gpus_per_trial:g}"
     types, report = node_types(), autoscaler_report()
     growable = types and [t for t in types if t.max_workers != 0 and covers(t.resources, bundle)]
@@ -128,10 +137,13 @@ def make_room(cpus_per_trial: float, gpus_per_trial: float, trials: int, wait_mi
     atexit.unregister(withdraw_request)  # once, however many stages of this driver asked
     atexit.register(withdraw_request)
     kinds = f" (node types that fit: {', '.join(t.name for t in growable)})" if growable else ""
-    print(f"no node can run a trial now: asked the autoscaler for {trials} x {show(bundle)}{kinds}; waiting up to "
+    print(f"no node can run a trial now: asked the autoscaler for {trials} x {show(bundle)}{kinds}; will wait up to "
           f"{minutes:g} min for the first (--wait-for-nodes)", flush=True)
-    _wait_for_node(bundle, minutes)
-    withdraw_request()
+
+    def wait() -> None:
+        _wait_for_node(bundle, minutes)
+        withdraw_request()
+    return wait
 
 
 def _wait_for_node(bundle: dict[str, float], minutes: float) -> None:

@@ -121,11 +121,12 @@ def pretokenize(planned: list[PlannedTrial]) -> None:
 
 def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial]) -> int:
     started = time.monotonic()
-    pretokenize([t for t in planned if t.skip_reason is None])  # bad data: BadInput, nothing has run
-    prefetch([get_model_spec(t.config.model) for t in planned if t.skip_reason is None])
     gpus_of = {row: t.gpus for row, t in enumerate(planned, 1) if t.skip_reason is None}
-    driver.start_ray(args, sweep.resources.cpus_per_trial, max(gpus_of.values(), default=0),
-                     min(len(gpus_of), sweep.resources.max_concurrent or len(gpus_of)))
+    wait_for_room = driver.start_ray(args, sweep.resources.cpus_per_trial, max(gpus_of.values(), default=0),
+                                     min(len(gpus_of), sweep.resources.max_concurrent or len(gpus_of)))
+    pretokenize([t for t in planned if t.skip_reason is None])  # bad data: BadInput, no trial has run
+    prefetch([get_model_spec(t.config.model) for t in planned if t.skip_reason is None])
+    wait_for_room()  # the autoscaler's node booted meanwhile
     if sweep.resources.uses_gpus and gpu_memory_bytes(args.gpu_memory, sweep.resources.gpu_memory_gib) is None:
         gpus_of = check_memory_on_a_gpu_node(sweep, planned) or gpus_of
     chosen = {}

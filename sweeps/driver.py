@@ -8,9 +8,10 @@ import argparse
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from ray_session import guard
-from ray_session.autoscale import make_room
+from ray_session.autoscale import ask_for_room
 from ray_session.connect import connect
 from sentisweep import exit_codes
 from sentisweep.config import ConfigError
@@ -59,11 +60,12 @@ def open_store(location: str) -> Store:
         raise ConfigError([f"--storage = {location!r}: {err}"]) from None
 
 
-def start_ray(args, cpus_per_trial: float, gpus_per_trial: float, trials: int) -> None:
-    """Join or start Ray; refuse work no trial of which could ever start, or wait for the
-    autoscaler to add a node for it (ray_session/autoscale.py)."""
+def start_ray(args, cpus_per_trial: float, gpus_per_trial: float, trials: int) -> Callable[[], None]:
+    """Join or start Ray and refuse work no trial of which could ever start, before any tokenizing
+    or download; where the autoscaler must add a node, ask for it and return the wait for it, so
+    the driver prepares while the node boots (ray_session/autoscale.py)."""
     connect(args.local, args.num_gpus)  # [Ray]
-    make_room(cpus_per_trial, gpus_per_trial, trials, args.wait_for_nodes)  # [Ray]
+    return ask_for_room(cpus_per_trial, gpus_per_trial, trials, args.wait_for_nodes)  # [Ray]
 
 
 def fit(trial_fn, resources, store: Store, folder: tuple[str, ...], resume: bool, max_failures: int,

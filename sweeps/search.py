@@ -86,10 +86,11 @@ def run(args, search: SearchConfig, store: Store) -> int:
     # the report reads the search's objectives (its Pareto front) from here
     store.write_bytes(search.model_dump_json(indent=1).encode(), search.name, SEARCH_FILE)
     print(study.describe(), flush=True)
-    prefetch([get_model_spec(search.model)])  # once, not by every trial at once
     resources = {"cpu": search.resources.cpus_per_trial, "gpu": search.resources.gpus_per_trial}
-    driver.start_ray(args, resources["cpu"], resources["gpu"],
-                     min(search.num_samples, search.resources.max_concurrent or search.num_samples))
+    wait_for_room = driver.start_ray(args, resources["cpu"], resources["gpu"],
+                                     min(search.num_samples, search.resources.max_concurrent or search.num_samples))
+    prefetch([get_model_spec(search.model)])  # once, not by every trial at once
+    wait_for_room()  # the autoscaler's node booted meanwhile
     # the search's own config goes with the trainable, not into the sampled config: Tune prints a
     # trial's config as it starts and beside the best trial, and it is only these 4 sampled values
     trial_fn = tune.with_parameters(run_search_trial, search=search.model_dump(mode="json"),  # [Ray]

@@ -187,9 +187,11 @@ def test_the_driver_fetches_each_hub_model_once_and_leaves_a_failed_fetch_to_the
     assert "could not fetch Qwen/Qwen3-4B (OSError: gated repo: no access)" in capsys.readouterr().err
 
 
-def test_a_search_fetches_its_model_once_before_ray_starts(monkeypatch, tmp_path):
+def test_a_search_fetches_its_model_once_before_its_trials(monkeypatch, tmp_path):
     """Issue 37: the search's trials, started together, each downloaded the same Hub weights; its
-    driver fetches them first, as the ablation's does (the fetch itself: the test above)."""
+    driver fetches them first, as the ablation's does (the fetch itself: the test above). After Ray
+    is joined, so a cluster that can never run a trial is refused before the download, and while
+    an autoscaler's node boots."""
     from pathlib import Path
     from types import SimpleNamespace
 
@@ -202,7 +204,11 @@ def test_a_search_fetches_its_model_once_before_ray_starts(monkeypatch, tmp_path
 
     def start_ray(*args, **kwargs):
         calls.append(("start_ray",))
-        raise RuntimeError("no Ray in this test")
+
+        def wait_for_room():
+            calls.append(("wait_for_room",))
+            raise RuntimeError("no Ray in this test")
+        return wait_for_room
 
     monkeypatch.setattr(driver, "start_ray", start_ray)
     config = load_config(Path(__file__).parents[1] / "sweeps" / "configs" / "search_smoke.yaml", "search",
@@ -210,7 +216,34 @@ def test_a_search_fetches_its_model_once_before_ray_starts(monkeypatch, tmp_path
     args = SimpleNamespace(study_storage=None, resume=False, mlflow_uri=None)
     with pytest.raises(RuntimeError, match="no Ray in this test"):
         search.run(args, config, Store(str(tmp_path)))
-    assert calls == [("prefetch", ["distilbert-base-uncased"]), ("start_ray",)]
+    assert calls == [("start_ray",), ("prefetch", ["distilbert-base-uncased"]), ("wait_for_room",)]
+
+
+def test_a_sweep_no_node_could_ever_run_is_refused_before_tokenizing(monkeypatch, tmp_path):
+    """A GPU sweep on a cluster of CPU nodes with no autoscaler once tokenized all of IMDb and
+    fetched each model's weights (Qwen3-4B: 8 GB) before saying that no trial could ever start."""
+    from pathlib import Path
+
+    from sentisweep.config_load import load_config
+    from sentisweep.exit_codes import BadInput
+    from sentisweep.plan import expand
+    from sentisweep.storage import Store
+    from sweeps import ablation, driver
+
+    calls = []
+    monkeypatch.setattr(ablation, "pretokenize", lambda planned: calls.append("pretokenize"))
+    monkeypatch.setattr(ablation, "prefetch", lambda specs: calls.append("prefetch"))
+
+    def start_ray(*args, **kwargs):
+        calls.append("start_ray")
+        raise BadInput("no node of this cluster has that")
+
+    monkeypatch.setattr(driver, "start_ray", start_ray)
+    sweep = load_config(Path(__file__).parents[1] / "sweeps" / "configs" / "smoke.yaml", "sweep")
+    planned = expand(sweep, Store(str(tmp_path)), "cpu")
+    with pytest.raises(BadInput, match="no node"):
+        ablation.run_sweep(None, sweep, Store(str(tmp_path)), planned)
+    assert calls == ["start_ray"]
 
 
 @pytest.mark.parametrize("method, frozen_in_fp32", [("head-only", True), ("qlora", True), ("lora", False)])
