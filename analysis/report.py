@@ -177,7 +177,7 @@ def build_report(locations: list[str], out: Path, within_points: float = 1.0) ->
     not_ok = other[["trial_id", "model", "variant", "status", "error"]].copy()
     not_ok["error"] = not_ok["error"].astype(str).str.split("\n").str[0].str[:160]
     before_figures = [
-        ("Trials", f"{len(results)} {status_counts(results)}. Only `ok` trials are averaged; the others are "
+        ("Trials", f"{status_counts(results)}. Only `ok` trials are averaged; the others are "
                    "listed at the end.\n"),
         ("Results per model and method", _markdown(readable)),
         *tuning_sections,
@@ -202,7 +202,7 @@ def report_screen(path: Path, locations: list[str], results: pd.DataFrame, table
     """What the report found, on the terminal: the counts, each model's best, where the files
     are, the next command, and last what the reader must not miss: failed and skipped trials
     (stopped ones are a search's scheduler at work), cells that ran untuned."""
-    lines = [f"{len(results)} {status_counts(results)}", "best per model by validation accuracy (its test accuracy):"]
+    lines = [status_counts(results), "best per model by validation accuracy (its test accuracy):"]
     lines += [f"  {row.model} / {row.variant}: {row.accuracy_mean:.4f} ({row.seeds} seed{'s' * (row.seeds > 1)})"
               for row in table[table["best_for_model"]].itertuples()]
     lines.append(f"report: {shown(str(path))} (report.md, summary.json, table.csv and {figures} figures beside it)")

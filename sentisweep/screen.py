@@ -44,7 +44,7 @@ def summary_table(results: pd.DataFrame) -> str:
 
 def status_counts(results: pd.DataFrame) -> str:
     counts = results["status"].value_counts().to_dict()
-    return "trials: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES)
+    return f"{len(results)} trial{'s' * (len(results) != 1)}: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES)
 
 
 def shown(location: str) -> str:

@@ -80,7 +80,7 @@ def test_the_tuned_sweep_without_storage_lands_in_results_and_every_cell_chooses
     assert (root.parent / "user-cache" / "sentisweep" / "tokenized").is_dir()  # the cache: the user's, not Ray's
     # the last screen: each cell's choice, the table, where the rows are, the next command
     tail = out.stdout[out.stdout.rindex("=" * 100):]
-    assert tail.count(": chose learning_rate") == 2 and "trials: 4 ok, 0 failed" in tail
+    assert tail.count(": chose learning_rate") == 2 and "4 trials: 4 ok, 0 failed" in tail
     assert "rows: results/tuned-smoke/results.parquet (4 rows)" in tail
     assert "next: python -m analysis report results/tuned-smoke --out reports/tuned-smoke" in tail
     assert "WARNING" not in tail and "unresolved search space" not in out.stdout + out.stderr
