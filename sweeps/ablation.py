@@ -24,7 +24,7 @@ from sentisweep.config_load import load_config
 from sentisweep.locations import pin_args
 from sentisweep.plan import PlannedTrial, expand, plan_memory, rate_warnings
 from sentisweep.results import gather_results
-from sentisweep.screen import matrix_table
+from sentisweep.screen import elapsed, matrix_table
 from sentisweep.storage import Store
 from sentisweep.trial.data import check_data
 from sentisweep.trial.models import get_model_spec, prefetch
@@ -107,6 +107,10 @@ def pretokenize(planned: list[PlannedTrial]) -> None:
             continue
         data = data or load_task_data(c.data)  # bad data stops the sweep: every trial needs it
         done.add(key)
+        rows = sum(len(frame) for frame in data.splits.values())
+        print(f"tokenizing {rows:,} texts for {tokenizer_source} at max_length {c.training.max_length} "
+              "(read from the cache where a run did it before) ...", flush=True)
+        started = time.monotonic()
         try:
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
             for frame in data.splits.values():
@@ -116,7 +120,7 @@ def pretokenize(planned: list[PlannedTrial]) -> None:
             print(f"warning: could not tokenize for {tokenizer_source}: {type(err).__name__}: "
                   f"{str(err).splitlines()[0][:300]}; its trials will fail with this error", file=sys.stderr)
             continue
-        print(f"tokenized for {tokenizer_source} at max_length {c.training.max_length}", flush=True)
+        print(f"  done in {elapsed(time.monotonic() - started)}", flush=True)
 
 
 def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial]) -> int:
