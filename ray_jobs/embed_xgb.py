@@ -33,13 +33,14 @@ from sentisweep.probe.embed_xgb_config import (
 )
 from sentisweep.probe.embeddings import META_KEY
 from sentisweep.results import ResultsError, read_results
-from sentisweep.screen import report_command
+from sentisweep.screen import report_command, shown
 from sentisweep.storage import Store, exists, is_remote
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="sweeps/configs/embed_xgb_quick.yaml")
+    default = shown(str(Path(__file__).resolve().parents[1] / "sweeps" / "configs" / "embed_xgb_quick.yaml"))
+    p.add_argument("--config", default=default, help=f"the study's YAML (default {default})")
     p.add_argument("--storage", help="overrides the config's storage (results, and where finetuned_from is found)")
     p.add_argument("--dry-run", action="store_true", help="validate, pick the checkpoints, print the plan; run nothing")
     p.add_argument("--overwrite", action="store_true", help="redo embeddings and rows that already exist")

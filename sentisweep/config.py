@@ -238,7 +238,8 @@ def read_yaml(path: str | Path, overrides: dict[str, Any] | None = None) -> dict
     """A YAML mapping with `overrides` merged in; ConfigError for a missing or malformed file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError([f"config file = {str(path)!r}: no such file"])
+        where = "" if path.is_absolute() else f" in {Path.cwd()}"  # a relative path is the working directory's
+        raise ConfigError([f"config file = {str(path)!r}: no such file{where}"])
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

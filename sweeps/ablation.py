@@ -31,7 +31,7 @@ from sentisweep.trial.models import get_model_spec, prefetch
 from sentisweep.tuning import apply_choices, budget_text, cells, describe_choice
 from sweeps import driver, trainable, tuning
 
-DEFAULT_CONFIG = "sweeps/configs/quick.yaml"
+DEFAULT_CONFIG = "quick.yaml"
 
 
 def build_parser():

@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from ray_session import guard
 from ray_session.autoscale import ask_for_room
@@ -16,12 +17,15 @@ from ray_session.connect import connect
 from sentisweep import exit_codes
 from sentisweep.config import ConfigError
 from sentisweep.layout import RESULTS_TABLE, TUNE_FOLDER
-from sentisweep.screen import final_screen
+from sentisweep.screen import final_screen, shown
 from sentisweep.storage import Store
+
+CONFIGS = Path(__file__).resolve().parent / "configs"  # the shipped configs, found from any directory
 
 
 def parser(prog: str, description: str, what: str, default_config: str, epilog: str) -> argparse.ArgumentParser:
-    """The flags every driver takes; the caller adds its own."""
+    """The flags every driver takes; the caller adds its own. `default_config`: a file in CONFIGS."""
+    default_config = shown(str(CONFIGS / default_config))  # sweeps/configs/... from the checkout's root
     p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=default_config, help=f"{what} YAML (default {default_config})")

@@ -36,7 +36,7 @@ from sentisweep.tuning import random_first
 from sweeps import driver, trainable
 from sweeps.study import JOURNAL, StudyStorage, resumable_optuna_search, saving_callback, tpe_sampler
 
-DEFAULT_CONFIG = "sweeps/configs/lora_search_quick.yaml"
+DEFAULT_CONFIG = "lora_search_quick.yaml"
 
 
 def run_search_trial(params: dict, search: dict, storage: str) -> None:

@@ -76,3 +76,17 @@ def test_the_default_cache_is_the_users_cache_folder_not_the_working_directory(t
     assert DataConfig().cache_dir == str(Path.home() / ".cache" / "sentisweep")
     monkeypatch.setenv("SENTISWEEP_CACHE_DIR", "/shared/cache")
     assert DataConfig().cache_dir == "/shared/cache"
+
+
+def test_each_commands_default_config_is_found_from_any_directory(tmp_path, monkeypatch):
+    """`python path/to/sweeps/ablation.py` from another folder once said the default config was no
+    such file: the default was sweeps/configs/quick.yaml relative to where it ran."""
+    from ray_jobs import embed_xgb
+    from sentisweep.config import read_yaml
+    from sweeps import ablation, search
+
+    monkeypatch.chdir(tmp_path)
+    for build_parser in (ablation.build_parser, search.build_parser, embed_xgb.build_parser):
+        assert Path(build_parser().parse_args([]).config).is_file()
+    with pytest.raises(ConfigError, match=f"config file = 'mine.yaml': no such file in {tmp_path}"):
+        read_yaml("mine.yaml")
