@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -99,6 +100,7 @@ def test_hub_unreachable_says_what_to_do(monkeypatch):
         _load("imdb")
     [problem] = check_source(DataConfig(source="imdb"))  # the dry run's one line
     assert problem.startswith("data.source = 'imdb': not in a local mirror") and "SENTISWEEP_DATA_MIRROR" in problem
+    assert problem.endswith(f"(a relative one is read from {Path.cwd()})")  # data/x: a hub id, or a folder
 
 
 def test_reshuffle_split(data_dir):

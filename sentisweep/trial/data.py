@@ -113,7 +113,8 @@ def _hub_problem(source: str, err: Exception) -> str:
     return (f"data.source = {source!r}: not in a local mirror and not loadable from the Hugging Face Hub "
             f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}). Offline, set "
             f"{MIRROR_VARIABLE} to a folder holding {source}/train.parquet and test.parquet, or point "
-            "data.source at a local folder of train/test Parquet, CSV or JSONL files")
+            f"data.source at a local folder of train/test Parquet, CSV or JSONL files (a relative one is "
+            f"read from {Path.cwd()})")
 
 
 def load_task_data(cfg: DataConfig) -> TaskData:
