@@ -186,7 +186,8 @@ class Verdicts:
 
 
 def parse_args(argv: list[str] | None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python benchmarks/gpu_check.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--work", help="folder for the models, data and trials (default: a temporary one)")
     p.add_argument("--families", default="bert,distilbert,roberta,deberta-v3,qwen3",

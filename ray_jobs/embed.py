@@ -57,7 +57,8 @@ SMOKE_DATA = Path(__file__).resolve().parents[1] / "data" / "tiny_reviews"  # --
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python ray_jobs/embed.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="registry name, hub id or local folder "
                                    "(python -m sentisweep.train --help lists them)")
     p.add_argument("--checkpoint", help="a trial's checkpoint folder (full model or peft adapter, merged); "

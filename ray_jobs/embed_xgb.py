@@ -38,7 +38,8 @@ from sentisweep.storage import Store, exists, is_remote
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python ray_jobs/embed_xgb.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     default = shown(str(Path(__file__).resolve().parents[1] / "sweeps" / "configs" / "embed_xgb_quick.yaml"))
     p.add_argument("--config", default=default, help=f"the study's YAML (default {default})")
     p.add_argument("--storage", help="overrides the config's storage (results, and where finetuned_from is found)")

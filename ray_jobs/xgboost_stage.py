@@ -38,7 +38,8 @@ from sentisweep.storage import Store
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python ray_jobs/xgboost_stage.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--embeddings", help="folder (or s3://...) with train/validation/test.parquet "
                                         "from ray_jobs/embed.py")
     p.add_argument("--storage", default="results", help="results store: a folder (default ./results) or s3://...")
