@@ -108,8 +108,8 @@ def pretokenize(planned: list[PlannedTrial]) -> None:
         data = data or load_task_data(c.data)  # bad data stops the sweep: every trial needs it
         done.add(key)
         rows = sum(len(frame) for frame in data.splits.values())
-        print(f"tokenizing {rows:,} texts for {tokenizer_source} at max_length {c.training.max_length} "
-              "(read from the cache where a run did it before) ...", flush=True)
+        print(f"tokenizing {rows:,} texts for {c.model} at max_length {c.training.max_length}, or reading an "
+              "earlier run's tokens from the cache ...", flush=True)
         started = time.monotonic()
         try:
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
