@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="the model folder to write")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    export(args.results, args.out, args.select, args.metric, args.overwrite)
+    target = export(args.results, args.out, args.select, args.metric, args.overwrite)
+    print(f'next, without sentisweep: transformers.pipeline("text-classification", model="{target}")',
+          file=sys.stderr)
     return exit_codes.OK
 
 

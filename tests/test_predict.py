@@ -61,7 +61,7 @@ def test_select_best_and_by_id(store):
 
 @pytest.mark.parametrize("trial_id", ["a__lora__s7", "b__full__s7"])
 @pytest.mark.unit
-def test_export_loads_in_pipeline_with_the_same_probabilities(store, tmp_path, trial_id):
+def test_export_loads_in_pipeline_with_the_same_probabilities(store, tmp_path, trial_id, capsys):
     from transformers import pipeline
 
     row, classifier = load_selected(store, trial_id)
@@ -77,6 +77,11 @@ def test_export_loads_in_pipeline_with_the_same_probabilities(store, tmp_path, t
         assert by_label["positive"] == pytest.approx(ours.loc[i, "probability_positive"], abs=1e-5)
     with pytest.raises(PredictError, match="exists and is not empty; pass --overwrite"):
         export(str(store), folder, select=trial_id)
+    from sentisweep.export import main as export_main
+
+    assert export_main(["--results", str(store), "--select", trial_id, "--out", str(tmp_path / "cli")]) == 0
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f'next, without sentisweep: transformers.pipeline("text-classification", model="{tmp_path / "cli"}")')
 
 
 @pytest.mark.unit
