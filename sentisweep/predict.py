@@ -192,8 +192,8 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
     try:
         frame = readers[suffix](path)
     except (ValueError, OSError) as e:  # pandas' ParserError and pyarrow's errors are ValueErrors
-        raise PredictError(f"--input = {str(path)!r}: not a readable {suffix} file ({str(e).strip()}); "
-                           "a CSV text holding a comma must be quoted") from e
+        hint = "; a CSV text holding a comma must be quoted" if suffix == ".csv" else ""
+        raise PredictError(f"--input = {str(path)!r}: not a readable {suffix} file ({str(e).strip()}){hint}") from e
     if text_column not in frame:
         raise PredictError(f"--input = {str(path)!r}: no column {text_column!r}; columns: {list(frame.columns)} "
                            "(choose one with --text-column)")

@@ -109,6 +109,9 @@ def test_bad_inputs_are_clear(store, tmp_path, capsys):
     (tmp_path / "unquoted.csv").write_text("text\nGreat.\nAwful, boring.\n")
     with pytest.raises(PredictError, match="unquoted.csv': not a readable .csv file .*must be quoted"):
         read_texts(tmp_path / "unquoted.csv")
+    (tmp_path / "broken.parquet").write_text("not parquet")
+    with pytest.raises(PredictError, match="broken.parquet': not a readable .parquet file \\(.*\\)$"):
+        read_texts(tmp_path / "broken.parquet")
     (tmp_path / "blank.csv").write_text("text,id\nGreat.,1\n,2\n")
     assert read_texts(tmp_path / "blank.csv") == ["Great.", ""]  # so check_texts names text 2 as empty
     failed = pd.read_parquet(store / "results.parquet").assign(status="failed")
