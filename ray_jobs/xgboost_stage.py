@@ -220,10 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     if result.status != "ok":
         print(f"{result.trial_id}: {result.status}: {result.error}", file=sys.stderr)
         return exit_codes.FAILED
+    store = Store(stage.storage)
     print(f"{result.trial_id}: test accuracy {result.accuracy:.4f} (validation {result.best_val_accuracy:.4f}, "
           f"best round {result.best_epoch:.0f}), fit + embedding {result.train_seconds:.1f} s -> "
-          f"{Store(stage.storage).uri(stage.name, RESULTS_TABLE)}\n"
-          f"next: {report_command(Store(stage.storage).uri(stage.name))}")
+          f"{store.uri(stage.name, RESULTS_TABLE)}\nnext: {report_command(store.uri(stage.name))}")
     return exit_codes.OK
 
 
