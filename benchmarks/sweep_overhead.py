@@ -44,7 +44,7 @@ from sentisweep.plan import PlannedTrial, expand
 from sentisweep.storage import Store
 from sentisweep.trial.models import set_quiet
 from sentisweep.trial.run import run_trial
-from sweeps.ablation import pretokenize
+from sweeps.driver import pretokenize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ def plain_loop(config: Path, storage: Path, cpus: int, at_once: int = 1) -> None
     if at_once == 1:
         results = list(map(run_trial, trials))
     else:
-        pretokenize(planned)
+        pretokenize(trials)
         with ProcessPoolExecutor(at_once, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=set_quiet, initargs=(True,)) as pool:
             results = list(pool.map(run_trial, trials))

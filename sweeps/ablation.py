@@ -13,7 +13,6 @@ seeds at each cell's choice.
 
 from __future__ import annotations
 
-import sys
 import time
 
 from ray_session import guard, tracking
@@ -24,7 +23,7 @@ from sentisweep.config_load import load_config
 from sentisweep.locations import pin_args
 from sentisweep.plan import PlannedTrial, expand, plan_memory, rate_warnings
 from sentisweep.results import gather_results
-from sentisweep.screen import elapsed, matrix_table
+from sentisweep.screen import matrix_table
 from sentisweep.storage import Store
 from sentisweep.trial.data import check_data
 from sentisweep.trial.models import get_model_spec, prefetch
@@ -86,49 +85,12 @@ def check_memory_on_a_gpu_node(sweep: SweepConfig, planned: list[PlannedTrial]) 
     return {row: t.gpus for row, t in enumerate(planned, 1) if t.skip_reason is None}
 
 
-def pretokenize(planned: list[PlannedTrial]) -> None:
-    """Tokenize once per (tokenizer, max_length) for the whole sweep, before trials start,
-    so concurrent trials read the cache instead of racing to build it."""
-    from transformers import AutoTokenizer
-
-    from sentisweep.trial.data import load_task_data
-    from sentisweep.trial.methods import get_method
-    from sentisweep.trial.tokenization import tokenize_frame
-
-    done: set[tuple] = set()
-    data = None
-    for trial in planned:
-        c = trial.config
-        if trial.skip_reason or not get_method(c.method.name).trains:
-            continue
-        tokenizer_source = get_model_spec(c.model).resolve_tokenizer()
-        key = (tokenizer_source, c.training.max_length, c.data.truncation, c.data.head_share)
-        if key in done:
-            continue
-        data = data or load_task_data(c.data)  # bad data stops the sweep: every trial needs it
-        done.add(key)
-        rows = sum(len(frame) for frame in data.splits.values())
-        print(f"tokenizing {rows:,} texts for {c.model} at max_length {c.training.max_length}, or reading an "
-              "earlier run's tokens from the cache ...", flush=True)
-        started = time.monotonic()
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-            for frame in data.splits.values():
-                tokenize_frame(frame, tokenizer, tokenizer_source, c.training.max_length, c.data.cache_dir,
-                               c.data.truncation, c.data.head_share)
-        except Exception as err:  # one model's tokenizer (a missing library, no access) stops only its trials
-            print(f"warning: could not tokenize for {tokenizer_source}: {type(err).__name__}: "
-                  f"{str(err).splitlines()[0][:300]}; its trials will fail with this error", file=sys.stderr)
-            continue
-        print(f"  done in {elapsed(time.monotonic() - started)}", flush=True)
-
-
 def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial]) -> int:
     started = time.monotonic()
     gpus_of = {row: t.gpus for row, t in enumerate(planned, 1) if t.skip_reason is None}
     wait_for_room = driver.start_ray(args, sweep.resources.cpus_per_trial, max(gpus_of.values(), default=0),
                                      min(len(gpus_of), sweep.resources.max_concurrent or len(gpus_of)))
-    pretokenize([t for t in planned if t.skip_reason is None])  # bad data: BadInput, no trial has run
+    driver.pretokenize([t.config for t in planned if t.skip_reason is None])  # bad data: BadInput, no trial has run
     prefetch([get_model_spec(t.config.model) for t in planned if t.skip_reason is None])
     wait_for_room()  # the autoscaler's node booted meanwhile
     if sweep.resources.uses_gpus and gpu_memory_bytes(args.gpu_memory, sweep.resources.gpu_memory_gib) is None:

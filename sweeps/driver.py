@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,9 +16,9 @@ from ray_session import guard
 from ray_session.autoscale import ask_for_room
 from ray_session.connect import connect
 from sentisweep import exit_codes
-from sentisweep.config import ConfigError
+from sentisweep.config import ConfigError, TrialConfig
 from sentisweep.layout import RESULTS_TABLE, TUNE_FOLDER
-from sentisweep.screen import final_screen, shown
+from sentisweep.screen import elapsed, final_screen, shown
 from sentisweep.storage import Store
 
 CONFIGS = Path(__file__).resolve().parent / "configs"  # the shipped configs, found from any directory
@@ -55,6 +56,43 @@ def overrides(args, **more) -> dict:
     if args.max_concurrent is not None:
         found["resources"] = {"max_concurrent": args.max_concurrent}
     return found
+
+
+def pretokenize(configs: list[TrialConfig]) -> None:
+    """Tokenize once per (tokenizer, max_length, truncation) for a whole sweep or search before its
+    trials start, so trials started together read the cache instead of each building it."""
+    from transformers import AutoTokenizer
+
+    from sentisweep.trial.data import load_task_data
+    from sentisweep.trial.methods import get_method
+    from sentisweep.trial.models import get_model_spec
+    from sentisweep.trial.tokenization import tokenize_frame
+
+    done: set[tuple] = set()
+    data = None
+    for c in configs:
+        if not get_method(c.method.name).trains:
+            continue
+        tokenizer_source = get_model_spec(c.model).resolve_tokenizer()
+        key = (tokenizer_source, c.training.max_length, c.data.truncation, c.data.head_share)
+        if key in done:
+            continue
+        data = data or load_task_data(c.data)  # bad data stops the sweep: every trial needs it
+        done.add(key)
+        rows = sum(len(frame) for frame in data.splits.values())
+        print(f"tokenizing {rows:,} texts for {c.model} at max_length {c.training.max_length}, or reading an "
+              "earlier run's tokens from the cache ...", flush=True)
+        started = time.monotonic()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+            for frame in data.splits.values():
+                tokenize_frame(frame, tokenizer, tokenizer_source, c.training.max_length, c.data.cache_dir,
+                               c.data.truncation, c.data.head_share)
+        except Exception as err:  # one model's tokenizer (a missing library, no access) stops only its trials
+            print(f"warning: could not tokenize for {tokenizer_source}: {type(err).__name__}: "
+                  f"{str(err).splitlines()[0][:300]}; its trials will fail with this error", file=sys.stderr)
+            continue
+        print(f"  done in {elapsed(time.monotonic() - started)}", flush=True)
 
 
 def open_store(location: str) -> Store:

@@ -22,7 +22,7 @@ import yaml
 
 from ray_session import guard, tracking
 from sentisweep import exit_codes
-from sentisweep.config import OBJECTIVES, SearchConfig
+from sentisweep.config import OBJECTIVES, SearchConfig, TrialConfig
 from sentisweep.config_load import load_config
 from sentisweep.layout import BEST_TRIAL_FILE, SEARCH_FILE
 from sentisweep.locations import pin_args, pinned_data, pinned_model
@@ -89,7 +89,10 @@ def run(args, search: SearchConfig, store: Store) -> int:
     resources = {"cpu": search.resources.cpus_per_trial, "gpu": search.resources.gpus_per_trial}
     wait_for_room = driver.start_ray(args, resources["cpu"], resources["gpu"],
                                      min(search.num_samples, search.resources.max_concurrent or search.num_samples))
-    prefetch([get_model_spec(search.model)])  # once, not by every trial at once
+    # once, not by every trial at once: its trials differ only in the sampled values
+    driver.pretokenize([TrialConfig(model=search.model, method=search.method, data=search.data,
+                                    training=search.training)])
+    prefetch([get_model_spec(search.model)])
     wait_for_room()  # the autoscaler's node booted meanwhile
     # the search's own config goes with the trainable, not into the sampled config: Tune prints a
     # trial's config as it starts and beside the best trial, and it is only these 4 sampled values

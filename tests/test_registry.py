@@ -187,11 +187,11 @@ def test_the_driver_fetches_each_hub_model_once_and_leaves_a_failed_fetch_to_the
     assert "could not fetch Qwen/Qwen3-4B (OSError: gated repo: no access)" in capsys.readouterr().err
 
 
-def test_a_search_fetches_its_model_once_before_its_trials(monkeypatch, tmp_path):
-    """Issue 37: the search's trials, started together, each downloaded the same Hub weights; its
-    driver fetches them first, as the ablation's does (the fetch itself: the test above). After Ray
-    is joined, so a cluster that can never run a trial is refused before the download, and while
-    an autoscaler's node boots."""
+def test_a_search_tokenizes_and_fetches_its_model_once_before_its_trials(monkeypatch, tmp_path):
+    """Issue 37: the search's trials, started together, each downloaded the same Hub weights (and
+    each tokenized the same texts); its driver does both first, as the ablation's does (the fetch
+    itself: the test above). After Ray is joined, so a cluster that can never run a trial is
+    refused before the download, and while an autoscaler's node boots."""
     from pathlib import Path
     from types import SimpleNamespace
 
@@ -201,6 +201,8 @@ def test_a_search_fetches_its_model_once_before_its_trials(monkeypatch, tmp_path
 
     calls = []
     monkeypatch.setattr(search, "prefetch", lambda specs: calls.append(("prefetch", [s.name for s in specs])))
+    monkeypatch.setattr(driver, "pretokenize", lambda configs: calls.append(
+        ("pretokenize", [(c.model, c.method.name, c.training.max_length) for c in configs])))
 
     def start_ray(*args, **kwargs):
         calls.append(("start_ray",))
@@ -216,7 +218,8 @@ def test_a_search_fetches_its_model_once_before_its_trials(monkeypatch, tmp_path
     args = SimpleNamespace(study_storage=None, resume=False, mlflow_uri=None)
     with pytest.raises(RuntimeError, match="no Ray in this test"):
         search.run(args, config, Store(str(tmp_path)))
-    assert calls == [("start_ray",), ("prefetch", ["distilbert-base-uncased"]), ("wait_for_room",)]
+    assert calls == [("start_ray",), ("pretokenize", [("distilbert-base-uncased", "lora", config.training.max_length)]),
+                     ("prefetch", ["distilbert-base-uncased"]), ("wait_for_room",)]
 
 
 def test_a_sweep_no_node_could_ever_run_is_refused_before_tokenizing(monkeypatch, tmp_path):
@@ -231,7 +234,7 @@ def test_a_sweep_no_node_could_ever_run_is_refused_before_tokenizing(monkeypatch
     from sweeps import ablation, driver
 
     calls = []
-    monkeypatch.setattr(ablation, "pretokenize", lambda planned: calls.append("pretokenize"))
+    monkeypatch.setattr(driver, "pretokenize", lambda configs: calls.append("pretokenize"))
     monkeypatch.setattr(ablation, "prefetch", lambda specs: calls.append("prefetch"))
 
     def start_ray(*args, **kwargs):

@@ -294,7 +294,7 @@ def test_one_models_tokenizer_failing_stops_only_its_trials(data_dir, cache_dir,
 
     from sentisweep.trial.models import get_model_spec, materialize
     from sentisweep.trial.tokenization import CACHE_STATS
-    from sweeps.ablation import pretokenize
+    from sweeps.driver import pretokenize
 
     # a second model with a tokenizer of its own: tiny-bert's folder (the tiny models share MiniLM's)
     folder = materialize(get_model_spec("tiny-bert"), tmp_path / "models")
@@ -314,6 +314,6 @@ def test_one_models_tokenizer_failing_stops_only_its_trials(data_dir, cache_dir,
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tokenizer)
     misses = CACHE_STATS["misses"]
-    pretokenize(planned)  # does not raise
+    pretokenize([t.config for t in planned])  # does not raise
     assert "warning: could not tokenize for" in capsys.readouterr().err
     assert CACHE_STATS["misses"] == misses + 3  # the other model's three splits
