@@ -144,8 +144,9 @@ class TrainingConfig(Strict):
     threads: int | None = Field(None, gt=0, description="torch threads; None = leave as is")
     # On CPU, every fp32 linear's matmuls (forward and backward) through oneDNN instead of torch's
     # default, MKL's sgemm, which takes its AVX2 path on AMD processors (sentisweep/trial/onednn.py:
-    # 2.4x on MiniLM's FFN linear here). false: torch's own, as before 2026-12-05.
-    onednn_linears: bool = True
+    # 2.4x on MiniLM's FFN linear on an AVX-512 CPU, 0.8x on an AVX2-only one). auto: on CPUs with
+    # AVX-512 only; false: torch's own, as before 2026-12-05. The row counts the linears it changed.
+    onednn_linears: Literal["auto"] | bool = "auto"
     # On CPU, dropout masks drawn by comparing uniform draws instead of torch's bernoulli_, 2.8x
     # faster here (sentisweep/trial/dropout.py: a LoRA step 9% shorter). The same dropout with
     # another random stream. false: torch's own, as before 2026-12-05's second change.

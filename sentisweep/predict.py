@@ -117,18 +117,18 @@ class Classifier:
 
     def probabilities(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         """(n, classes), in the order of `texts`. On CPU the first call packs the model's
-        linears for oneDNN (`sentisweep/trial/onednn.py`: the embedder measured 1.68x): from then on
-        `self.model` predicts only (export saves a Classifier that has not predicted)."""
+        linears for oneDNN where that is the faster (`sentisweep/trial/onednn.py`: the embedder measured
+        1.68x on an AVX-512 CPU): from then on `self.model` predicts only (export saves a Classifier that
+        has not predicted)."""
         import torch
 
         from sentisweep.trial.batching import length_sorted_batches
-        from sentisweep.trial.onednn import pack_linears
+        from sentisweep.trial.onednn import faster_here, pack_linears
         from sentisweep.trial.tokenization import encode
 
         check_texts(texts)
         if self.device == "cpu" and not self.packed:
-            pack_linears(self.model)
-            self.packed = True
+            self.packed = bool(faster_here() and pack_linears(self.model))
         # the tokens the trial was trained on: its head, tail or both (older checkpoints: head)
         ids = encode(list(texts), self.tokenizer, self.max_length, self.info.get("truncation", "head"),
                      float(self.info.get("head_share", 0.25)))

@@ -14,9 +14,10 @@ pytestmark = [pytest.mark.unit,
               pytest.mark.skipif(not onednn.available(), reason="this torch build has no oneDNN linear ops")]
 
 
-def test_packed_model_gives_the_same_hidden_states(cache_dir):
+def test_packed_model_gives_the_same_hidden_states(cache_dir, monkeypatch):
+    monkeypatch.setattr(onednn, "faster_here", lambda: True)  # whatever this machine's CPU
     embedder = Embedder("tiny-bert", max_length=64, cache_dir=str(cache_dir))
-    assert embedder.packed_linears > 0  # the embedder packs on CPU by itself
+    assert embedder.packed_linears > 0  # the embedder packs on such a CPU by itself
     unpacked, _ = load_backbone(embedder.spec, None, str(cache_dir))
     linears = sum(type(m) is torch.nn.Linear for m in unpacked.modules())
     packed = copy.deepcopy(unpacked)
@@ -43,6 +44,22 @@ def test_only_plain_fp32_linears_are_packed():
     with torch.inference_mode():
         assert torch.allclose(model[1](model[0](x)), expected, atol=1e-6)
         assert model[3](torch.ones(2, 8)).shape == (2, 3)  # no bias
+
+
+@pytest.mark.parametrize("capability, faster", [("AVX512", True), ("AVX512_BF16", True), ("AVX2", False),
+                                                 ("DEFAULT", False)])
+def test_onednn_is_the_default_only_on_cpus_where_it_was_measured_faster(monkeypatch, capability, faster):
+    """On an AVX-512 EPYC oneDNN's linears were 2.4x torch's; on an AVX2-only one 0.8x (onednn.py)."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert onednn.faster_here() is faster and onednn.wanted("auto") is faster
+    assert onednn.wanted(True) and not onednn.wanted(False)  # a config's own choice stands on any CPU
+
+
+def test_where_onednn_is_the_slower_the_embedder_packs_nothing(cache_dir, monkeypatch):
+    monkeypatch.setattr(onednn, "faster_here", lambda: False)
+    embedder = Embedder("tiny-bert", max_length=64, cache_dir=str(cache_dir))
+    assert embedder.packed_linears == 0
+    assert not any("Packed" in type(m).__name__ for m in embedder.model.modules())
 
 
 def test_without_the_ops_nothing_changes(monkeypatch):

@@ -4,8 +4,8 @@ and batched extraction. `ray_jobs/embed.py` runs `Embedder` in Ray Data actors.
 Why our own loop rather than the notebook one (batches of 8 in dataset order, padded to
 the longest, mean over *all* positions): sorting texts by length before batching removes
 most padding (43% of positions at max_length 512 on IMDb), and a mean over padding
-positions is a different embedding altogether (min cosine 0.29 to the masked mean). On CPU
-the linears run through oneDNN with packed weights (`onednn.py`; benchmarks/README.md).
+positions is a different embedding altogether (min cosine 0.29 to the masked mean). On a CPU
+with AVX-512 the linears run through oneDNN with packed weights (`onednn.py`; benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -164,11 +164,11 @@ class Embedder:
         self.max_length, self.batch_size, self.device = max_length, batch_size, device
         self.truncation, self.head_share = truncation, head_share  # which tokens of a long text: as training kept
         self.model, self.tokenizer = load_backbone(self.spec, self.checkpoint, cache_dir, device, quantize)
-        # On CPU, linears through oneDNN with packed weights (onednn.py: 1.68x here).
-        # (pack_linears leaves GPU weights alone; 4-bit/8-bit models keep their own kernels.)
-        from sentisweep.trial.onednn import pack_linears
+        # On a CPU where it is the faster, linears through oneDNN with packed weights (onednn.py: 1.68x
+        # on an AVX-512 CPU). (pack_linears leaves GPU weights alone; 4-bit/8-bit models keep their own kernels.)
+        from sentisweep.trial.onednn import faster_here, pack_linears
 
-        self.packed_linears = 0 if quantize else pack_linears(self.model)
+        self.packed_linears = pack_linears(self.model) if faster_here() and not quantize else 0
         self.dim = self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.dim
         self.stats = EmbedStats()
 

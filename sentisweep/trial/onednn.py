@@ -17,6 +17,12 @@ inner product on a weight reordered for it at the call. Reordering is O(in x out
 O(rows x in x out): at batch 16 x 128 tokens 1/2048 of it. Measured on this machine (one
 thread, MiniLM-L6's FFN linear 384 -> 1536 at 2,048 rows, forward and backward): torch 102.7 ms
 (71 GFLOP/s), through oneDNN 42.2 ms (172 GFLOP/s), results equal to 1e-6 relative.
+
+Where it pays (`faster_here`): all of the above was measured on an AMD EPYC with AVX-512. On an
+AMD EPYC with AVX2 only (Zen 3, 2026-12-06), MKL's AVX2 path is the CPU's best and oneDNN's was
+the slower: the same FFN linear forward and backward 93-101 ms through torch, 120-126 ms
+through oneDNN at one thread; 2048^3 `torch.mm` 86 GFLOP/s, packed 74; a LoRA trial 8% slower
+(benchmarks/README.md). So by default the linears go through oneDNN only on AVX-512 CPUs.
 """
 
 from __future__ import annotations
@@ -27,6 +33,17 @@ import torch
 def available() -> bool:
     return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
             and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+
+
+def faster_here() -> bool:
+    """Whether this CPU is one where oneDNN's linears were measured faster than torch's: one with
+    AVX-512 (above)."""
+    return available() and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+def wanted(setting: bool | str) -> bool:
+    """A trial's `training.onednn_linears`: true, false, or auto (where `faster_here`)."""
+    return faster_here() if setting == "auto" else bool(setting)
 
 
 class PackedLinear(torch.nn.Module):

@@ -161,10 +161,10 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
 def _use_faster_cpu_kernels(model, config: TrialConfig, result: TrialResult) -> None:
     """The CPU kernels the trial's config allows in place of torch's defaults, each counted in its row."""
     from sentisweep.trial.dropout import draw_dropout_from_uniform
-    from sentisweep.trial.onednn import train_through_onednn
+    from sentisweep.trial.onednn import train_through_onednn, wanted
 
-    if config.training.onednn_linears:
-        result.onednn_linears = train_through_onednn(model)
+    # auto: 0 on a CPU where oneDNN is the slower, so the row says which kernels ran
+    result.onednn_linears = train_through_onednn(model) if wanted(config.training.onednn_linears) else 0
     if config.training.uniform_dropout:
         result.uniform_dropouts = draw_dropout_from_uniform(model)
 
