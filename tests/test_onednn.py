@@ -127,6 +127,8 @@ def test_a_trial_trains_through_onednn_on_cpu_as_it_did_through_torch(tmp_path, 
     # classifier with peft's trained copies of both (modules_to_save); LoRA's A and B beside each of
     # the 4 attention linears (its default placement) of each layer: 12 + 4 + 16
     assert results[True].onednn_linears == 32 and not results[False].onednn_linears
+    # which CPU, with the vector unit that decides oneDNN's default (e.g. "AMD EPYC (AVX2)")
+    assert results[True].device_name.endswith(f" ({torch.backends.cpu.get_cpu_capability()})")
     # and both drew their dropout masks from uniform draws (the default; the same masks for one
     # seed): tiny-bert's embedding dropout; per layer LoRA's 4, the attention probabilities' (p 0:
     # it stays a no-op) and 2 on the hidden states; the classifier's: 1 + 2 x 7 + 1

@@ -76,12 +76,19 @@ def release_accelerator_memory() -> None:
 
 
 def cpu_name() -> str:
+    """The CPU's model name and the widest vector unit torch uses on it, e.g. "AMD EPYC (AVX2)":
+    two machines both named "AMD EPYC", one with AVX-512 and one without, had fp32 matmul peaks of
+    500 and 146 GFLOP/s (benchmarks/README.md), so a row's speed says which it ran on."""
     import platform
 
+    import torch
+
+    name = platform.processor() or "cpu"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return platform.processor() or "cpu"
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
