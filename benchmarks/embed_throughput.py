@@ -4,7 +4,8 @@ Ray Data job, on the same reviews and model, in one run.
 (a) the notebook loop: batches of 8 in dataset order, padded to the longest (up to 512),
     mean over *all* positions, `no_grad`;
 (b) `sentisweep.probe.embeddings.Embedder` in this process: length-sorted batches of 8, linears
-    through oneDNN with packed weights (`sentisweep/trial/onednn.py`), masked mean;
+    through oneDNN with packed weights on an AVX-512 CPU (`sentisweep/trial/onednn.py`; torch's own
+    on other CPUs, where oneDNN was the slower), masked mean;
 (c) `ray_jobs/embed.py`'s pipeline: Ray Data, 2 actors of 0.5 CPU and 1 thread each.
 
 Prints texts/s of each and the ratios, the max |(b) - (a) with masked pooling| (same maths,
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     embedder = Embedder(args.model, pooling="mean", max_length=args.max_length, batch_size=8,
                         cache_dir=args.cache_dir)
-    # (a) runs the model as loaded (torch's own linears); the Embedder has packed its own copy.
+    # (a) runs the model as loaded (torch's own linears); on an AVX-512 CPU the Embedder has packed its own copy.
     plain_model, _ = load_backbone(embedder.spec, None, args.cache_dir)
     print(f"(a) notebook loop on {len(texts)} texts ...", flush=True)
     padded_mean, masked_mean, seconds_a, positions_a, squared_a = notebook_loop(
