@@ -91,12 +91,35 @@ def tpe_sampler(trials: int, seed: int):
 
 def resumable_optuna_search(**kwargs):
     """Ray Tune's OptunaSearch that a driver killed mid-search can resume. Tune's saved state of
-    the search may be older than the study (a trial finished between Tune's last snapshot and
-    the kill): Tune then runs that trial again, and Optuna refuses results for a trial it has
-    finished. Those are dropped: the study keeps the trial as it finished, once."""
+    the search and the study are written at different moments, so either may be the older:
+    - the searcher (a trial finished between Tune's last snapshot and the kill): Tune runs that
+      trial again, and Optuna refuses results for a trial it has finished. Those are dropped:
+      the study keeps the trial as it finished, once.
+    - the study (object storage: its copy is made as trials finish, and the next trial was asked
+      after it): the searcher holds a trial the study lacks. It is asked again with its own
+      values, so that Tune's rerun of it reports to a trial that exists."""
+    import optuna  # the searcher's own library, imported with it
     from ray.tune.search.optuna import OptunaSearch  # [Ray]
 
     class ResumableOptunaSearch(OptunaSearch):  # [Ray]
+        def restore(self, checkpoint_path: str):
+            storage = self._storage  # this driver's, opened on the journal as it is now
+            super().restore(checkpoint_path)
+            # the pickled study reads its journal at byte offsets into the file it last saw, wrong
+            # where the store's older copy replaced that file: the study is opened afresh
+            self._storage = storage
+            self._setup_study(self._mode)
+            # the journal is append-only, so the study's copy is a prefix of what the searcher saw
+            known = {t._trial_id for t in self._ot_study.get_trials(deepcopy=False)}
+            for tune_id, ot_trial in self._ot_trials.items():
+                if tune_id in self._completed_trials:
+                    continue
+                if ot_trial._trial_id in known:
+                    self._ot_trials[tune_id] = optuna.trial.Trial(self._ot_study, ot_trial._trial_id)
+                else:
+                    self._ot_study.enqueue_trial(ot_trial.params)
+                    self._ot_trials[tune_id] = self._ot_study.ask(fixed_distributions=self._space)
+
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
             # several objectives: a trial ASHA stopped reported validation accuracy but no cost yet.
             # Optuna would refuse the partial values and keep the trial running; it was pruned
