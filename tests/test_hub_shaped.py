@@ -156,6 +156,40 @@ def test_an_adapter_on_a_half_precision_base_loads_back_merged_in_fp32(half_fold
     assert not any("lora" in name for name, _ in model.named_parameters())  # merged into the weights
 
 
+def test_an_adapter_loads_back_with_its_trained_head_and_no_false_alarm(folders, cache_dir, tmp_path):
+    """The base under an adapter loads with a fresh head, which the adapter replaces: the loaded
+    model answers as the trained one did, and transformers' "MISSING: newly initialized" report
+    on the fresh head is not shown (the demo printed it for every LoRA trial)."""
+    import logging.handlers
+
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from sentisweep.trial.checkpoint import load_checkpoint
+    from sentisweep.trial.methods import LoadOptions, build
+    from sentisweep.trial.models import set_quiet
+
+    config = parse_trial_config({"model": str(folders["distilbert"]), "method": "lora"})
+    spec = get_model_spec(config.model)
+    built = build(config.method, spec, 2, LoadOptions(str(cache_dir)))
+    with torch.no_grad():  # a head unlike any fresh one
+        built.model.base_model.model.classifier.modules_to_save["default"].weight.fill_(0.5)
+    built.model.save_pretrained(str(tmp_path / "adapter"))
+    built.tokenizer.save_pretrained(str(tmp_path / "adapter"))
+    set_quiet(False)  # as an interactive command starts; an earlier test may have quieted them
+    shown = logging.handlers.BufferingHandler(capacity=1000)
+    hf_logging.add_handler(shown)  # transformers' own handler writes to the stderr of its first use
+    try:
+        model, tokenizer = load_checkpoint(tmp_path / "adapter", str(cache_dir), ["neg", "pos"], base=spec)
+    finally:
+        hf_logging.remove_handler(shown)
+    assert not [r for r in shown.buffer if "MISSING" in r.getMessage()]
+    batch = tokenizer(["a fine film", "the plot was dull"], padding=True, return_tensors="pt")
+    built.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, built.model(**batch).logits, atol=1e-5, rtol=1e-5)
+
+
 def test_zero_shot_scores_only_the_last_position_in_the_chat_template(folders, cache_dir):
     """The output layer sees one position per text (not the whole vocabulary at every position),
     the probabilities equal the full computation's, the chat model's template frames the prompt,

@@ -21,6 +21,7 @@ def load_checkpoint(folder: Path, cache_dir: str, label_names: list[str], base: 
     cannot absorb an adapter) keeps its layers beside them."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     tokenizer = with_pad_token(AutoTokenizer.from_pretrained(str(folder)))
     if "quantization_config" not in load_kwargs:
@@ -34,8 +35,15 @@ def load_checkpoint(folder: Path, cache_dir: str, label_names: list[str], base: 
         if not model_name:
             raise BadInput(f"{folder}: a peft adapter without {TRIAL_INFO_FILE}: which base model it belongs to "
                            "is unknown")
-        classifier = AutoModelForSequenceClassification.from_pretrained(
-            materialize(base or get_model_spec(model_name), cache_dir), **load_kwargs)
+        # the base's head is fresh and the adapter then brings the trained one (modules_to_save):
+        # transformers' LOAD REPORT ("classifier MISSING: newly initialized") would alarm falsely
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            classifier = AutoModelForSequenceClassification.from_pretrained(
+                materialize(base or get_model_spec(model_name), cache_dir), **load_kwargs)
+        finally:
+            hf_logging.set_verbosity(level)
         if classifier.config.pad_token_id is None:  # a decoder finds each row's last token by it
             classifier.config.pad_token_id = tokenizer.pad_token_id
         adapted = PeftModel.from_pretrained(classifier, str(folder))
