@@ -167,7 +167,6 @@ def test_an_adapter_loads_back_with_its_trained_head_and_no_false_alarm(folders,
 
     from sentisweep.trial.checkpoint import load_checkpoint
     from sentisweep.trial.methods import LoadOptions, build
-    from sentisweep.trial.models import set_quiet
 
     config = parse_trial_config({"model": str(folders["distilbert"]), "method": "lora"})
     spec = get_model_spec(config.model)
@@ -176,13 +175,15 @@ def test_an_adapter_loads_back_with_its_trained_head_and_no_false_alarm(folders,
         built.model.base_model.model.classifier.modules_to_save["default"].weight.fill_(0.5)
     built.model.save_pretrained(str(tmp_path / "adapter"))
     built.tokenizer.save_pretrained(str(tmp_path / "adapter"))
-    set_quiet(False)  # as an interactive command starts; an earlier test may have quieted them
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()  # as an interactive command starts; an earlier test may have quieted it
     shown = logging.handlers.BufferingHandler(capacity=1000)
     hf_logging.add_handler(shown)  # transformers' own handler writes to the stderr of its first use
     try:
         model, tokenizer = load_checkpoint(tmp_path / "adapter", str(cache_dir), ["neg", "pos"], base=spec)
     finally:
         hf_logging.remove_handler(shown)
+        hf_logging.set_verbosity(level)
     assert not [r for r in shown.buffer if "MISSING" in r.getMessage()]
     batch = tokenizer(["a fine film", "the plot was dull"], padding=True, return_tensors="pt")
     built.model.eval()
