@@ -16,6 +16,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("SENTISWEEP_CACHE_DIR", tempfile.mkdtemp(prefix="sentisweep-test-cache-"))
 if SHARED_DATA.is_dir():  # these machines' copy of the Hub's datasets (data.source: imdb)
     os.environ.setdefault("SENTISWEEP_DATA_MIRROR", str(SHARED_DATA))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers share the cores (`-n 2`, as .ci/run). Ray's raylet starts its workers at nice
+    # 15, and beside the other worker's in-process training at nice 0 a trial gets ~3% of a core
+    # (CFS weights 36 against 1024): a resumed search's trial sat in its imports for 900 s. The
+    # Rays this worker starts give their workers the default priority.
+    os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ GPU it does not have; results in S3 (moto's server), so no two nodes share a fol
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -23,7 +24,8 @@ BUCKET = "sweeps"
 
 def _started(folder: Path, workers: dict[str, int]):
     """S3, a head and worker nodes (name -> declared GPUs, 1 CPU each), stopped after."""
-    sim = SimulatedCluster(folder)
+    # each node's environment is its own: the one setting of this run it keeps (tests/conftest.py)
+    sim = SimulatedCluster(folder, env={k: v for k, v in os.environ.items() if k == "RAY_worker_niceness"})
     try:
         sim.start_s3(BUCKET)
         sim.start_head()

@@ -28,7 +28,7 @@ COMMANDS = {
     'pip install -e ".[offline,dev,demo]"': "ci: .ci/run",
     "python sweeps/ablation.py": USER_PATH + " (tuned_smoke.yaml for quick.yaml: the same path, 1 minute not 30)",
     "python -m pytest": "ci: .ci/run",
-    "python -m pytest --all-tiers": "ci: .ci/run",
+    "python -m pytest --all-tiers -n 2 --dist worksteal": "ci: .ci/run",
     "python -m analysis report results/quick --out reports/quick": USER_PATH,
     'python -m sentisweep.predict --results results/quick "A wonderful film."': USER_PATH,
     "python -m sentisweep.train --model minilm-l6 --method lora --data imdb --train-size 2000 --eval-size 500 "
