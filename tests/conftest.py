@@ -22,6 +22,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # (CFS weights 36 against 1024): a resumed search's trial sat in its imports for 900 s. The
     # Rays this worker starts give their workers the default priority.
     os.environ.setdefault("RAY_worker_niceness", "0")
+    # and one torch thread for the tests run in this process: two workers of two threads each on
+    # two cores keep OpenMP's threads waiting on each other
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
