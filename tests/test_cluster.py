@@ -24,7 +24,8 @@ BUCKET = "sweeps"
 
 def _started(folder: Path, workers: dict[str, int]):
     """S3, a head and worker nodes (name -> declared GPUs, 1 CPU each), stopped after."""
-    # each node's environment is its own: the one setting of this run it keeps (tests/conftest.py)
+    # a node's environment is built from scratch (simcluster): it gets the worker niceness that a
+    # run in xdist workers sets (tests/conftest.py)
     sim = SimulatedCluster(folder, env={k: v for k, v in os.environ.items() if k == "RAY_worker_niceness"})
     try:
         sim.start_s3(BUCKET)
