@@ -85,6 +85,9 @@ class SimulatedCluster:
             "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
             # tests checkpoint every second; Tune warns when its state is saved that often
             "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+            # the one setting a node keeps from this process: a run that sets Ray's worker niceness
+            # (tests in xdist workers, tests/conftest.py) sets it on every node
+            **{k: os.environ[k] for k in ("RAY_worker_niceness",) if k in os.environ},
             **(env or {})}
         self.moto: subprocess.Popen | None = None
         if self.mode == "netns":

@@ -5,7 +5,6 @@ GPU it does not have; results in S3 (moto's server), so no two nodes share a fol
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -24,9 +23,7 @@ BUCKET = "sweeps"
 
 def _started(folder: Path, workers: dict[str, int]):
     """S3, a head and worker nodes (name -> declared GPUs, 1 CPU each), stopped after."""
-    # a node's environment is built from scratch (simcluster): it gets the worker niceness that a
-    # run in xdist workers sets (tests/conftest.py)
-    sim = SimulatedCluster(folder, env={k: v for k, v in os.environ.items() if k == "RAY_worker_niceness"})
+    sim = SimulatedCluster(folder)
     try:
         sim.start_s3(BUCKET)
         sim.start_head()
