@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import not_installed
+from helpers import kuberay_crd, not_installed
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
-SCHEMAS = ROOT.parent / "shared" / "schemas" / "kuberay"
 IMAGE_DIR = "/home/ray/sentisweep"  # where the Dockerfile puts the code
 IMAGE_NAME = "ghcr.io/sentisweep/sentisweep"
 APP_LABEL = {"app.kubernetes.io/name": "sentisweep"}
@@ -189,9 +188,7 @@ def _closed(schema):
 def crd_validator(kind: str):
     import jsonschema
 
-    if not SCHEMAS.is_dir():
-        pytest.skip(f"{SCHEMAS} not here (the KubeRay CRDs ship in ../shared)")
-    crd = yaml.safe_load((SCHEMAS / f"ray.io_{kind.lower()}s.yaml").read_text())
+    crd = kuberay_crd(f"{kind.lower()}s")
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     return jsonschema.Draft7Validator(_closed(version["schema"]["openAPIV3Schema"]))
 

@@ -12,11 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from helpers import not_installed
+from helpers import kuberay_crd, not_installed
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMAS = ROOT.parent / "shared" / "schemas" / "kuberay"
 pytestmark = pytest.mark.unit
 
 FAKE_KUBECTL = """#!/usr/bin/env python3
@@ -32,8 +30,7 @@ print(open(answer).read())
 
 
 def crd(kind: str, drop: str | None = None) -> dict:
-    obj = yaml.safe_load((SCHEMAS / f"ray.io_{kind}.yaml").read_text())
-    obj = copy.deepcopy(obj)
+    obj = copy.deepcopy(kuberay_crd(kind))
     if drop:
         for version in obj["spec"]["versions"]:
             version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"].pop(drop, None)
@@ -57,8 +54,6 @@ def cluster(folder: Path, provisioner: str, gpus: int, old_operator: bool = Fals
 
 
 def preflight(tmp_path: Path, cluster_folder: Path, *args: str, k8s: Path = ROOT / "k8s"):
-    if not SCHEMAS.is_dir():
-        pytest.skip(f"{SCHEMAS} not here (the KubeRay CRDs ship in ../shared)")
     real_kubectl = shutil.which("kubectl") or not_installed("kubectl (`kubectl kustomize` renders the overlays)")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
