@@ -30,8 +30,9 @@ print(open(answer).read())
 
 
 def crd(kind: str, drop: str | None = None) -> dict:
-    obj = copy.deepcopy(kuberay_crd(kind))
+    obj = kuberay_crd(kind)  # shared: only a changed one is copied
     if drop:
+        obj = copy.deepcopy(obj)
         for version in obj["spec"]["versions"]:
             version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"].pop(drop, None)
     return obj
