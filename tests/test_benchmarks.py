@@ -206,21 +206,6 @@ def test_sweep_scale_smoke():
 
 
 
-@pytest.mark.ray
-def test_search_vs_grid_smoke():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_vs_grid.py"), "--smoke-test"],
-                         capture_output=True, text=True, timeout=900, cwd=ROOT,
-                         env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    rows = {line.split("|")[1].strip(): line.split("|") for line in out.stdout.splitlines()
-            if line.startswith("| grid") or line.startswith("| search")}
-    assert set(rows) == {"grid", "search (Optuna TPE + ASHA)"}
-    grid_trials, grid_steps = int(rows["grid"][2]), int(rows["grid"][4])
-    assert grid_trials == 4 and grid_steps == 4 * 8  # every grid trial runs its 8 steps
-    assert 0 < int(rows["search (Optuna TPE + ASHA)"][4]) <= 2 * 8
-    assert "search / grid optimizer steps:" in out.stdout and "(target <= 0.40)" in out.stdout
-
-
 @pytest.mark.unit
 def test_free_ports_hands_out_no_port_twice():
     # One bind-and-close at a time, the OS gave a port out again in 22 of 20,000 draws of 7
