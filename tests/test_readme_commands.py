@@ -16,7 +16,9 @@ NO_CLUSTER = "not here: needs a Kubernetes cluster with the KubeRay operator (th
              "schema-checked by tests/test_deploy.py)"
 NO_REGISTRY = "not here: pushes to a container registry (none is reachable); the image is built and run by " \
               "tests/test_container.py::test_image_builds_and_runs_the_smoke_sweep_as_uid_1000"
-NO_GPU = "not here: needs a CUDA GPU (tests/test_benchmarks.py::test_gpu_check_runs_on_cpu runs the same checks on CPU)"
+GPU_CHECK_ON_CPU = ("tests/test_gpu_standin.py::"
+                    "test_the_gpu_check_passes_with_the_gpu_machines_versions_and_nothing_it_lacks")
+NO_GPU = f"not here: needs a CUDA GPU ({GPU_CHECK_ON_CPU} runs the same checks on CPU)"
 USER_PATH = "tests/test_user_path.py::test_the_tuned_sweep_without_storage_lands_in_results_and_every_cell_chooses"
 SEARCH_PATH = "tests/test_user_path.py::test_the_search_with_a_relative_storage_lands_under_this_directory"
 
@@ -49,7 +51,7 @@ COMMANDS = {
         "tests/test_sweep_config.py::test_a_trial_too_large_for_its_gpu_is_refused_before_ray",
     "python benchmarks/gpu_check.py": NO_GPU,
     "python benchmarks/gpu_check.py --real-shaped none": NO_GPU,
-    "python benchmarks/gpu_check.py --device cpu": "tests/test_benchmarks.py::test_gpu_check_runs_on_cpu",
+    "python benchmarks/gpu_check.py --device cpu": GPU_CHECK_ON_CPU,
     "RAY_AUTH_MODE=token ray start --head --num-cpus 2":
         "tests/test_job_submit.py::test_tuned_sweep_under_ray_job_submit_lands_where_asked",
     "RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . -- python "
