@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import head_ports, kill_tagged, our_files
+import yaml
+from helpers import head_ports, kill_tagged, our_files, write_config
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,14 +56,21 @@ def _submit(head, *argv: str) -> subprocess.CompletedProcess:
 
 
 def test_tuned_sweep_under_ray_job_submit_lands_where_asked(ray_head, tmp_path):
-    job = _submit(ray_head, "sweeps/ablation.py", "--config", "sweeps/configs/tuned_smoke.yaml",
-                  "--storage", str(tmp_path))
+    """Both of a tuned sweep's Tuners under the job: the tuning's and the seeds'. The tuned smoke
+    config cut to one cell of 2 tuning trials and 2 seeds, seed 1 the chosen trial's own run: 3
+    trials, not its 8 (tests/test_user_path.py runs it whole, as the README's command)."""
+    config = yaml.safe_load((ROOT / "sweeps" / "configs" / "tuned_smoke.yaml").read_text())
+    config.update(name="tuned-one", methods=["full"], tuning={**config["tuning"], "trials": 2})
+    config["data"]["source"] = str(ROOT / config["data"]["source"])
+    path = write_config(tmp_path / "tuned_one.yaml", config, "python sweeps/ablation.py --config tuned_one.yaml")
+    job = _submit(ray_head, "sweeps/ablation.py", "--config", str(path), "--storage", str(tmp_path))
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
     assert "succeeded" in job.stdout + job.stderr
-    chosen = json.loads((tmp_path / "tuned-smoke" / "tuning" / "chosen.json").read_text())["cells"]
-    assert len(chosen) == 2 and all(cell["values"] for cell in chosen.values()), chosen
-    results = pd.read_parquet(tmp_path / "tuned-smoke" / "results.parquet")
-    assert len(results) == 4 and (results["status"] == "ok").all()
+    chosen = json.loads((tmp_path / "tuned-one" / "tuning" / "chosen.json").read_text())["cells"]
+    assert len(chosen) == 1 and all(cell["values"] for cell in chosen.values()), chosen
+    results = pd.read_parquet(tmp_path / "tuned-one" / "results.parquet")
+    assert len(results) == 2 and (results["status"] == "ok").all()
+    assert results["tuned_from"].notna().sum() == 1  # seed 2 ran in the seeds' own Tuner
     assert our_files(ray_head[2]) == []  # nothing of ours in Ray's session folder
 
 
