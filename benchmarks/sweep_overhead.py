@@ -13,7 +13,8 @@ Then the Ray runs' trials phase by phase (`benchmarks/timeline.py`): Ray startin
 trial's worker, our imports in it, run_trial, and the command's own start and end.
 Where a trial runs (a plain process, a Ray task, a Tune trainable) was measured by
 `--placement-rounds`, retired: `git show d4cf24c:benchmarks/sweep_overhead.py`.
-Tune's own cost per trial, and how it grows with the trials, is `benchmarks/sweep_scale.py`'s.
+Tune's own cost per trial, and how it grows with the trials, was `sweep_scale.py`'s (retired:
+benchmarks/README.md).
 
     python benchmarks/sweep_overhead.py                       # the smoke config's trials
     python benchmarks/sweep_overhead.py --config benchmarks/configs/minute_trials.yaml --repeats 2

@@ -160,20 +160,6 @@ def test_memory_estimate_smoke():
     assert 0.7 <= estimate_over_tensors <= 1.3  # the planner's target (issue 28): within 30%
 
 
-@pytest.mark.ray
-def test_sweep_scale_smoke():
-    """No-op trials through the sweep's own driver, trainable, rows and report, at 1 and 10 trials."""
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep_scale.py"), "--smoke-test"],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith(("| 1 |", "| 10 |"))]
-    assert [int(row[0]) for row in rows] == [1, 10]
-    assert all(float(value) >= 0 for row in rows for value in row[1:]) and float(rows[1][1]) > 0
-    for target in ("tune_s_per_trial", "rss_growth_mb", "rows_and_report_s"):
-        assert f"{target}: " in out.stdout
-
-
-
 @pytest.mark.unit
 def test_free_ports_hands_out_no_port_twice():
     # One bind-and-close at a time, the OS gave a port out again in 22 of 20,000 draws of 7
