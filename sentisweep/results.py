@@ -300,6 +300,16 @@ def attempts_of(store: Store, name: str, trial: str) -> tuple[int, str]:
     return len(starts), json.dumps([start["host"] for start in starts])
 
 
+def _result_parts(trial: PlannedTrial) -> tuple[str, ...]:
+    return (*trial_parts(trial.config.sweep, trial.config.resolved_trial_id()), RESULT_FILE)
+
+
+def finished_earlier(planned: list[PlannedTrial], store: Store) -> set[str]:
+    """The trial ids of the runnable trials whose rows a run before this one wrote (what --resume
+    will not run again: Tune's restore reruns only the trials without one)."""
+    return {t.config.trial_id for t in planned if t.skip_reason is None and store.exists(*_result_parts(t))}
+
+
 def gather_results(planned: list[PlannedTrial], store: Store, outcomes: dict[str, dict] | None = None):
     """One TrialResult row per planned trial, whatever happened: the trial's own
     result.parquet; a `skipped` row; a `stopped` row for a trial a scheduler (ASHA) ended
@@ -307,7 +317,7 @@ def gather_results(planned: list[PlannedTrial], store: Store, outcomes: dict[str
     than max_failures allowed). `outcomes`: trial_id -> {"error", "metrics"} as Tune saw it."""
     frames = []
     for trial in planned:
-        parts = (*trial_parts(trial.config.sweep, trial.config.resolved_trial_id()), RESULT_FILE)
+        parts = _result_parts(trial)
         if store.exists(*parts):
             frames.append(store.read_frame(*parts).assign(tuning=trial.tuning))
             continue

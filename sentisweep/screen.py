@@ -83,9 +83,10 @@ def final_screen(title: str, results: pd.DataFrame, root: str, table: str, secon
 
 
 def matrix_table(planned: list[PlannedTrial], resources: Resources, baselines: list[str] = (),
-                 tuned: dict[str, dict] | None = None) -> str:
+                 tuned: dict[str, dict] | None = None, finished: set[str] = frozenset()) -> str:
     """The trial matrix as a Markdown table (the --dry-run output), with each trial's memory estimate.
-    `tuned`: cell key (sentisweep.tuning.cell_key) -> search space of the cells equal-budget tuning will set."""
+    `tuned`: cell key (sentisweep.tuning.cell_key) -> search space of the cells equal-budget tuning will set;
+    `finished`: the trial ids a resumed sweep will not run again (sentisweep.results.finished_earlier)."""
     rows = ["| # | trial | model | method | seed | lr | resources | memory (est.) | status |",
             "|---|---|---|---|---|---|---|---|---|"]
     for i, trial in enumerate(planned, 1):
@@ -93,6 +94,8 @@ def matrix_table(planned: list[PlannedTrial], resources: Resources, baselines: l
         res = f"{resources.cpus_per_trial:g} CPU" + (f", {trial.gpus:g} GPU" if trial.gpus else "")
         memory = f"{trial.memory.total / 2**30:.2f} GiB" if trial.memory else "-"
         status = f"skip: {trial.skip_reason}" if trial.skip_reason else "run"
+        if c.trial_id in finished:
+            status = "done (an earlier run)"
         params = " ".join(f"{k}={short(v)}" for k, v in sorted(c.method.params().items()))
         space = (tuned or {}).get(cell_key(c.model, c.variant))
         lr = f"{c.training.learning_rate:g}"
@@ -101,7 +104,9 @@ def matrix_table(planned: list[PlannedTrial], resources: Resources, baselines: l
         rows.append(f"| {i} | {c.trial_id} | {c.model} | {c.method.name} {params} | {c.seed} | "
                     f"{lr} | {res} | {memory} | {status} |")
     runnable = sum(t.skip_reason is None for t in planned)
-    rows.append(f"\n{len(planned)} trials: {runnable} to run, {len(planned) - runnable} skipped")
+    earlier = f", {len(finished)} finished earlier" if finished else ""
+    skipped = len(planned) - runnable
+    rows.append(f"\n{len(planned)} trials: {runnable - len(finished)} to run{earlier}, {skipped} skipped")
     if baselines:
         rows.append(f"plus baselines on the same splits: {', '.join(baselines)}")
     return "\n".join(rows)

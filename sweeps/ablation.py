@@ -22,7 +22,7 @@ from sentisweep.config import ConfigError, SweepConfig
 from sentisweep.config_load import load_config
 from sentisweep.locations import pin_args
 from sentisweep.plan import PlannedTrial, expand, plan_memory, rate_warnings
-from sentisweep.results import gather_results
+from sentisweep.results import finished_earlier, gather_results
 from sentisweep.screen import matrix_table
 from sentisweep.storage import Store
 from sentisweep.trial.data import check_data
@@ -85,16 +85,12 @@ def check_memory_on_a_gpu_node(sweep: SweepConfig, planned: list[PlannedTrial]) 
     return {row: t.gpus for row, t in enumerate(planned, 1) if t.skip_reason is None}
 
 
-def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial]) -> int:
+def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial], finished: set[str]) -> int:
     started = time.monotonic()
     gpus_of = {row: t.gpus for row, t in enumerate(planned, 1) if t.skip_reason is None}
-    wait_for_room = driver.start_ray(args, sweep.resources.cpus_per_trial, max(gpus_of.values(), default=0),
-                                     min(len(gpus_of), sweep.resources.max_concurrent or len(gpus_of)))
-    driver.pretokenize([t.config for t in planned if t.skip_reason is None])  # bad data: BadInput, no trial has run
-    prefetch([get_model_spec(t.config.model) for t in planned if t.skip_reason is None])
-    wait_for_room()  # the autoscaler's node booted meanwhile
-    if sweep.resources.uses_gpus and gpu_memory_bytes(args.gpu_memory, sweep.resources.gpu_memory_gib) is None:
-        gpus_of = check_memory_on_a_gpu_node(sweep, planned) or gpus_of
+    left = len(gpus_of) - len(finished)  # every trial of a resumed sweep done earlier: no Ray, only its rows
+    if left:
+        prepare(args, sweep, planned, gpus_of)
     chosen = {}
     if sweep.tuning:  # each cell's own search first, at an equal budget; its choice runs on every seed
         chosen = tuning.tune_cells(sweep, planned, store, args.resume)
@@ -105,12 +101,24 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
     # with the trainable.
     configs = {row: t.config.model_dump(mode="json") for row, t in enumerate(planned, 1) if t.runs}
     trial_id_of = trainable.AblationTrialId(configs)
-    grid = run_trials(args, sweep, store, configs, gpus_of, trial_id_of) if configs else []
+    grid = run_trials(args, sweep, store, configs, gpus_of, trial_id_of) if configs and left else []
     trials = gather_results(planned, store, trainable.outcomes(grid, trial_id_of))
     failed_cells = [c for c in chosen.values() if not c.get("values")]
     results = driver.finish(f"sweep {sweep.name}", trials, sweep, store, started, tuning_section(sweep, chosen),
                             tuning_warnings(failed_cells, args.untuned_fallback) + rate_warnings(sweep, planned))
     return driver.exit_status(results, bool(failed_cells) and not args.untuned_fallback)
+
+
+def prepare(args, sweep: SweepConfig, planned: list[PlannedTrial], gpus_of: dict[int, float]) -> None:
+    """Ray up (and room for the trials asked of an autoscaler), every trial's tokens and model
+    fetched, and the memory check against a GPU node's GPU where nothing else names one."""
+    wait_for_room = driver.start_ray(args, sweep.resources.cpus_per_trial, max(gpus_of.values(), default=0),
+                                     min(len(gpus_of), sweep.resources.max_concurrent or len(gpus_of)))
+    driver.pretokenize([t.config for t in planned if t.skip_reason is None])  # bad data: BadInput, no trial has run
+    prefetch([get_model_spec(t.config.model) for t in planned if t.skip_reason is None])
+    wait_for_room()  # the autoscaler's node booted meanwhile
+    if sweep.resources.uses_gpus and gpu_memory_bytes(args.gpu_memory, sweep.resources.gpu_memory_gib) is None:
+        gpus_of.update(check_memory_on_a_gpu_node(sweep, planned) or {})
 
 
 def tuning_section(sweep: SweepConfig, chosen: dict[str, dict]) -> list[str]:
@@ -157,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sweep {sweep.name}: {len(sweep.models)} models x {len(sweep.methods)} methods x "
           f"{len(sweep.seeds)} seeds -> {store.uri(sweep.name)}")
     tuned = {c.key: c.space for c in cells(sweep, planned)} if sweep.tuning else None
-    print(matrix_table(planned, sweep.resources, sweep.baselines, tuned), flush=True)
+    finished = finished_earlier(planned, store) if args.resume else set()
+    print(matrix_table(planned, sweep.resources, sweep.baselines, tuned, finished), flush=True)
     if sweep.tuning:
         print(f"equal-budget tuning before the seeds run: {budget_text(sweep.tuning, sweep)}", flush=True)
     for warning in rate_warnings(sweep, planned):  # said now, so a user can stop the sweep; again at its end
@@ -168,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return guard.dry_run_done(store, sweep.name, args.resume)
     args.resume = guard.effective_resume(store, sweep.name, args.resume)
-    return guard.run_guarded(store, sweep.name, args.resume, lambda: run_sweep(args, sweep, store, planned))
+    return guard.run_guarded(store, sweep.name, args.resume, lambda: run_sweep(args, sweep, store, planned, finished))
 
 
 if __name__ == "__main__":

@@ -83,6 +83,29 @@ def test_dry_run_prints_the_matrix_and_starts_nothing(tmp_path):
     assert "the run would stop here: " in out.stderr and "this sweep finished; choose another --name" in out.stderr
 
 
+@pytest.mark.unit
+def test_a_resumed_sweeps_matrix_names_the_trials_done_earlier(tmp_path):
+    """--resume runs only the trials without a row (Tune's restore); the matrix says which, and
+    the driver starts no Ray where none is left (tests/test_user_path.py)."""
+    from sentisweep.layout import RESULT_FILE, trial_parts
+    from sentisweep.results import finished_earlier
+    from sentisweep.screen import matrix_table
+
+    sweep = load_config(ROOT / "sweeps" / "configs" / "smoke.yaml", "sweep")
+    store = Store(str(tmp_path))
+    planned = expand(sweep, store, "cpu")
+    for trial_id in ("tiny-bert__full__s1", "tiny-qwen3__full__s2", "tiny-bert__zero-shot__s1"):  # the last: skipped
+        (tmp_path.joinpath(*trial_parts("smoke", trial_id))).mkdir(parents=True)
+        (tmp_path.joinpath(*trial_parts("smoke", trial_id), RESULT_FILE)).write_bytes(b"a row")
+    finished = finished_earlier(planned, store)
+    assert finished == {"tiny-bert__full__s1", "tiny-qwen3__full__s2"}
+    table = matrix_table(planned, sweep.resources, finished=finished)
+    assert "| tiny-bert__full__s1 |" in table.split("done (an earlier run)")[0].splitlines()[-1]
+    assert table.count("done (an earlier run)") == 2
+    assert table.endswith("12 trials: 8 to run, 2 finished earlier, 2 skipped")
+    assert matrix_table(planned, sweep.resources).endswith("12 trials: 10 to run, 2 skipped")
+
+
 BAD = {
     "unknown model": ("models: [tiny-bert, gpt-9]\nmethods: [full]\n", "models[1] = 'gpt-9': unknown"),
     "unknown method": ("models: [tiny-bert]\nmethods: [fullft]\n",

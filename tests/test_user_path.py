@@ -102,10 +102,15 @@ def test_the_tuned_sweep_without_storage_lands_in_results_and_every_cell_chooses
     assert "## Expected best validation accuracy vs trials" in markdown and "| n=3 " in markdown
     assert (root / "exported" / "tuned-smoke-best" / "model.safetensors").is_file()
 
+    sessions = sorted((ray_tmp / "ray").glob("session_2*"))
     again = _run(root, env, "sweeps/ablation.py", "--config", "sweeps/configs/tuned_smoke.yaml", "--resume")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "tuning 0 cell(s)" in again.stdout  # the choices were kept, not searched again
     assert json.loads((folder / "tuning" / "chosen.json").read_text()) == chosen
+    # every trial done: the matrix says so, and only the rows are gathered again, with no Ray
+    assert "4 trials: 0 to run, 4 finished earlier, 0 skipped" in again.stdout
+    assert sessions and sorted((ray_tmp / "ray").glob("session_2*")) == sessions
+    assert pd.read_parquet(folder / "results.parquet").equals(results)
 
 
 def test_the_search_with_a_relative_storage_lands_under_this_directory(checkout):
