@@ -245,7 +245,7 @@ def test_a_sweep_no_node_could_ever_run_is_refused_before_tokenizing(monkeypatch
     sweep = load_config(Path(__file__).parents[1] / "sweeps" / "configs" / "smoke.yaml", "sweep")
     planned = expand(sweep, Store(str(tmp_path)), "cpu")
     with pytest.raises(BadInput, match="no node"):
-        ablation.run_sweep(None, sweep, Store(str(tmp_path)), planned)
+        ablation.run_sweep(None, sweep, Store(str(tmp_path)), planned, finished=set())
     assert calls == ["start_ray"]
 
 
