@@ -230,9 +230,9 @@ def cell_key(model: str, label: str) -> str:
 
 def random_first(trials: int) -> int:
     """How many of a search's `trials` Optuna's TPE draws at random before it models. Its default,
-    10, made any search of 10 trials or fewer (ours are 3 to 8) a random search:
-    search_vs_grid.py (retired; benchmarks/README.md) measured that as 9.3 points below the grid. A fifth of the trials,
-    at least 2: 3 trials 2, 6 trials 2, 50 trials 10 (Optuna's own figure)."""
+    10, made any search of 10 trials or fewer (ours are 3 to 8) a random search: search_vs_grid.py
+    (retired; benchmarks/README.md) measured that as 9.3 points below the grid. A fifth of the
+    trials, at least 2: 3 trials 2, 6 trials 2, 50 trials 10 (Optuna's own figure)."""
     return max(2, trials // 5)
 
 
