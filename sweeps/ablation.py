@@ -90,7 +90,7 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
     gpus_of = {row: t.gpus for row, t in enumerate(planned, 1) if t.skip_reason is None}
     left = len(gpus_of) - len(finished)  # every trial of a resumed sweep done earlier: no Ray, only its rows
     if left:
-        prepare(args, sweep, planned, gpus_of)
+        gpus_of = prepare(args, sweep, planned, gpus_of)
     chosen = {}
     if sweep.tuning:  # each cell's own search first, at an equal budget; its choice runs on every seed
         chosen = tuning.tune_cells(sweep, planned, store, args.resume)
@@ -109,16 +109,18 @@ def run_sweep(args, sweep: SweepConfig, store: Store, planned: list[PlannedTrial
     return driver.exit_status(results, bool(failed_cells) and not args.untuned_fallback)
 
 
-def prepare(args, sweep: SweepConfig, planned: list[PlannedTrial], gpus_of: dict[int, float]) -> None:
+def prepare(args, sweep: SweepConfig, planned: list[PlannedTrial], gpus_of: dict[int, float]) -> dict[int, float]:
     """Ray up (and room for the trials asked of an autoscaler), every trial's tokens and model
-    fetched, and the memory check against a GPU node's GPU where nothing else names one."""
+    fetched, and the memory check against a GPU node's GPU where nothing else names one.
+    Returns each trial's GPU share: `gpus_of`, or as sized on that node's GPU."""
     wait_for_room = driver.start_ray(args, sweep.resources.cpus_per_trial, max(gpus_of.values(), default=0),
                                      min(len(gpus_of), sweep.resources.max_concurrent or len(gpus_of)))
     driver.pretokenize([t.config for t in planned if t.skip_reason is None])  # bad data: BadInput, no trial has run
     prefetch([get_model_spec(t.config.model) for t in planned if t.skip_reason is None])
     wait_for_room()  # the autoscaler's node booted meanwhile
     if sweep.resources.uses_gpus and gpu_memory_bytes(args.gpu_memory, sweep.resources.gpu_memory_gib) is None:
-        gpus_of.update(check_memory_on_a_gpu_node(sweep, planned) or {})
+        return check_memory_on_a_gpu_node(sweep, planned) or gpus_of
+    return gpus_of
 
 
 def tuning_section(sweep: SweepConfig, chosen: dict[str, dict]) -> list[str]:

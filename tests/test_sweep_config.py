@@ -95,8 +95,7 @@ def test_a_resumed_sweeps_matrix_names_the_trials_done_earlier(tmp_path):
     store = Store(str(tmp_path))
     planned = expand(sweep, store, "cpu")
     for trial_id in ("tiny-bert__full__s1", "tiny-qwen3__full__s2", "tiny-bert__zero-shot__s1"):  # the last: skipped
-        (tmp_path.joinpath(*trial_parts("smoke", trial_id))).mkdir(parents=True)
-        (tmp_path.joinpath(*trial_parts("smoke", trial_id), RESULT_FILE)).write_bytes(b"a row")
+        store.write_bytes(b"a row", *trial_parts("smoke", trial_id), RESULT_FILE)
     finished = finished_earlier(planned, store)
     assert finished == {"tiny-bert__full__s1", "tiny-qwen3__full__s2"}
     table = matrix_table(planned, sweep.resources, finished=finished)
