@@ -81,5 +81,10 @@ def run_guarded(store, name: str, resume: bool, run: Callable[[], int]) -> int:
     try:
         return run()
     except KeyboardInterrupt:
+        import ray  # [Ray]
+
+        # Ray down first: its trial workers, stopped, print their shutdown tracebacks through
+        # the driver's log stream, which at exit came after this line, the last a user reads
+        ray.shutdown()  # [Ray]
         print(f"\ninterrupted: continue with the same command plus --resume (storage {root})", file=sys.stderr)
         return exit_codes.INTERRUPTED
