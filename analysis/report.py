@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -182,8 +183,9 @@ def build_report(locations: list[str], out: Path, within_points: float = 1.0) ->
         ("Results per model and method", _markdown(readable)),
         *tuning_sections,
         ("Significance", "Paired bootstrap (2,000 resamples of the test rows) of the accuracy "
-                         "difference, and McNemar's exact test (for methods with several seeds: the same sign test "
-                         "on the rows where the seed-averaged correctness differs), each method against its "
+                         "difference, and a paired test of it (`paired p`: McNemar's exact test; for methods with "
+                         "several seeds, the permutation test of the seed-averaged correctness that McNemar's "
+                         "is on right/wrong rows), each method against its "
                          "model's full fine-tuning and against the best method."
                          + (f" Left out: {', '.join(untuned)}, whose tuning found no setting (run untuned by "
                             "--untuned-fallback)." if untuned else "") + "\n\n" + _markdown(significance))]
@@ -207,14 +209,21 @@ def report_screen(path: Path, locations: list[str], results: pd.DataFrame, table
               for row in table[table["best_for_model"]].itertuples()]
     lines.append(f"report: {shown(str(path))} (report.md, summary.json, table.csv and {figures} figures beside it)")
     if len(table) > 1:  # a comparison needs two rows of the table
-        lines.append(f"next: python -m analysis compare {shown(locations[0])} A B   # two 'model / method' of the "
-                     "table, on the same test rows")
+        lines.append(f"next: python -m analysis compare {shown(locations[0])} {' '.join(top_two(table))}   # the "
+                     "two best by validation accuracy, on the same test rows (any two 'model / method' of the table)")
     lines += [f"WARNING: {count} trial(s) {status}: listed at the end of the report, with why"
               for status, count in results["status"].value_counts().items() if status in ("failed", "skipped")]
     if untuned:
         lines.append(f"WARNING: {', '.join(untuned)} ran untuned (--untuned-fallback): left out of the significance "
                      "tests")
     return "\n".join(lines)
+
+
+def top_two(table: pd.DataFrame) -> list[str]:
+    """The table's two best rows by validation accuracy (the table's order where it has none), as
+    `python -m analysis compare` takes them: 'model / variant', quoted for the shell."""
+    rows = table.sort_values("best_val_accuracy_mean", ascending=False, kind="stable", na_position="last")
+    return [shlex.quote(f"{row.model} / {row.variant}") for row in rows.head(2).itertuples()]
 
 
 def result_figures(table: pd.DataFrame, ok: pd.DataFrame, out: Path) -> dict[str, Path | None]:
@@ -279,7 +288,7 @@ def search_sections(own: pd.DataFrame, searched: pd.DataFrame, store, within_poi
         sections.append(("Search: its best trial against the baselines",
                          "The trial with the best validation accuracy (chosen without looking at "
                          "test), on the same test rows as each baseline: paired bootstrap "
-                         "(2,000 resamples) of the accuracy difference and McNemar's exact test.\n\n"
+                         "(2,000 resamples) of the accuracy difference and McNemar's exact test (`paired p`).\n\n"
                          + _markdown(pd.DataFrame([c.as_row() for c in versus]))))
     objectives = search_objectives(store)
     found = tradeoffs(searched, objectives, within_points) if objectives and len(objectives) > 1 else {}

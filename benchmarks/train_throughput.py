@@ -245,8 +245,8 @@ def print_tables(rows: list[dict], peak: float) -> None:
         paired = compare(name, pd.concat(list(ours["right"])), "baseline", pd.concat(list(base["right"])))
         print(f"{method}, {name}: {speedup.mean():.2f}x samples/s of the baseline (per seed "
               f"{', '.join(f'{x:.2f}' for x in speedup)}), accuracy {paired.difference:+.4f} over "
-              f"{len(ours)} seed(s) (paired 95% CI [{paired.ci_low:+.4f}, {paired.ci_high:+.4f}], McNemar p "
-              f"{paired.mcnemar_p:.2f})")
+              f"{len(ours)} seed(s) (paired 95% CI [{paired.ci_low:+.4f}, {paired.ci_high:+.4f}], paired p "
+              f"{paired.p_value:.2f})")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,7 @@ def _predictions(correct: list[int]) -> pd.DataFrame:
 def test_identical_predictions_are_within_noise():
     right = correctness([_predictions([1, 0, 1, 1, 0, 1] * 20)])
     result = compare("a", right, "b", right)
-    assert result.mcnemar_p == 1.0 and result.ci_low == 0 == result.ci_high == result.difference
+    assert result.p_value == 1.0 and result.ci_low == 0 == result.ci_high == result.difference
     assert result.verdict.startswith("within noise")
 
 
@@ -74,7 +75,7 @@ def test_clearly_better_method_excludes_zero():
     good = (rng.random(500) < 0.9).astype(int)
     bad = (rng.random(500) < 0.6).astype(int)
     result = compare("good", correctness([_predictions(list(good))]), "bad", correctness([_predictions(list(bad))]))
-    assert result.ci_low > 0 and result.mcnemar_p < 1e-6
+    assert result.ci_low > 0 and result.p_value < 1e-6
     assert result.verdict == "good is better (95% interval excludes 0)"
 
 
@@ -84,7 +85,20 @@ def test_mcnemar_by_hand():
     b = [1] * 5 + [0] * 5 + [1, 1] + [0] * 8
     result = compare("a", correctness([_predictions(a)]), "b", correctness([_predictions(b)]))
     assert (result.only_a_right, result.only_b_right) == (5, 2)
-    assert result.mcnemar_p == pytest.approx(0.453125)  # 2 * P(X <= 2), X ~ Bin(7, 0.5) = 2 * 29/128
+    assert result.p_value == pytest.approx(0.453125)  # 2 * P(X <= 2), X ~ Bin(7, 0.5) = 2 * 29/128
+
+
+def test_seeds_split_against_one_run_are_half_a_win():
+    # rows 0-99: a right, b's two seeds split (b 0.5); rows 100-149: a wrong, b right twice; the
+    # rest both right. Mean difference (100 x 0.5 - 50) / 200 = 0: a sign test of which side is
+    # higher per row (100 rows against 50) said p 6e-5; the paired test of the difference says noise.
+    a = [1] * 100 + [0] * 50 + [1] * 50
+    seed_1 = [1] * 50 + [0] * 50 + [1] * 100
+    seed_2 = [0] * 50 + [1] * 50 + [1] * 100
+    b = correctness([_predictions(seed_1), _predictions(seed_2)])
+    result = compare("a", correctness([_predictions(a)]), "b", b)
+    assert (result.only_a_right, result.only_b_right, result.difference) == (100, 50, 0.0)
+    assert result.p_value > 0.9 and result.verdict.startswith("within noise")
 
 
 def test_seeds_average_per_example():
@@ -129,7 +143,14 @@ def test_report_has_every_section_and_valid_images(tiny_results, tmp_path, capsy
     screen = capsys.readouterr().out.splitlines()  # what happened, and last what must not be missed
     assert screen[0] == "12 trials: 10 ok, 0 failed, 2 skipped, 0 stopped"
     assert any(line.startswith("  tiny-bert / ") for line in screen)
-    assert any(line.startswith("next: python -m analysis compare ") for line in screen)
+    # the next command names the two best by validation accuracy, and runs as printed
+    table = pd.read_csv(tmp_path / "report" / "table_numbers.csv")
+    validation = dict(zip(table["model"] + " / " + table["variant"], table["best_val_accuracy_mean"], strict=True))
+    (next_line,) = (line for line in screen if line.startswith("next: "))
+    command = shlex.split(next_line.removeprefix("next: ").split("   #")[0])
+    assert command[:5] == ["python", "-m", "analysis", "compare", str(tiny_results)]
+    assert [validation[name] for name in command[5:]] == sorted(validation.values(), reverse=True)[:2]
+    assert main(command[3:]) == 0 and "paired p" in capsys.readouterr().out
     assert screen[-1] == "WARNING: 2 trial(s) skipped: listed at the end of the report, with why"
     one = pd.read_parquet(tiny_results / "results.parquet").query("model == 'tiny-bert' and method == 'full'")
     (tmp_path / "one").mkdir()
@@ -160,7 +181,7 @@ def test_compare_prints_one_pair(tiny_results, tmp_path, capsys):
 
     assert main(["compare", str(tiny_results), "tiny-qwen3 / full", "tiny-qwen3 / zero-shot"]) == 0
     out = capsys.readouterr().out
-    assert "McNemar p" in out and "verdict" in out and "WARNING" not in out
+    assert "paired p" in out and "verdict" in out and "WARNING" not in out
     results = pd.read_parquet(tiny_results / "results.parquet")
     (tmp_path / "fallback").mkdir()
     results.assign(tuning=results["tuning"].mask(results["method"] == "full", "untuned")).to_parquet(
