@@ -47,7 +47,8 @@ def pareto(table: pd.DataFrame, cost: str, cost_label: str, path: Path) -> Path 
         right_half = row[cost] > middle  # labelled toward the middle: never past the axes' edge
         ax.annotate(row["variant"], (row[cost], row["accuracy_mean"]), textcoords="offset points",
                     xytext=(-6, -11) if right_half else (5, 4), ha="right" if right_half else "left", fontsize=8,
-                    fontweight="bold" if front[_] else "normal")
+                    fontweight="bold" if front[_] else "normal",
+                    bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})  # over a line too
     ax.set_xlabel(cost_label)
     ax.set_ylabel("test accuracy (mean over seeds, bars: std)")
     ax.set_title(f"Accuracy vs {cost_label.split(' (')[0]}: the frontier is what is worth its cost")
