@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         description="A and B are 'model / variant' names as the report shows them, or a variant (or the "
                     "start of one) that only one model has, e.g. `lora-r8-attention` and `full` for "
                     "`minilm-l6 / full-lr5e-05`.")
-    pair.add_argument("results", help="a results store or file")
+    pair.add_argument("results", nargs="+", help="results stores or files (those of the report)")
     pair.add_argument("a")
     pair.add_argument("b")
     args = parser.parse_args(argv)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.report import group_correctness
     from analysis.significance import compare
 
-    ok, _ = split_by_status(load_results([args.results]))
+    ok, _ = split_by_status(load_results(args.results))
     groups = group_correctness(ok)
     a, b = (resolve_method(name, sorted(groups)) for name in (args.a, args.b))
     result = compare(a, groups[a], b, groups[b])

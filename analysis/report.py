@@ -209,7 +209,8 @@ def report_screen(path: Path, locations: list[str], results: pd.DataFrame, table
               for row in table[table["best_for_model"]].itertuples()]
     lines.append(f"report: {shown(str(path))} (report.md, summary.json, table.csv and {figures} figures beside it)")
     if len(table) > 1:  # a comparison needs two rows of the table
-        lines.append(f"next: python -m analysis compare {shown(locations[0])} {' '.join(top_two(table))}   # the "
+        stores = " ".join(map(shown, locations))
+        lines.append(f"next: python -m analysis compare {stores} {' '.join(top_two(table))}   # the "
                      "two best by validation accuracy, on the same test rows (any two 'model / method' of the table)")
     lines += [f"WARNING: {count} trial(s) {status}: listed at the end of the report, with why"
               for status, count in results["status"].value_counts().items() if status in ("failed", "skipped")]

@@ -56,7 +56,7 @@ def plan(config: EmbedXgbConfig, strict: bool = True) -> list[dict]:
     runs, problems = [], []
     store = Store(config.storage)  # a folder, or object storage (s3://...)
     for i, entry in enumerate(config.models):
-        sources = [("pretrained", None, None)] if entry.pretrained else []
+        sources = [("pretrained", None, None, None)] if entry.pretrained else []
         if entry.finetuned_from:
             named = entry.finetuned_from  # a results location itself, or a sweep's name in this storage
             location = named if is_remote(named) else str(Path(named).resolve()) if Path(named).exists() \
@@ -70,17 +70,17 @@ def plan(config: EmbedXgbConfig, strict: bool = True) -> list[dict]:
                 if differences:
                     raise ConfigError([*differences, "set the study's data as that sweep's: the same rows and "
                                                      "tokens the checkpoint was trained and tested on"])
-                sources.append(("finetuned", str(best["trial_id"]), str(best["checkpoint_path"])))
+                sources.append(("finetuned", str(best["trial_id"]), str(best["checkpoint_path"]), location))
             except ConfigError as err:
                 problems += [f"models[{i}].finetuned_from = {entry.finetuned_from!r}: {p}" for p in err.problems]
-                sources.append(("finetuned", None, None))
+                sources.append(("finetuned", None, None, None))
             except ResultsError as err:
                 problems.append(f"models[{i}].finetuned_from = {entry.finetuned_from!r}: {err}")
-                sources.append(("finetuned", None, None))
-        for source, trial_id, checkpoint in sources:
+                sources.append(("finetuned", None, None, None))
+        for source, trial_id, checkpoint, sweep in sources:
             folder = store.uri(config.name, "embeddings", f"{entry.model.replace('/', '_')}-{source}")
             runs.append({"entry": entry, "source": source, "trial_id": trial_id, "checkpoint": checkpoint,
-                         "embeddings": folder})
+                         "embeddings": folder, "sweep": sweep})
     if problems and strict:
         raise ConfigError(problems, "finetuned_from")
     for problem in problems:
@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                                                         if result.status == "ok" else f": {result.error}"))
     print(read_results(results_table)[["trial_id", "status", "accuracy", "best_val_accuracy", "train_seconds"]]
           .to_string(index=False))
-    print(f"next: {report_command(store.uri(config.name))}")
+    # with the sweeps the checkpoints came from: their trials and baselines on the same test rows
+    print(f"next: {report_command(store.uri(config.name), *dict.fromkeys(r['sweep'] for r in runs if r['sweep']))}")
     return exit_codes.FAILED if failed else exit_codes.OK
 
 

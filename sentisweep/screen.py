@@ -62,10 +62,11 @@ def elapsed(seconds: float) -> str:
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
-def report_command(root: str) -> str:
-    """The command that reports on the results store at `root`, as the user would type it here."""
+def report_command(root: str, *beside: str) -> str:
+    """The command that reports on the results store at `root` (and those `beside` it, in one
+    report), as the user would type it here."""
     where = shown(root)
-    return f"python -m analysis report {where} --out reports/{Path(where).name}"
+    return f"python -m analysis report {' '.join([where, *map(shown, beside)])} --out reports/{Path(where).name}"
 
 
 def final_screen(title: str, results: pd.DataFrame, root: str, table: str, seconds: float,

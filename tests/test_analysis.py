@@ -183,6 +183,12 @@ def test_compare_prints_one_pair(tiny_results, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "paired p" in out and "verdict" in out and "WARNING" not in out
     results = pd.read_parquet(tiny_results / "results.parquet")
+    for model in ("tiny-bert", "tiny-qwen3"):  # two stores, as a report of a study and its sweep reads them
+        (tmp_path / model).mkdir()
+        results[results["model"] == model].to_parquet(tmp_path / model / "results.parquet")
+    assert main(["compare", str(tmp_path / "tiny-bert"), str(tmp_path / "tiny-qwen3"), "tiny-bert / full",
+                 "tiny-qwen3 / full"]) == 0
+    assert "A: tiny-bert / full" in capsys.readouterr().out
     (tmp_path / "fallback").mkdir()
     results.assign(tuning=results["tuning"].mask(results["method"] == "full", "untuned")).to_parquet(
         tmp_path / "fallback" / "results.parquet")

@@ -4,6 +4,7 @@ stage's 2 workers against one process run from a checkout's root: tests/test_use
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 import yaml
 from helpers import tiny_trial, write_config
 
+from analysis.__main__ import main as analysis_main
 from sentisweep.config_load import parse_trial_config
 from sentisweep.results import read_results
 from sentisweep.trial.run import run_trial
@@ -52,8 +54,14 @@ def test_driver_pretrained_and_finetuned_rows_then_resume(tmp_path, cache_dir):
                                f"python ray_jobs/embed_xgb.py --config {tmp_path / 'embed_xgb_smoke.yaml'}")
     done = _run("embed_xgb.py", "--config", config_path, "--storage", tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert done.stdout.rstrip().endswith(f"next: python -m analysis report {tmp_path / 'embed-xgb-smoke'} "
-                                         "--out reports/embed-xgb-smoke")
+    # the next command reports the study with the sweep its checkpoint came from, and runs as printed
+    next_line = done.stdout.rstrip().splitlines()[-1]
+    assert next_line == (f"next: python -m analysis report {tmp_path / 'embed-xgb-smoke'} {tmp_path / 'smoke'} "
+                         "--out reports/embed-xgb-smoke")
+    report = tmp_path / "report"
+    assert analysis_main([*next_line.split()[4:-2], "--out", str(report)]) == 0
+    table = json.loads((report / "summary.json").read_text())["table"]
+    assert {row["variant"] for row in table} == {"lora", "embed+xgboost-pretrained", "embed+xgboost-finetuned-lora"}
     rows = read_results(tmp_path / "embed-xgb-smoke" / "results.parquet")
     assert sorted(rows["trial_id"]) == ["tiny-bert__embed+xgboost-finetuned-lora__s42",
                                         "tiny-bert__embed+xgboost-pretrained__s42"]
