@@ -16,6 +16,7 @@ import pandas as pd
 from sentisweep.config import Resources, short
 from sentisweep.results import STATUSES
 from sentisweep.storage import is_remote
+from sentisweep.trial.methods import get_method
 from sentisweep.tuning import cell_key
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def matrix_table(planned: list[PlannedTrial], resources: Resources, baselines: l
             status = "done (an earlier run)"
         params = " ".join(f"{k}={short(v)}" for k, v in sorted(c.method.params().items()))
         space = (tuned or {}).get(cell_key(c.model, c.variant))
-        lr = f"{c.training.learning_rate:g}"
+        lr = f"{c.training.learning_rate:g}" if get_method(c.method.name).trains else "-"
         if space is not None and not trial.skip_reason:
             lr = "tuned: " + ", ".join(f"{k} {list(v)}" for k, v in space.items())
         rows.append(f"| {i} | {c.trial_id} | {c.model} | {c.method.name} {params} | {c.seed} | "

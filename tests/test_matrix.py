@@ -63,6 +63,7 @@ def test_zero_shot_on_decoder(data_dir, cache_dir, tmp_path):
     result = run_trial(parse_trial_config(tiny_trial("tiny-qwen3", "zero-shot", data_dir, cache_dir, tmp_path)))
     assert result.status == "ok", result.error
     assert result.trainable_params == 0 and result.train_seconds is None
+    assert result.learning_rate is None  # it trains at no rate: the config's default is not its
     assert result.test_rows == 32 and 0 <= result.accuracy <= 1
     assert result.eval_samples_per_second > 0
 

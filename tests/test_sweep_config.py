@@ -103,6 +103,8 @@ def test_a_resumed_sweeps_matrix_names_the_trials_done_earlier(tmp_path):
     assert table.count("done (an earlier run)") == 2
     assert table.endswith("12 trials: 8 to run, 2 finished earlier, 2 skipped")
     assert matrix_table(planned, sweep.resources).endswith("12 trials: 10 to run, 2 skipped")
+    zero_shot = next(line for line in table.splitlines() if "| tiny-qwen3__zero-shot__s1 |" in line)
+    assert "| 0.0002 |" not in zero_shot and "| - |" in zero_shot  # a method that does not train has no rate
 
 
 BAD = {
