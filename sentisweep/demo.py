@@ -5,7 +5,8 @@
 
 Gradio (rather than Streamlit): a function in, components out, `launch()` from Python on a
 chosen host and port, and no script re-run per click, so the models load once. Loopback only
-unless --host says otherwise.
+unless --host says otherwise. The page is an API too (the label's confidences, the answer, every
+loaded trial's answer): gradio_client.Client(URL).predict(text, api_name="/classify").
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ def build_app(trials: list[tuple[pd.Series, Classifier]]):
         answered_by = gr.Markdown(elem_id="answered-by")
         others = gr.Dataframe(label="Every loaded trial on the same text", visible=len(trials) > 1, elem_id="trials")
         inputs, outputs = [text], [label, answered_by, others]
-        button.click(lambda t: classify(trials, t), inputs, outputs)
-        text.submit(lambda t: classify(trials, t), inputs, outputs)
+        # One event for the button and Enter, so the page's API has one endpoint by name:
+        # gradio_client.Client(URL).predict(text, api_name="/classify")
+        gr.on([button.click, text.submit], lambda t: classify(trials, t), inputs, outputs, api_name="classify")
         gr.Examples(EXAMPLES, inputs=text)
     return app
 

@@ -169,6 +169,12 @@ def test_demo_in_a_headless_browser(store, tmp_path):
         assert (tmp_path / "demo.png").stat().st_size > 10_000
         if os.environ.get("SENTISWEEP_SCREENSHOT_DIR"):  # to look at it after the run
             shutil.copy(tmp_path / "demo.png", Path(os.environ["SENTISWEEP_SCREENSHOT_DIR"]) / "demo.png")
+        from gradio_client import Client  # the page's API, as the README shows it
+
+        confidences, answered_by, _ = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+            "good great wonderful, a film I loved", api_name="/classify")
+        assert answered_by.replace("**", "") == answer  # the page's answer, in Markdown
+        assert {c["label"] for c in confidences["confidences"]} == {"POSITIVE", "NEGATIVE"}
     finally:
         if browser is not None:
             browser.quit()
