@@ -36,9 +36,18 @@ PLACEHOLDER_TAG = "unreleased-run-docker-release-sh"
 
 
 def kubectl(*args: str) -> dict | list | None:
-    """`kubectl ARGS -o json` parsed, or None when it fails (no such object, no access)."""
+    """`kubectl ARGS -o json` parsed, or None where there is no such object. Any other failure
+    (no cluster reachable, no context set, no right to read) ends the preflight with kubectl's
+    own last line: read as "not installed", it sent users to install what they had."""
     done = subprocess.run(["kubectl", *args, "-o", "json"], capture_output=True, text=True)
-    return json.loads(done.stdout) if done.returncode == 0 else None
+    if done.returncode == 0:
+        return json.loads(done.stdout)
+    if "(NotFound)" in done.stderr:
+        return None
+    said = (done.stderr.strip().splitlines() or ["no message"])[-1]
+    raise SystemExit(f"preflight: cannot read the cluster: `kubectl {' '.join(args)}` said: {said}\n"
+                     "point kubectl at the cluster (kubectl config current-context; use-context NAME) "
+                     "with the right to read CRDs, storage classes, volume claims and nodes")
 
 
 def rendered(kustomization: str) -> list[dict]:

@@ -22,6 +22,8 @@ import os, sys
 args = sys.argv[1:]
 if args[0] == "kustomize":
     os.execv(os.environ["REAL_KUBECTL"], ["kubectl", *args])
+if not os.path.isdir(os.environ["FAKE_CLUSTER"]):  # what kubectl says with no context set
+    sys.exit("The connection to the server localhost:8080 was refused - did you specify the right host or port?")
 answer = os.path.join(os.environ["FAKE_CLUSTER"], "_".join(a for a in args if a not in ("-o", "json")) + ".json")
 if not os.path.exists(answer):
     sys.exit('Error from server (NotFound): ' + " ".join(args))
@@ -105,3 +107,11 @@ def test_one_node_storage_and_a_cpu_overlay_ask_for_no_rwx_and_no_gpu(tmp_path):
                      "k8s/overlays/cpu-only", "--storage", "k8s/storage-one-node", k8s=k8s)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ReadWriteOnce from standard" in done.stdout and "GPU" not in done.stdout
+
+
+def test_no_cluster_reachable_is_said_so_not_read_as_missing_operators(tmp_path):
+    """kubectl with no context set: it once read as 'CRD not installed' and 'storage class not found'."""
+    done = preflight(tmp_path, tmp_path / "no-cluster", "k8s/overlays/ablation")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "cannot read the cluster" in done.stderr and "localhost:8080 was refused" in done.stderr
+    assert "use-context" in done.stderr and "FAIL" not in done.stdout
