@@ -51,13 +51,13 @@ def effective_resume(store, name: str, resume: bool) -> bool:
 
 
 def check_storage(store, name: str, resume: bool) -> str | None:
-    """Refuse to overwrite a finished sweep or silently restart an interrupted one."""
+    """Refuse to overwrite a finished sweep or search, or silently restart an interrupted one."""
     if resume:
         return None
     if store.exists(name, RESULTS_TABLE):
-        return f"{store.uri(name, RESULTS_TABLE)} exists: this sweep finished; choose another --name or --storage"
+        return f"{store.uri(name, RESULTS_TABLE)} exists: a finished run is there; choose another --name or --storage"
     if store.exists(name, TUNE_FOLDER):
-        return (f"{store.uri(name, TUNE_FOLDER)} exists: an unfinished sweep is there (interrupted, or still running); "
+        return (f"{store.uri(name, TUNE_FOLDER)} exists: an unfinished run is there (interrupted, or still running); "
                 "pass --resume to continue it")
     return None
 

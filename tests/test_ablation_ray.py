@@ -276,5 +276,5 @@ def test_storage_uri_uploads_each_trial(tmp_path):
     assert all("accuracy" in run.data.metrics for run in runs)
     before = (remote / "gpu0" / "results.parquet").read_bytes()
     again = _ablation("--config", str(config), "--storage", remote.as_uri())
-    assert again.returncode == 2 and "this sweep finished" in again.stderr
+    assert again.returncode == 2 and "a finished run is there" in again.stderr
     assert (remote / "gpu0" / "results.parquet").read_bytes() == before  # nothing overwritten

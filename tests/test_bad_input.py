@@ -151,7 +151,7 @@ CASES = {
                                                ["data.label_names = ['a', 'b', 'c']: 3 names for 2 classes"]),
     "sweep: a search config": (SWEEP, ["--config", "{w}/search_ok.yaml"], ["kind = 'search'", "sweeps/search.py"]),
     "sweep: dry run where it finished": (SWEEP, ["--config", "sweeps/configs/smoke.yaml", "--dry-run", "--storage",
-                                                "{w}/results_dir"], ["this sweep finished"]),
+                                                "{w}/results_dir"], ["a finished run is there"]),
     "search: 0 samples": (SEARCH, ["--config", "{w}/search_ok.yaml", "--num-samples", "0"], ["num_samples = 0"]),
     "search: storage is a file": (SEARCH, ["--config", "{w}/search_ok.yaml", "--storage", "{w}/a_file.txt"],
                                   ["--storage = '{w}/a_file.txt'", "a file, not a folder"]),

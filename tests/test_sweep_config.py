@@ -80,7 +80,7 @@ def test_dry_run_prints_the_matrix_and_starts_nothing(tmp_path):
     (tmp_path / "smoke" / "results.parquet").write_bytes(b"a finished sweep's table")
     out = _ablation("--config", "sweeps/configs/smoke.yaml", "--dry-run", "--storage", str(tmp_path))
     assert out.returncode == 2, out.stderr  # as the real run would
-    assert "the run would stop here: " in out.stderr and "this sweep finished; choose another --name" in out.stderr
+    assert "the run would stop here: " in out.stderr and "a finished run is there; choose another --name" in out.stderr
 
 
 @pytest.mark.unit
