@@ -74,7 +74,13 @@ def ranked_trials(results: pd.DataFrame, metric: str = SELECTION_METRIC) -> pd.D
 
 def select_trial(results: pd.DataFrame, select: str = "best", metric: str = SELECTION_METRIC) -> pd.Series:
     if select == "best":
-        return ranked_trials(results, metric).iloc[0]
+        ranked = ranked_trials(results, metric)
+        best, tied = ranked.iloc[0], ranked.iloc[1:][ranked[metric].iloc[1:] == ranked[metric].iloc[0]]
+        if len(tied):  # 300 validation rows give few distinct values: the quick sweep's best three tied
+            print(f"note: {len(tied)} other trial(s) tie with it on {metric} ({best[metric]:.4f}): "
+                  f"{', '.join(tied['trial_id'])}; it is the first in the table (--select TRIAL_ID for another)",
+                  file=sys.stderr)
+        return best
     match = results[results["trial_id"] == select]
     if match.empty:
         known = ", ".join(results["trial_id"].astype(str).head(12))

@@ -59,6 +59,18 @@ def test_select_best_and_by_id(store):
         select_trial(table, metric="speed")
 
 
+@pytest.mark.unit
+def test_a_tie_for_best_is_said_with_the_tied_trials(store, capsys):
+    table = pd.read_parquet(store / "results.parquet")
+    select_trial(table.assign(best_val_accuracy=[0.5 + 0.1 * i for i in range(len(table))]))
+    assert "tie" not in capsys.readouterr().err
+    tied = table.assign(best_val_accuracy=0.8467)
+    best = select_trial(tied)
+    others = ", ".join(t for t in tied["trial_id"] if t != best["trial_id"] and "zero-shot" not in t)
+    said = capsys.readouterr().err
+    assert f"tie with it on best_val_accuracy (0.8467): {others}; it is the first in the table" in said
+
+
 @pytest.mark.parametrize("trial_id", ["a__lora__s7", "b__full__s7"])
 @pytest.mark.unit
 def test_export_loads_in_pipeline_with_the_same_probabilities(store, tmp_path, trial_id, capsys, monkeypatch):
