@@ -77,8 +77,8 @@ def select_trial(results: pd.DataFrame, select: str = "best", metric: str = SELE
         ranked = ranked_trials(results, metric)
         best, tied = ranked.iloc[0], ranked.iloc[1:][ranked[metric].iloc[1:] == ranked[metric].iloc[0]]
         if len(tied):  # 300 validation rows give few distinct values: the quick sweep's best three tied
-            print(f"note: {len(tied)} other trial(s) tie with it on {metric} ({best[metric]:.4f}): "
-                  f"{', '.join(tied['trial_id'])}; it is the first in the table (--select TRIAL_ID for another)",
+            print(f"note: best by {metric} ({best[metric]:.4f}) is a tie of {best['trial_id']} with "
+                  f"{', '.join(tied['trial_id'])}; the first in the table is used (--select TRIAL_ID for another)",
                   file=sys.stderr)
         return best
     match = results[results["trial_id"] == select]

@@ -68,7 +68,7 @@ def test_a_tie_for_best_is_said_with_the_tied_trials(store, capsys):
     best = select_trial(tied)
     others = ", ".join(t for t in tied["trial_id"] if t != best["trial_id"] and "zero-shot" not in t)
     said = capsys.readouterr().err
-    assert f"tie with it on best_val_accuracy (0.8467): {others}; it is the first in the table" in said
+    assert f"best by best_val_accuracy (0.8467) is a tie of {best['trial_id']} with {others}; the first" in said
 
 
 @pytest.mark.parametrize("trial_id", ["a__lora__s7", "b__full__s7"])
