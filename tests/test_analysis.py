@@ -247,6 +247,10 @@ def test_sensitivity_and_placement_plots(tmp_path):
     for png in (plots.lr_sensitivity(ok, tmp_path / "lr.png"), plots.placement(ok, tmp_path / "placement.png")):
         assert png.read_bytes()[:4] == b"\x89PNG"
     assert plots.rank_sensitivity(ok, tmp_path / "rank.png") is None  # one rank: nothing to show
+    # a method registered later (here "vera") is plotted by what its rows hold, not by its name
+    ranks = pd.concat([ok, ok.assign(lora_r=16, accuracy=ok["accuracy"] + 0.01)]).assign(method="vera")
+    assert plots.rank_sensitivity(ranks, tmp_path / "rank.png").read_bytes()[:4] == b"\x89PNG"
+    assert plots.placement(ranks, tmp_path / "vera-placement.png") is not None
 
 
 def test_optuna_study_plots(tmp_path):
