@@ -83,7 +83,7 @@ def pin_args(args) -> None:
         elif written or Path(value).expanduser().exists():  # an input that is no path (a hub id) stays
             setattr(args, name, pinned(value))
     if problems:
-        raise ConfigError(problems, "locations")
+        raise ConfigError(problems, "the locations this job writes to")
 
 
 def pinned_data(data: DataConfig) -> DataConfig:
@@ -93,7 +93,7 @@ def pinned_data(data: DataConfig) -> DataConfig:
 
     problem = refusal("data.cache_dir", data.cache_dir)
     if problem:
-        raise ConfigError([problem + " (or set SENTISWEEP_CACHE_DIR)"], "locations")
+        raise ConfigError([problem + " (or set SENTISWEEP_CACHE_DIR)"], "the locations this job writes to")
     source = Path(resolve_source(data.source)).expanduser()
     return data.model_copy(update={"cache_dir": pinned(data.cache_dir),
                                    "source": str(source.resolve()) if source.exists() else data.source})

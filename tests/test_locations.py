@@ -49,6 +49,7 @@ def test_under_ray_job_submit_a_relative_output_is_refused_with_what_to_give(tmp
     with pytest.raises(ConfigError) as err:
         pin_args(args)
     text = str(err.value)
+    assert text.startswith("2 invalid config field(s) in the locations this job writes to:\n")
     assert "--storage = 'results': a relative path under `ray job submit`" in text and "s3://" in text
     assert "--mlflow-uri = 'sqlite:///m.db'" in text
     ok = argparse.Namespace(storage=str(tmp_path / "abs"), data="data/x")
