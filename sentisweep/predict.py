@@ -75,7 +75,8 @@ def ranked_trials(results: pd.DataFrame, metric: str = SELECTION_METRIC) -> pd.D
 def select_trial(results: pd.DataFrame, select: str = "best", metric: str = SELECTION_METRIC) -> pd.Series:
     if select == "best":
         ranked = ranked_trials(results, metric)
-        best, tied = ranked.iloc[0], ranked.iloc[1:][ranked[metric].iloc[1:] == ranked[metric].iloc[0]]
+        best = ranked.iloc[0]
+        tied = ranked[ranked[metric] == best[metric]].iloc[1:]
         if len(tied):  # 300 validation rows give few distinct values: the quick sweep's best three tied
             print(f"note: best by {metric} ({best[metric]:.4f}) is a tie of {best['trial_id']} with "
                   f"{', '.join(tied['trial_id'])}; the first in the table is used (--select TRIAL_ID for another)",

@@ -279,16 +279,15 @@ def row_of(config) -> TrialResult:
     them too), from its TrialConfig."""
     from sentisweep.trial.methods import METHODS, resolved_params
 
-    known = config.method.name in METHODS
-    params = resolved_params(config.method) if known else config.method.params()
+    spec = METHODS[config.method.name] if config.method.name in METHODS else None
+    params = resolved_params(config.method) if spec else config.method.params()
     t = config.training
-    # A method that does not train (zero-shot) has no learning rate: the config's default is not its
-    trains = METHODS[config.method.name].trains if known else True
     placement = params.get("placement")
     return TrialResult(
         sweep=config.sweep, trial_id=config.resolved_trial_id(), model=config.model,
         method=config.method.name, variant=config.resolved_variant(), seed=config.seed,
-        learning_rate=t.learning_rate if trains else None,
+        # a method that does not train (zero-shot) has no learning rate: the config's default is not its
+        learning_rate=None if spec and not spec.trains else t.learning_rate,
         epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, gradient_accumulation=t.gradient_accumulation,
         max_length=t.max_length, weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio,
         gradient_checkpointing=int(t.gradient_checkpointing),
