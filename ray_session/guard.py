@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from sentisweep import exit_codes
-from sentisweep.layout import RESULTS_TABLE, TUNE_FOLDER
+from sentisweep.layout import RESULTS_TABLE, tune_parts
 
 
 class Interruption:
@@ -41,10 +41,15 @@ class Interruption:
         return grid
 
 
+def unfinished(store, name: str) -> tuple[str, ...] | None:
+    """The parts of a Tune experiment an earlier run of `name` left, or None."""
+    return next((parts for parts in tune_parts(name) if store.exists(*parts)), None)
+
+
 def effective_resume(store, name: str, resume: bool) -> bool:
     """--resume where nothing was saved yet starts the sweep: a RayJob retried after a failure
     before Tune saved anything runs the same command, and must not fail for it."""
-    if resume and not store.exists(name, TUNE_FOLDER):
+    if resume and not unfinished(store, name):
         print(f"nothing to resume at {store.uri(name)} yet: starting the sweep", file=sys.stderr, flush=True)
         return False
     return resume
@@ -56,8 +61,8 @@ def check_storage(store, name: str, resume: bool) -> str | None:
         return None
     if store.exists(name, RESULTS_TABLE):
         return f"{store.uri(name, RESULTS_TABLE)} exists: a finished run is there; choose another --name or --storage"
-    if store.exists(name, TUNE_FOLDER):
-        return (f"{store.uri(name, TUNE_FOLDER)} exists: an unfinished run is there (interrupted, or still running); "
+    if parts := unfinished(store, name):
+        return (f"{store.uri(*parts)} exists: an unfinished run is there (interrupted, or still running); "
                 "pass --resume to continue it")
     return None
 

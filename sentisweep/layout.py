@@ -27,3 +27,9 @@ def trial_parts(name: str, trial: str) -> tuple[str, ...]:
 
 def attempts_parts(name: str, trial: str) -> tuple[str, ...]:
     return (name, "attempts", f"{trial}.jsonl")
+
+
+def tune_parts(name: str) -> tuple[tuple[str, ...], ...]:
+    """Where a run's Tune experiments are: its own, and a tuned sweep's tuning, which starts first
+    (a sweep stopped while it tunes has only that one)."""
+    return ((name, TUNE_FOLDER), (name, TUNING_FOLDER, TUNE_FOLDER))

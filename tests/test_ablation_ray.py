@@ -86,6 +86,34 @@ def test_interrupt_then_resume_runs_only_unfinished_trials(tmp_path):
         assert path.stat().st_mtime_ns == mtime, path
 
 
+def test_a_sweep_interrupted_while_it_tunes_resumes_its_tuning(tmp_path):
+    """Ctrl-C while the cells tune, then --resume: Tune's saved tuning goes on (it started a
+    new one, and the same command without --resume did too): the tuning trials finished before
+    keep their rows and each cell ends with its budget's trials, no more."""
+    root = tmp_path / "tuned-smoke"
+    config = ["--config", "sweeps/configs/tuned_smoke.yaml", "--storage", str(tmp_path)]
+    driver = subprocess.Popen([*ABLATION, *config], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint)
+    _wait_for(lambda: _finished_trials(root / "tuning"), what="a finished tuning trial")
+    driver.send_signal(signal.SIGINT)
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 130 and not (root / "tuning" / "chosen.json").exists(), output[-3000:]
+    finished = {path: path.stat().st_mtime_ns for path in _finished_trials(root / "tuning")}
+
+    refused = _ablation(*config)
+    assert refused.returncode == 2 and "tuning/tune exists: an unfinished run is there" in refused.stderr
+
+    resumed = _ablation(*config, "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "nothing to resume" not in resumed.stderr
+    tuning = pd.read_parquet(root / "tuning" / "results.parquet")
+    assert tuning["trial_id"].is_unique and len(tuning) == 6, tuning[["trial_id", "status"]]  # 2 cells x 3
+    assert {path.parent.name for path in finished} <= set(tuning["trial_id"])
+    for path, mtime in finished.items():  # finished before the interrupt: not run again
+        assert path.stat().st_mtime_ns == mtime, path
+    assert (pd.read_parquet(root / "results.parquet")["status"] == "ok").all()
+
+
 def _trial_workers() -> list[int]:
     """This test's Ray workers running a Tune trial: its tag in their environment, and Tune has
     moved each into the trial's working directory, `<Ray session>/artifacts/<time>/tune/working_dirs/<trial>`."""

@@ -107,6 +107,21 @@ def test_a_resumed_sweeps_matrix_names_the_trials_done_earlier(tmp_path):
     assert "| 0.0002 |" not in zero_shot and "| - |" in zero_shot  # a method that does not train has no rate
 
 
+@pytest.mark.unit
+def test_a_sweep_stopped_while_it_tunes_is_an_unfinished_run(tmp_path):
+    """Ctrl-C during a tuned sweep's tuning leaves Tune's state in `<name>/tuning/tune` only: the
+    same command must refuse to start over it and --resume must continue it (both started a new
+    tuning, as if nothing had run)."""
+    from ray_session import guard
+
+    store = Store(str(tmp_path))
+    store.write_bytes(b"Tune's state", "quick", "tuning", "tune", "experiment_state.json")
+    refusal = guard.check_storage(store, "quick", resume=False)
+    assert "quick/tuning/tune exists: an unfinished run is there" in refusal and "pass --resume" in refusal
+    assert guard.effective_resume(store, "quick", resume=True)
+    assert not guard.effective_resume(store, "another", resume=True)  # nothing saved: a new start
+
+
 BAD = {
     "unknown model": ("models: [tiny-bert, gpt-9]\nmethods: [full]\n", "models[1] = 'gpt-9': unknown"),
     "unknown method": ("models: [tiny-bert]\nmethods: [fullft]\n",
