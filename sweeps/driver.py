@@ -129,10 +129,14 @@ def fit(trial_fn, resources, store: Store, folder: tuple[str, ...], resume: bool
     trial_fn = tune.with_resources(trial_fn, resources)  # [Ray] a dict, or a function of the trial's config
     path = store.path(*folder, TUNE_FOLDER)
     if resume and tune.Tuner.can_restore(path, storage_filesystem=store.fs):  # [Ray]
+        print(f"continuing the Tune run saved in {store.uri(*folder, TUNE_FOLDER)}: its finished trials are kept",
+              flush=True)
         tuner = tune.Tuner.restore(path, trainable=trial_fn, resume_unfinished=True,  # [Ray]
                                    restart_errored=True, storage_filesystem=store.fs)
     else:
         tune_config, param_space = setup()
+        if tune_config.scheduler is not None:
+            callbacks = [*callbacks, keeps_scheduler_state(tune_config.scheduler)]
         tuner = tune.Tuner(  # [Ray]
             trial_fn, param_space=param_space, tune_config=tune_config,
             run_config=tune.RunConfig(  # [Ray]
@@ -144,6 +148,26 @@ def fit(trial_fn, resources, store: Store, folder: tuple[str, ...], resume: bool
                 # a resumable trial's latest checkpoint only: a retry needs no other
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))  # [Ray]
     return guard.Interruption().fit(tuner)  # [Ray] Tuner.fit, KeyboardInterrupt on Ctrl-C
+
+
+def keeps_scheduler_state(scheduler):
+    """A Tune callback that saves `scheduler`'s state with the experiment and gives it back on
+    Tuner.restore, which otherwise rebuilds the scheduler as it was at the start
+    (ray-project/ray#30838). Without it a resumed ASHA had forgotten every score at its rungs and
+    let trials run on that it would have stopped: the quick sweep resumed while it tuned ran
+    LoRA's lr 1.64e-3 its whole 125 steps, where uninterrupted ASHA stopped it at step 32. The
+    callback and the scheduler are pickled together in Tune's tuner.pkl, so the restored callback
+    holds the restored scheduler."""
+    from ray.tune import Callback  # [Ray]
+
+    class KeepSchedulerState(Callback):  # [Ray]
+        def get_state(self) -> dict:
+            return {"scheduler": dict(scheduler.__dict__)}
+
+        def set_state(self, state: dict) -> None:
+            scheduler.__dict__.update(state["scheduler"])
+
+    return KeepSchedulerState()
 
 
 def finish(title: str, trials, config, store: Store, started: float, sections: list[str],

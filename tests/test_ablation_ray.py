@@ -106,6 +106,7 @@ def test_a_sweep_interrupted_while_it_tunes_resumes_its_tuning(tmp_path):
     resumed = _ablation(*config, "--resume")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "nothing to resume" not in resumed.stderr
+    assert f"continuing the Tune run saved in {root / 'tuning' / 'tune'}: its finished trials" in resumed.stdout
     tuning = pd.read_parquet(root / "tuning" / "results.parquet")
     assert tuning["trial_id"].is_unique and len(tuning) == 6, tuning[["trial_id", "status"]]  # 2 cells x 3
     assert {path.parent.name for path in finished} <= set(tuning["trial_id"])

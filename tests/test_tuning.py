@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -253,3 +257,84 @@ def test_bad_objectives_are_refused(objectives, expected):
     raw = yaml.safe_load((ROOT / "sweeps" / "configs" / "search_smoke_multi.yaml").read_text())
     with pytest.raises(ConfigError, match=expected):
         parse_search_config({**raw, "objectives": objectives})
+
+
+@pytest.mark.unit
+def test_a_restored_tuning_keeps_each_cells_asha_scores():
+    """Tuner.restore rebuilds the scheduler from tuner.pkl, pickled at the start (ray#30838): the
+    driver's callback gives it back its scores at the rungs, so a resumed tuning stops what an
+    uninterrupted one would (a fresh one let every trial through the rung it reached first)."""
+    from types import SimpleNamespace
+
+    from ray import cloudpickle
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    from sweeps.driver import keeps_scheduler_state
+    from sweeps.tuning import CELL, per_cell_asha
+
+    scheduler = per_cell_asha(lambda: ASHAScheduler(metric="val_accuracy", mode="max", time_attr="training_iteration",
+                                                    max_t=5, grace_period=1, reduction_factor=2))
+    callback = keeps_scheduler_state(scheduler)
+    at_start = cloudpickle.dumps({"scheduler": scheduler, "callbacks": [callback]})  # as Tune's tuner.pkl
+
+    def first_report(asha, name: str, accuracy: float) -> str:
+        trial = SimpleNamespace(trial_id=name, config={CELL: "tiny-bert__lora"})
+        asha.on_trial_add(None, trial)
+        return asha.on_trial_result(None, trial, {"training_iteration": 1, "val_accuracy": accuracy})
+
+    assert [first_report(scheduler, *t) for t in (("a", 0.8), ("b", 0.9))] == [TrialScheduler.CONTINUE] * 2
+    saved = cloudpickle.dumps(callback.get_state())  # Tune's experiment checkpoint, then Ctrl-C
+    forgetful = cloudpickle.loads(at_start)
+    assert first_report(forgetful["scheduler"], "c", 0.5) == TrialScheduler.CONTINUE  # what a resume did
+    restored = cloudpickle.loads(at_start)
+    restored["callbacks"][0].set_state(cloudpickle.loads(saved))
+    assert first_report(restored["scheduler"], "c", 0.5) == TrialScheduler.STOP  # below the rung's median, 0.85
+
+
+RESTORED_ASHA = """
+import os, sys
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from sentisweep.storage import Store
+from sweeps.driver import fit
+
+folder = sys.argv[1]
+
+def trainable(config):
+    # c's first attempt dies before it reports; restarted after the restore it reports 0.5 at each
+    # of 5 iterations, below a and b (0.8, 0.9): ASHA's first rung (median 0.85) stops it
+    if config["name"] == "c" and not os.path.exists(os.path.join(folder, "c_died")):
+        open(os.path.join(folder, "c_died"), "w").close()
+        raise RuntimeError("dies")
+    for _ in range(5):
+        tune.report({"val_accuracy": {"a": 0.8, "b": 0.9, "c": 0.5}[config["name"]]})
+
+def setup():
+    asha = ASHAScheduler(time_attr="training_iteration", max_t=5, grace_period=1, reduction_factor=2)
+    return (tune.TuneConfig(metric="val_accuracy", mode="max", scheduler=asha),
+            {"name": tune.grid_search(["a", "b", "c"])})
+
+ray.init(num_cpus=2, include_dashboard=False)
+for resume in (False, True):  # one trial at a time (2 CPUs each), in order a, b, c
+    grid = fit(trainable, {"cpu": 2}, Store(folder), ("run",), resume, 0, setup)
+print(sorted((r.config["name"], r.metrics.get("training_iteration")) for r in grid))
+"""
+
+
+@pytest.mark.ray
+def test_a_tuner_restored_by_the_driver_keeps_its_asha_scores(tmp_path):
+    """The same through Ray Tune's own restore (sweeps.driver.fit, resume=True): the errored
+    trial restarted after the restore is stopped at the first rung, where a forgetful ASHA let
+    it run its 5 iterations."""
+    import tempfile
+
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths have a length limit
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_TMPDIR=ray_tmp, PYTHONPATH=str(ROOT))
+    (tmp_path / "restored_asha.py").write_text(RESTORED_ASHA)
+    out = subprocess.run([sys.executable, str(tmp_path / "restored_asha.py"), str(tmp_path)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[('a', 5), ('b', 5), ('c', 1)]", out.stdout[-2000:]
