@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sentisweep.config import OBJECTIVES
-from sentisweep.layout import SEARCH_FILE
+from sentisweep.layout import RUN_CONFIG_FILE
 
 REFERENCE = 1.1
 COLUMN = {"val_accuracy": "best_val_accuracy"}  # an objective's column in the results rows
@@ -57,10 +57,10 @@ def objective_matrix(rows: pd.DataFrame, objectives: list[str]) -> np.ndarray:
 
 
 def search_objectives(store) -> list[str] | None:
-    """The objectives of the search whose store this is (its search.json), or None."""
-    if store is None or not store.is_file(SEARCH_FILE):
+    """The objectives of the search whose store this is (its run_config.json), or None."""
+    if store is None or not store.is_file(RUN_CONFIG_FILE):
         return None
-    return json.loads("\n".join(store.read_lines(SEARCH_FILE))).get("objectives")
+    return json.loads("\n".join(store.read_lines(RUN_CONFIG_FILE))).get("objectives")
 
 
 def tradeoffs(results: pd.DataFrame, objectives: list[str], within_points: float) -> dict:

@@ -3,12 +3,13 @@ and turn Ctrl-C into one line and exit 130 with the hint to resume."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
 
 from sentisweep import exit_codes
-from sentisweep.layout import RESULTS_TABLE, tune_parts
+from sentisweep.layout import RESULTS_TABLE, RUN_CONFIG_FILE, tune_parts
 
 
 class Interruption:
@@ -55,10 +56,12 @@ def effective_resume(store, name: str, resume: bool) -> bool:
     return resume
 
 
-def check_storage(store, name: str, resume: bool) -> str | None:
-    """Refuse to overwrite a finished sweep or search, or silently restart an interrupted one."""
+def check_storage(store, config, resume: bool) -> str | None:
+    """Refuse to overwrite a finished sweep or search, silently restart an interrupted one, or
+    continue one under a changed config."""
+    name = config.name
     if resume:
-        return None
+        return changed_config(store, config) if unfinished(store, name) else None
     if store.exists(name, RESULTS_TABLE):
         return f"{store.uri(name, RESULTS_TABLE)} exists: a finished run is there; choose another --name or --storage"
     if parts := unfinished(store, name):
@@ -67,22 +70,64 @@ def check_storage(store, name: str, resume: bool) -> str | None:
     return None
 
 
-def dry_run_done(store, name: str, resume: bool) -> int:
+# What a resumed run may set otherwise: how wide it runs and what it prints, not what a trial
+# computes (a retry may run on other nodes; the cache folder is one machine's path).
+MAY_CHANGE = ("description", "resources", "max_failures", "data.cache_dir")
+
+
+def changed_config(store, config) -> str | None:
+    """Tune's restore runs the saved trials and search space whatever the config says now, and the
+    trials take their settings from the new one: a changed config is refused, naming each field.
+    (A sweep resumed with a seed added ran its saved trials by the new matrix's rows: full
+    fine-tuning's seed 3 under LoRA seed 1's name; the quick sweep with head-only added died in its
+    tuning, on a cell the saved Tuner did not know.) None when no config was saved."""
+    if not store.is_file(config.name, RUN_CONFIG_FILE):
+        return None
+    before = flat(json.loads("\n".join(store.read_lines(config.name, RUN_CONFIG_FILE))))
+    after = flat(config.model_dump(mode="json"))
+    changes = [f"{key} = {after[key]!r}: it started with {before[key]!r}" if key in before and key in after
+               else f"{key} = {after[key]!r}: it started without it" if key in after
+               else f"{key}: it started with {before[key]!r}, the config now has none"
+               for key in sorted(before.keys() | after.keys())
+               if before.get(key) != after.get(key) and not key.startswith(MAY_CHANGE)]
+    if not changes:
+        return None
+    shown_changes = changes[:8] + ([f"... and {len(changes) - 8} more"] if len(changes) > 8 else [])
+    return "\n".join([f"{store.uri(config.name)} was started with another config, and --resume continues a run "
+                      f"as it started ({store.uri(config.name, RUN_CONFIG_FILE)}):",
+                      *(f"  - {line}" for line in shown_changes),
+                      "undo the change to continue it, or run the changed config under another --name"])
+
+
+def flat(value, key: str = "") -> dict:
+    """A config's fields by dotted name (`methods[3].name`); unset ones (None) left out."""
+    if isinstance(value, dict):
+        return {k: v for field, item in value.items()
+                for k, v in flat(item, f"{key}.{field}" if key else field).items()}
+    if isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        return {k: v for i, item in enumerate(value) for k, v in flat(item, f"{key}[{i}]").items()}
+    return {} if value is None else {key: value}
+
+
+def dry_run_done(store, config, resume: bool) -> int:
     """--dry-run ends here; it says now what the real run would refuse, not after a user waits,
     and exits as the real run would (2 where it would refuse)."""
-    refusal = check_storage(store, name, resume)
+    refusal = check_storage(store, config, resume)
     print("dry run: nothing started", flush=True)
     if refusal:
         raise exit_codes.BadInput(f"the run would stop here: {refusal}")
     return exit_codes.OK
 
 
-def run_guarded(store, name: str, resume: bool, run: Callable[[], int]) -> int:
-    """Check the storage, run, and turn Ctrl-C into the hint to resume."""
-    root = store.uri(name)
-    refusal = check_storage(store, name, resume)
+def run_guarded(store, config, resume: bool, run: Callable[[], int]) -> int:
+    """Check the storage, keep the config the run starts with, run, and turn Ctrl-C into the hint
+    to resume."""
+    root = store.uri(config.name)
+    refusal = check_storage(store, config, resume)
     if refusal:
         raise exit_codes.BadInput(refusal)
+    if not (resume and store.is_file(config.name, RUN_CONFIG_FILE)):
+        store.write_bytes(config.model_dump_json(indent=1).encode(), config.name, RUN_CONFIG_FILE)
     try:
         return run()
     except KeyboardInterrupt:

@@ -2,12 +2,13 @@
 study, in one place. `<storage>/<name>/` holds:
 
     results.parquet             every row, whatever its status (RESULTS_TABLE)
+    run_config.json             the config the run started with (RUN_CONFIG_FILE): --resume refuses another
     tune/                       Ray Tune's experiment, for --resume (TUNE_FOLDER)
     trials/<trial_id>/          one trial (trial_parts): result.parquet (RESULT_FILE), history,
                                 predictions, tensorboard/, checkpoint/ with sentisweep_trial.json (TRIAL_INFO_FILE)
     attempts/<trial_id>.jsonl   each start of a trial, beside its folder, which a retry replaces
     tuning/                     a tuned sweep's search trials: the same layout, plus chosen.json
-    optuna.journal, search.json, best_trial.yaml   a search's study, config and best trial
+    optuna.journal, best_trial.yaml   a search's study and best trial
 """
 
 RESULT_FILE = "result.parquet"  # one trial's row, in its folder
@@ -16,7 +17,8 @@ TUNE_FOLDER = "tune"  # Ray Tune's experiment state
 TUNING_FOLDER = "tuning"  # a tuned sweep's search trials: their own table, never averaged with the seeds
 CHOSEN_FILE = "chosen.json"  # in TUNING_FOLDER: each cell's choice
 STUDY_JOURNAL = "optuna.journal"  # a search's Optuna study (sweeps/study.py)
-SEARCH_FILE = "search.json"  # a search's config, for the report's Pareto front
+# the config a sweep or search started with: --resume compares with it; the report reads a search's objectives
+RUN_CONFIG_FILE = "run_config.json"
 BEST_TRIAL_FILE = "best_trial.yaml"  # a search's best trial as a config to run
 TRIAL_INFO_FILE = "sentisweep_trial.json"  # written beside every trial checkpoint by run_trial
 

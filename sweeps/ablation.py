@@ -177,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         print(sweep.description.strip(), flush=True)
     print(check_data(sweep.data), flush=True)  # before any work, the dry run's too: every data check
     if args.dry_run:
-        return guard.dry_run_done(store, sweep.name, args.resume)
+        return guard.dry_run_done(store, sweep, args.resume)
     args.resume = guard.effective_resume(store, sweep.name, args.resume)
-    return guard.run_guarded(store, sweep.name, args.resume, lambda: run_sweep(args, sweep, store, planned, finished))
+    return guard.run_guarded(store, sweep, args.resume, lambda: run_sweep(args, sweep, store, planned, finished))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from ray_session import guard, tracking
 from sentisweep import exit_codes
 from sentisweep.config import OBJECTIVES, SearchConfig, TrialConfig
 from sentisweep.config_load import load_config
-from sentisweep.layout import BEST_TRIAL_FILE, SEARCH_FILE
+from sentisweep.layout import BEST_TRIAL_FILE
 from sentisweep.locations import pin_args, pinned_data, pinned_model
 from sentisweep.plan import PlannedTrial, trial_from_sample
 from sentisweep.results import best_by_validation, gather_results
@@ -83,8 +83,6 @@ def run(args, search: SearchConfig, store: Store) -> int:
 
     started = time.monotonic()
     study = StudyStorage(store, search.name, args.study_storage)
-    # the report reads the search's objectives (its Pareto front) from here
-    store.write_bytes(search.model_dump_json(indent=1).encode(), search.name, SEARCH_FILE)
     print(study.describe(), flush=True)
     resources = {"cpu": search.resources.cpus_per_trial, "gpu": search.resources.gpus_per_trial}
     wait_for_room = driver.start_ray(args, resources["cpu"], resources["gpu"],
@@ -170,12 +168,13 @@ def main(argv: list[str] | None = None) -> int:
           + (f"\n  plus baselines on the same splits: {', '.join(search.baselines)}" if search.baselines else ""),
           flush=True)
     print(check_data(search.data), flush=True)  # before any work, the dry run's too: every data check
-    # trials run in working directories of their own (sentisweep/locations.py)
-    search.data, search.model = pinned_data(search.data), pinned_model(search.model)
     if args.dry_run:
-        return guard.dry_run_done(store, search.name, args.resume)
+        return guard.dry_run_done(store, search, args.resume)
     args.resume = guard.effective_resume(store, search.name, args.resume)
-    return guard.run_guarded(store, search.name, args.resume, lambda: run(args, search, store))
+    # the config as given is what --resume compares; trials run in working directories of their
+    # own (sentisweep/locations.py), so they get its local paths pinned
+    pinned = search.model_copy(update={"data": pinned_data(search.data), "model": pinned_model(search.model)})
+    return guard.run_guarded(store, search, args.resume, lambda: run(args, pinned, store))
 
 
 if __name__ == "__main__":

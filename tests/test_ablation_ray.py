@@ -77,6 +77,12 @@ def test_interrupt_then_resume_runs_only_unfinished_trials(tmp_path):
 
     refused = _ablation("--config", config, "--storage", str(tmp_path))
     assert refused.returncode == 2 and "pass --resume" in refused.stderr
+    # the same sweep with a seed added: Tune's restore ran its saved 4 trials by the new matrix's rows
+    # (full fine-tuning's seed 3 under LoRA seed 1's name, 2 LoRA rows "failed"), exit 1
+    (tmp_path / "changed").mkdir()
+    changed = _ablation("--config", str(_tiny_bert_trials(tmp_path / "changed", seeds=(1, 2, 3))),
+                        "--storage", str(tmp_path), "--resume")
+    assert changed.returncode == 2 and "  - seeds = [1, 2, 3]: it started with [1, 2]" in changed.stderr
 
     resumed = _ablation("--config", config, "--storage", str(tmp_path), "--resume")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]

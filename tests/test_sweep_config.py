@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sentisweep import exit_codes
 from sentisweep.config import ConfigError
 from sentisweep.config_load import load_config, parse_sweep_config
 from sentisweep.plan import expand, rate_warnings, trial_from_sample
@@ -116,10 +117,40 @@ def test_a_sweep_stopped_while_it_tunes_is_an_unfinished_run(tmp_path):
 
     store = Store(str(tmp_path))
     store.write_bytes(b"Tune's state", "quick", "tuning", "tune", "experiment_state.json")
-    refusal = guard.check_storage(store, "quick", resume=False)
+    quick = load_config(ROOT / "sweeps" / "configs" / "quick.yaml", "sweep")
+    refusal = guard.check_storage(store, quick, resume=False)
     assert "quick/tuning/tune exists: an unfinished run is there" in refusal and "pass --resume" in refusal
     assert guard.effective_resume(store, "quick", resume=True)
     assert not guard.effective_resume(store, "another", resume=True)  # nothing saved: a new start
+
+
+@pytest.mark.unit
+def test_a_resumed_run_refuses_a_changed_config_and_names_each_change(tmp_path):
+    """Tune's restore runs the trials and space it saved, and the trials read the config given now:
+    `--resume` under a changed config mixed the two (tests/test_ablation_ray.py; the quick sweep
+    with head-only added died in its tuning). The config a run starts with is kept; --resume
+    compares, field by field."""
+    from ray_session import guard
+
+    store = Store(str(tmp_path))
+    quick = load_config(ROOT / "sweeps" / "configs" / "quick.yaml", "sweep")
+    assert guard.run_guarded(store, quick, False, lambda: 0) == 0  # a run starts: its config is kept
+    store.write_bytes(b"Tune's state", "quick", "tuning", "tune", "experiment_state.json")  # then interrupted
+    assert guard.check_storage(store, quick, resume=True) is None
+    # where and how wide it runs may change: another machine, another retry
+    wider = quick.model_copy(update={"description": "", "max_failures": 3,
+                                     "resources": quick.resources.model_copy(update={"max_concurrent": 1})})
+    assert guard.check_storage(store, wider, resume=True) is None
+    with_head = load_config(ROOT / "sweeps" / "configs" / "quick.yaml", "sweep",
+                            {"methods": [*quick.model_dump()["methods"], {"name": "head-only"}], "seeds": [42, 43, 44]})
+    refusal = guard.check_storage(store, with_head, resume=True)
+    assert refusal.startswith(f"{tmp_path}/quick was started with another config, and --resume continues")
+    assert "  - methods[3].name = 'head-only': it started without it\n" in refusal
+    assert "  - seeds = [42, 43, 44]: it started with [42, 43]\n" in refusal
+    assert refusal.endswith("run the changed config under another --name")
+    assert guard.run_guarded(store, quick, True, lambda: 0) == 0  # the same config: resumed, its record kept
+    with pytest.raises(exit_codes.BadInput, match="started with another config"):
+        guard.dry_run_done(store, with_head, resume=True)  # the dry run says it too
 
 
 BAD = {
