@@ -162,6 +162,20 @@ def main(argv: list[str] | None = None) -> int:
     for run in kept:
         print(f"{run['entry'].model} {run['source']}: row exists, kept")
     to_run = [run for run in runs if run not in kept]
+    try:
+        failed = run_stages(config, to_run, args)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"the same command continues: the embeddings and rows finished in "
+                                f"{store.uri(config.name)} are kept") from None
+    print(read_results(results_table)[["trial_id", "status", "accuracy", "best_val_accuracy", "train_seconds"]]
+          .to_string(index=False))
+    # with the sweeps the checkpoints came from: their trials and baselines on the same test rows
+    print(f"next: {report_command(store.uri(config.name), *dict.fromkeys(r['sweep'] for r in runs if r['sweep']))}")
+    return exit_codes.FAILED if failed else exit_codes.OK
+
+
+def run_stages(config: EmbedXgbConfig, to_run: list[dict], args) -> bool:
+    """Embed (where not done) and fit XGBoost for each run; whether any stage failed."""
     if to_run:
         connect(args.local, None)  # [Ray] once, for every stage below; not at all if every row exists
     failed = False
@@ -175,11 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         failed |= result.status != "ok"
         print(f"{result.trial_id}: {result.status}" + (f", test accuracy {result.accuracy:.4f}"
                                                         if result.status == "ok" else f": {result.error}"))
-    print(read_results(results_table)[["trial_id", "status", "accuracy", "best_val_accuracy", "train_seconds"]]
-          .to_string(index=False))
-    # with the sweeps the checkpoints came from: their trials and baselines on the same test rows
-    print(f"next: {report_command(store.uri(config.name), *dict.fromkeys(r['sweep'] for r in runs if r['sweep']))}")
-    return exit_codes.FAILED if failed else exit_codes.OK
+    return failed
 
 
 def _source_of(method_params: str) -> tuple[str, str]:

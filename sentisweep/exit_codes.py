@@ -11,7 +11,7 @@ SKIPPED = 3  # one trial (python -m sentisweep.train) that cannot run here: its 
 # done, but a tuning cell found no setting (its seeds did not run) or a search had no finished trial:
 # the numbers the user asked for do not exist; the last lines name each cell and its trials' errors
 TUNING_FAILED = 4
-INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); a sweep or search continues with --resume
+INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); a sweep or search continues with --resume, the embedding study as it was typed
 
 
 class BadInput(ValueError):
@@ -34,8 +34,8 @@ def command(main):
         except BadInput as err:
             print(f"error: {err}", file=sys.stderr)
             return BAD_INPUT
-        except KeyboardInterrupt:
-            print("\ninterrupted", file=sys.stderr)
+        except KeyboardInterrupt as err:  # its message, where a command gives one: how to continue
+            print("\ninterrupted" + (f": {err}" if str(err) else ""), file=sys.stderr)
             return INTERRUPTED
 
     return run

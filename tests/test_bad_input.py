@@ -267,3 +267,22 @@ def test_the_main_command_offline_without_a_mirror_is_one_line(capsys, monkeypat
     assert "6 trials: 6 to run" in captured.out  # the matrix came first
     (line,) = [line for line in captured.err.splitlines() if line.strip()]
     assert line.startswith("error: data.source = 'imdb': not in a local mirror") and "SENTISWEEP_DATA_MIRROR" in line
+
+
+def test_ctrl_c_of_the_embedding_study_says_that_the_same_command_continues(capsys, monkeypatch, tmp_path):
+    """The study keeps each embedding and row as it finishes, and running it again continues;
+    a Ctrl-C ended in a bare "interrupted" (walked on the quick study, 2026-12-07)."""
+    from ray_jobs import embed_xgb
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embed_xgb, "run_stages", ctrl_c)
+    config = tmp_path / "study.yaml"
+    _yaml(config, {"kind": "embed_xgb", "name": "study", "models": [{"model": "tiny-bert"}],
+                   "data": {"source": str(ROOT / "data" / "tiny_reviews")}},
+          f"python ray_jobs/embed_xgb.py --config {config}")
+    assert embed_xgb.main(["--config", str(config), "--storage", str(tmp_path)]) == exit_codes.INTERRUPTED
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == ("interrupted: the same command continues: the embeddings and rows finished in "
+                    f"{tmp_path}/study are kept")
