@@ -151,6 +151,13 @@ def test_a_resumed_run_refuses_a_changed_config_and_names_each_change(tmp_path):
     assert guard.run_guarded(store, quick, True, lambda: 0) == 0  # the same config: resumed, its record kept
     with pytest.raises(exit_codes.BadInput, match="started with another config"):
         guard.dry_run_done(store, with_head, resume=True)  # the dry run says it too
+    # a search the same way: Tune's restore keeps its saved num_samples and space
+    search = load_config(ROOT / "sweeps" / "configs" / "search_smoke.yaml", "search")
+    assert guard.run_guarded(store, search, False, lambda: 0) == 0
+    store.write_bytes(b"Tune's state", search.name, "tune", "experiment_state.json")
+    more = search.model_copy(update={"num_samples": search.num_samples * 2})
+    assert f"  - num_samples = {search.num_samples * 2}: it started with {search.num_samples}\n" in \
+        guard.check_storage(store, more, resume=True)
 
 
 BAD = {
