@@ -51,7 +51,7 @@ def effective_resume(store, name: str, resume: bool) -> bool:
     """--resume where nothing was saved yet starts the sweep: a RayJob retried after a failure
     before Tune saved anything runs the same command, and must not fail for it."""
     if resume and not unfinished(store, name):
-        print(f"nothing to resume at {store.uri(name)} yet: starting the sweep", file=sys.stderr, flush=True)
+        print(f"nothing to resume at {store.uri(name)} yet: starting from the beginning", file=sys.stderr, flush=True)
         return False
     return resume
 
