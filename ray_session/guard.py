@@ -127,7 +127,11 @@ def run_guarded(store, config, resume: bool, run: Callable[[], int]) -> int:
     if refusal:
         raise exit_codes.BadInput(refusal)
     if not (resume and store.is_file(config.name, RUN_CONFIG_FILE)):
-        store.write_bytes(config.model_dump_json(indent=1).encode(), config.name, RUN_CONFIG_FILE)
+        try:  # the run's first write: a storage it cannot write to is said here, before Ray starts
+            store.write_bytes(config.model_dump_json(indent=1).encode(), config.name, RUN_CONFIG_FILE)
+        except OSError as err:  # pyarrow's errors too (a bucket that is not there, no credentials)
+            raise exit_codes.BadInput(f"--storage: cannot write to {root} ({err}); give a folder you can "
+                                      "write to, or s3://bucket/prefix") from None
     try:
         return run()
     except KeyboardInterrupt:

@@ -11,7 +11,8 @@ SKIPPED = 3  # one trial (python -m sentisweep.train) that cannot run here: its 
 # done, but a tuning cell found no setting (its seeds did not run) or a search had no finished trial:
 # the numbers the user asked for do not exist; the last lines name each cell and its trials' errors
 TUNING_FAILED = 4
-INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); a sweep or search continues with --resume, the embedding study as it was typed
+# Ctrl-C (128 + SIGINT); a sweep or search continues with --resume, the embedding study as it was typed
+INTERRUPTED = 130
 
 
 class BadInput(ValueError):

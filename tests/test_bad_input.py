@@ -137,6 +137,9 @@ CASES = {
     "sweep: empty config": (SWEEP, ["--config", "{w}/empty.yaml"], ["empty.yaml", "empty"]),
     "sweep: storage is a file": (SWEEP, ["--config", "sweeps/configs/smoke.yaml", "--storage", "{w}/a_file.txt"],
                                  ["--storage = '{w}/a_file.txt'", "a file, not a folder"]),
+    # a storage it cannot write to: said before Ray starts (a pyarrow traceback after tokenizing, before)
+    "sweep: storage under a file": (SWEEP, ["--config", "sweeps/configs/smoke.yaml", "--storage",
+                                            "{w}/a_file.txt/results"], ["--storage: cannot write to {w}/a_file.txt/"]),
     "sweep: a model twice": (SWEEP, ["--config", "{w}/sweep_twice.yaml"], ["models = ['tiny-bert', 'tiny-bert']"]),
     "sweep: max concurrent 0": (SWEEP, ["--config", "sweeps/configs/smoke.yaml", "--max-concurrent", "0"],
                                 ["resources.max_concurrent = 0"]),
@@ -155,6 +158,8 @@ CASES = {
     "search: 0 samples": (SEARCH, ["--config", "{w}/search_ok.yaml", "--num-samples", "0"], ["num_samples = 0"]),
     "search: storage is a file": (SEARCH, ["--config", "{w}/search_ok.yaml", "--storage", "{w}/a_file.txt"],
                                   ["--storage = '{w}/a_file.txt'", "a file, not a folder"]),
+    "search: storage under a file": (SEARCH, ["--config", "{w}/search_ok.yaml", "--storage", "{w}/a_file.txt/results"],
+                                     ["--storage: cannot write to {w}/a_file.txt/"]),
     "search: method without rank": (SEARCH, ["--config", "{w}/search_ia3.yaml"],
                                     ["method = 'ia3'", "allowed: dora, lora, qlora"]),
     "search: rank 0": (SEARCH, ["--config", "{w}/search_rank0.yaml"], ["space.r.0 = 0", "greater than 0"]),
