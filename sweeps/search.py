@@ -168,12 +168,12 @@ def main(argv: list[str] | None = None) -> int:
           + (f"\n  plus baselines on the same splits: {', '.join(search.baselines)}" if search.baselines else ""),
           flush=True)
     print(check_data(search.data), flush=True)  # before any work, the dry run's too: every data check
-    if args.dry_run:
-        return guard.dry_run_done(store, search, args.resume)
-    args.resume = guard.effective_resume(store, search.name, args.resume)
     # the config as given is what --resume compares; trials run in working directories of their
     # own (sentisweep/locations.py), so they get its local paths pinned
     pinned = search.model_copy(update={"data": pinned_data(search.data), "model": pinned_model(search.model)})
+    if args.dry_run:
+        return guard.dry_run_done(store, search, args.resume)
+    args.resume = guard.effective_resume(store, search.name, args.resume)
     return guard.run_guarded(store, search, args.resume, lambda: run(args, pinned, store))
 
 
