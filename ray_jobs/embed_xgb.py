@@ -29,6 +29,8 @@ from sentisweep.probe.embed_xgb_config import (
     EmbedXgbConfig,
     best_checkpoint,
     data_differences,
+    embedding_differences,
+    row_differences,
     trial_differences,
 )
 from sentisweep.probe.embeddings import META_KEY
@@ -101,9 +103,19 @@ def stale_embeddings(config: EmbedXgbConfig, runs: list[dict]) -> list[str]:
     problems = []
     for run in (r for r in runs if embedded(r["embeddings"])):
         store = Store(run["embeddings"])
-        meta = pq.read_schema(store.path("train.parquet"), filesystem=store.fs).metadata[META_KEY]
-        problems += data_differences(config.data, json.loads(meta)["data"], f"the embeddings in {store.uri()}")
+        meta = json.loads(pq.read_schema(store.path("train.parquet"), filesystem=store.fs).metadata[META_KEY])
+        whose = f"the embeddings in {store.uri()}"
+        checkpoint = Store(run["checkpoint"]).uri() if run["checkpoint"] else "pretrained"  # as embed.run says it
+        problems += data_differences(config.data, meta["data"], whose)
+        problems += embedding_differences(config, run["entry"], checkpoint, meta, whose)
     return problems
+
+
+def changed_rows(config: EmbedXgbConfig, runs: list[dict], rows) -> list[str]:
+    """Rows already there for these embeddings, fitted under other settings than the config's."""
+    by_source = {_source_of(row["method_params"]): row for _, row in rows.iterrows()}
+    return [problem for run in runs if (row := by_source.get(_key(run))) is not None
+            for problem in row_differences(config, row)]
 
 
 def run_embedding(config: EmbedXgbConfig, run: dict) -> None:
@@ -136,19 +148,20 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError([problem], args.config)
     config = config.model_copy(update={"storage": pinned(config.storage), "data": pinned_data(config.data)})
     runs = plan(config, strict=not args.dry_run)
-    stale = [] if args.overwrite else stale_embeddings(config, runs)
+    store = Store(config.storage)
+    results_table = store.uri(config.name, RESULTS_TABLE)
+    rows = read_results(results_table) if store.exists(config.name, RESULTS_TABLE) else None
+    stale = [] if args.overwrite else stale_embeddings(config, runs) + (
+        changed_rows(config, runs, rows) if rows is not None else [])
     if stale:
         raise ConfigError([*stale, "pass --overwrite to embed again and replace their rows, or give the study "
                                    "another name"], args.config)
-    store = Store(config.storage)
-    results_table = store.uri(config.name, RESULTS_TABLE)
-    done_rows = set(read_results(results_table)["method_params"].map(_source_of)) \
-        if store.exists(config.name, RESULTS_TABLE) else set()
+    done_rows = set(rows["method_params"].map(_source_of)) if rows is not None else set()
     print(f"{config.name}: {len(runs)} embed + XGBoost runs ({config.workers or 'single-process'} "
           f"{'workers' if config.workers else ''}), results -> {results_table}")
 
     def done(run: dict) -> bool:
-        return (str(run["embeddings"]), run["checkpoint"] or "pretrained") in done_rows
+        return _key(run) in done_rows
 
     for run in runs:
         status = "done" if done(run) else "to run"
@@ -190,6 +203,11 @@ def run_stages(config: EmbedXgbConfig, to_run: list[dict], args) -> bool:
         print(f"{result.trial_id}: {result.status}" + (f", test accuracy {result.accuracy:.4f}"
                                                         if result.status == "ok" else f": {result.error}"))
     return failed
+
+
+def _key(run: dict) -> tuple[str, str]:
+    """A run's (embeddings, checkpoint): what its row's `_source_of` gives."""
+    return str(run["embeddings"]), run["checkpoint"] or "pretrained"
 
 
 def _source_of(method_params: str) -> tuple[str, str]:

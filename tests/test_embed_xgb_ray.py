@@ -18,6 +18,7 @@ from helpers import tiny_trial, write_config
 from analysis.__main__ import main as analysis_main
 from sentisweep.config_load import parse_trial_config
 from sentisweep.results import read_results
+from sentisweep.trial.models import get_model_spec
 from sentisweep.trial.run import run_trial
 
 pytestmark = pytest.mark.ray
@@ -80,4 +81,15 @@ def test_driver_pretrained_and_finetuned_rows_then_resume(tmp_path, cache_dir):
     refused = _run("embed_xgb.py", "--config", changed, "--storage", tmp_path)
     assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
     assert "data.test_size = 16, but the embeddings in " in refused.stderr and "--overwrite" in refused.stderr
+    # other settings than the rows and embeddings there were made with: refused, naming each (they
+    # were kept, "row exists", and reported as this config's)
+    pooling = "cls" if get_model_spec("tiny-bert").pooling == "mean" else "mean"
+    other = write_config(tmp_path / "other.yaml", config | {"xgboost": {"rounds": 5}, "models": [
+                             {"model": "tiny-bert", "pooling": pooling, "finetuned_from": "smoke"}]},
+                         f"python ray_jobs/embed_xgb.py --config {tmp_path / 'other.yaml'}")
+    refused = _run("embed_xgb.py", "--config", other, "--storage", tmp_path)
+    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert f"pooling = '{pooling}', but the embeddings in " in refused.stderr
+    assert "xgboost.rounds = 5, but its row tiny-bert__embed+xgboost-pretrained__s42 was fitted with 10" \
+        in refused.stderr
     assert len(read_results(tmp_path / "embed-xgb-smoke" / "results.parquet")) == 2

@@ -112,3 +112,28 @@ def trial_differences(config: EmbedXgbConfig, trial: pd.Series) -> list[str]:
         found.append(f"embedding.max_length = {config.embedding.max_length}, but {whose} trained at "
                      f"{trained['training']['max_length']}")
     return found
+
+
+def embedding_differences(config: EmbedXgbConfig, entry: ProbeModel, checkpoint: str, meta: dict,
+                          whose: str) -> list[str]:
+    """Where embeddings already there were made otherwise than this run would make them: another
+    checkpoint (the sweep's best trial changed, or `finetuned_from` did), pooling or max_length.
+    Reused, they would be reported as this run's (only their data block was compared before)."""
+    from sentisweep.trial.models import get_model_spec
+
+    wanted = {"checkpoint": checkpoint, "max_length": config.embedding.max_length,
+              "pooling": entry.pooling or get_model_spec(entry.model).pooling}
+    return [f"{field} = {value!r}, but {whose} were made with {meta.get(field)!r}"
+            for field, value in wanted.items() if meta.get(field) != value]
+
+
+def row_differences(config: EmbedXgbConfig, row: pd.Series) -> list[str]:
+    """Where a study's row already there was fitted otherwise than this config says: its seed,
+    workers or an XGBoost setting. Kept, it would be reported as this config's result."""
+    fitted = json.loads(row["method_params"])
+    wanted = {"seed": config.seed, "workers": config.workers,
+              **{f"xgboost.{key}": value for key, value in config.xgboost.model_dump().items()}}
+    have = {"seed": int(row["seed"]), **{key: fitted.get(key.removeprefix("xgboost.")) for key in wanted
+                                        if key != "seed"}}
+    return [f"{key} = {value!r}, but its row {row['trial_id']} was fitted with {have[key]!r}"
+            for key, value in wanted.items() if have[key] != value]
