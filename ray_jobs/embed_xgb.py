@@ -101,7 +101,8 @@ def stale_embeddings(config: EmbedXgbConfig, runs: list[dict]) -> list[str]:
     import pyarrow.parquet as pq
 
     problems = []
-    for run in (r for r in runs if embedded(r["embeddings"])):
+    # a dry run's entry that waits for its sweep has no checkpoint yet to compare with
+    for run in (r for r in runs if embedded(r["embeddings"]) and (r["checkpoint"] or r["source"] == "pretrained")):
         store = Store(run["embeddings"])
         meta = json.loads(pq.read_schema(store.path("train.parquet"), filesystem=store.fs).metadata[META_KEY])
         whose = f"the embeddings in {store.uri()}"

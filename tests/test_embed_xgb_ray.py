@@ -92,4 +92,10 @@ def test_driver_pretrained_and_finetuned_rows_then_resume(tmp_path, cache_dir):
     assert f"pooling = '{pooling}', but the embeddings in " in refused.stderr
     assert "xgboost.rounds = 5, but its row tiny-bert__embed+xgboost-pretrained__s42 was fitted with 10" \
         in refused.stderr
+    # its sweep gone: the dry run lists the fine-tuned run as waiting (it compared those embeddings
+    # with no checkpoint and refused)
+    (tmp_path / "smoke").rename(tmp_path / "smoke-gone")
+    waiting = _run("embed_xgb.py", "--config", config_path, "--storage", tmp_path, "--dry-run")
+    assert waiting.returncode == 0, waiting.stdout[-2000:] + waiting.stderr[-2000:]
+    assert "tiny-bert finetuned: waits for its sweep (see above)" in waiting.stdout
     assert len(read_results(tmp_path / "embed-xgb-smoke" / "results.parquet")) == 2
