@@ -10,8 +10,6 @@ only after the same scaling.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 
@@ -60,7 +58,7 @@ def search_objectives(store) -> list[str] | None:
     """The objectives of the search whose store this is (its run_config.json), or None."""
     if store is None or not store.is_file(RUN_CONFIG_FILE):
         return None
-    return json.loads("\n".join(store.read_lines(RUN_CONFIG_FILE))).get("objectives")
+    return store.read_json(RUN_CONFIG_FILE).get("objectives")
 
 
 def tradeoffs(results: pd.DataFrame, objectives: list[str], within_points: float) -> dict:

@@ -11,8 +11,6 @@ A trial ASHA stopped counts with the validation accuracy it had reached.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 
@@ -56,7 +54,7 @@ def tuning_of(location: str) -> tuple[dict, pd.DataFrame] | None:
     store = store_of(location)
     if store is None or not store.is_file(TUNING_FOLDER, CHOSEN_FILE):
         return None
-    chosen = json.loads("\n".join(store.read_lines(TUNING_FOLDER, CHOSEN_FILE)))
+    chosen = store.read_json(TUNING_FOLDER, CHOSEN_FILE)
     rows = (store.read_frame(TUNING_FOLDER, RESULTS_TABLE) if store.is_file(TUNING_FOLDER, RESULTS_TABLE)
             else pd.DataFrame(columns=["status", "best_val_accuracy", "model", "variant"]))
     return chosen, rows

@@ -112,9 +112,8 @@ def stale_embeddings(config: EmbedXgbConfig, runs: list[dict]) -> list[str]:
     return problems
 
 
-def changed_rows(config: EmbedXgbConfig, runs: list[dict], rows) -> list[str]:
+def changed_rows(config: EmbedXgbConfig, runs: list[dict], by_source: dict) -> list[str]:
     """Rows already there for these embeddings, fitted under other settings than the config's."""
-    by_source = {_source_of(row["method_params"]): row for _, row in rows.iterrows()}
     return [problem for run in runs if (row := by_source.get(_key(run))) is not None
             for problem in row_differences(config, row)]
 
@@ -152,17 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     store = Store(config.storage)
     results_table = store.uri(config.name, RESULTS_TABLE)
     rows = read_results(results_table) if store.exists(config.name, RESULTS_TABLE) else None
-    stale = [] if args.overwrite else stale_embeddings(config, runs) + (
-        changed_rows(config, runs, rows) if rows is not None else [])
+    # each row by the (embeddings, checkpoint) it was fitted on: what `_key(run)` gives
+    by_source = {_source_of(row["method_params"]): row for _, row in rows.iterrows()} if rows is not None else {}
+    stale = [] if args.overwrite else stale_embeddings(config, runs) + changed_rows(config, runs, by_source)
     if stale:
         raise ConfigError([*stale, "pass --overwrite to embed again and replace their rows, or give the study "
                                    "another name"], args.config)
-    done_rows = set(rows["method_params"].map(_source_of)) if rows is not None else set()
     print(f"{config.name}: {len(runs)} embed + XGBoost runs ({config.workers or 'single-process'} "
           f"{'workers' if config.workers else ''}), results -> {results_table}")
 
     def done(run: dict) -> bool:
-        return _key(run) in done_rows
+        return _key(run) in by_source
 
     for run in runs:
         status = "done" if done(run) else "to run"

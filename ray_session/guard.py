@@ -3,7 +3,6 @@ and turn Ctrl-C into one line and exit 130 with the hint to resume."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -83,7 +82,7 @@ def changed_config(store, config) -> str | None:
     tuning, on a cell the saved Tuner did not know.) None when no config was saved."""
     if not store.is_file(config.name, RUN_CONFIG_FILE):
         return None
-    before = flat(json.loads("\n".join(store.read_lines(config.name, RUN_CONFIG_FILE))))
+    before = flat(store.read_json(config.name, RUN_CONFIG_FILE))
     after = flat(config.model_dump(mode="json"))
     changes = [f"{key} = {after[key]!r}: it started with {before[key]!r}" if key in before and key in after
                else f"{key} = {after[key]!r}: it started without it" if key in after

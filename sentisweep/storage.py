@@ -3,6 +3,7 @@ reads as valid."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -140,6 +141,11 @@ class Store:
             return []
         with self.fs.open_input_stream(self.path(*parts)) as stream:
             return stream.read().decode().splitlines()
+
+    def read_json(self, *parts: str):
+        """A small JSON file, parsed; None where there is none."""
+        lines = self.read_lines(*parts)
+        return json.loads("\n".join(lines)) if lines else None
 
     def put_file(self, local_file: str | Path, *parts: str) -> str:
         return self.write_bytes(Path(local_file).read_bytes(), *parts)

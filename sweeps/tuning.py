@@ -210,7 +210,7 @@ def tune_cells(sweep: SweepConfig, planned: list[PlannedTrial], store: Store, re
     import pandas as pd
 
     parts = (sweep.name, TUNING_FOLDER, CHOSEN_FILE)
-    saved = json.loads("\n".join(store.read_lines(*parts)) or '{"cells": {}}')
+    saved = store.read_json(*parts) or {"cells": {}}
     chosen: dict[str, dict] = saved["cells"]
     todo = [c for c in cells(sweep, planned) if c.key not in chosen]
     print(f"tuning {len(todo)} cell(s) together: {budget_text(sweep.tuning, sweep)}", flush=True)
