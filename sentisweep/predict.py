@@ -25,6 +25,7 @@ from sentisweep.config import DEFAULT_MAX_LENGTH, default_cache_dir
 from sentisweep.exit_codes import BadInput
 from sentisweep.results import ResultsError, read_results, trial_info
 from sentisweep.storage import Store, local_copy
+from sentisweep.trial.data import read_csv
 from sentisweep.trial.device import inference_autocast
 
 # "best" is chosen on the validation split, as the search's best_trial.yaml and embed_xgb's
@@ -192,7 +193,7 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
     suffix = path.suffix.lower()
     if suffix == ".txt":
         return [line for line in path.read_text().splitlines() if line.strip()]
-    readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".jsonl": lambda p: pd.read_json(p, lines=True)}
+    readers = {".csv": read_csv, ".parquet": pd.read_parquet, ".jsonl": lambda p: pd.read_json(p, lines=True)}
     if suffix not in readers:
         raise PredictError(f"--input = {str(path)!r}: unknown format {suffix!r}; allowed: .txt (one text a line), "
                            ".csv, .parquet, .jsonl")
@@ -232,9 +233,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="a file of texts: .txt (one a line), .csv, .parquet, .jsonl")
     p.add_argument("--text-column", default="text")
     p.add_argument("--output", help="write the predictions here (.parquet or .csv)")
+    p.add_argument("--overwrite", action="store_true", help="replace an --output file already there")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     return p
+
+
+def check_output(output: str | None, overwrite: bool) -> None:
+    """Before the model loads: a format we write, and no earlier predictions replaced unasked."""
+    if output and Path(output).suffix.lower() not in (".parquet", ".csv"):
+        raise PredictError(f"--output = {output!r}: allowed: a .parquet or .csv file")
+    if output and Path(output).exists() and not overwrite:
+        raise PredictError(f"--output = {output!r} exists; pass --overwrite to replace it, or choose another file")
 
 
 @exit_codes.command
@@ -243,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = list(args.texts) + (read_texts(args.input, args.text_column) if args.input else [])
     if not texts:
         raise PredictError("nothing to classify: give texts as arguments or --input FILE")
-    if args.output and Path(args.output).suffix.lower() not in (".parquet", ".csv"):
-        raise PredictError(f"--output = {args.output!r}: allowed: a .parquet or .csv file")
+    check_output(args.output, args.overwrite)
     check_texts(texts)  # before the model loads
     if args.batch_size < 1:
         raise PredictError(f"--batch-size = {args.batch_size}: must be at least 1")

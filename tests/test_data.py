@@ -195,6 +195,13 @@ def test_corrupt_parquet(tmp_path):
         _load(tmp_path)
 
 
+def test_a_csv_row_with_a_field_more_than_its_header_is_refused(tmp_path):
+    # pandas read this first row's 'Great movie' as an index and ' loved it.' as the text, labelled 1
+    (tmp_path / "train.csv").write_text("text,label\nGreat movie, loved it.,1\nDull.,0\n")
+    with pytest.raises(DataError, match=r"train.csv: cannot be read as csv .*more fields than the header"):
+        _load(tmp_path)
+
+
 def test_label_names_must_match_the_classes(data_dir):
     assert _load(data_dir, label_names=["negative", "positive"]).label_names == ["negative", "positive"]
     with pytest.raises(DataError, match=r"data.label_names = \['a'\]: 1 names for 2 classes"):

@@ -108,6 +108,11 @@ def test_predict_cli_texts_and_batch_file(store, tmp_path, capsys):
     out = pd.read_parquet(tmp_path / "out.parquet")
     assert len(out) == 90 and list(out["text"]) == TEXTS * 30  # input order, though batches are length-sorted
     assert np.allclose(out["probability_negative"] + out["probability_positive"], 1.0)
+    again = ["--results", str(store), "--select", "b__full__s7", "--output", str(tmp_path / "out.parquet"), "ok"]
+    assert main(again) == 2  # the earlier predictions stay
+    assert "out.parquet' exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert pd.read_parquet(tmp_path / "out.parquet").equals(out)
+    assert main([*again, "--overwrite"]) == 0 and len(pd.read_parquet(tmp_path / "out.parquet")) == 1
 
 
 @pytest.mark.unit
@@ -119,9 +124,11 @@ def test_bad_inputs_are_clear(store, tmp_path, capsys):
     with pytest.raises(PredictError, match="no column 'text'; columns: \\['review'\\]"):
         pd.DataFrame({"review": ["x"]}).to_csv(tmp_path / "r.csv", index=False)
         read_texts(tmp_path / "r.csv")
-    (tmp_path / "unquoted.csv").write_text("text\nGreat.\nAwful, boring.\n")
-    with pytest.raises(PredictError, match="unquoted.csv': not a readable .csv file .*must be quoted"):
-        read_texts(tmp_path / "unquoted.csv")
+    for first, second in (("Great.", "Awful, boring."), ("Great movie, loved it.", "Dull.")):
+        # the second pair: pandas took 'Great movie' as an index and ' loved it.' as the text
+        (tmp_path / "unquoted.csv").write_text(f"text\n{first}\n{second}\n")
+        with pytest.raises(PredictError, match="unquoted.csv': not a readable .csv file .*must be quoted"):
+            read_texts(tmp_path / "unquoted.csv")
     (tmp_path / "broken.parquet").write_text("not parquet")
     with pytest.raises(PredictError, match="broken.parquet': not a readable .parquet file \\(.*\\)$"):
         read_texts(tmp_path / "broken.parquet")

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,10 +193,22 @@ def _read_file(path: Path) -> pd.DataFrame:
         if kind == "parquet":
             return pd.read_parquet(path)
         if kind == "csv":
-            return pd.read_csv(path)
+            return read_csv(path)
         return pd.read_json(path, lines=True)
     except Exception as err:  # pyarrow / pandas raise many types for corrupt files
         raise DataError(f"{path}: cannot be read as {kind} ({type(err).__name__}: {err})") from None
+
+
+def read_csv(path: str | Path) -> pd.DataFrame:
+    """A CSV file, refused where a row has more fields than the header. pandas takes a first row
+    with one field more as an index column: under a `text` header, `Great movie, loved it.` became
+    the text ' loved it.' and the row's label the next field, with no word said."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            return pd.read_csv(path, index_col=False)  # no guessed index: pandas warns, we refuse
+        except pd.errors.ParserWarning:
+            raise ValueError("a row has more fields than the header") from None
 
 
 def _read_folder(path: Path) -> dict[str, pd.DataFrame]:
