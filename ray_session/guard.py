@@ -1,14 +1,17 @@
-"""Around a run: refuse to overwrite a finished sweep or silently restart an interrupted one,
-and turn Ctrl-C into one line and exit 130 with the hint to resume."""
+"""Around a run: refuse to overwrite a finished sweep, silently restart an interrupted one or run
+one twice at once, and turn Ctrl-C into one line and exit 130 with the hint to resume."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from sentisweep import exit_codes
-from sentisweep.layout import RESULTS_TABLE, RUN_CONFIG_FILE, tune_parts
+from sentisweep.layout import DRIVER_LOCK, RESULTS_TABLE, RUN_CONFIG_FILE, tune_parts
 
 
 class Interruption:
@@ -56,17 +59,53 @@ def effective_resume(store, name: str, resume: bool) -> bool:
 
 
 def check_storage(store, config, resume: bool) -> str | None:
-    """Refuse to overwrite a finished sweep or search, silently restart an interrupted one, or
-    continue one under a changed config."""
+    """Refuse to overwrite a finished sweep or search, silently restart an interrupted one, run
+    one that another driver runs now, or continue one under a changed config."""
     name = config.name
     if resume:
-        return changed_config(store, config) if unfinished(store, name) else None
+        if not unfinished(store, name):
+            return None
+        return running_now(store, name) or changed_config(store, config)
     if store.exists(name, RESULTS_TABLE):
         return f"{store.uri(name, RESULTS_TABLE)} exists: a finished run is there; choose another --name or --storage"
     if parts := unfinished(store, name):
-        return (f"{store.uri(*parts)} exists: an unfinished run is there (interrupted, or still running); "
-                "pass --resume to continue it")
+        return running_now(store, name) or (f"{store.uri(*parts)} exists: an unfinished run is there "
+                                             "(interrupted); pass --resume to continue it")
     return None
+
+
+def driver_lock(store, name: str):
+    """The run's lock, held until the driver ends: a second driver of the same run (a --resume in
+    another terminal, a `ray job submit` sent again while the first still runs) would run Tune's
+    saved trials a second time over the same files. flock: the kernel lets go when the driver dies,
+    however it dies. Local and NFS folders only; an object store has no lock (a null context)."""
+    if store.remote:
+        return contextlib.nullcontext()
+    path = Path(store.path(name, DRIVER_LOCK))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a")  # closed, and so unlocked, when the run's `with` ends
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise exit_codes.BadInput(running_message(store, name)) from None
+    return handle
+
+
+def running_now(store, name: str) -> str | None:
+    """The refusal where another driver holds the run's lock now, else None."""
+    if store.remote or not store.is_file(name, DRIVER_LOCK):
+        return None
+    try:
+        with driver_lock(store, name):
+            return None
+    except exit_codes.BadInput as running:
+        return str(running)
+
+
+def running_message(store, name: str) -> str:
+    return (f"{store.uri(name)} is running now: another driver holds {store.uri(name, DRIVER_LOCK)}; "
+            "wait for it, or stop it (Ctrl-C, `ray job stop`) and then pass --resume")
 
 
 # What a resumed run may set otherwise: how wide it runs and what it prints, not what a trial
@@ -125,14 +164,16 @@ def run_guarded(store, config, resume: bool, run: Callable[[], int]) -> int:
     refusal = check_storage(store, config, resume)
     if refusal:
         raise exit_codes.BadInput(refusal)
-    if not (resume and store.is_file(config.name, RUN_CONFIG_FILE)):
-        try:  # the run's first write: a storage it cannot write to is said here, before Ray starts
+    try:  # the run's first writes: a storage it cannot write to is said here, before Ray starts
+        lock = driver_lock(store, config.name)  # before the config: two drivers started at once
+        if not (resume and store.is_file(config.name, RUN_CONFIG_FILE)):
             store.write_bytes(config.model_dump_json(indent=1).encode(), config.name, RUN_CONFIG_FILE)
-        except OSError as err:  # pyarrow's errors too (a bucket that is not there, no credentials)
-            raise exit_codes.BadInput(f"--storage: cannot write to {root} ({err}); give a folder you can "
-                                      "write to, or s3://bucket/prefix") from None
+    except OSError as err:  # pyarrow's errors too (a bucket that is not there, no credentials)
+        raise exit_codes.BadInput(f"--storage: cannot write to {root} ({err}); give a folder you can "
+                                  "write to, or s3://bucket/prefix") from None
     try:
-        return run()
+        with lock:
+            return run()
     except KeyboardInterrupt:
         import ray  # [Ray]
 

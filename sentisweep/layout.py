@@ -6,6 +6,7 @@ study, in one place. `<storage>/<name>/` holds:
     tune/                       Ray Tune's experiment, for --resume (TUNE_FOLDER)
     trials/<trial_id>/          one trial (trial_parts): result.parquet (RESULT_FILE), history,
                                 predictions, tensorboard/, checkpoint/ with sentisweep_trial.json (TRIAL_INFO_FILE)
+    .driver.lock                held by the driver while it runs (DRIVER_LOCK): a second one is refused
     attempts/<trial_id>.jsonl   each start of a trial, beside its folder, which a retry replaces
     tuning/                     a tuned sweep's search trials: the same layout, plus chosen.json
     optuna.journal, best_trial.yaml   a search's study and best trial
@@ -19,6 +20,7 @@ CHOSEN_FILE = "chosen.json"  # in TUNING_FOLDER: each cell's choice
 STUDY_JOURNAL = "optuna.journal"  # a search's Optuna study (sweeps/study.py)
 # the config a sweep or search started with: --resume compares with it; the report reads a search's objectives
 RUN_CONFIG_FILE = "run_config.json"
+DRIVER_LOCK = ".driver.lock"  # flock'ed by the running driver (ray_session/guard.py)
 BEST_TRIAL_FILE = "best_trial.yaml"  # a search's best trial as a config to run
 TRIAL_INFO_FILE = "sentisweep_trial.json"  # written beside every trial checkpoint by run_trial
 

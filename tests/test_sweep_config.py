@@ -160,6 +160,39 @@ def test_a_resumed_run_refuses_a_changed_config_and_names_each_change(tmp_path):
         guard.check_storage(store, more, resume=True)
 
 
+@pytest.mark.unit
+def test_a_run_another_driver_runs_now_is_refused(tmp_path):
+    """A second driver of a running run (`--resume` in another terminal, a job submitted again)
+    ran Tune's saved trials a second time over the same files; the running driver's lock refuses it,
+    and a driver that dies, however, lets go of it."""
+    from ray_session import guard
+
+    store = Store(str(tmp_path))
+    quick = load_config(ROOT / "sweeps" / "configs" / "quick.yaml", "sweep")
+    running = f"{tmp_path}/quick is running now: another driver holds {tmp_path}/quick/.driver.lock; wait"
+
+    def while_it_runs():
+        store.write_bytes(b"Tune's state", "quick", "tune", "experiment_state.json")
+        assert guard.check_storage(store, quick, resume=True).startswith(running)
+        assert guard.check_storage(store, quick, resume=False).startswith(running)
+        with pytest.raises(exit_codes.BadInput, match="is running now"):
+            guard.run_guarded(store, quick, True, lambda: 0)
+        return 0
+
+    assert guard.run_guarded(store, quick, False, while_it_runs) == 0
+    assert guard.check_storage(store, quick, resume=True) is None  # it ended, and its lock with it
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(tmp_path / "quick" / ".driver.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert guard.check_storage(store, quick, resume=True).startswith(running)
+    finally:
+        holder.kill()  # a driver killed outright (our own child)
+        holder.wait()
+    assert guard.check_storage(store, quick, resume=True) is None
+
+
 BAD = {
     "unknown model": ("models: [tiny-bert, gpt-9]\nmethods: [full]\n", "models[1] = 'gpt-9': unknown"),
     "unknown method": ("models: [tiny-bert]\nmethods: [fullft]\n",
