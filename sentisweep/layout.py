@@ -3,10 +3,10 @@ study, in one place. `<storage>/<name>/` holds:
 
     results.parquet             every row, whatever its status (RESULTS_TABLE)
     run_config.json             the config the run started with (RUN_CONFIG_FILE): --resume refuses another
+    .driver.lock                held by the driver while it runs (DRIVER_LOCK): a second one is refused
     tune/                       Ray Tune's experiment, for --resume (TUNE_FOLDER)
     trials/<trial_id>/          one trial (trial_parts): result.parquet (RESULT_FILE), history,
                                 predictions, tensorboard/, checkpoint/ with sentisweep_trial.json (TRIAL_INFO_FILE)
-    .driver.lock                held by the driver while it runs (DRIVER_LOCK): a second one is refused
     attempts/<trial_id>.jsonl   each start of a trial, beside its folder, which a retry replaces
     tuning/                     a tuned sweep's search trials: the same layout, plus chosen.json
     optuna.journal, best_trial.yaml   a search's study and best trial
