@@ -243,6 +243,8 @@ def check_output(output: str | None, overwrite: bool) -> None:
     """Before the model loads: a format we write, and no earlier predictions replaced unasked."""
     if output and Path(output).suffix.lower() not in (".parquet", ".csv"):
         raise PredictError(f"--output = {output!r}: allowed: a .parquet or .csv file")
+    if output and Path(output).is_dir():
+        raise PredictError(f"--output = {output!r} is a folder; give a file in it, e.g. {output}/predictions.parquet")
     if output and Path(output).exists() and not overwrite:
         raise PredictError(f"--output = {output!r} exists; pass --overwrite to replace it, or choose another file")
 
@@ -266,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         from sentisweep.storage import write_parquet_atomic
 
         if args.output.lower().endswith(".csv"):
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)  # as the Parquet writer does
             predictions.to_csv(args.output, index=False)
         else:
             write_parquet_atomic(predictions, args.output)

@@ -113,6 +113,11 @@ def test_predict_cli_texts_and_batch_file(store, tmp_path, capsys):
     assert "out.parquet' exists; pass --overwrite to replace it" in capsys.readouterr().err
     assert pd.read_parquet(tmp_path / "out.parquet").equals(out)
     assert main([*again, "--overwrite"]) == 0 and len(pd.read_parquet(tmp_path / "out.parquet")) == 1
+    assert main([*again[:-2], str(tmp_path / "new" / "out.csv"), "ok"]) == 0  # pandas' CSV writer made no folder
+    assert len(pd.read_csv(tmp_path / "new" / "out.csv")) == 1
+    (tmp_path / "folder.parquet").mkdir()  # a traceback from the rename, after the model ran
+    assert main(["--results", str(store), "--output", str(tmp_path / "folder.parquet"), "--overwrite", "ok"]) == 2
+    assert "folder.parquet' is a folder; give a file in it" in capsys.readouterr().err
 
 
 @pytest.mark.unit
