@@ -89,6 +89,9 @@ def driver_lock(store, name: str):
     except BlockingIOError:
         handle.close()
         raise exit_codes.BadInput(running_message(store, name)) from None
+    except OSError as err:  # a folder that takes no locks (some FUSE mounts): it runs as before the lock
+        print(f"note: {path} cannot be locked ({err}); a second driver of this run would not be refused",
+              file=sys.stderr)
     return handle
 
 

@@ -193,6 +193,22 @@ def test_a_run_another_driver_runs_now_is_refused(tmp_path):
     assert guard.check_storage(store, quick, resume=True) is None
 
 
+@pytest.mark.unit
+def test_a_folder_that_takes_no_locks_still_runs_and_says_so(tmp_path, monkeypatch, capsys):
+    import errno
+    import fcntl
+
+    from ray_session import guard
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    quick = load_config(ROOT / "sweeps" / "configs" / "quick.yaml", "sweep")
+    assert guard.run_guarded(Store(str(tmp_path)), quick, False, lambda: 0) == 0  # not 'cannot write to'
+    assert "quick/.driver.lock cannot be locked ([Errno 37] No locks available)" in capsys.readouterr().err
+
+
 BAD = {
     "unknown model": ("models: [tiny-bert, gpt-9]\nmethods: [full]\n", "models[1] = 'gpt-9': unknown"),
     "unknown method": ("models: [tiny-bert]\nmethods: [fullft]\n",
