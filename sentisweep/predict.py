@@ -241,11 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_output(output: str | None, overwrite: bool) -> None:
     """Before the model loads: a format we write, and no earlier predictions replaced unasked."""
-    if output and Path(output).suffix.lower() not in (".parquet", ".csv"):
+    if not output:
+        return
+    if Path(output).suffix.lower() not in (".parquet", ".csv"):
         raise PredictError(f"--output = {output!r}: allowed: a .parquet or .csv file")
-    if output and Path(output).is_dir():
+    if Path(output).is_dir():
         raise PredictError(f"--output = {output!r} is a folder; give a file in it, e.g. {output}/predictions.parquet")
-    if output and Path(output).exists() and not overwrite:
+    if Path(output).exists() and not overwrite:
         raise PredictError(f"--output = {output!r} exists; pass --overwrite to replace it, or choose another file")
 
 
