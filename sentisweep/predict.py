@@ -25,7 +25,7 @@ from sentisweep.config import DEFAULT_MAX_LENGTH, default_cache_dir
 from sentisweep.exit_codes import BadInput
 from sentisweep.results import ResultsError, read_results, trial_info
 from sentisweep.storage import Store, local_copy
-from sentisweep.trial.data import read_csv
+from sentisweep.trial.data import FORMATS, read_table
 from sentisweep.trial.device import inference_autocast
 
 # "best" is chosen on the validation split, as the search's best_trial.yaml and embed_xgb's
@@ -190,18 +190,12 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise PredictError(f"--input = {str(path)!r}: no such file")
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
+    if path.suffix.lower() not in (".txt", *FORMATS):
+        raise PredictError(f"--input = {str(path)!r}: unknown format {path.suffix!r}; allowed: .txt (one text a "
+                           f"line), {', '.join(FORMATS)}")
+    if path.suffix.lower() == ".txt":
         return [line for line in path.read_text().splitlines() if line.strip()]
-    readers = {".csv": read_csv, ".parquet": pd.read_parquet, ".jsonl": lambda p: pd.read_json(p, lines=True)}
-    if suffix not in readers:
-        raise PredictError(f"--input = {str(path)!r}: unknown format {suffix!r}; allowed: .txt (one text a line), "
-                           ".csv, .parquet, .jsonl")
-    try:
-        frame = readers[suffix](path)
-    except (ValueError, OSError) as e:  # pandas' ParserError and pyarrow's errors are ValueErrors
-        hint = "; a CSV text holding a comma must be quoted" if suffix == ".csv" else ""
-        raise PredictError(f"--input = {str(path)!r}: not a readable {suffix} file ({str(e).strip()}){hint}") from e
+    frame = read_table(path, f"--input = {str(path)!r}")
     if text_column not in frame:
         raise PredictError(f"--input = {str(path)!r}: no column {text_column!r}; columns: {list(frame.columns)} "
                            "(choose one with --text-column)")

@@ -191,14 +191,14 @@ def test_all_texts_empty_is_an_error(tmp_path):
 
 def test_corrupt_parquet(tmp_path):
     (tmp_path / "train.parquet").write_bytes(b"PAR1 this is not really parquet")
-    with pytest.raises(DataError, match=r"train.parquet: cannot be read as parquet"):
+    with pytest.raises(DataError, match=r"train.parquet: not a readable parquet file"):
         _load(tmp_path)
 
 
 def test_a_csv_row_with_a_field_more_than_its_header_is_refused(tmp_path):
     # pandas read this first row's 'Great movie' as an index and ' loved it.' as the text, labelled 1
     (tmp_path / "train.csv").write_text("text,label\nGreat movie, loved it.,1\nDull.,0\n")
-    with pytest.raises(DataError, match=r"train.csv: cannot be read as csv .*more fields than the header"):
+    with pytest.raises(DataError, match=r"train.csv: not a readable csv file .*more fields than the header.*must be quoted"):
         _load(tmp_path)
 
 

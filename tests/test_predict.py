@@ -22,6 +22,7 @@ from sentisweep.export import export
 from sentisweep.predict import PredictError, load_selected, main, read_texts, select_trial
 from sentisweep.results import SCHEMA, write_results
 from sentisweep.trial import onednn
+from sentisweep.trial.data import DataError
 from sentisweep.trial.run import run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,11 +133,14 @@ def test_bad_inputs_are_clear(store, tmp_path, capsys):
     for first, second in (("Great.", "Awful, boring."), ("Great movie, loved it.", "Dull.")):
         # the second pair: pandas took 'Great movie' as an index and ' loved it.' as the text
         (tmp_path / "unquoted.csv").write_text(f"text\n{first}\n{second}\n")
-        with pytest.raises(PredictError, match="unquoted.csv': not a readable .csv file .*must be quoted"):
+        with pytest.raises(DataError, match="unquoted.csv': not a readable csv file .*must be quoted"):
             read_texts(tmp_path / "unquoted.csv")
     (tmp_path / "broken.parquet").write_text("not parquet")
-    with pytest.raises(PredictError, match="broken.parquet': not a readable .parquet file \\(.*\\)$"):
+    with pytest.raises(DataError, match="broken.parquet': not a readable parquet file \\(.*\\)$"):
         read_texts(tmp_path / "broken.parquet")
+    (tmp_path / "texts.xlsx").write_text("x")
+    with pytest.raises(PredictError, match="unknown format '.xlsx'; allowed: .txt \\(one text a line\\), .parquet"):
+        read_texts(tmp_path / "texts.xlsx")
     (tmp_path / "blank.csv").write_text("text,id\nGreat.,1\n,2\n")
     assert read_texts(tmp_path / "blank.csv") == ["Great.", ""]  # so check_texts names text 2 as empty
     failed = pd.read_parquet(store / "results.parquet").assign(status="failed")

@@ -176,7 +176,7 @@ def _read_source(source: str) -> tuple[dict[str, pd.DataFrame], str]:
     path = Path(source).expanduser()
     if path.exists():
         if path.is_file():
-            return {"train": _read_file(path)}, "file"
+            return {"train": read_table(path, str(path))}, "file"
         if _is_aclimdb(path):
             return _read_aclimdb(path if (path / "train").is_dir() else path / "aclImdb"), "aclImdb folder"
         return _read_folder(path), "folder"
@@ -185,21 +185,24 @@ def _read_source(source: str) -> tuple[dict[str, pd.DataFrame], str]:
     return _read_hub(source), "Hugging Face Hub"
 
 
-def _read_file(path: Path) -> pd.DataFrame:
+def read_table(path: Path, name: str) -> pd.DataFrame:
+    """A Parquet, CSV or JSONL file as a DataFrame: the one reader of a training source's files and
+    of predict's --input. `name` starts each error (the file, or `--input = '...'`)."""
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
-        raise DataError(f"{path}: unknown format {path.suffix!r}; allowed: {', '.join(FORMATS)}")
+        raise DataError(f"{name}: unknown format {path.suffix!r}; allowed: {', '.join(FORMATS)}")
     try:
         if kind == "parquet":
             return pd.read_parquet(path)
         if kind == "csv":
-            return read_csv(path)
+            return _read_csv(path)
         return pd.read_json(path, lines=True)
     except Exception as err:  # pyarrow / pandas raise many types for corrupt files
-        raise DataError(f"{path}: cannot be read as {kind} ({type(err).__name__}: {err})") from None
+        hint = "; a CSV text holding a comma must be quoted" if kind == "csv" else ""
+        raise DataError(f"{name}: not a readable {kind} file ({type(err).__name__}: {str(err).strip()}){hint}") from None
 
 
-def read_csv(path: str | Path) -> pd.DataFrame:
+def _read_csv(path: Path) -> pd.DataFrame:
     """A CSV file, refused where a row has more fields than the header. pandas takes a first row
     with one field more as an index column: under a `text` header, `Great movie, loved it.` became
     the text ' loved it.' and the row's label the next field, with no word said."""
@@ -218,7 +221,7 @@ def _read_folder(path: Path) -> dict[str, pd.DataFrame]:
         if file.is_file() and split and file.suffix.lower() in FORMATS:
             if split in found:
                 raise DataError(f"{path}: more than one file for split {split!r}")
-            found[split] = _read_file(file)
+            found[split] = read_table(file, str(file))
     if "train" not in found:
         present = ", ".join(sorted(f.name for f in path.iterdir())) or "nothing"
         raise DataError(f"{path}: expected train.{{parquet,csv,jsonl}} (and optionally "
