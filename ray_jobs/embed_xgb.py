@@ -20,9 +20,11 @@ from pathlib import Path
 
 from ray_jobs import embed, xgboost_stage
 from ray_session.connect import connect
+from ray_session.guard import driver_lock, running_now
 from sentisweep import exit_codes
 from sentisweep.config import ConfigError
 from sentisweep.config_load import load_config
+from sentisweep.exit_codes import BadInput
 from sentisweep.layout import RESULTS_TABLE
 from sentisweep.locations import pin_args, pinned, pinned_data, refusal
 from sentisweep.probe.embed_xgb_config import (
@@ -55,7 +57,7 @@ def plan(config: EmbedXgbConfig, strict: bool = True) -> list[dict]:
     """One entry per (model, source): the checkpoint and the embeddings folder. Every
     finetuned_from is resolved here, before anything runs; all problems at once. Not strict
     (--dry-run): a sweep that is not there yet is shown as waited for, not an error."""
-    runs, problems = [], []
+    runs, problems, advice = [], [], ""
     store = Store(config.storage)  # a folder, or object storage (s3://...)
     for i, entry in enumerate(config.models):
         sources = [("pretrained", None, None, None)] if entry.pretrained else []
@@ -70,8 +72,9 @@ def plan(config: EmbedXgbConfig, strict: bool = True) -> list[dict]:
                 best = best_checkpoint(read_results(location), entry.model, location)
                 differences = trial_differences(config, best)
                 if differences:
-                    raise ConfigError([*differences, "set the study's data as that sweep's: the same rows and "
-                                                     "tokens the checkpoint was trained and tested on"])
+                    advice = ("set the study's data as that sweep's: the same rows and tokens the checkpoint "
+                              "was trained and tested on")
+                    raise ConfigError(differences)
                 sources.append(("finetuned", str(best["trial_id"]), str(best["checkpoint_path"]), location))
             except ConfigError as err:
                 problems += [f"models[{i}].finetuned_from = {entry.finetuned_from!r}: {p}" for p in err.problems]
@@ -84,7 +87,7 @@ def plan(config: EmbedXgbConfig, strict: bool = True) -> list[dict]:
             runs.append({"entry": entry, "source": source, "trial_id": trial_id, "checkpoint": checkpoint,
                          "embeddings": folder, "sweep": sweep})
     if problems and strict:
-        raise ConfigError(problems, "finetuned_from")
+        raise ConfigError(problems, "finetuned_from", advice)
     for problem in problems:
         print(f"  not ready: {problem}")
     return [run for run in runs if run["source"] == "pretrained" or run["checkpoint"]] if strict else runs
@@ -155,10 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     by_source = {_source_of(row["method_params"]): row for _, row in rows.iterrows()} if rows is not None else {}
     stale = [] if args.overwrite else stale_embeddings(config, runs) + changed_rows(config, runs, by_source)
     if stale:
-        raise ConfigError([*stale, "pass --overwrite to embed again and replace their rows, or give the study "
-                                   "another name"], args.config)
-    print(f"{config.name}: {len(runs)} embed + XGBoost runs ({config.workers or 'single-process'} "
-          f"{'workers' if config.workers else ''}), results -> {results_table}")
+        raise ConfigError(stale, args.config, "pass --overwrite to embed again and replace their rows, or give "
+                                              "the study another name")
+    running = running_now(store, config.name)
+    if running:
+        raise BadInput(running)
+    fits = f"{config.workers} workers" if config.workers else "single-process"
+    print(f"{config.name}: {len(runs)} embed + XGBoost runs ({fits}), results -> {results_table}")
 
     def done(run: dict) -> bool:
         return _key(run) in by_source
@@ -176,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{run['entry'].model} {run['source']}: row exists, kept")
     to_run = [run for run in runs if run not in kept]
     try:
-        failed = run_stages(config, to_run, args)
+        with driver_lock(store, config.name):
+            failed = run_stages(config, to_run, args)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"the same command continues: the embeddings and rows finished in "
                                 f"{store.uri(config.name)} are kept") from None
@@ -199,10 +206,21 @@ def run_stages(config: EmbedXgbConfig, to_run: list[dict], args) -> bool:
         else:
             print(f"{label}: embeddings exist in {run['embeddings']}, reused")
         result = xgboost_stage.run_stage(xgboost_stage_of(config, run, args.local))
+        drop_earlier_rows(Store(config.storage), config.name, run, result.trial_id)
         failed |= result.status != "ok"
         print(f"{result.trial_id}: {result.status}" + (f", test accuracy {result.accuracy:.4f}"
                                                         if result.status == "ok" else f": {result.error}"))
     return failed
+
+
+def drop_earlier_rows(store: Store, name: str, run: dict, trial_id: str) -> None:
+    """The study keeps one row per embeddings. Redone (--overwrite) under another seed, the stage
+    wrote its row beside the old seed's (another trial id): the old row goes once the new is in."""
+    table = store.read_frame(name, RESULTS_TABLE)
+    same_embeddings = table["method_params"].map(lambda params: _source_of(params) == _key(run))
+    earlier = same_embeddings & (table["trial_id"] != trial_id)
+    if earlier.any():
+        store.write_frame(table[~earlier], name, RESULTS_TABLE)
 
 
 def _key(run: dict) -> tuple[str, str]:

@@ -77,8 +77,9 @@ def check_storage(store, config, resume: bool) -> str | None:
 def driver_lock(store, name: str):
     """The run's lock, held until the driver ends: a second driver of the same run (a --resume in
     another terminal, a `ray job submit` sent again while the first still runs) would run Tune's
-    saved trials a second time over the same files. flock: the kernel lets go when the driver dies,
-    however it dies. Local and NFS folders only; an object store has no lock (a null context)."""
+    saved trials, or the study's stages, a second time over the same files. flock: the kernel lets
+    go when the driver dies, however it dies. Local and NFS folders only; an object store has no
+    lock (a null context)."""
     if store.remote:
         return contextlib.nullcontext()
     path = Path(store.path(name, DRIVER_LOCK))
@@ -111,7 +112,7 @@ def running_now(store, name: str) -> str | None:
 
 def running_message(store, name: str) -> str:
     return (f"{store.uri(name)} is running now: another driver holds {store.uri(name, DRIVER_LOCK)}; "
-            "wait for it, or stop it (Ctrl-C, `ray job stop`) and then pass --resume")
+            "wait for it, or stop it (Ctrl-C, `ray job stop`) before running it again")
 
 
 # What a resumed run may set otherwise: how wide it runs and what it prints, not what a trial

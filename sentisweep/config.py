@@ -54,11 +54,12 @@ SafeName = Annotated[str, AfterValidator(safe_name)]
 class ConfigError(BadInput):
     """One or more invalid config fields; `problems` holds one line per field."""
 
-    def __init__(self, problems: list[str], source: str | None = None):
+    def __init__(self, problems: list[str], source: str | None = None, advice: str = ""):
         self.problems = problems
         where = f" in {source}" if source else ""
-        lines = "\n".join(f"  - {p}" for p in problems)
-        ValueError.__init__(self, f"{len(problems)} invalid config field(s){where}:\n{lines}")
+        lines = "".join(f"\n  - {p}" for p in problems)
+        advice = advice and f"\n{advice}"  # what to do about them all: not a field, so not counted
+        ValueError.__init__(self, f"{len(problems)} invalid config field(s){where}:{lines}{advice}")
 
 
 def default_cache_dir() -> str:

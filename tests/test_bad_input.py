@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -291,3 +292,48 @@ def test_ctrl_c_of_the_embedding_study_says_that_the_same_command_continues(caps
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == ("interrupted: the same command continues: the embeddings and rows finished in "
                     f"{tmp_path}/study are kept")
+
+
+def test_the_embedding_study_runs_under_its_lock_and_a_second_driver_is_refused(capsys, monkeypatch, tmp_path):
+    """Two drivers of one study (a job sent again while the first runs) embedded and fitted the
+    same runs twice over the same files; the study takes the sweeps' driver lock."""
+    from ray_jobs import embed_xgb
+    from ray_session.guard import running_now
+    from sentisweep.storage import Store
+
+    config = tmp_path / "study.yaml"
+    _yaml(config, {"kind": "embed_xgb", "name": "study", "models": [{"model": "tiny-bert"}],
+                   "data": {"source": str(ROOT / "data" / "tiny_reviews")}},
+          f"python ray_jobs/embed_xgb.py --config {config}")
+    argv = ["--config", str(config), "--storage", str(tmp_path)]
+
+    def a_second_driver(*args):
+        assert running_now(Store(str(tmp_path)), "study")  # held while the stages run
+        assert embed_xgb.main(argv) == exit_codes.BAD_INPUT
+        assert embed_xgb.main([*argv, "--dry-run"]) == exit_codes.BAD_INPUT
+        return False
+
+    monkeypatch.setattr(embed_xgb, "run_stages", a_second_driver)
+    assert embed_xgb.main(argv) == exit_codes.BAD_INPUT  # no stage ran, so no results table to print
+    refusals = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")][:2]
+    assert refusals == [f"error: {tmp_path}/study is running now: another driver holds {tmp_path}/study/"
+                        ".driver.lock; wait for it, or stop it (Ctrl-C, `ray job stop`) before running it again"] * 2
+    assert running_now(Store(str(tmp_path)), "study") is None  # let go when the driver ended
+
+
+def test_a_study_redone_under_another_seed_keeps_one_row_per_embeddings(tmp_path):
+    """`--overwrite` after the seed changed wrote the new seed's row beside the old one (another
+    trial id), and the report counted both."""
+    from ray_jobs.embed_xgb import drop_earlier_rows
+    from sentisweep.storage import Store
+
+    def row(trial_id, embeddings):
+        return {"trial_id": trial_id,
+                "method_params": json.dumps({"embeddings": embeddings, "checkpoint": "pretrained"})}
+
+    store = Store(str(tmp_path))
+    store.write_frame(pd.DataFrame([row("a__s42", "e/a"), row("b__s42", "e/b"), row("a__s43", "e/a")]),
+                      "study", "results.parquet")
+    run = {"embeddings": "e/a", "checkpoint": None}
+    drop_earlier_rows(store, "study", run, "a__s43")
+    assert list(store.read_frame("study", "results.parquet")["trial_id"]) == ["b__s42", "a__s43"]

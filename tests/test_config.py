@@ -133,3 +133,10 @@ def test_a_trial_on_a_shared_gpu_is_capped_at_its_share(monkeypatch):
     assert cap_gpu_memory(0.25, "cpu") is None and fractions == [0.25]
     with pytest.raises(ConfigError, match="gpu_share"):
         parse_trial_config({"model": "tiny-bert", "method": "lora", "training": {"gpu_share": 1.5}})
+
+
+def test_what_to_do_about_the_problems_is_said_once_and_not_counted_as_a_field():
+    # the study's refusals said "3 invalid config field(s)" of two fields and a line of advice
+    err = ConfigError(["data.test_size = 16, but ...", "pooling = 'cls', but ..."], "study.yaml", "pass --overwrite")
+    assert str(err) == ("2 invalid config field(s) in study.yaml:\n  - data.test_size = 16, but ...\n"
+                        "  - pooling = 'cls', but ...\npass --overwrite")

@@ -198,7 +198,7 @@ def test_corrupt_parquet(tmp_path):
 def test_a_csv_row_with_a_field_more_than_its_header_is_refused(tmp_path):
     # pandas read this first row's 'Great movie' as an index and ' loved it.' as the text, labelled 1
     (tmp_path / "train.csv").write_text("text,label\nGreat movie, loved it.,1\nDull.,0\n")
-    with pytest.raises(DataError, match=r"train.csv: not a readable csv file .*more fields than the header.*must be quoted"):
+    with pytest.raises(DataError, match=r"train.csv: not a readable csv file .*more fields than .*must be quoted"):
         _load(tmp_path)
 
 

@@ -199,7 +199,8 @@ def read_table(path: Path, name: str) -> pd.DataFrame:
         return pd.read_json(path, lines=True)
     except Exception as err:  # pyarrow / pandas raise many types for corrupt files
         hint = "; a CSV text holding a comma must be quoted" if kind == "csv" else ""
-        raise DataError(f"{name}: not a readable {kind} file ({type(err).__name__}: {str(err).strip()}){hint}") from None
+        err = f"{type(err).__name__}: {str(err).strip()}"
+        raise DataError(f"{name}: not a readable {kind} file ({err}){hint}") from None
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
