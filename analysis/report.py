@@ -263,17 +263,18 @@ def tuning_and_search(locations: list[str], results: pd.DataFrame, within_points
             chosen, tuning_rows = tuned
             sections.append(("Equal-budget tuning", f"Budget: {chosen['budget_text']}.\n\n"
                              + _markdown(choices_table(chosen))))
-            curves.append((expected_max_table(tuning_rows, ["model", "variant"]), chosen["budget_text"]))
+            curves.append((expected_max_table(tuning_rows, ["model", "variant"]), chosen["budget_text"], location))
         elif studies[location]:  # a search: its own trials (not the baselines beside them)
             own = load_results([location]) if len(locations) > 1 else results
             searched = own[own["model"] != BASELINE_MODEL]
-            curves.append((expected_max_table(searched, ["model", "method"]), ""))
+            curves.append((expected_max_table(searched, ["model", "method"]), "", location))
             sections += search_sections(own, searched, store_of(location), within_points, out, figures)
-    for number, (curve, budget) in enumerate(curves, 1):
+    for number, (curve, budget, location) in enumerate(curves, 1):
         name = "expected_max.png" if number == 1 else f"expected_max_{number}.png"
-        figures["Expected best validation accuracy vs trials"
-                + (f" ({number})" if number > 1 else "")] = plots.expected_max_curves(curve, out / name, budget)
-        sections.append(("Expected best validation accuracy vs trials",
+        # two stores' curves (a tuned sweep's and a search's) under one heading could not be told apart
+        title = "Expected best validation accuracy vs trials" + (f": {location}" if len(curves) > 1 else "")
+        figures[title] = plots.expected_max_curves(curve, out / name, budget)
+        sections.append((title,
                          "Dodge et al. 2019: the expected best of n trials drawn from those run "
                          "(a trial stopped early counts with the accuracy it had reached).\n\n"
                          + _markdown(_wide_curve(curve))))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,6 +90,13 @@ def test_search_with_asha_saves_study_and_best_config(tmp_path):
     # the baseline is neither a point of the front nor a curve of its own
     curve = markdown.split("## Expected best validation accuracy vs trials")[1].split("##")[0]
     assert "tfidf" not in curve
+    # two stores' curves: each heading names its store (two identical headings could not be told apart)
+    shutil.copytree(root, tmp_path / "again")
+    assert analysis(["report", str(root), str(tmp_path / "again"), "--out", str(tmp_path / "both")]) == 0
+    headings = [line for line in (tmp_path / "both" / "report.md").read_text().splitlines()
+                if line.startswith("## Expected best")]
+    assert headings == [f"## Expected best validation accuracy vs trials: {store}"
+                        for store in (root, tmp_path / "again")]
 
 
 def _study(storage, name="search-smoke"):
