@@ -13,7 +13,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from sentisweep import exit_codes
@@ -25,7 +24,7 @@ from sentisweep.predict import (
     describe,
     load_selected,
 )
-from sentisweep.storage import is_remote
+from sentisweep.storage import aside, is_remote
 
 
 def export(results: str, out: str | Path, select: str = "best", metric: str = SELECTION_METRIC,
@@ -42,7 +41,8 @@ def export(results: str, out: str | Path, select: str = "best", metric: str = SE
         raise PredictError(f"--out = {str(target)!r} exists and is not empty; pass --overwrite to replace it")
     row, classifier = load_selected(results, select, metric)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    staging = aside(target, "staging")
+    staging.mkdir()
     try:
         classifier.model.save_pretrained(staging)  # safetensors by default
         truncation = classifier.info.get("truncation", "head")

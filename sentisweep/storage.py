@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -14,13 +14,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def aside(target: Path, what: str) -> Path:
+    """A fresh name beside `target` for what is written there first and renamed onto it. Not
+    tempfile's: mkstemp and mkdtemp make 0600 files and 0700 folders whatever the umask, and the
+    rename kept that, so results or an export written in a container as root, or by a cluster's
+    pod as another user, could not be read by the user beside them."""
+    return target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.{what}"
+
+
 def write_parquet_atomic(table: pa.Table | pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = aside(path, "tmp")
     try:
         pq.write_table(table, tmp)
         os.replace(tmp, path)
@@ -73,7 +80,8 @@ def local_copy(location: str | Path, cache_root: str | Path) -> Path:
     if not (target / ".complete").is_file():
         fs, path, _ = filesystem(location)
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(dir=target.parent, prefix=".download-"))
+        partial = aside(target, "download")
+        partial.mkdir()
         pafs.copy_files(path, str(partial), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
         (partial / ".complete").write_text(str(location))
         shutil.rmtree(target, ignore_errors=True)
@@ -155,9 +163,9 @@ class Store:
         if not self.remote:
             target = Path(self.path(*parts))
             target.parent.mkdir(parents=True, exist_ok=True)
-            aside = target.with_name(f".{target.name}.tmp")
-            aside.write_bytes(data)
-            os.replace(aside, target)
+            tmp = aside(target, "tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
             return str(target)
         self.fs.create_dir(self.path(*parts[:-1]), recursive=True)
         with self.fs.open_output_stream(self.path(*parts)) as stream:
@@ -167,9 +175,9 @@ class Store:
     def get_file(self, local_file: str | Path, *parts: str) -> None:
         with self.fs.open_input_stream(self.path(*parts)) as stream:
             data = stream.read()
-        aside = Path(local_file).with_name(f".{Path(local_file).name}.tmp")
-        aside.write_bytes(data)
-        os.replace(aside, local_file)
+        tmp = aside(Path(local_file), "tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, local_file)
 
     def upload(self, local_dir: str | Path, *parts: str) -> None:
         import pyarrow.fs as pafs

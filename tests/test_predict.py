@@ -82,8 +82,13 @@ def test_export_loads_in_pipeline_with_the_same_probabilities(store, tmp_path, t
     ours = classifier.predict(TEXTS)  # with oneDNN-packed linears; the pipeline below runs torch's own
     packed = any(type(m).__name__ == "PackedLinear" for m in classifier.model.modules())
     assert classifier.packed == packed == onednn.available()
-    folder = export(str(store), tmp_path / "model", select=trial_id)
+    previous = os.umask(0o022)
+    try:
+        folder = export(str(store), tmp_path / "model", select=trial_id)
+    finally:
+        os.umask(previous)
     assert list(folder.glob("*.safetensors")) and (folder / "tokenizer.json").is_file()
+    assert folder.stat().st_mode & 0o777 == 0o755  # mkdtemp's 0700 hid an export from other users
     scores = pipeline("text-classification", model=str(folder), top_k=None, device="cpu")(TEXTS)
     for i, answer in enumerate(scores):
         by_label = {s["label"]: s["score"] for s in answer}

@@ -3,11 +3,14 @@ stands in for object storage; tests/test_cluster.py runs the same code against S
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from sentisweep.predict import is_model_checkpoint
 from sentisweep.results import TrialResult, read_results, result_files, write_results
-from sentisweep.storage import filesystem, is_remote, local_copy
+from sentisweep.storage import Store, filesystem, is_remote, local_copy
 
 pytestmark = pytest.mark.unit
 
@@ -50,7 +53,7 @@ def test_a_remote_checkpoint_is_recognised_and_downloaded_once(tmp_path):
     (checkpoint / "model.safetensors").write_bytes(b"changed")
     assert local_copy(uri, cache) == copy and (copy / "model.safetensors").read_bytes() == b"weights"  # cached
     assert local_copy(checkpoint, cache) == checkpoint  # a local folder is used where it is
-    assert not list((cache / "remote").glob(".download-*"))  # nothing half-downloaded left behind
+    assert not list((cache / "remote").glob(".*.download"))  # nothing half-downloaded left behind
 
 
 def test_filesystem_prefix_makes_a_path_a_location_again(tmp_path):
@@ -58,3 +61,19 @@ def test_filesystem_prefix_makes_a_path_a_location_again(tmp_path):
     assert prefix == "file://" and (prefix + path) == tmp_path.as_uri()
     fs, path, prefix = filesystem(tmp_path)
     assert prefix == "" and path == str(tmp_path)
+
+
+def test_what_is_written_aside_then_renamed_keeps_the_umask(tmp_path):
+    """tempfile's mkstemp and mkdtemp made results 0600 and a download or an export 0700 whatever
+    the umask: results a container wrote as root could not be read by the user beside them."""
+    (tmp_path / "bucket").mkdir()
+    (tmp_path / "bucket" / "config.json").write_text("{}")
+    previous = os.umask(0o022)
+    try:
+        table = write_results([_row("a")], tmp_path / "s" / "results.parquet")
+        config = Store(str(tmp_path)).write_bytes(b"{}", "s", "run_config.json")
+        download = local_copy((tmp_path / "bucket").as_uri(), tmp_path / "cache")
+    finally:
+        os.umask(previous)
+    modes = {Path(path).name: oct(Path(path).stat().st_mode & 0o777) for path in (table, config, download)}
+    assert modes == {"results.parquet": "0o644", "run_config.json": "0o644", download.name: "0o755"}

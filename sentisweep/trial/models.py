@@ -13,7 +13,6 @@ import functools
 import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Literal
 
 from sentisweep.config import Pooling
 from sentisweep.registry import Registry, UnknownNameError
+from sentisweep.storage import aside
 
 Family = Literal["encoder", "decoder"]
 
@@ -299,7 +299,8 @@ def materialize(spec: ModelSpec, cache_dir: str | Path) -> str:
         torch.manual_seed(0)
         model = AutoModel.from_config(config)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{spec.name}-"))
+    tmp = aside(target, "building")
+    tmp.mkdir()
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     try:
