@@ -279,7 +279,8 @@ def run(job: EmbedJob) -> dict[str, dict]:
         make_room(1, gpus, a.concurrency, None)  # [Ray] refused, or the GPU nodes an autoscaler adds waited for
     meta = {"model": a.model, "checkpoint": Store(a.checkpoint).uri() if a.checkpoint else "pretrained",
             "pooling": a.pooling or get_model_spec(a.model).pooling, "max_length": a.max_length,
-            "label_names": [str(n) for n in data.label_names], "data": job.data.model_dump(mode="json")}
+            "label_names": [str(n) for n in data.label_names], "data": job.data.model_dump(mode="json"),
+            "device": "GPU" if gpus else "CPU"}  # the final lines say it: its seconds mean nothing without
     print(f"embedding {', '.join(f'{s} {len(data.splits[s])}' for s in job.splits)} texts with {a.model} "
           f"({meta['checkpoint']}, {meta['pooling']} pooling, max_length {a.max_length}) on "
           f"{a.concurrency} actor(s), {'1 GPU' if gpus else f'{a.cpus_per_actor:g} CPU'} each", flush=True)
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     connect(args.local, None)  # [Ray] RAY_ADDRESS's cluster, or a local one
     metas = run(job)
     for split, meta in metas.items():
-        print(f"{split}: {meta['rows']} x {meta['dim']} in {meta['seconds']:.1f} s "
+        print(f"{split}: {meta['rows']} x {meta['dim']} in {meta['seconds']:.1f} s on {meta['device']} "
               f"-> {Store(job.out).uri(split)}.parquet")
     print(f"next: python ray_jobs/xgboost_stage.py --embeddings {shown(job.out)}   # XGBoost on them")
     return exit_codes.OK

@@ -157,7 +157,8 @@ def test_the_embedding_and_xgboost_jobs_with_relative_folders_land_under_this_di
         assert list(row_ids) == list(data.splits[split]["row_id"])
         assert (expected.loc[row_ids].to_numpy() == labels).all()
         assert meta["model"] == "tiny-bert" and meta["pooling"] == "cls" and meta["max_length"] == 64
-        assert meta["checkpoint"] == "pretrained" and meta["split"] == split
+        assert meta["checkpoint"] == "pretrained" and meta["split"] == split and meta["device"] == "CPU"
+        assert f"{split}: {rows} x 64 in " in embedded.stdout and " s on CPU -> " in embedded.stdout
     before = (root / "emb" / "test.parquet").stat().st_mtime_ns
     again = _run(root, env, "ray_jobs/embed.py", "--smoke-test", "--out", "emb")
     assert again.returncode == 2 and "pass --overwrite" in again.stderr
