@@ -280,7 +280,7 @@ def run(job: EmbedJob) -> dict[str, dict]:
     meta = {"model": a.model, "checkpoint": Store(a.checkpoint).uri() if a.checkpoint else "pretrained",
             "pooling": a.pooling or get_model_spec(a.model).pooling, "max_length": a.max_length,
             "label_names": [str(n) for n in data.label_names], "data": job.data.model_dump(mode="json"),
-            "device": "GPU" if gpus else "CPU"}  # the final lines say it: its seconds mean nothing without
+            "device": "GPU" if gpus else "CPU"}  # said on the final lines: the seconds mean little without it
     print(f"embedding {', '.join(f'{s} {len(data.splits[s])}' for s in job.splits)} texts with {a.model} "
           f"({meta['checkpoint']}, {meta['pooling']} pooling, max_length {a.max_length}) on "
           f"{a.concurrency} actor(s), {'1 GPU' if gpus else f'{a.cpus_per_actor:g} CPU'} each", flush=True)
