@@ -224,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("texts", nargs="*", help="texts to classify")
     add_selection_arguments(p)
-    p.add_argument("--input", help="a file of texts: .txt (one a line), .csv, .parquet, .jsonl")
+    p.add_argument("--input", help="a file of texts: .txt (one a line), .csv, .parquet, .jsonl, .json (an array "
+                                   "of records, or JSON Lines)")
     p.add_argument("--text-column", default="text")
     p.add_argument("--output", help="write the predictions here (.parquet or .csv)")
     p.add_argument("--overwrite", action="store_true", help="replace an --output file already there")

@@ -19,17 +19,18 @@ def _load(source, **kwargs):
     return load_task_data(DataConfig(source=str(source), **kwargs))
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+# .json holds an array of records, or JSON Lines (an array read as lines was one row of dicts)
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl", "json-array", "json-lines"])
 def test_folder_of_each_format(tmp_path, fmt):
     for split, n in (("train", 60), ("test", 20)):
         frame = synthetic_reviews(n, seed=3)
-        path = tmp_path / f"{split}.{fmt}"
+        path = tmp_path / f"{split}.{fmt.split('-')[0]}"
         if fmt == "parquet":
             frame.to_parquet(path)
         elif fmt == "csv":
             frame.to_csv(path, index=False)
         else:
-            frame.to_json(path, orient="records", lines=True)
+            frame.to_json(path, orient="records", lines=fmt != "json-array", indent=1 if fmt == "json-array" else 0)
     data = _load(tmp_path)
     assert data.sizes() == {"train": 54, "validation": 6, "test": 20}  # 10% of train, stratified
     assert data.splits["validation"]["label"].value_counts().tolist() == [3, 3]

@@ -1,7 +1,7 @@
 """Labelled text sources -> train / validation / test DataFrames (row_id, text, label).
 
 Sources: a Hugging Face dataset id (`imdb`), a local folder or file of Parquet / CSV /
-JSONL, or a raw `aclImdb` folder as downloaded from Stanford. A dataset id is read from a
+JSON(L), or a raw `aclImdb` folder as downloaded from Stanford. A dataset id is read from a
 local mirror where one is configured (`SENTISWEEP_DATA_MIRROR`, a folder holding
 `<dataset id>/{train,test}.parquet`), else from the Hub. Every split and subset is seeded
 and stratified: the same config gives the same rows, always.
@@ -26,7 +26,7 @@ from sentisweep.trial import split_cache
 
 log = logging.getLogger(__name__)
 
-FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "json"}
 SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation",
                "val": "validation", "dev": "validation", "test": "test"}
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
@@ -186,8 +186,8 @@ def _read_source(source: str) -> tuple[dict[str, pd.DataFrame], str]:
 
 
 def read_table(path: Path, name: str) -> pd.DataFrame:
-    """A Parquet, CSV or JSONL file as a DataFrame: the one reader of a training source's files and
-    of predict's --input. `name` starts each error (the file, or `--input = '...'`)."""
+    """A Parquet, CSV, JSON Lines or JSON file as a DataFrame: the one reader of a training source's
+    files and of predict's --input. `name` starts each error (the file, or `--input = '...'`)."""
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"{name}: unknown format {path.suffix!r}; allowed: {', '.join(FORMATS)}")
@@ -196,11 +196,18 @@ def read_table(path: Path, name: str) -> pd.DataFrame:
             return pd.read_parquet(path)
         if kind == "csv":
             return _read_csv(path)
-        return pd.read_json(path, lines=True)
+        # .json: an array of records, or JSON Lines (as Hugging Face's json loader takes both); an
+        # array read as lines became one row of dicts, columns 0, 1, ... and no `text`
+        return pd.read_json(path, lines=kind == "jsonl" or not _starts_an_array(path))
     except Exception as err:  # pyarrow / pandas raise many types for corrupt files
         hint = "; a CSV text holding a comma must be quoted" if kind == "csv" else ""
         err = f"{type(err).__name__}: {str(err).strip()}"
         raise DataError(f"{name}: not a readable {kind} file ({err}){hint}") from None
+
+
+def _starts_an_array(path: Path) -> bool:
+    with open(path, encoding="utf-8") as file:
+        return file.read(4096).lstrip().startswith("[")
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
