@@ -24,7 +24,7 @@ from sentisweep.predict import (
     describe,
     load_selected,
 )
-from sentisweep.storage import aside, is_remote
+from sentisweep.storage import aside, is_remote, umask_safetensors
 
 
 def export(results: str, out: str | Path, select: str = "best", metric: str = SELECTION_METRIC,
@@ -45,6 +45,7 @@ def export(results: str, out: str | Path, select: str = "best", metric: str = SE
     staging.mkdir()
     try:
         classifier.model.save_pretrained(staging)  # safetensors by default
+        umask_safetensors(staging)
         truncation = classifier.info.get("truncation", "head")
         if truncation == "tail":  # the pipeline's tokenizer then keeps a long text's end, as the trial did
             classifier.tokenizer.truncation_side = "left"

@@ -22,6 +22,17 @@ def aside(target: Path, what: str) -> Path:
     return target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.{what}"
 
 
+def umask_safetensors(folder: str | Path) -> None:
+    """Give a saved model's *.safetensors the mode any other file gets. safetensors 0.8 writes them
+    through a temp file that is 0600 whatever the umask (safetensors/safetensors#782; its fix, #789,
+    unreleased): a checkpoint or export written in a container could not be loaded by the user
+    beside it, though its config.json could be read."""
+    umask = os.umask(0o077)  # Python reads the umask only by setting it: put back at once
+    os.umask(umask)
+    for file in Path(folder).glob("*.safetensors"):
+        file.chmod(0o666 & ~umask)
+
+
 def write_parquet_atomic(table: pa.Table | pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     if isinstance(table, pd.DataFrame):

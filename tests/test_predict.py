@@ -46,6 +46,16 @@ def store(tmp_path_factory, data_dir, cache_dir):
 
 
 @pytest.mark.unit
+def test_a_checkpoint_s_weights_are_as_readable_as_its_config(store):
+    # safetensors 0.8 saved them 0600 whatever the umask: another user could read config.json only
+    checkpoints = list(store.glob("trials/*/checkpoint"))
+    assert len(checkpoints) == 2
+    for checkpoint in checkpoints:
+        modes = {file.name: oct(file.stat().st_mode & 0o777) for file in checkpoint.iterdir()}
+        assert len(set(modes.values())) == 1, modes
+
+
+@pytest.mark.unit
 def test_select_best_and_by_id(store):
     table = pd.read_parquet(store / "results.parquet")
     best = select_trial(table)
@@ -89,6 +99,7 @@ def test_export_loads_in_pipeline_with_the_same_probabilities(store, tmp_path, t
         os.umask(previous)
     assert list(folder.glob("*.safetensors")) and (folder / "tokenizer.json").is_file()
     assert folder.stat().st_mode & 0o777 == 0o755  # mkdtemp's 0700 hid an export from other users
+    assert {oct(f.stat().st_mode & 0o777) for f in folder.iterdir()} == {"0o644"}  # safetensors' 0600 too
     scores = pipeline("text-classification", model=str(folder), top_k=None, device="cpu")(TEXTS)
     for i, answer in enumerate(scores):
         by_label = {s["label"]: s["score"] for s in answer}

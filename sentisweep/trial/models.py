@@ -20,7 +20,7 @@ from typing import Literal
 
 from sentisweep.config import Pooling
 from sentisweep.registry import Registry, UnknownNameError
-from sentisweep.storage import aside
+from sentisweep.storage import aside, umask_safetensors
 
 Family = Literal["encoder", "decoder"]
 
@@ -302,6 +302,7 @@ def materialize(spec: ModelSpec, cache_dir: str | Path) -> str:
     tmp = aside(target, "building")
     tmp.mkdir()
     model.save_pretrained(tmp)
+    umask_safetensors(tmp)
     tokenizer.save_pretrained(tmp)
     try:
         tmp.rename(target)  # atomic: a concurrent trial either sees all of it or none

@@ -22,7 +22,7 @@ import pandas as pd
 from sentisweep.config import TrialConfig
 from sentisweep.layout import RESULT_FILE, TRIAL_INFO_FILE
 from sentisweep.results import TrialResult, now_iso, predictions_frame, row_of, write_results
-from sentisweep.storage import dir_bytes, write_parquet_atomic
+from sentisweep.storage import dir_bytes, umask_safetensors, write_parquet_atomic
 from sentisweep.trial.data import TaskData, load_task_data
 from sentisweep.trial.device import (
     cap_gpu_memory,
@@ -338,6 +338,7 @@ def _predict_and_keep(trainer, built: BuiltModel, tokenized, result: TrialResult
     if config.training.keep_checkpoint:
         checkpoint = out / "checkpoint"
         trainer.model.save_pretrained(checkpoint)  # safetensors: adapter only, or the full model
+        umask_safetensors(checkpoint)
         built.tokenizer.save_pretrained(checkpoint)
         result.checkpoint_path = str(checkpoint)
         result.adapter_bytes = dir_bytes(checkpoint) - _tokenizer_bytes(checkpoint)
