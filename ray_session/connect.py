@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 
 # Set on a test cluster whose nodes declare GPUs they do not have (`ray start --num-gpus 1` on a
 # CPU machine): Ray schedules GPU trials and actors there, and they run on the CPU.
@@ -30,6 +32,18 @@ def connect(local: bool, num_gpus: float | None) -> None:
                  runtime_env={"worker_process_setup_hook": "ray_session.connect.quiet_placement_group_cleaner"})
     else:
         ray.init(address=os.environ["RAY_ADDRESS"])  # [Ray] the job's working_dir is on workers' path
+    atexit.register(shut_down_at_exit)  # runs before Ray's own (registered at its import): last in, first out
+
+
+def shut_down_at_exit() -> None:
+    """Ray shuts down at exit, seconds after a command's last lines: a Ctrl-C then printed Ray's
+    traceback under a finished run's final screen. Shut down here first, and say what happened."""
+    import ray  # [Ray]
+
+    try:
+        ray.shutdown()  # [Ray]
+    except KeyboardInterrupt:
+        print("\nCtrl-C while Ray shut down at exit: the lines above stand", file=sys.stderr)
 
 
 def quiet_placement_group_cleaner() -> None:

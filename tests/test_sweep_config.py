@@ -443,3 +443,18 @@ def test_one_models_tokenizer_failing_stops_only_its_trials(data_dir, cache_dir,
     pretokenize([t.config for t in planned])  # does not raise
     assert "warning: could not tokenize for" in capsys.readouterr().err
     assert CACHE_STATS["misses"] == misses + 3  # the other model's three splits
+
+
+@pytest.mark.unit
+def test_a_ctrl_c_while_ray_shuts_down_at_exit_is_one_line(monkeypatch, capsys):
+    # Ray's own atexit shutdown printed a KeyboardInterrupt traceback under a finished run's final screen
+    import ray
+
+    from ray_session.connect import shut_down_at_exit
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ray, "shutdown", interrupted)
+    shut_down_at_exit()
+    assert capsys.readouterr().err == "\nCtrl-C while Ray shut down at exit: the lines above stand\n"
