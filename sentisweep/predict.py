@@ -190,10 +190,11 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise PredictError(f"--input = {str(path)!r}: no such file")
-    if path.suffix.lower() not in (".txt", *FORMATS):
+    suffix = path.suffix.lower()
+    if suffix not in (".txt", *FORMATS):
         raise PredictError(f"--input = {str(path)!r}: unknown format {path.suffix!r}; allowed: .txt (one text a "
                            f"line), {', '.join(FORMATS)}")
-    if path.suffix.lower() == ".txt":
+    if suffix == ".txt":
         return [line for line in path.read_text().splitlines() if line.strip()]
     frame = read_table(path, f"--input = {str(path)!r}")
     if text_column not in frame:
