@@ -198,7 +198,7 @@ def run_stages(config: EmbedXgbConfig, to_run: list[dict], args) -> bool:
     """Embed (where not done) and fit XGBoost for each run; whether any stage failed."""
     if to_run:
         connect(args.local, None)  # [Ray] once, for every stage below; not at all if every row exists
-    failed = False
+    failed, store = False, Store(config.storage)
     for run in to_run:
         label = f"{run['entry'].model} {run['source']}"
         if args.overwrite or not embedded(run["embeddings"]):
@@ -206,7 +206,7 @@ def run_stages(config: EmbedXgbConfig, to_run: list[dict], args) -> bool:
         else:
             print(f"{label}: embeddings exist in {run['embeddings']}, reused")
         result = xgboost_stage.run_stage(xgboost_stage_of(config, run, args.local))
-        drop_earlier_rows(Store(config.storage), config.name, run, result.trial_id)
+        drop_earlier_rows(store, config.name, run, result.trial_id)
         failed |= result.status != "ok"
         print(f"{result.trial_id}: {result.status}" + (f", test accuracy {result.accuracy:.4f}"
                                                         if result.status == "ok" else f": {result.error}"))
