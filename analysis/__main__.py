@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Read one or more results stores (a sweep's storage folder, its results.parquet, or "
                     "a folder of trial results) and write the report into --out.")
     report.add_argument("results", nargs="+", help="results stores or files")
-    report.add_argument("--out", required=True, help="folder for the report")
+    report.add_argument("--out", required=True,
+                        help="folder for the report; an earlier report there is replaced whole once the new one is "
+                             "written, and a folder holding anything else is refused")
     report.add_argument("--within", type=float, default=1.0, metavar="POINTS",
                         help="a multi-objective search: name the cheapest trial within this many accuracy points "
                              "of the best validation accuracy (default 1.0)")

@@ -18,6 +18,7 @@ from analysis.tradeoffs import describe, search_objectives, tradeoffs
 from analysis.tuning import choices_table, expected_max_table, store_of, tuning_of
 from sentisweep.results import BASELINE_MODEL, best_by_validation
 from sentisweep.screen import shown, status_counts
+from sentisweep.storage import replaced_whole
 
 
 def group_correctness(ok: pd.DataFrame) -> dict[str, pd.Series]:
@@ -149,17 +150,33 @@ def best_against_baselines(ok: pd.DataFrame) -> list[Comparison]:
 def build_report(locations: list[str], out: Path, within_points: float = 1.0) -> tuple[Path, str]:
     """The report of `locations` in `out`, and the screen that says what it found. `within_points`:
     for a multi-objective search, the cheapest trial within this many points of the best
-    validation accuracy is named."""
-    if out.exists() and not out.is_dir():
-        raise ResultsError(f"--out = {str(out)!r}: a file, not a folder")
+    validation accuracy is named. An earlier report in `out` is replaced whole once the new one is
+    written (no figure of it stays behind); a folder holding anything else is refused."""
+    check_out(out)
     results = load_results(locations)
     ok, other = split_by_status(results)
-    counts = results["status"].value_counts().to_dict()
     if ok.empty:
         listing = "; ".join(f"{r.trial_id}: {r.status} ({str(r.error).splitlines()[0][:120]})"
                             for r in other.itertuples())
-        raise ResultsError(f"no successful trial to analyse ({counts}): {listing}")
-    out.mkdir(parents=True, exist_ok=True)
+        raise ResultsError(f"no successful trial to analyse ({results['status'].value_counts().to_dict()}): {listing}")
+    with replaced_whole(out, "report") as folder:
+        table, untuned, figures = write_report_files(folder, locations, results, ok, other, within_points)
+    return out / "report.html", report_screen(out / "report.html", locations, results, table, untuned, figures)
+
+
+def check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"--out = {str(out)!r}: a file, not a folder")
+    there = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if there and "summary.json" not in there:  # a report's own file: any other folder is not ours to replace
+        shown_names = ", ".join(there[:5]) + (f" and {len(there) - 5} more" if len(there) > 5 else "")
+        raise ResultsError(f"--out = {str(out)!r} holds what is not a report ({shown_names}); name a new folder, "
+                           "or an earlier report's to replace that report")
+
+
+def write_report_files(out: Path, locations: list[str], results: pd.DataFrame, ok: pd.DataFrame,
+                       other: pd.DataFrame, within_points: float) -> tuple[pd.DataFrame, list[str], int]:
+    """Every file of the report in `out`; the table, the variants that ran untuned, the figures made."""
     table = aggregate(ok)
     readable = display_table(table)
     readable.to_csv(out / "table.csv", index=False)
@@ -192,11 +209,11 @@ def build_report(locations: list[str], out: Path, within_points: float = 1.0) ->
     after_figures = [
         ("Example predictions", (examples_note + "\n\n" if examples_note else "") + _markdown(example_rows)),
         ("Failed, skipped and stopped trials", _markdown(not_ok))]
-    summary = {"counts": counts, "table": json.loads(table.to_json(orient="records")),
-               "significance": [c.as_row() for c in tests], "figures": [p.name for p in figures.values()],
-               "untuned": untuned}
-    path = write_report(out, locations, before_figures, figures, after_figures, summary)
-    return path, report_screen(path, locations, results, table, untuned, len(figures))
+    summary = {"counts": results["status"].value_counts().to_dict(),
+               "table": json.loads(table.to_json(orient="records")), "significance": [c.as_row() for c in tests],
+               "figures": [p.name for p in figures.values()], "untuned": untuned}
+    write_report(out, locations, before_figures, figures, after_figures, summary)
+    return table, untuned, len(figures)
 
 
 def report_screen(path: Path, locations: list[str], results: pd.DataFrame, table: pd.DataFrame,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from sentisweep.predict import (
     describe,
     load_selected,
 )
-from sentisweep.storage import aside, is_remote, umask_safetensors
+from sentisweep.storage import is_remote, replaced_whole, umask_safetensors
 
 
 def export(results: str, out: str | Path, select: str = "best", metric: str = SELECTION_METRIC,
@@ -40,10 +39,7 @@ def export(results: str, out: str | Path, select: str = "best", metric: str = SE
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise PredictError(f"--out = {str(target)!r} exists and is not empty; pass --overwrite to replace it")
     row, classifier = load_selected(results, select, metric)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = aside(target, "staging")
-    staging.mkdir()
-    try:
+    with replaced_whole(target, "staging") as staging:
         classifier.model.save_pretrained(staging)  # safetensors by default
         umask_safetensors(staging)
         truncation = classifier.info.get("truncation", "head")
@@ -56,12 +52,6 @@ def export(results: str, out: str | Path, select: str = "best", metric: str = SE
         provenance = {**classifier.info, "exported_from": str(row["checkpoint_path"]),
                       "test_accuracy": None if row["accuracy"] != row["accuracy"] else float(row["accuracy"])}
         (staging / TRIAL_INFO_FILE).write_text(json.dumps(provenance, indent=1))
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)  # the folder appears whole, or not at all
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     print(f"exported {describe(row)} -> {target}", file=sys.stderr)
     return target
 

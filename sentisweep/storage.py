@@ -3,10 +3,12 @@ reads as valid."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -23,14 +25,34 @@ def aside(target: Path, what: str) -> Path:
 
 
 def umask_safetensors(folder: str | Path) -> None:
-    """Give a saved model's *.safetensors the mode any other file gets. safetensors 0.8 writes them
-    through a temp file that is 0600 whatever the umask (safetensors/safetensors#782; its fix, #789,
-    unreleased): a checkpoint or export written in a container could not be loaded by the user
-    beside it, though its config.json could be read."""
-    umask = os.umask(0o077)  # Python reads the umask only by setting it: put back at once
-    os.umask(umask)
+    """Give a saved model's *.safetensors the mode any other file in `folder` gets. safetensors 0.8
+    writes them through a temp file that is 0600 whatever the umask (safetensors/safetensors#782; its
+    fix, #789, unreleased): a checkpoint or export written in a container could not be loaded by the
+    user beside it, though its config.json could be read. The folder was made under the umask, so
+    its mode less the execute bits is what the umask gives a file (0755 -> 0644); read, not set,
+    because Python reads the umask only by setting it, for every thread at once."""
+    mode = Path(folder).stat().st_mode & 0o666
     for file in Path(folder).glob("*.safetensors"):
-        file.chmod(0o666 & ~umask)
+        file.chmod(mode)
+
+
+@contextlib.contextmanager
+def replaced_whole(target: Path, what: str) -> Iterator[Path]:
+    """A fresh folder to fill, which then takes `target`'s place: a reader sees the old folder or
+    the new one whole, and a failure while filling leaves the old one as it was."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = aside(target, what)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = aside(target, "old")
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_parquet_atomic(table: pa.Table | pd.DataFrame, path: str | Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -170,10 +171,39 @@ def test_report_has_every_section_and_valid_images(tiny_results, tmp_path, capsy
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (report / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(pngs) and "<table>" in page
-    import json
-
     summary = json.loads((report / "summary.json").read_text())
     assert summary["counts"]["ok"] == 10 and summary["counts"]["skipped"] == 2
+
+
+def test_a_report_replaces_an_earlier_report_whole_and_nothing_else(tiny_results, tmp_path, capsys, monkeypatch):
+    from analysis import report as report_module
+    from analysis.__main__ import main
+
+    out = tmp_path / "report"
+    assert main(["report", str(tiny_results), "--out", str(out)]) == 0
+    two_models = {p.name for p in out.glob("*.png")}
+    one = pd.read_parquet(tiny_results / "results.parquet").query("model == 'tiny-bert' and method == 'full'")
+    (tmp_path / "one").mkdir()
+    one.to_parquet(tmp_path / "one" / "results.parquet")
+    # a report that fails while it is written leaves the earlier one as it was, and nothing beside it
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    monkeypatch.setattr(report_module, "write_report", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        report_module.build_report([str(tmp_path / "one")], out)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "report"]
+    monkeypatch.undo()
+    # one method's report over the two models' report: none of the old figures stays behind
+    assert main(["report", str(tmp_path / "one"), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"ok": 2}
+    assert {p.name for p in out.glob("*.png")} == set(summary["figures"]) < two_models
+    # a folder that holds anything but a report is not the report's to replace
+    store = sorted(p.name for p in tiny_results.rglob("*"))
+    capsys.readouterr()
+    assert main(["report", str(tiny_results), "--out", str(tiny_results)]) == 2
+    assert f"--out = {str(tiny_results)!r} holds what is not a report (" in capsys.readouterr().err
+    assert sorted(p.name for p in tiny_results.rglob("*")) == store
 
 
 def test_compare_prints_one_pair(tiny_results, tmp_path, capsys):
