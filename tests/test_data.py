@@ -150,7 +150,7 @@ def test_unknown_format(tmp_path):
 
 def test_folder_without_train_file_lists_what_it_has(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(DataError, match=r"expected train\.\{parquet,csv,jsonl\}.*found: notes.txt"):
+    with pytest.raises(DataError, match=r"expected train\.\{parquet,csv,jsonl,json\}.*found: notes.txt"):
         _load(tmp_path)
 
 

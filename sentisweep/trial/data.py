@@ -114,7 +114,7 @@ def _hub_problem(source: str, err: Exception) -> str:
     return (f"data.source = {source!r}: not in a local mirror and not loadable from the Hugging Face Hub "
             f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}). Offline, set "
             f"{MIRROR_VARIABLE} to a folder holding {source}/train.parquet and test.parquet, or point "
-            f"data.source at a local folder of train/test Parquet, CSV or JSONL files (a relative one is "
+            f"data.source at a local folder of train/test Parquet, CSV, JSONL or JSON files (a relative one is "
             f"read from {Path.cwd()})")
 
 
@@ -232,7 +232,7 @@ def _read_folder(path: Path) -> dict[str, pd.DataFrame]:
             found[split] = read_table(file, str(file))
     if "train" not in found:
         present = ", ".join(sorted(f.name for f in path.iterdir())) or "nothing"
-        raise DataError(f"{path}: expected train.{{parquet,csv,jsonl}} (and optionally "
+        raise DataError(f"{path}: expected train.{{{','.join(kind for kind in FORMATS.values())}}} (and optionally "
                         f"validation.*, test.*); found: {present}")
     return found
 
