@@ -39,7 +39,9 @@ def umask_safetensors(folder: str | Path) -> None:
 @contextlib.contextmanager
 def replaced_whole(target: Path, what: str) -> Iterator[Path]:
     """A fresh folder to fill, which then takes `target`'s place: a reader sees the old folder or
-    the new one whole, and a failure while filling leaves the old one as it was."""
+    the new one, each whole (between the two renames, for a moment, neither), and a failure while
+    filling leaves the old one as it was. A link is followed: the folder it names is replaced."""
+    target = target.resolve() if target.is_symlink() else target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = aside(target, what)
     staging.mkdir()

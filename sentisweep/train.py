@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", dest="output_dir", help="output folder (refuses to overwrite a finished trial)")
     p.add_argument("--overwrite", action="store_true", help="replace the result already in --out")
     d = p.add_argument_group("data")
-    d.add_argument("--data", dest="source", help="hub dataset id, folder/file of parquet/csv/jsonl/json, or aclImdb folder")
+    d.add_argument("--data", dest="source",
+                   help="hub dataset id, folder/file of parquet/csv/jsonl/json, or aclImdb folder")
     d.add_argument("--text-column")
     d.add_argument("--label-column")
     d.add_argument("--split", choices=["holdout", "reshuffle"])
