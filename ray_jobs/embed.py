@@ -50,6 +50,7 @@ from sentisweep.registry import UnknownNameError
 from sentisweep.results import now_iso
 from sentisweep.screen import elapsed, shown
 from sentisweep.storage import Store
+from sentisweep.trial.data import check_source
 from sentisweep.trial.models import get_model_spec
 
 SPLITS = ("train", "validation", "test")
@@ -178,8 +179,10 @@ def job_from_args(args: argparse.Namespace) -> EmbedJob:
                    splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()), overwrite=args.overwrite,
                    concurrency=args.concurrency, cpus_per_actor=args.cpus_per_actor,
                    gpus_per_actor=args.gpus_per_actor, rows_per_call=args.rows_per_call)
-    if job.problems():
-        raise ConfigError(job.problems(), "ray_jobs/embed.py arguments")
+    # the texts, before Ray starts: a missing source was said only after a local Ray had started
+    problems = job.problems() + [p.replace("data.source = ", "--data = ", 1) for p in check_source(job.data)]
+    if problems:
+        raise ConfigError(problems, "ray_jobs/embed.py arguments")
     return job
 
 

@@ -39,6 +39,7 @@ from sentisweep.probe.embeddings import META_KEY
 from sentisweep.results import ResultsError, read_results
 from sentisweep.screen import report_command, shown
 from sentisweep.storage import Store, exists, is_remote
+from sentisweep.trial.data import check_source
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_results(results_table) if store.exists(config.name, RESULTS_TABLE) else None
     # each row by the (embeddings, checkpoint) it was fitted on: what `_key(run)` gives
     by_source = {_source_of(row["method_params"]): row for _, row in rows.iterrows()} if rows is not None else {}
+    if any(args.overwrite or not (_key(run) in by_source or embedded(run["embeddings"])) for run in runs):
+        missing = check_source(config.data)  # texts to embed: there, before Ray starts
+        if missing:
+            raise ConfigError(missing, args.config)
     stale = [] if args.overwrite else stale_embeddings(config, runs) + changed_rows(config, runs, by_source)
     if stale:
         raise ConfigError(stale, args.config, "pass --overwrite to embed again and replace their rows, or give "

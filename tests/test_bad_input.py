@@ -88,6 +88,9 @@ def world(tmp_path_factory, cache_dir) -> Path:
     _yaml(w / "study_escape.yaml", {**study, "name": "../escape"}, "python ray_jobs/embed_xgb.py")
     _yaml(w / "study_pooling.yaml", {**study, "models": [{"model": "tiny-bert", "pooling": "last"}]},
           "python ray_jobs/embed_xgb.py")
+    _yaml(w / "study_no_data.yaml", {**study, "models": [{"model": "tiny-bert"}], "storage": str(w / "study_store"),
+                                      "data": {**study["data"], "source": str(w / "nowhere")}},
+          "python ray_jobs/embed_xgb.py")
     (w / "results_dir").mkdir()  # where a finished sweep's table already is
     (w / "results_dir" / "smoke").mkdir()
     (w / "results_dir" / "smoke" / "results.parquet").write_bytes(b"a finished sweep's table")
@@ -172,6 +175,8 @@ CASES = {
                              ["--rows-per-call = 2"]),
     "embed: pooling for a decoder": (EMBED, ["--model", "tiny-qwen3", "--pooling", "cls", "--out", "{w}/emb2"],
                                      ["pooling = 'cls'", "allowed: mean, last"]),
+    "embed: no such data": (EMBED, ["--model", "tiny-bert", "--data", "{w}/nowhere", "--out", "{w}/emb2"],
+                            ["--data = '{w}/nowhere': no such file or folder"]),
     "xgboost: no embeddings": (XGB, ["--embeddings", "{w}/nowhere"], ["embeddings = '{w}/nowhere'"]),
     "xgboost: name escapes storage": (XGB, ["--embeddings", "{w}/emb", "--name", "../../escape", "--workers", "0",
                                            "--storage", "{w}/xgb"], ["--name = '../../escape'"]),
@@ -180,6 +185,8 @@ CASES = {
     "xgboost: depth 0": (XGB, ["--embeddings", "{w}/emb", "--max-depth", "0", "--workers", "0"], ["max_depth"]),
     "study: name escapes storage": (STUDY, ["--config", "{w}/study_escape.yaml"], ["name = '../escape'"]),
     "study: pooling": (STUDY, ["--config", "{w}/study_pooling.yaml"], ["models[0].pooling = 'last'"]),
+    "study: no such data": (STUDY, ["--config", "{w}/study_no_data.yaml"],
+                            ["data.source = '{w}/nowhere': no such file or folder"]),
     "predict: no such results": (PREDICT, ["--results", "{w}/nowhere", "hello"], ["--results = '{w}/nowhere'"]),
     "predict: no such trial": (PREDICT, ["--results", "{w}/store/s", "--select", "nope", "hi"], ["--select = 'nope'"]),
     "predict: cuda without a GPU": (PREDICT, ["--results", "{w}/store/s", "--device", "cuda", "hi"],
@@ -217,6 +224,12 @@ def test_bad_input_exits_2_names_field_and_value_and_changes_nothing(case, world
     if command == DEMO:
         pytest.importorskip("gradio")
     monkeypatch.chdir(ROOT)  # the shipped configs' relative paths, as a user in the checkout
+    import ray
+
+    def refuse(*args, **kwargs):  # bad input is said before Ray starts (a data source was said after)
+        raise AssertionError("bad input started Ray")
+
+    monkeypatch.setattr(ray, "init", refuse)
     before = snapshot(world)
     code = run_main(command, [a.replace("{w}", str(world)) for a in argv])
     err = capsys.readouterr().err
