@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,7 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub on these machines; never 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the default cache is the user's (~/.cache/sentisweep): the suite and the commands it starts keep
 # one of their own, so they touch only what they made
-os.environ.setdefault("SENTISWEEP_CACHE_DIR", tempfile.mkdtemp(prefix="sentisweep-test-cache-"))
+if "SENTISWEEP_CACHE_DIR" not in os.environ:  # and removed at the end: each run left one in /tmp
+    os.environ["SENTISWEEP_CACHE_DIR"] = tempfile.mkdtemp(prefix="sentisweep-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SENTISWEEP_CACHE_DIR"], ignore_errors=True)
 if SHARED_DATA.is_dir():  # these machines' copy of the Hub's datasets (data.source: imdb)
     os.environ.setdefault("SENTISWEEP_DATA_MIRROR", str(SHARED_DATA))
 if os.environ.get("PYTEST_XDIST_WORKER"):
