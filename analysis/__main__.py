@@ -56,10 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     pair.add_argument("b")
     args = parser.parse_args(argv)
 
-    from analysis.load import load_results, split_by_status
+    from analysis.load import ResultsError, load_results, split_by_status
 
     if args.command == "report":
         from analysis.report import build_report
+
+        if args.within < 0:
+            raise ResultsError(f"--within = {args.within:g}: must be 0 or more (accuracy points below the best)")
 
         _, screen = build_report(args.results, Path(args.out), args.within)
         print(screen)
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     ok, _ = split_by_status(load_results(args.results))
     groups = group_correctness(ok)
     a, b = (resolve_method(name, sorted(groups)) for name in (args.a, args.b))
+    if a == b:
+        raise ResultsError(f"{args.a!r} and {args.b!r} are both {a!r}: name two different methods")
     result = compare(a, groups[a], b, groups[b])
     for key, value in result.as_row().items():
         print(f"{key:>12}: {value}")

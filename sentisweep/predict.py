@@ -250,7 +250,10 @@ def check_output(output: str | None, overwrite: bool) -> None:
 @exit_codes.command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    texts = list(args.texts) + (read_texts(args.input, args.text_column) if args.input else [])
+    read = read_texts(args.input, args.text_column) if args.input else []
+    if args.input and not read:
+        raise PredictError(f"--input = {args.input!r}: holds no texts")
+    texts = list(args.texts) + read
     if not texts:
         raise PredictError("nothing to classify: give texts as arguments or --input FILE")
     check_output(args.output, args.overwrite)

@@ -91,6 +91,7 @@ def world(tmp_path_factory, cache_dir) -> Path:
     _yaml(w / "study_no_data.yaml", {**study, "models": [{"model": "tiny-bert"}], "storage": str(w / "study_store"),
                                       "data": {**study["data"], "source": str(w / "nowhere")}},
           "python ray_jobs/embed_xgb.py")
+    (w / "no_texts.csv").write_text("text\n")  # a header, and no row under it
     (w / "results_dir").mkdir()  # where a finished sweep's table already is
     (w / "results_dir" / "smoke").mkdir()
     (w / "results_dir" / "smoke" / "results.parquet").write_bytes(b"a finished sweep's table")
@@ -206,6 +207,12 @@ CASES = {
     "report: no such results": (ANALYSIS, ["report", "{w}/nowhere", "--out", "{w}/rep"], ["{w}/nowhere: no such"]),
     "report: out is a file": (ANALYSIS, ["report", "{w}/store/s", "--out", "{w}/a_file.txt"],
                               ["--out = '{w}/a_file.txt': a file"]),
+    "predict: an input with no texts": (PREDICT, ["--results", "{w}/store/s", "--input", "{w}/no_texts.csv"],
+                                        ["--input = '{w}/no_texts.csv': holds no texts"]),
+    "report: within below 0": (ANALYSIS, ["report", "{w}/store/s", "--out", "{w}/rep", "--within", "-1"],
+                               ["--within = -1: must be 0 or more"]),
+    "compare: a method with itself": (ANALYSIS, ["compare", "{w}/store/s", "lora", "tiny-bert / lora"],
+                                      ["'lora' and 'tiny-bert / lora' are both 'tiny-bert / lora'"]),
     "compare: unknown method": (ANALYSIS, ["compare", "{w}/store/s", "lora", "nope"], ["'nope' is not among"]),
     "demo: top k 0": (DEMO, ["--results", "{w}/store/s", "--top-k", "0"], ["--top-k = 0"]),
 }

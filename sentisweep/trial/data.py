@@ -200,7 +200,7 @@ def read_table(path: Path, name: str) -> pd.DataFrame:
         # array read as lines became one row of dicts, columns 0, 1, ... and no `text`
         return pd.read_json(path, lines=kind == "jsonl" or not _starts_an_array(path))
     except Exception as err:  # pyarrow / pandas raise many types for corrupt files
-        hint = "; a CSV text holding a comma must be quoted" if kind == "csv" else ""
+        hint = "; a CSV text holding a comma must be quoted" if kind == "csv" and "fields" in str(err) else ""
         err = f"{type(err).__name__}: {str(err).strip()}"
         raise DataError(f"{name}: not a readable {kind} file ({err}){hint}") from None
 
