@@ -42,7 +42,7 @@ def build_parser():
         epilog="exit status: 0 every trial ok or skipped; 1 done, but some trial failed (its row "
                "says why); 2 bad config or arguments; 4 a tuning cell found no setting, so its seeds did "
                "not run (the last lines say why); 130 interrupted (continue with --resume).")
-    p.add_argument("--gpu-memory", type=float, metavar="GIB",
+    p.add_argument("--gpu-memory", type=driver.number_from(0, above=True), metavar="GIB",
                    help="memory of the GPU each trial gets, for the memory check and gpus_per_trial: auto "
                         "(default: resources.gpu_memory_gib, else this machine's GPU)")
     p.add_argument("--untuned-fallback", action="store_true",

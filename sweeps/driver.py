@@ -24,6 +24,17 @@ from sentisweep.storage import Store
 CONFIGS = Path(__file__).resolve().parent / "configs"  # the shipped configs, found from any directory
 
 
+def number_from(low: float, above: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number at least `low` (above it, where `above`); argparse names the flag."""
+    def number(text: str) -> float:
+        value = float(text)  # argparse turns a ValueError into "invalid number value"
+        if value < low or (above and value == low):
+            raise argparse.ArgumentTypeError(f"{text}: must be {'above' if above else 'at least'} {low:g}")
+        return value
+    number.__name__ = "number"
+    return number
+
+
 def parser(prog: str, description: str, what: str, default_config: str, epilog: str) -> argparse.ArgumentParser:
     """The flags every driver takes; the caller adds its own. `default_config`: a file in CONFIGS."""
     default_config = shown(str(CONFIGS / default_config))  # sweeps/configs/... from the checkout's root
@@ -38,10 +49,10 @@ def parser(prog: str, description: str, what: str, default_config: str, epilog: 
     p.add_argument("--dry-run", action="store_true", help=f"validate, print the {what}'s plan, start nothing")
     p.add_argument("--local", action="store_true",
                    help="one machine: start Ray here even if RAY_ADDRESS is set; trials queue on its GPU/CPUs")
-    p.add_argument("--num-gpus", type=float, default=None,
+    p.add_argument("--num-gpus", type=number_from(0), default=None,
                    help="GPUs Ray may schedule on with --local (default: what torch sees)")
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
-    p.add_argument("--wait-for-nodes", type=float, metavar="MINUTES",
+    p.add_argument("--wait-for-nodes", type=number_from(0), metavar="MINUTES",
                    help="when no node can run a trial now, wait this long for the autoscaler to add one "
                         "(default 30 where an autoscaler runs; without one such a sweep is refused at once "
                         "unless this is given: nodes added by hand, or by a scaler Ray does not see)")

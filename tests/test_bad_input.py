@@ -145,6 +145,10 @@ CASES = {
     # a storage it cannot write to: said before Ray starts (a pyarrow traceback after tokenizing, before)
     "sweep: storage under a file": (SWEEP, ["--config", "sweeps/configs/smoke.yaml", "--storage",
                                             "{w}/a_file.txt/results"], ["--storage: cannot write to {w}/a_file.txt/"]),
+    "sweep: gpu memory 0": (SWEEP, ["--config", "sweeps/configs/smoke.yaml", "--gpu-memory", "0", "--dry-run"],
+                            ["argument --gpu-memory: 0: must be above 0"]),
+    "search: wait for nodes below 0": (SEARCH, ["--dry-run", "--wait-for-nodes", "-3"],
+                                       ["argument --wait-for-nodes: -3: must be at least 0"]),
     "sweep: a model twice": (SWEEP, ["--config", "{w}/sweep_twice.yaml"], ["models = ['tiny-bert', 'tiny-bert']"]),
     "sweep: max concurrent 0": (SWEEP, ["--config", "sweeps/configs/smoke.yaml", "--max-concurrent", "0"],
                                 ["resources.max_concurrent = 0"]),
