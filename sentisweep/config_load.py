@@ -34,7 +34,8 @@ def load_config(path: str | Path, kind: str, overrides: dict[str, Any] | None = 
     raw = read_yaml(path, overrides)
     found = raw.get("kind") or _looks_like(raw)
     if found and found != kind:
-        raise ConfigError([f"kind = {found!r}: this is a {found} config, not a {kind} config "
+        a = {kind: "an" if kind[0] in "aeiou" else "a" for kind in (found, kind)}
+        raise ConfigError([f"kind = {found!r}: this is {a[found]} {found} config, not {a[kind]} {kind} config "
                            f"({RUNS_WITH.get(found, 'see README')})"], str(path))
     if kind == "embed_xgb":
         from sentisweep.probe.embed_xgb_config import parse_embed_xgb_config
