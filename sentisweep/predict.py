@@ -77,6 +77,13 @@ def select_trial(results: pd.DataFrame, select: str = "best", metric: str = SELE
     if select == "best":
         ranked = ranked_trials(results, metric)
         best = ranked.iloc[0]
+        ok = results[results["status"] == "ok"]
+        better = ok[ok[metric] < best[metric] if metric in LOWER_IS_BETTER else ok[metric] > best[metric]]
+        if len(better):  # said: the trial used is not the best of the table
+            print(f"note: {', '.join(better['trial_id'].head(3))}{' and more' if len(better) > 3 else ''} scored "
+                  f"better by {metric} but {'has' if len(better) == 1 else 'have'} no model checkpoint here "
+                  "(zero-shot, embed+xgboost and baselines keep none; trials keep one with "
+                  "training.keep_checkpoint); the best with one is used", file=sys.stderr)
         tied = ranked[ranked[metric] == best[metric]].iloc[1:]
         if len(tied):  # 300 validation rows give few distinct values: the quick sweep's best three tied
             print(f"note: best by {metric} ({best[metric]:.4f}) is a tie of {best['trial_id']} with "
@@ -91,6 +98,9 @@ def select_trial(results: pd.DataFrame, select: str = "best", metric: str = SELE
     if row["status"] != "ok":
         first_line = str(row["error"]).splitlines()[0] if isinstance(row["error"], str) else ""
         raise PredictError(f"--select = {select!r}: that trial's status is {row['status']} ({first_line[:200]})")
+    if not isinstance(row["checkpoint_path"], str):
+        raise PredictError(f"--select = {select!r}: that trial kept no model checkpoint (zero-shot, embed+xgboost "
+                           "and baselines keep none; trials keep one with training.keep_checkpoint)")
     if not is_model_checkpoint(row["checkpoint_path"]):
         raise PredictError(f"--select = {select!r}: its checkpoint {row['checkpoint_path']!r} is missing or is not "
                            "a model folder")

@@ -71,6 +71,20 @@ def test_select_best_and_by_id(store):
 
 
 @pytest.mark.unit
+def test_a_better_trial_without_a_checkpoint_is_said_not_passed_over(store, capsys):
+    table = pd.read_parquet(store / "results.parquet")
+    trained = table[table["method"] != "zero-shot"]
+    unkept = trained.iloc[[0]].assign(trial_id="unkept", checkpoint_path=None,
+                                      best_val_accuracy=trained["best_val_accuracy"].max() + 0.01)
+    with_unkept = pd.concat([table, unkept], ignore_index=True)
+    assert select_trial(with_unkept)["trial_id"] == select_trial(table)["trial_id"]
+    assert ("note: unkept scored better by best_val_accuracy but has no model checkpoint here"
+            in capsys.readouterr().err)
+    with pytest.raises(PredictError, match="--select = 'unkept': that trial kept no model checkpoint"):
+        select_trial(with_unkept, "unkept")
+
+
+@pytest.mark.unit
 def test_a_tie_for_best_is_said_with_the_tied_trials(store, capsys):
     table = pd.read_parquet(store / "results.parquet")
     select_trial(table.assign(best_val_accuracy=[0.5 + 0.1 * i for i in range(len(table))]))
