@@ -86,7 +86,7 @@ def test_hub_source_uses_load_dataset(monkeypatch):
     assert data.label_names == ["neg", "pos"] and data.sizes()["test"] == 20
 
 
-def test_hub_unreachable_says_what_to_do(monkeypatch):
+def test_hub_unreachable_says_what_to_do(monkeypatch, tmp_path):
     import datasets
 
     def offline(name):
@@ -102,6 +102,9 @@ def test_hub_unreachable_says_what_to_do(monkeypatch):
     [problem] = check_source(DataConfig(source="imdb"))  # the dry run's one line
     assert problem.startswith("data.source = 'imdb': not in a local mirror") and "SENTISWEEP_DATA_MIRROR" in problem
     assert problem.endswith(f"(a relative one is read from {Path.cwd()})")  # data/x: a hub id, or a folder
+    monkeypatch.setenv("SENTISWEEP_DATA_MIRROR", str(tmp_path))  # set, to the folder above the right one
+    [problem] = check_source(DataConfig(source="imdb"))
+    assert f"set SENTISWEEP_DATA_MIRROR (now {str(tmp_path)!r}, which holds no imdb/ folder) to a folder" in problem
 
 
 def test_reshuffle_split(data_dir):

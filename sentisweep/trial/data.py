@@ -111,9 +111,11 @@ def check_data(cfg: DataConfig) -> str:
 
 
 def _hub_problem(source: str, err: Exception) -> str:
+    mirror = os.environ.get(MIRROR_VARIABLE)  # set, but to a folder without this dataset: say which
+    now = f" (now {mirror!r}, which holds no {source}/ folder)" if mirror else ""
     return (f"data.source = {source!r}: not in a local mirror and not loadable from the Hugging Face Hub "
             f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}). Offline, set "
-            f"{MIRROR_VARIABLE} to a folder holding {source}/train.parquet and test.parquet, or point "
+            f"{MIRROR_VARIABLE}{now} to a folder holding {source}/train.parquet and test.parquet, or point "
             f"data.source at a local folder of train/test Parquet, CSV, JSONL or JSON files (a relative one is "
             f"read from {Path.cwd()})")
 
