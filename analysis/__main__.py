@@ -63,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.within < 0:
             raise ResultsError(f"--within = {args.within:g}: must be 0 or more (accuracy points below the best)")
-
         _, screen = build_report(args.results, Path(args.out), args.within)
         print(screen)
         return exit_codes.OK
