@@ -236,6 +236,17 @@ def format_pydantic(err: ValidationError) -> list[str]:
     return problems
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, where a number with an exponent and no dot (`1e-3`) is the text
+    '1e-3': `tune: {learning_rate: [1e-4, 1e-2]}` was refused as not numbers, and a variant's
+    `learning_rate: 1e-3` became another label than `1.0e-3` for the same trial. Read as YAML 1.2
+    does, a float."""
+
+
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789"))
+
+
 def read_yaml(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """A YAML mapping with `overrides` merged in; ConfigError for a missing or malformed file."""
     path = Path(path)
@@ -243,7 +254,7 @@ def read_yaml(path: str | Path, overrides: dict[str, Any] | None = None) -> dict
         where = "" if path.is_absolute() else f" in {Path.cwd()}"  # a relative path is the working directory's
         raise ConfigError([f"config file = {str(path)!r}: no such file{where}"])
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=YamlLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         raise ConfigError([f"config file = {str(path)!r}: not valid YAML ({err})"]) from None
     if raw is None:  # an empty file would silently run every default

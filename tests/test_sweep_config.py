@@ -244,6 +244,21 @@ def test_bad_sweep_configs_exit_2_before_ray(case, tmp_path):
 
 
 @pytest.mark.unit
+def test_a_number_written_1e_3_is_a_number(tmp_path):
+    """YAML 1.1, which PyYAML follows, reads `1e-3` (no dot) as text: a tuned range of them was refused
+    as not numbers, and the same rate written 1e-3 and 0.001 made two variants of one trial."""
+    config = tmp_path / "sweep.yaml"
+    config.write_text("models: [tiny-bert]\nmethods: [{name: lora, tune: {learning_rate: [1e-4, 1e-2]}}]\n"
+                      "tuning: {trials: 2, eval_steps: 2}\ntraining: {learning_rate: 1E-3}\n")
+    sweep = load_config(config, "sweep")
+    assert sweep.methods[0].tune == {"learning_rate": [1e-4, 1e-2]} and sweep.training.learning_rate == 1e-3
+    config.write_text("models: [tiny-bert]\nmethods: [{name: lora, training: {learning_rate: 1e-3}},\n"
+                      "  {name: lora, training: {learning_rate: 0.001}}]\n")
+    with pytest.raises(ConfigError, match=r"variants \['lora-lr0.001'\] appear twice"):
+        load_config(config, "sweep")
+
+
+@pytest.mark.unit
 def test_all_problems_at_once():
     with pytest.raises(ConfigError) as info:
         parse_sweep_config({"models": ["nope"], "methods": [{"name": "lora", "r": -2}, "zzz"]})
