@@ -38,7 +38,7 @@ import pandas as pd
 import timeline  # a sibling: `python benchmarks/sweep_overhead.py` puts benchmarks/ on the path
 import yaml
 
-from sentisweep.config import DataConfig
+from sentisweep.config import DataConfig, read_yaml
 from sentisweep.config_load import load_config
 from sentisweep.locations import pinned_data
 from sentisweep.plan import PlannedTrial, expand
@@ -54,7 +54,7 @@ def benchmark_config(config: Path, cpus: int, out: Path, limit: int | None, run:
     """The sweep config with every trial given `cpus` CPUs and Ray running `at_once` trials at
     a time (1: like the plain loop); optionally only the first `limit` seeds x methods.
     Each run gets its own empty cache: both tokenize once and read the source once."""
-    raw = yaml.safe_load(config.read_text())
+    raw = read_yaml(config)
     # Tune runs a trial in a folder of its own: a relative data source must be resolved here.
     data = raw.setdefault("data", {})
     data["source"] = pinned_data(DataConfig.model_validate(data)).source

@@ -151,10 +151,12 @@ def parse_variant(text: str) -> dict:
     """'attention_dropout=null' -> {'attention_dropout': None} (the value read as YAML)."""
     import yaml
 
+    from sentisweep.config import YamlLoader
+
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise SystemExit(f"--variant {text!r}: expected KEY=VALUE, a training setting such as attention_dropout=null")
-    return {key.strip(): yaml.safe_load(value)}
+    return {key.strip(): yaml.load(value, Loader=YamlLoader)}  # noqa: S506 (a SafeLoader)
 
 
 def build_parser() -> argparse.ArgumentParser:
