@@ -16,9 +16,10 @@ from analysis.load import ResultsError, load_results, read_predictions, split_by
 from analysis.significance import Comparison, compare, correctness
 from analysis.tradeoffs import describe, search_objectives, tradeoffs
 from analysis.tuning import choices_table, expected_max_table, store_of, tuning_of
+from sentisweep.layout import DRIVER_LOCK
 from sentisweep.results import BASELINE_MODEL, best_by_validation
 from sentisweep.screen import shown, status_counts
-from sentisweep.storage import replaced_whole
+from sentisweep.storage import is_remote, locked_now, replaced_whole
 
 
 def group_correctness(ok: pd.DataFrame) -> dict[str, pd.Series]:
@@ -159,9 +160,24 @@ def build_report(locations: list[str], out: Path, within_points: float = 1.0) ->
         listing = "; ".join(f"{r.trial_id}: {r.status} ({str(r.error).splitlines()[0][:120]})"
                             for r in other.itertuples())
         raise ResultsError(f"no successful trial to analyse ({results['status'].value_counts().to_dict()}): {listing}")
+    running = running_runs(locations)
     with replaced_whole(out, "report") as folder:
-        table, untuned, figures = write_report_files(folder, locations, results, ok, other, within_points)
-    return out / "report.html", report_screen(out / "report.html", locations, results, table, untuned, figures)
+        table, untuned, figures = write_report_files(folder, locations, results, ok, other, within_points, running)
+    screen = report_screen(out / "report.html", locations, results, table, untuned, figures)
+    return out / "report.html", screen + "".join(f"\nWARNING: {partial(where)}" for where in running)
+
+
+def running_runs(locations: list[str]) -> list[str]:
+    """The runs among `locations` (a run's folder, or a storage folder holding runs) whose driver
+    runs now: their trials so far are not the run's result."""
+    folders = [Path(location) for location in locations if not is_remote(location) and Path(location).is_dir()]
+    locks = [lock for folder in folders for lock in (folder / DRIVER_LOCK, *sorted(folder.glob(f"*/{DRIVER_LOCK}")))]
+    return [shown(str(lock.parent)) for lock in locks if locked_now(lock)]
+
+
+def partial(where: str) -> str:
+    return (f"{where} is running now (its driver holds {DRIVER_LOCK}): this report has only the trials finished "
+            "so far; run it again when that run ends")
 
 
 def check_out(out: Path) -> None:
@@ -174,8 +190,8 @@ def check_out(out: Path) -> None:
                            "or an earlier report's to replace that report")
 
 
-def write_report_files(out: Path, locations: list[str], results: pd.DataFrame, ok: pd.DataFrame,
-                       other: pd.DataFrame, within_points: float) -> tuple[pd.DataFrame, list[str], int]:
+def write_report_files(out: Path, locations: list[str], results: pd.DataFrame, ok: pd.DataFrame, other: pd.DataFrame,
+                       within_points: float, running: list[str]) -> tuple[pd.DataFrame, list[str], int]:
     """Every file of the report in `out`; the table, the variants that ran untuned, the figures made."""
     table = aggregate(ok)
     readable = display_table(table)
@@ -196,7 +212,7 @@ def write_report_files(out: Path, locations: list[str], results: pd.DataFrame, o
     not_ok["error"] = not_ok["error"].astype(str).str.split("\n").str[0].str[:160]
     before_figures = [
         ("Trials", f"{status_counts(results)}. Only `ok` trials are averaged; the others are "
-                   "listed at the end.\n"),
+                   "listed at the end." + "".join(f" **{partial(where)}.**" for where in running) + "\n"),
         ("Results per model and method", _markdown(readable)),
         *tuning_sections,
         ("Significance", "Paired bootstrap (2,000 resamples of the test rows) of the accuracy "
@@ -211,7 +227,7 @@ def write_report_files(out: Path, locations: list[str], results: pd.DataFrame, o
         ("Failed, skipped and stopped trials", _markdown(not_ok))]
     summary = {"counts": results["status"].value_counts().to_dict(),
                "table": json.loads(table.to_json(orient="records")), "significance": [c.as_row() for c in tests],
-               "figures": [p.name for p in figures.values()], "untuned": untuned}
+               "figures": [p.name for p in figures.values()], "untuned": untuned, "running": running}
     write_report(out, locations, before_figures, figures, after_figures, summary)
     return table, untuned, len(figures)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sentisweep import exit_codes
 from sentisweep.layout import DRIVER_LOCK, RESULTS_TABLE, RUN_CONFIG_FILE, tune_parts
+from sentisweep.storage import locked_now
 
 
 class Interruption:
@@ -98,16 +99,9 @@ def driver_lock(store, name: str):
 
 def running_now(store, name: str) -> str | None:
     """The refusal where another driver holds the run's lock now, else None."""
-    if store.remote or not store.is_file(name, DRIVER_LOCK):
+    if store.remote or not locked_now(store.path(name, DRIVER_LOCK)):
         return None
-    with open(store.path(name, DRIVER_LOCK)) as handle:  # a probe: closed, so let go, at once
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return running_message(store, name)
-        except OSError:  # no locks there: driver_lock says so once, when the run takes it
-            return None
-    return None
+    return running_message(store, name)
 
 
 def running_message(store, name: str) -> str:

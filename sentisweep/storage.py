@@ -4,6 +4,7 @@ reads as valid."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -34,6 +35,19 @@ def umask_safetensors(folder: str | Path) -> None:
     mode = Path(folder).stat().st_mode & 0o666
     for file in Path(folder).glob("*.safetensors"):
         file.chmod(mode)
+
+
+def locked_now(path: str | Path) -> bool:
+    """Whether a process holds a flock on `path` now (a run's .driver.lock while its driver runs):
+    probed with a shared lock, let go at once. False where there is no such file, or no locks."""
+    try:
+        with open(path) as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # no such file; a folder that takes no locks (the driver says so when it runs)
+        return False
+    return False
 
 
 @contextlib.contextmanager

@@ -206,6 +206,26 @@ def test_a_report_replaces_an_earlier_report_whole_and_nothing_else(tiny_results
     assert sorted(p.name for p in tiny_results.rglob("*")) == store
 
 
+def test_a_report_of_a_run_whose_driver_runs_now_says_it_is_partial(tiny_results, tmp_path, capsys):
+    import fcntl
+
+    from analysis.__main__ import main
+
+    run = tmp_path / "storage" / "tiny"  # the run's folder, inside the storage folder a user may name
+    run.mkdir(parents=True)
+    (run / "results.parquet").write_bytes((tiny_results / "results.parquet").read_bytes())
+    with open(run / ".driver.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the driver holds it while the run goes on
+        for location in (run, run.parent):
+            assert main(["report", str(location), "--out", str(tmp_path / "report")]) == 0
+            assert capsys.readouterr().out.splitlines()[-1] == (
+                f"WARNING: {run} is running now (its driver holds .driver.lock): this report has only the trials "
+                "finished so far; run it again when that run ends")
+            assert "**" + str(run) + " is running now" in (tmp_path / "report" / "report.md").read_text()
+    assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0  # the run ended
+    assert "running now" not in capsys.readouterr().out
+
+
 def test_compare_prints_one_pair(tiny_results, tmp_path, capsys):
     from analysis.__main__ import main
 
