@@ -85,6 +85,20 @@ def test_a_better_trial_without_a_checkpoint_is_said_not_passed_over(store, caps
 
 
 @pytest.mark.unit
+def test_the_best_of_a_run_whose_driver_runs_now_is_said_to_be_so_far(store, capsys):
+    import fcntl
+
+    from sentisweep.predict import load_store
+
+    with open(store / ".driver.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the driver holds it while the run goes on
+        load_store(store)
+        assert f"note: {store} is running now (its driver holds .driver.lock)" in capsys.readouterr().err
+    load_store(store)
+    assert "running now" not in capsys.readouterr().err
+
+
+@pytest.mark.unit
 def test_a_tie_for_best_is_said_with_the_tied_trials(store, capsys):
     table = pd.read_parquet(store / "results.parquet")
     select_trial(table.assign(best_val_accuracy=[0.5 + 0.1 * i for i in range(len(table))]))
