@@ -25,7 +25,7 @@ from sentisweep import exit_codes
 from sentisweep.config import ConfigError
 from sentisweep.config_load import load_config
 from sentisweep.exit_codes import BadInput
-from sentisweep.layout import RESULTS_TABLE
+from sentisweep.layout import DRIVER_LOCK, RESULTS_TABLE
 from sentisweep.locations import pin_args, pinned, pinned_data, refusal
 from sentisweep.probe.embed_xgb_config import (
     EmbedXgbConfig,
@@ -38,7 +38,7 @@ from sentisweep.probe.embed_xgb_config import (
 from sentisweep.probe.embeddings import META_KEY
 from sentisweep.results import ResultsError, read_results
 from sentisweep.screen import report_command, shown
-from sentisweep.storage import Store, exists, is_remote
+from sentisweep.storage import Store, exists, is_remote, locked_now
 from sentisweep.trial.data import check_source
 
 
@@ -70,6 +70,9 @@ def plan(config: EmbedXgbConfig, strict: bool = True) -> list[dict]:
                 if not exists(location):
                     raise ConfigError([f"no results at {location} yet; run that sweep first, into the same "
                                        f"storage ({config.storage})"])
+                if not is_remote(location) and locked_now(Path(location) / DRIVER_LOCK):
+                    raise ConfigError([f"{location} is running now (its driver holds {DRIVER_LOCK}): its best "
+                                       "so far need not be its best; run the study when that sweep ends"])
                 best = best_checkpoint(read_results(location), entry.model, location)
                 differences = trial_differences(config, best)
                 if differences:

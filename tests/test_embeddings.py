@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import separable, tiny_trial, write_split
 
-from sentisweep.config import ConfigError, DataConfig
+from sentisweep.config import ConfigError, DataConfig, TrialConfig
 from sentisweep.config_load import load_config, parse_trial_config
 from sentisweep.layout import TRIAL_INFO_FILE
 from sentisweep.probe.booster import XGBoostConfig, fit_single_process, load_splits, run_probe
@@ -183,6 +183,29 @@ def test_best_checkpoint_is_chosen_on_validation_not_test(tmp_path):
     assert (best["trial_id"], best["checkpoint_path"]) == ("b", str(tmp_path / "b"))
     with pytest.raises(ConfigError, match="no ok trial of other"):
         best_checkpoint(results, "other", "sweep")
+
+
+def test_a_study_waits_for_a_sweep_whose_driver_runs_now(tmp_path, capsys):
+    """Its best so far need not be its best: a study of it would embed a checkpoint the sweep may beat."""
+    import fcntl
+
+    from ray_jobs import embed_xgb
+    from sentisweep.results import TrialResult, write_results
+
+    (tmp_path / "ckpt").mkdir()
+    write_results([TrialResult(sweep="sweep", trial_id="t", model="tiny-bert", method="full", seed=1, status="ok",
+                               best_val_accuracy=0.8, checkpoint_path=str(tmp_path / "ckpt"),
+                               config_json=TrialConfig(model="tiny-bert", method="full").to_json())],
+                  tmp_path / "sweep" / "results.parquet")
+    study = parse_embed_xgb_config({"name": "s", "storage": str(tmp_path),
+                                    "models": [{"model": "tiny-bert", "finetuned_from": "sweep"}]})
+    with open(tmp_path / "sweep" / ".driver.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the sweep's driver holds it while it runs
+        with pytest.raises(ConfigError, match="sweep is running now .its driver holds .driver.lock.: its best so far"):
+            embed_xgb.plan(study)
+        assert [run["checkpoint"] for run in embed_xgb.plan(study, strict=False)] == [None, None]  # the dry run
+        assert "not ready: models[0].finetuned_from = 'sweep'" in capsys.readouterr().out
+    assert [run["source"] for run in embed_xgb.plan(study)] == ["pretrained", "finetuned"]  # the sweep ended
 
 
 def test_a_store_with_a_sweep_table_and_loose_trial_rows_reads_each_row_once(tmp_path):
