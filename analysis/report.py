@@ -154,13 +154,17 @@ def build_report(locations: list[str], out: Path, within_points: float = 1.0) ->
     validation accuracy is named. An earlier report in `out` is replaced whole once the new one is
     written (no figure of it stays behind); a folder holding anything else is refused."""
     check_out(out)
-    results = load_results(locations)
+    running = running_runs(locations)
+    try:
+        results = load_results(locations)
+    except ResultsError as err:  # a run just started, or still tuning, has no row yet
+        raise ResultsError(str(err) + "".join(f"; {where} is running now: no trial of it has finished yet"
+                                              for where in running)) from None
     ok, other = split_by_status(results)
     if ok.empty:
         listing = "; ".join(f"{r.trial_id}: {r.status} ({str(r.error).splitlines()[0][:120]})"
                             for r in other.itertuples())
         raise ResultsError(f"no successful trial to analyse ({results['status'].value_counts().to_dict()}): {listing}")
-    running = running_runs(locations)
     with replaced_whole(out, "report") as folder:
         table, untuned, figures = write_report_files(folder, locations, results, ok, other, within_points, running)
     screen = report_screen(out / "report.html", locations, results, table, untuned, figures)

@@ -213,9 +213,11 @@ def test_a_report_of_a_run_whose_driver_runs_now_says_it_is_partial(tiny_results
 
     run = tmp_path / "storage" / "tiny"  # the run's folder, inside the storage folder a user may name
     run.mkdir(parents=True)
-    (run / "results.parquet").write_bytes((tiny_results / "results.parquet").read_bytes())
     with open(run / ".driver.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the driver holds it while the run goes on
+        assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 2  # still tuning: no row yet
+        assert capsys.readouterr().err.rstrip().endswith(f"; {run} is running now: no trial of it has finished yet")
+        (run / "results.parquet").write_bytes((tiny_results / "results.parquet").read_bytes())
         for location in (run, run.parent):
             assert main(["report", str(location), "--out", str(tmp_path / "report")]) == 0
             assert capsys.readouterr().out.splitlines()[-1] == (
