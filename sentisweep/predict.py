@@ -86,9 +86,9 @@ def select_trial(results: pd.DataFrame, select: str = "best", metric: str = SELE
         better = ok[ok[metric] < best[metric] if metric in LOWER_IS_BETTER else ok[metric] > best[metric]]
         if len(better):  # said: the trial used is not the best of the table
             print(f"note: {', '.join(better['trial_id'].head(3))}{' and more' if len(better) > 3 else ''} scored "
-                  f"better by {metric} but {'has' if len(better) == 1 else 'have'} no model checkpoint here "
-                  "(zero-shot, embed+xgboost and baselines keep none; trials keep one with "
-                  "training.keep_checkpoint); the best with one is used", file=sys.stderr)
+                  f"better by {metric} but left no model to load here (zero-shot, embed+xgboost and baselines keep "
+                  "none; other trials keep theirs unless training.keep_checkpoint is false); the best with a model "
+                  "is used", file=sys.stderr)
         tied = ranked[ranked[metric] == best[metric]].iloc[1:]
         if len(tied):  # 300 validation rows give few distinct values: the quick sweep's best three tied
             print(f"note: best by {metric} ({best[metric]:.4f}) is a tie of {best['trial_id']} with "

@@ -78,7 +78,7 @@ def test_a_better_trial_without_a_checkpoint_is_said_not_passed_over(store, caps
                                       best_val_accuracy=trained["best_val_accuracy"].max() + 0.01)
     with_unkept = pd.concat([table, unkept], ignore_index=True)
     assert select_trial(with_unkept)["trial_id"] == select_trial(table)["trial_id"]
-    assert ("note: unkept scored better by best_val_accuracy but has no model checkpoint here"
+    assert ("note: unkept scored better by best_val_accuracy but left no model to load here"
             in capsys.readouterr().err)
     with pytest.raises(PredictError, match="--select = 'unkept': that trial kept no model checkpoint"):
         select_trial(with_unkept, "unkept")
