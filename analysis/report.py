@@ -184,12 +184,18 @@ def partial(where: str) -> str:
             "so far; run it again when that run ends")
 
 
+REPORT_FILES = ("report.md", "report.html", "summary.json", "table.csv", "table_numbers.csv", "table.tex", ".study")
+
+
 def check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ResultsError(f"--out = {str(out)!r}: a file, not a folder")
     there = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if there and "summary.json" not in there:  # a report's own file: any other folder is not ours to replace
-        shown_names = ", ".join(there[:5]) + (f" and {len(there) - 5} more" if len(there) > 5 else "")
+    # an earlier report, and nothing beside it, is ours to replace: not a results store, not a user's notes
+    foreign = [name for name in there if name not in REPORT_FILES and not name.endswith(".png")]
+    if there and ("summary.json" not in there or foreign):
+        foreign = foreign or there
+        shown_names = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise ResultsError(f"--out = {str(out)!r} holds what is not a report ({shown_names}); name a new folder, "
                            "or an earlier report's to replace that report")
 

@@ -182,6 +182,7 @@ def test_a_report_replaces_an_earlier_report_whole_and_nothing_else(tiny_results
     out = tmp_path / "report"
     assert main(["report", str(tiny_results), "--out", str(out)]) == 0
     two_models = {p.name for p in out.glob("*.png")}
+    assert {p.name for p in out.iterdir()} - two_models <= set(report_module.REPORT_FILES)  # a rerun replaces them
     one = pd.read_parquet(tiny_results / "results.parquet").query("model == 'tiny-bert' and method == 'full'")
     (tmp_path / "one").mkdir()
     one.to_parquet(tmp_path / "one" / "results.parquet")
@@ -198,7 +199,12 @@ def test_a_report_replaces_an_earlier_report_whole_and_nothing_else(tiny_results
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"] == {"ok": 2}
     assert {p.name for p in out.glob("*.png")} == set(summary["figures"]) < two_models
-    # a folder that holds anything but a report is not the report's to replace
+    # a folder that holds anything but a report is not the report's to replace: a user's notes beside one,
+    (out / "notes.txt").write_text("what I made of it")
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "one"), "--out", str(out)]) == 2
+    assert f"--out = {str(out)!r} holds what is not a report (notes.txt)" in capsys.readouterr().err
+    # or a results store
     store = sorted(p.name for p in tiny_results.rglob("*"))
     capsys.readouterr()
     assert main(["report", str(tiny_results), "--out", str(tiny_results)]) == 2
