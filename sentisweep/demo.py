@@ -34,9 +34,8 @@ EXAMPLES = ["One of the best films I have seen in years: moving, funny and beaut
 
 def load_trials(results: str, select: str, metric: str, top_k: int) -> list[tuple[pd.Series, Classifier]]:
     table = load_store(results)
-    rows = [select_trial(table, select, metric)] if select != "best" else []
-    ranked = ranked_trials(table, metric)
-    rows += [row for _, row in ranked.iterrows() if not rows or row["trial_id"] != rows[0]["trial_id"]]
+    rows = [select_trial(table, select, metric)]  # "best" as predict says it: ties, a better row with no model
+    rows += [row for _, row in ranked_trials(table, metric).iterrows() if row["trial_id"] != rows[0]["trial_id"]]
     chosen = rows[:top_k]
     print(f"loading {len(chosen)} trial(s): " + "; ".join(describe(r) for r in chosen), file=sys.stderr, flush=True)
     return [(row, Classifier(row["checkpoint_path"], trial_cache_dir(row))) for row in chosen]

@@ -19,7 +19,7 @@ from simcluster import free_ports
 
 from sentisweep.config_load import parse_trial_config
 from sentisweep.export import export
-from sentisweep.predict import PredictError, load_selected, main, read_texts, select_trial
+from sentisweep.predict import PredictError, load_selected, main, ranked_trials, read_texts, select_trial
 from sentisweep.results import SCHEMA, write_results
 from sentisweep.trial import onednn
 from sentisweep.trial.data import DataError
@@ -96,6 +96,22 @@ def test_the_best_of_a_run_whose_driver_runs_now_is_said_to_be_so_far(store, cap
         assert f"note: {store} is running now (its driver holds .driver.lock)" in capsys.readouterr().err
     load_store(store)
     assert "running now" not in capsys.readouterr().err
+
+
+@pytest.mark.unit
+def test_the_demo_loads_the_best_first_and_says_what_predict_says(store, capsys, monkeypatch, tmp_path):
+    pytest.importorskip("gradio")
+    from sentisweep import demo
+
+    monkeypatch.setattr(demo, "Classifier", lambda checkpoint, cache_dir: checkpoint)  # what it would load
+    table = pd.read_parquet(store / "results.parquet")
+    trained = table[table["method"] != "zero-shot"]
+    unkept = trained.iloc[[0]].assign(trial_id="unkept", checkpoint_path=None,
+                                      best_val_accuracy=trained["best_val_accuracy"].max() + 0.01)
+    pd.concat([table, unkept], ignore_index=True).to_parquet(tmp_path / "results.parquet")
+    loaded = demo.load_trials(str(tmp_path), "best", "best_val_accuracy", 5)
+    assert [row["trial_id"] for row, _ in loaded] == list(ranked_trials(table)["trial_id"])
+    assert "note: unkept scored better by best_val_accuracy" in capsys.readouterr().err
 
 
 @pytest.mark.unit
