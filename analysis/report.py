@@ -19,7 +19,7 @@ from analysis.tuning import choices_table, expected_max_table, store_of, tuning_
 from sentisweep.layout import DRIVER_LOCK
 from sentisweep.results import BASELINE_MODEL, best_by_validation
 from sentisweep.screen import shown, status_counts
-from sentisweep.storage import is_remote, locked_now, replaced_whole
+from sentisweep.storage import driver_running, replaced_whole
 
 
 def group_correctness(ok: pd.DataFrame) -> dict[str, pd.Series]:
@@ -174,9 +174,9 @@ def build_report(locations: list[str], out: Path, within_points: float = 1.0) ->
 def running_runs(locations: list[str]) -> list[str]:
     """The runs among `locations` (a run's folder, or a storage folder holding runs) whose driver
     runs now: their trials so far are not the run's result."""
-    folders = [Path(location) for location in locations if not is_remote(location) and Path(location).is_dir()]
-    locks = [lock for folder in folders for lock in (folder / DRIVER_LOCK, *sorted(folder.glob(f"*/{DRIVER_LOCK}")))]
-    return [shown(str(lock.parent)) for lock in locks if locked_now(lock)]
+    folders = [Path(location) for location in locations if Path(location).is_dir()]  # an s3:// URI is none
+    runs = [run for folder in folders for run in (folder, *sorted(p.parent for p in folder.glob(f"*/{DRIVER_LOCK}")))]
+    return [shown(str(run)) for run in runs if driver_running(run)]
 
 
 def partial(where: str) -> str:

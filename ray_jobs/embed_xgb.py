@@ -38,7 +38,7 @@ from sentisweep.probe.embed_xgb_config import (
 from sentisweep.probe.embeddings import META_KEY
 from sentisweep.results import ResultsError, read_results
 from sentisweep.screen import report_command, shown
-from sentisweep.storage import Store, exists, is_remote, locked_now
+from sentisweep.storage import Store, driver_running, exists, is_remote
 from sentisweep.trial.data import check_source
 
 
@@ -70,7 +70,7 @@ def plan(config: EmbedXgbConfig, strict: bool = True) -> list[dict]:
                 if not exists(location):
                     raise ConfigError([f"no results at {location} yet; run that sweep first, into the same "
                                        f"storage ({config.storage})"])
-                if not is_remote(location) and locked_now(Path(location) / DRIVER_LOCK):
+                if driver_running(location):
                     raise ConfigError([f"{location} is running now (its driver holds {DRIVER_LOCK}): its best "
                                        "so far need not be its best; run the study when that sweep ends"])
                 best = best_checkpoint(read_results(location), entry.model, location)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sentisweep import exit_codes
 from sentisweep.layout import DRIVER_LOCK, RESULTS_TABLE, RUN_CONFIG_FILE, tune_parts
-from sentisweep.storage import locked_now
+from sentisweep.storage import driver_running
 
 
 class Interruption:
@@ -99,7 +99,7 @@ def driver_lock(store, name: str):
 
 def running_now(store, name: str) -> str | None:
     """The refusal where another driver holds the run's lock now, else None."""
-    if store.remote or not locked_now(store.path(name, DRIVER_LOCK)):
+    if store.remote or not driver_running(store.path(name)):
         return None
     return running_message(store, name)
 

@@ -34,7 +34,7 @@ def load_config(path: str | Path, kind: str, overrides: dict[str, Any] | None = 
     raw = read_yaml(path, overrides)
     found = raw.get("kind") or _looks_like(raw)
     if found and found != kind:
-        a = {kind: "an" if kind[0] in "aeiou" else "a" for kind in (found, kind)}
+        a = {name: "an" if name[0] in "aeiou" else "a" for name in (found, kind)}
         raise ConfigError([f"kind = {found!r}: this is {a[found]} {found} config, not {a[kind]} {kind} config "
                            f"({RUNS_WITH.get(found, 'see README')})"], str(path))
     if kind == "embed_xgb":

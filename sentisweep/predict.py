@@ -25,7 +25,7 @@ from sentisweep.config import DEFAULT_MAX_LENGTH, default_cache_dir
 from sentisweep.exit_codes import BadInput
 from sentisweep.layout import DRIVER_LOCK
 from sentisweep.results import ResultsError, read_results, trial_info
-from sentisweep.storage import Store, is_remote, local_copy, locked_now
+from sentisweep.storage import Store, driver_running, local_copy
 from sentisweep.trial.data import FORMATS, read_table
 from sentisweep.trial.device import inference_autocast
 
@@ -55,7 +55,7 @@ def load_store(location: str | Path) -> pd.DataFrame:
         results = read_results(location)
     except ResultsError as err:
         raise PredictError(f"--results = {str(location)!r}: {err}") from None
-    if not is_remote(str(location)) and locked_now(Path(location) / DRIVER_LOCK):
+    if driver_running(location):
         print(f"note: {location} is running now (its driver holds {DRIVER_LOCK}): the best is of the trials "
               "finished so far", file=sys.stderr)
     return results

@@ -16,6 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sentisweep.layout import DRIVER_LOCK
+
 
 def aside(target: Path, what: str) -> Path:
     """A fresh name beside `target` for what is written there first and renamed onto it. Not
@@ -37,11 +39,14 @@ def umask_safetensors(folder: str | Path) -> None:
         file.chmod(mode)
 
 
-def locked_now(path: str | Path) -> bool:
-    """Whether a process holds a flock on `path` now (a run's .driver.lock while its driver runs):
-    probed with a shared lock, let go at once. False where there is no such file, or no locks."""
+def driver_running(run: str | Path) -> bool:
+    """Whether a driver runs the run in folder `run` now: it holds `<run>/.driver.lock` (a flock,
+    probed here with a shared lock and let go at once). False in object storage (no locks there),
+    where there is no lock file, and in a folder that takes no locks."""
+    if is_remote(str(run)):
+        return False
     try:
-        with open(path) as handle:
+        with open(Path(run) / DRIVER_LOCK) as handle:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
