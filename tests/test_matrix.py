@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pandas as pd
 import pytest
@@ -85,6 +86,10 @@ def test_same_seed_same_metrics(data_dir, cache_dir, tmp_path):
     pd.testing.assert_frame_equal(first, second)
 
 
+def _event_writers() -> list:
+    return [t for t in threading.enumerate() if type(t).__name__ == "_EventLoggerThread"]  # tensorboardX's
+
+
 def test_failure_is_recorded_not_raised(data_dir, cache_dir, tmp_path, monkeypatch):
     import torch
 
@@ -92,11 +97,14 @@ def test_failure_is_recorded_not_raised(data_dir, cache_dir, tmp_path, monkeypat
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr("transformers.Trainer.train", out_of_memory)
+    writers_before = _event_writers()
     result = run_trial(parse_trial_config(tiny_trial("tiny-bert", "full", data_dir, cache_dir, tmp_path)))
     assert result.status == "failed" and result.error_type == "OutOfMemoryError"
     assert "Tried to allocate" in result.error
     stored = read_results(tmp_path / "result.parquet")
     assert stored.loc[0, "status"] == "failed" and pd.isna(stored.loc[0, "accuracy"])
+    # the TensorBoard writer is closed though training never ended: one left open keeps its thread
+    assert _event_writers() == writers_before
 
 
 def test_half_precision_on_cpu_is_skipped(data_dir, cache_dir, tmp_path):

@@ -136,8 +136,9 @@ def _run(config: TrialConfig, data: TaskData, result: TrialResult, out: Path, qu
                                               config.training.max_length, config.data.cache_dir,
                                               config.data.truncation, config.data.head_share)
                          for name, frame in data.splits.items()}
-            probabilities = _train_and_predict(config, built, tokenized, result, out, device, precision, quiet,
-                                               callbacks, resume_from)
+            with _tensorboard_events(out) as events:
+                probabilities = _train_and_predict(config, built, tokenized, result, out, device, precision,
+                                                   quiet, [*callbacks, *events], resume_from)
             if result.checkpoint_path:  # what predict / export / embed need to use it alone
                 info = {"model": config.model, "method": config.method.name, "variant": config.resolved_variant(),
                         "is_peft": built.is_peft,
@@ -248,23 +249,32 @@ def _training_args(config: TrialConfig, out: Path, device: str, precision: str, 
     )
 
 
-def _tensorboard_events(out: Path) -> list:
+@contextmanager
+def _tensorboard_events(out: Path):
     """The HF Trainer's TensorBoard callback, writing the trial's loss, learning rate and validations
     into its own folder: a sweep uploads them once with the trial, not with every save of Tune's
     experiment (sweeps/driver.py). The writer the callback itself would pick: torch's (it needs the
     tensorboard package, as the lent GPU machine has), else tensorboardX (ray[tune]'s); none where
-    neither is installed: the events are a view, the row does not depend on them."""
+    neither is installed: the events are a view, the row does not depend on them. The writer is
+    closed however the trial ends: the Trainer closes it only when training ends well, and one left
+    open keeps its thread; at exit, Python 3.12 then prints tensorboardX's "can't create new thread
+    at interpreter shutdown" traceback."""
     from transformers.integrations import TensorBoardCallback, is_tensorboard_available
 
     if not is_tensorboard_available():
         log.warning("no TensorBoard events: neither tensorboard nor tensorboardX is installed")
-        return []
+        yield []
+        return
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         from tensorboardX import SummaryWriter
     # flushed every 5 s: a trial a scheduler stops is killed, not closed
-    return [TensorBoardCallback(SummaryWriter(str(out / "tensorboard"), flush_secs=5))]
+    writer = SummaryWriter(str(out / "tensorboard"), flush_secs=5)
+    try:
+        yield [TensorBoardCallback(writer)]
+    finally:
+        writer.close()  # a second close, after the Trainer's, does nothing
 
 
 def _validation_accuracy(prediction) -> dict[str, float]:
@@ -293,7 +303,7 @@ def _train_and_predict(config, built: BuiltModel, tokenized, result: TrialResult
         eval_dataset=TokenizedRows(tokenized["validation"], sort_by_length=True),
         # each batch padded to its own longest row, not to max_length
         data_collator=DataCollatorWithPadding(built.tokenizer),
-        compute_metrics=_validation_accuracy, callbacks=[*callbacks, *_tensorboard_events(out)],
+        compute_metrics=_validation_accuracy, callbacks=callbacks,
     )
     if quiet:  # without tqdm the Trainer prints every log dict; a sweep shows its own progress
         from transformers import PrinterCallback
