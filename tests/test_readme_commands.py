@@ -160,3 +160,14 @@ def test_every_entry_is_still_documented_and_names_a_test_that_exists():
             assert command.split(" && ")[0] in ci, command
         for test in re.findall(r"tests/(\w+\.py)::(\w+)", who):
             assert f"def {test[1]}(" in (ROOT / "tests" / test[0]).read_text(), (command, test)
+
+
+def test_ci_runs_the_newest_python_that_requires_python_admits():
+    """A range we declare is a range we run: CI runs every tier on the floor (its own Python, 3.11)
+    and the fast tier on the ceiling, `.ci/python_version` with the newest version admitted."""
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    ceiling = re.fullmatch(r">=3\.\d+,<3\.(\d+)", declared)
+    assert ceiling, f"requires-python = {declared!r}: give it a ceiling that CI runs below"
+    assert f"bash .ci/python_version 3.{int(ceiling[1]) - 1}\n" in (ROOT / ".ci" / "run").read_text()
