@@ -93,7 +93,7 @@ def test_the_ray_layers_do_not_import_each_other(graph):
 
 def test_nothing_edits_sys_path():
     edits = ("sys.path." + "insert", "sys.path." + "append")  # spelt apart: this file names them, edits neither
-    ours = [p for p in ROOT.rglob("*.py")  # not a venv's (.venv, .venv-3.13: .ci/python_version) or a cache's
+    ours = [p for p in ROOT.rglob("*.py")  # not a venv's (.venv, venv) or a cache's
             if not any(part.startswith(".") or part == "venv" for part in p.relative_to(ROOT).parts)]
     found = [str(p.relative_to(ROOT)) for p in ours if any(edit in p.read_text() for edit in edits)]
     assert found == []
